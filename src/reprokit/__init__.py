@@ -1,0 +1,1 @@
+"""Reproducible tabular ML pipeline stages."""

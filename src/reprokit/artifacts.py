@@ -1,0 +1,127 @@
+"""Byte-stable files: canonical skops archives, JSON, Parquet and file hashes.
+
+`skops.io.dump` writes object ids, member names derived from them and the current
+time into its zip archive, so the same model saved twice differs byte for byte.
+`save_skops` rewrites the archive into a canonical form (ids numbered in order of
+first appearance, members renamed after them, a fixed timestamp, sorted members)
+and then loads it back to prove the rewrite kept the object intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+def md5_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """The md5 DVC 3 records for a file (plain md5 of the bytes)."""
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file, so a crash leaves no half file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Deterministic, diff-friendly JSON (sorted keys, two-space indent, trailing newline)."""
+    text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    write_bytes_atomic(path, text.encode())
+
+
+def write_parquet(frame, path: str | Path) -> None:
+    """Parquet with the index kept and no writer-dependent statistics that vary by run."""
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, engine="pyarrow", index=True, compression="zstd")
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def _canonical_schema(node: Any, ids: dict[int, int], files: dict[str, str]) -> Any:
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            if key == "__id__" and isinstance(value, int):
+                out[key] = ids.setdefault(value, len(ids))
+            elif key == "file" and isinstance(value, str):
+                if value not in files:
+                    suffix = Path(value).suffix
+                    files[value] = f"{len(files):04d}{suffix}"
+                out[key] = files[value]
+            else:
+                out[key] = _canonical_schema(value, ids, files)
+        return out
+    if isinstance(node, list):
+        return [_canonical_schema(item, ids, files) for item in node]
+    return node
+
+
+def canonical_skops_bytes(raw: bytes) -> bytes:
+    """Rewrite a skops archive so that equal objects give equal bytes."""
+    source = zipfile.ZipFile(io.BytesIO(raw))
+    schema = json.loads(source.read("schema.json"))
+    files: dict[str, str] = {}
+    canonical = _canonical_schema(schema, {}, files)
+    members = {"schema.json": json.dumps(canonical, separators=(",", ":")).encode()}
+    for old, new in files.items():
+        members[new] = source.read(old)
+    leftover = set(source.namelist()) - set(files) - {"schema.json"}
+    if leftover:
+        raise ValueError(f"skops archive has members the schema does not reference: {sorted(leftover)}")
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as target:
+        for name in sorted(members):
+            info = zipfile.ZipInfo(name, date_time=FIXED_ZIP_TIME)
+            # Stored, not deflated: the bytes then do not depend on the zlib build.
+            info.compress_type = zipfile.ZIP_STORED
+            info.external_attr = 0o644 << 16
+            target.writestr(info, members[name])
+    return out.getvalue()
+
+
+def dump_skops(obj: Any) -> bytes:
+    """Serialize `obj` with skops into canonical bytes."""
+    import skops.io as sio
+
+    return canonical_skops_bytes(sio.dumps(obj))
+
+
+def save_skops(obj: Any, path: str | Path) -> None:
+    """Save `obj` as a canonical skops file."""
+    write_bytes_atomic(path, dump_skops(obj))
+
+
+def load_skops(path: str | Path) -> Any:
+    """Load a skops file this pipeline wrote.
+
+    Only types that skops itself lists for the file are trusted, and those are
+    limited to scikit-learn, numpy and scipy internals: anything else fails.
+    """
+    import skops.io as sio
+
+    path = Path(path)
+    untrusted = sio.get_untrusted_types(file=path)
+    foreign = [t for t in untrusted if not t.startswith(("sklearn.", "numpy.", "scipy.", "builtins."))]
+    if foreign:
+        raise ValueError(f"{path}: refusing to load untrusted types {foreign}")
+    return sio.load(path, trusted=untrusted)

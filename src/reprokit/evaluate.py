@@ -1,0 +1,291 @@
+"""Stage `evaluate`: score the model on the test (and train) split.
+
+Writes metrics JSON (DVC `metrics`), curve data (DVC `plots`), PNG images, the
+per-subgroup metrics with the largest AUC gap, and the test-set probabilities
+that `package` checks the served model against.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from reprokit.artifacts import load_skops, md5_file, write_json, write_parquet
+from reprokit.config import load_section
+from reprokit.contract import Contract, load_contract
+from reprokit.featurize import inputs_of
+from reprokit.stage import run_stage
+
+DIGITS = 6
+
+
+def _r(value: float) -> float:
+    return round(float(value), DIGITS)
+
+
+def classification_metrics(y: np.ndarray, proba: np.ndarray, threshold: float) -> dict[str, float]:
+    """Ranking, threshold and probability-quality metrics for binary labels."""
+    from sklearn import metrics as m
+
+    pred = (proba >= threshold).astype(int)
+    both = len(np.unique(y)) == 2
+    return {
+        "roc_auc": _r(m.roc_auc_score(y, proba)) if both else None,
+        "average_precision": _r(m.average_precision_score(y, proba)) if both else None,
+        "accuracy": _r(m.accuracy_score(y, pred)),
+        "precision": _r(m.precision_score(y, pred, zero_division=0)),
+        "recall": _r(m.recall_score(y, pred, zero_division=0)),
+        "f1": _r(m.f1_score(y, pred, zero_division=0)),
+        "log_loss": _r(m.log_loss(y, proba, labels=[0, 1])),
+        "brier": _r(m.brier_score_loss(y, proba)),
+        "positive_rate": _r(y.mean()),
+        "predicted_positive_rate": _r(pred.mean()),
+        "n": int(len(y)),
+    }
+
+
+def subgroup_metrics(
+    frame: pd.DataFrame, y: np.ndarray, proba: np.ndarray, columns: list[str], threshold: float
+) -> dict[str, Any]:
+    """Metrics for each value of each subgroup column, and each column's AUC gap."""
+    result: dict[str, Any] = {"groups": {}, "auc_gap": {}}
+    for column in columns:
+        values = frame[column].to_numpy()
+        groups = {}
+        for value in sorted(pd.unique(values[~pd.isna(values)]), key=str):
+            mask = values == value
+            groups[str(value)] = classification_metrics(y[mask], proba[mask], threshold)
+        result["groups"][column] = groups
+        aucs = [g["roc_auc"] for g in groups.values() if g["roc_auc"] is not None]
+        result["auc_gap"][column] = _r(max(aucs) - min(aucs)) if len(aucs) > 1 else 0.0
+    result["max_auc_gap"] = max(result["auc_gap"].values(), default=0.0)
+    return result
+
+
+def curves(y: np.ndarray, proba: np.ndarray, bins: int, threshold: float) -> dict[str, list[dict[str, Any]]]:
+    """Rows for DVC plots: ROC, precision-recall, calibration, confusion matrix."""
+    from sklearn.calibration import calibration_curve
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    fpr, tpr, roc_thr = roc_curve(y, proba, drop_intermediate=True)
+    precision, recall, pr_thr = precision_recall_curve(y, proba, drop_intermediate=True)
+    prob_true, prob_pred = calibration_curve(y, proba, n_bins=bins, strategy="uniform")
+    pred = (proba >= threshold).astype(int)
+    return {
+        "roc": [
+            {"fpr": _r(f), "tpr": _r(t), "threshold": _r(min(h, 1.0))} for f, t, h in zip(fpr, tpr, roc_thr)
+        ],
+        "precision_recall": [
+            {"recall": _r(r), "precision": _r(p), "threshold": _r(h)}
+            for r, p, h in zip(recall[:-1], precision[:-1], pr_thr)
+        ],
+        "calibration": [{"mean_predicted": _r(p), "fraction_positive": _r(t)} for p, t in zip(prob_pred, prob_true)],
+        "confusion": [{"actual": int(a), "predicted": int(p)} for a, p in zip(y, pred)],
+    }
+
+
+def output_groups(transformer, inputs: list[str]) -> dict[str, list[int]]:
+    """For each raw input column, the indices of the transformed columns made from it."""
+    groups: dict[str, list[int]] = {name: [] for name in inputs}
+    for name, step, columns in transformer.transformers_:
+        if name == "remainder" or step == "drop":
+            continue
+        out = transformer.output_indices_[name]
+        widths = [1] * len(columns)
+        encoder = step.steps[-1][1] if hasattr(step, "steps") else step
+        if hasattr(encoder, "categories_"):
+            drops = getattr(encoder, "drop_idx_", None)
+            widths = [
+                len(cats) - (0 if drops is None or drops[i] is None else 1) for i, cats in enumerate(encoder.categories_)
+            ]
+        start = out.start
+        for column, width in zip(columns, widths):
+            groups[column].extend(range(start, start + width))
+            start += width
+        if start != out.stop:
+            raise ValueError(f"cannot map the outputs of transformer {name!r} back to its input columns")
+    return groups
+
+
+def permutation_importance(
+    pipeline, inputs: pd.DataFrame, y: np.ndarray, repeats: int, seed: int
+) -> dict[str, float]:
+    """Mean drop in test ROC AUC when each raw input column is shuffled.
+
+    Every transformation here works row by row, so shuffling a raw column equals
+    shuffling the rows of the transformed columns made from it: the data is
+    transformed once and only the model is re-scored.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    transformer, model = pipeline.named_steps["features"], pipeline.named_steps["model"]
+    features = transformer.transform(inputs)
+    columns = list(features.columns)
+    matrix = features.to_numpy(copy=True)
+    baseline = roc_auc_score(y, model.predict_proba(features)[:, 1])
+    rng = np.random.RandomState(seed)
+    importance = {}
+    for column, indices in output_groups(transformer, list(inputs.columns)).items():
+        drops = []
+        original = matrix[:, indices].copy()
+        for _ in range(repeats):
+            matrix[:, indices] = original[rng.permutation(len(matrix))]
+            shuffled = pd.DataFrame(matrix, columns=columns, index=features.index)
+            drops.append(baseline - roc_auc_score(y, model.predict_proba(shuffled)[:, 1]))
+        matrix[:, indices] = original
+        importance[column] = _r(np.mean(drops))
+    return importance
+
+
+def save_images(curve_rows: dict[str, list[dict[str, Any]]], importance: dict[str, float], out_dir: Path) -> list[Path]:
+    """PNG images of the curves, confusion matrix and feature importance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+
+    def save(fig, name: str) -> None:
+        path = out_dir / name
+        fig.tight_layout()
+        fig.savefig(path, dpi=100, metadata={"Software": None})
+        plt.close(fig)
+        paths.append(path)
+
+    roc = curve_rows["roc"]
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([r["fpr"] for r in roc], [r["tpr"] for r in roc], label="model")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
+    ax.set(xlabel="False positive rate", ylabel="True positive rate", title="ROC curve (test)")
+    ax.legend(loc="lower right")
+    save(fig, "roc.png")
+
+    pr = curve_rows["precision_recall"]
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([r["recall"] for r in pr], [r["precision"] for r in pr])
+    ax.set(xlabel="Recall", ylabel="Precision", title="Precision-recall curve (test)", xlim=(0, 1), ylim=(0, 1.02))
+    save(fig, "precision_recall.png")
+
+    cal = curve_rows["calibration"]
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([r["mean_predicted"] for r in cal], [r["fraction_positive"] for r in cal], marker="o", label="model")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
+    ax.set(xlabel="Mean predicted probability", ylabel="Fraction of positives", title="Calibration (test)")
+    ax.legend(loc="upper left")
+    save(fig, "calibration.png")
+
+    matrix = np.zeros((2, 2), dtype=int)
+    for row in curve_rows["confusion"]:
+        matrix[row["actual"], row["predicted"]] += 1
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.imshow(matrix, cmap="Blues")
+    for (i, j), count in np.ndenumerate(matrix):
+        ax.text(j, i, str(count), ha="center", va="center", color="black")
+    ax.set(xticks=[0, 1], yticks=[0, 1], xlabel="Predicted", ylabel="Actual", title="Confusion matrix (test)")
+    save(fig, "confusion_matrix.png")
+
+    ordered = sorted(importance.items(), key=lambda item: item[1])
+    fig, ax = plt.subplots(figsize=(6, max(3, 0.3 * len(ordered))))
+    ax.barh([name for name, _ in ordered], [value for _, value in ordered])
+    ax.set(xlabel="Mean drop in ROC AUC when shuffled", title="Permutation feature importance (test)")
+    save(fig, "feature_importance.png")
+    return paths
+
+
+def predict_proba(pipeline, inputs: pd.DataFrame) -> np.ndarray:
+    """Probability of the positive class."""
+    return pipeline.predict_proba(inputs)[:, 1]
+
+
+def load_pipeline(transformer_path: str | Path, model_path: str | Path):
+    """The inference pipeline: fitted transformer then fitted model."""
+    from sklearn.pipeline import Pipeline
+
+    return Pipeline([("features", load_skops(transformer_path)), ("model", load_skops(model_path))])
+
+
+def evaluate(pipeline, train: pd.DataFrame, test: pd.DataFrame, contract: Contract, threshold: float, bins: int):
+    """Everything evaluate reports, as plain data."""
+    target = contract.target.column
+    test_x, train_x = inputs_of(test, contract), inputs_of(train, contract)
+    y_test, y_train = test[target].to_numpy(), train[target].to_numpy()
+    p_test, p_train = predict_proba(pipeline, test_x), predict_proba(pipeline, train_x)
+    subgroups = subgroup_metrics(test, y_test, p_test, list(contract.subgroups), threshold)
+    metrics = {
+        "threshold": threshold,
+        "test": classification_metrics(y_test, p_test, threshold),
+        "train": classification_metrics(y_train, p_train, threshold),
+        "max_subgroup_auc_gap": subgroups["max_auc_gap"],
+    }
+    return metrics, subgroups, curves(y_test, p_test, bins, threshold), p_test
+
+
+def flat_metrics(metrics: dict[str, Any], subgroups: dict[str, Any]) -> dict[str, float]:
+    """Metrics as flat MLflow keys, e.g. `test.roc_auc`, `subgroup.female.1.roc_auc`."""
+    flat: dict[str, float] = {"max_subgroup_auc_gap": metrics["max_subgroup_auc_gap"]}
+    for split in ("test", "train"):
+        flat.update({f"{split}.{k}": v for k, v in metrics[split].items() if v is not None})
+    for column, groups in subgroups["groups"].items():
+        for value, values in groups.items():
+            flat.update({f"subgroup.{column}.{value}.{k}": v for k, v in values.items() if v is not None})
+    return flat
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--contract", default="dataset.yaml")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--train", required=True, help="prepared train split")
+    parser.add_argument("--test", required=True, help="prepared test split")
+    parser.add_argument("--transformer", required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--metrics-out", required=True)
+    parser.add_argument("--subgroups-out", required=True)
+    parser.add_argument("--plots-dir", required=True, help="curve data for DVC plots")
+    parser.add_argument("--images-dir", required=True, help="PNG images")
+    parser.add_argument("--predictions-out", required=True)
+    args = parser.parse_args(argv)
+
+    def body() -> str:
+        contract = load_contract(args.contract)
+        params = load_section("evaluate", args.params)
+        seed = load_section("base", args.params).seed
+        train, test = pd.read_parquet(args.train), pd.read_parquet(args.test)
+        pipeline = load_pipeline(args.transformer, args.model)
+        metrics, subgroups, curve_rows, p_test = evaluate(
+            pipeline, train, test, contract, params.threshold, params.calibration_bins
+        )
+        target = contract.target.column
+        importance = permutation_importance(
+            pipeline, inputs_of(test, contract), test[target].to_numpy(), params.importance_repeats, seed
+        )
+        write_json(args.metrics_out, metrics)
+        write_json(args.subgroups_out, subgroups)
+        plots_dir = Path(args.plots_dir)
+        for name, rows in curve_rows.items():
+            write_json(plots_dir / f"{name}.json", rows)
+        write_json(plots_dir / "feature_importance.json", [{"feature": k, "importance": v} for k, v in importance.items()])
+        images = save_images(curve_rows, importance, Path(args.images_dir))
+        write_parquet(pd.DataFrame({"probability": p_test}, index=test.index), args.predictions_out)
+        from reprokit import tracking
+
+        tracking.log_evaluation(
+            args.params,
+            args.contract,
+            md5_file(args.model),
+            flat_metrics(metrics, subgroups),
+            [args.metrics_out, args.subgroups_out, *map(str, images)],
+        )
+        return f"test roc_auc {metrics['test']['roc_auc']}, f1 {metrics['test']['f1']}, max subgroup AUC gap {subgroups['max_auc_gap']}"
+
+    run_stage("evaluate", body)
+
+
+if __name__ == "__main__":
+    main()

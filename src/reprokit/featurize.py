@@ -1,0 +1,100 @@
+"""Stage `featurize`: fit the feature transformation on the training split only.
+
+Categoricals are one-hot encoded with the categories the contract allows (so the
+encoding is fixed by the contract, not by what the training rows happen to hold),
+binaries pass through, numerics are imputed and, if asked, standardized.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import pandas as pd
+
+from reprokit.artifacts import save_skops, write_parquet
+from reprokit.config import FeaturizeParams, load_section
+from reprokit.contract import Contract, load_contract
+from reprokit.stage import StageError, run_stage
+
+
+def build_transformer(contract: Contract, params: FeaturizeParams):
+    """An unfitted `ColumnTransformer` for the contract's features, pandas in and out."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    if params.numeric_impute not in ("median", "mean"):
+        raise StageError(f"params.yaml: featurize.numeric_impute must be median or mean, got {params.numeric_impute!r}")
+    numeric = contract.names_of("numeric", "integer")
+    categorical = contract.names_of("categorical")
+    binary = contract.names_of("binary")
+    numeric_steps = [("impute", SimpleImputer(strategy=params.numeric_impute))]
+    if params.scale_numeric:
+        numeric_steps.append(("scale", StandardScaler()))
+    transformers = []
+    if numeric:
+        transformers.append(("num", Pipeline(numeric_steps), numeric))
+    if categorical:
+        categories = [list(contract.feature(name).values) for name in categorical]
+        encoder = OneHotEncoder(categories=categories, handle_unknown="ignore", sparse_output=False, dtype="float64")
+        transformers.append(("cat", encoder, categorical))
+    if binary:
+        binary_steps = [("impute", SimpleImputer(strategy="most_frequent"))]
+        if any(isinstance(v, str) for name in binary for v in contract.feature(name).values):
+            categories = [list(contract.feature(name).values) for name in binary]
+            binary_steps.append(("encode", OneHotEncoder(categories=categories, drop="first", sparse_output=False)))
+        transformers.append(("bin", Pipeline(binary_steps), binary))
+    transformer = ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=True)
+    return transformer.set_output(transform="pandas")
+
+
+def inputs_of(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
+    """The model's raw input columns, in contract order, with nullable ints as floats."""
+    missing = [name for name in contract.feature_names if name not in frame.columns]
+    if missing:
+        raise StageError(f"input table lacks the contract's feature column(s) {missing}")
+    features = frame[contract.feature_names].copy()
+    for name in contract.names_of("integer", "binary"):
+        if pd.api.types.is_integer_dtype(features[name]):
+            features[name] = features[name].astype("float64")
+    return features
+
+
+def fit_transform(train: pd.DataFrame, test: pd.DataFrame, contract: Contract, params: FeaturizeParams):
+    """Fit on train only; return (fitted transformer, train features, test features), target kept."""
+    target = contract.target.column
+    transformer = build_transformer(contract, params)
+    train_x = transformer.fit_transform(inputs_of(train, contract))
+    test_x = transformer.transform(inputs_of(test, contract))
+    train_x[target] = train[target].to_numpy()
+    test_x[target] = test[target].to_numpy()
+    return transformer, train_x, test_x
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--contract", default="dataset.yaml")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--train", required=True)
+    parser.add_argument("--test", required=True)
+    parser.add_argument("--transformer-out", required=True)
+    parser.add_argument("--train-out", required=True)
+    parser.add_argument("--test-out", required=True)
+    args = parser.parse_args(argv)
+
+    def body() -> str:
+        contract = load_contract(args.contract)
+        params = load_section("featurize", args.params)
+        train, test = pd.read_parquet(args.train), pd.read_parquet(args.test)
+        transformer, train_x, test_x = fit_transform(train, test, contract, params)
+        save_skops(transformer, args.transformer_out)
+        write_parquet(train_x, args.train_out)
+        write_parquet(test_x, args.test_out)
+        return f"{len(contract.feature_names)} columns -> {train_x.shape[1] - 1} features, {len(train_x)}/{len(test_x)} rows"
+
+    run_stage("featurize", body)
+
+
+if __name__ == "__main__":
+    main()

