@@ -237,7 +237,8 @@ def flat_metrics(metrics: dict[str, Any], subgroups: dict[str, Any]) -> dict[str
     return flat
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line arguments; `dvc.yaml` passes every path."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--contract", default="dataset.yaml")
     parser.add_argument("--params", default="params.yaml")
@@ -250,7 +251,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--plots-dir", required=True, help="curve data for DVC plots")
     parser.add_argument("--images-dir", required=True, help="PNG images")
     parser.add_argument("--predictions-out", required=True)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
 
     def body() -> str:
         contract = load_contract(args.contract)

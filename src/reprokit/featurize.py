@@ -72,7 +72,8 @@ def fit_transform(train: pd.DataFrame, test: pd.DataFrame, contract: Contract, p
     return transformer, train_x, test_x
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line arguments; `dvc.yaml` passes every path."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--contract", default="dataset.yaml")
     parser.add_argument("--params", default="params.yaml")
@@ -81,7 +82,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--transformer-out", required=True)
     parser.add_argument("--train-out", required=True)
     parser.add_argument("--test-out", required=True)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
 
     def body() -> str:
         contract = load_contract(args.contract)

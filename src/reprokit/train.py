@@ -51,13 +51,18 @@ def fit(features: pd.DataFrame, target: str, params: TrainParams, seed: int):
     return model
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line arguments; `dvc.yaml` passes every path."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--contract", default="dataset.yaml")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--train", required=True)
     parser.add_argument("--model-out", required=True)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
 
     def body() -> str:
         contract = load_contract(args.contract)

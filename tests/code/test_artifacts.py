@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+import skops.io as sio
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from reprokit.artifacts import (
+    FIXED_ZIP_TIME,
+    canonical_skops_bytes,
+    dump_skops,
+    load_skops,
+    md5_file,
+    save_skops,
+    write_json,
+)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 4))
+    y = (x[:, 0] + rng.normal(size=200) > 0).astype(int)
+    model = make_pipeline(StandardScaler(), HistGradientBoostingClassifier(max_iter=20, random_state=0)).fit(x, y)
+    return model, x
+
+
+def test_skops_alone_is_not_byte_stable_which_is_why_we_canonicalize(fitted):
+    model, _ = fitted
+    assert sio.dumps(model) != sio.dumps(model)
+
+
+def test_canonical_bytes_are_equal_for_equal_objects(fitted):
+    model, _ = fitted
+    assert dump_skops(model) == dump_skops(model)
+    assert canonical_skops_bytes(sio.dumps(model)) == canonical_skops_bytes(sio.dumps(model))
+
+
+def test_canonical_archive_has_fixed_names_and_times(fitted):
+    model, _ = fitted
+    archive = zipfile.ZipFile(io.BytesIO(dump_skops(model)))
+    names = archive.namelist()
+    assert names == sorted(names) and "schema.json" in names
+    assert all(info.date_time == FIXED_ZIP_TIME for info in archive.infolist())
+    assert {n for n in names if n != "schema.json"} == {f"{i:04d}.npy" for i in range(len(names) - 1)}
+    schema = json.loads(archive.read("schema.json"))
+    ids = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "__id__" in node:
+                ids.append(node["__id__"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(schema)
+    assert max(ids) < 100_000  # sequence numbers, not memory addresses
+
+
+def test_round_trip_keeps_predictions(tmp_path, fitted):
+    model, x = fitted
+    path = tmp_path / "model.skops"
+    save_skops(model, path)
+    loaded = load_skops(path)
+    np.testing.assert_array_equal(loaded.predict_proba(x), model.predict_proba(x))
+
+
+class Gadget:
+    """Not a scikit-learn, numpy or scipy type: loading it could run foreign code."""
+
+    def __init__(self):
+        self.setting = 1
+
+
+def test_loading_refuses_foreign_types(tmp_path):
+    path = tmp_path / "odd.skops"
+    path.write_bytes(sio.dumps({"gadget": Gadget()}))
+    with pytest.raises(ValueError, match="refusing to load untrusted types"):
+        load_skops(path)
+
+
+def test_md5_matches_hashlib_and_json_is_deterministic(tmp_path):
+    path = tmp_path / "m.json"
+    write_json(path, {"b": 1.5, "a": [1, 2]})
+    first = path.read_bytes()
+    write_json(path, {"a": [1, 2], "b": 1.5})
+    assert path.read_bytes() == first == b'{\n  "a": [\n    1,\n    2\n  ],\n  "b": 1.5\n}\n'
+    assert md5_file(path) == hashlib.md5(first).hexdigest()
+    with pytest.raises(ValueError):
+        write_json(path, {"x": float("nan")})
+    assert path.read_bytes() == first  # a failed write leaves the old file

@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.pipeline import Pipeline
+
+from reprokit.config import FeaturizeParams, TrainParams
+from reprokit.evaluate import (
+    classification_metrics,
+    curves,
+    flat_metrics,
+    output_groups,
+    permutation_importance,
+    save_images,
+    subgroup_metrics,
+)
+from reprokit.featurize import fit_transform, inputs_of
+from reprokit.prepare import split, to_model_table, validate
+from reprokit.train import fit
+from synthetic import make_loans
+
+
+def test_metrics_match_hand_computed_values():
+    y = np.array([0, 0, 1, 1])
+    p = np.array([0.1, 0.6, 0.4, 0.9])
+    m = classification_metrics(y, p, threshold=0.5)
+    # predictions 0,1,0,1: one true positive, one false positive, one false negative
+    assert (m["accuracy"], m["precision"], m["recall"], m["f1"]) == (0.5, 0.5, 0.5, 0.5)
+    assert m["roc_auc"] == 0.75  # 3 of the 4 positive-negative pairs ranked right
+    assert m["brier"] == pytest.approx(np.mean((p - y) ** 2), abs=1e-6)
+    assert m["log_loss"] == pytest.approx(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)), abs=1e-6)
+    assert m["n"] == 4 and m["positive_rate"] == 0.5 and m["predicted_positive_rate"] == 0.5
+    assert classification_metrics(y, p, threshold=0.95)["precision"] == 0.0  # nothing predicted positive
+
+
+def test_single_class_group_has_no_auc():
+    m = classification_metrics(np.array([1, 1]), np.array([0.3, 0.8]), 0.5)
+    assert m["roc_auc"] is None and m["recall"] == 0.5
+
+
+def test_subgroup_gap_is_the_spread_of_group_aucs():
+    frame = pd.DataFrame({"g": ["a"] * 4 + ["b"] * 4})
+    y = np.array([0, 0, 1, 1, 0, 0, 1, 1])
+    p = np.array([0.1, 0.2, 0.8, 0.9, 0.1, 0.6, 0.4, 0.9])  # a: AUC 1.0, b: AUC 0.75
+    result = subgroup_metrics(frame, y, p, ["g"], 0.5)
+    assert result["groups"]["g"]["a"]["roc_auc"] == 1.0
+    assert result["groups"]["g"]["b"]["roc_auc"] == 0.75
+    assert result["auc_gap"] == {"g": 0.25} and result["max_auc_gap"] == 0.25
+    flat = flat_metrics({"max_subgroup_auc_gap": 0.25, "test": {"roc_auc": 0.8}, "train": {"roc_auc": 0.9}}, result)
+    assert flat["subgroup.g.b.roc_auc"] == 0.75 and flat["test.roc_auc"] == 0.8
+
+
+def test_curve_rows_are_what_dvc_plots_reads():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    p = np.clip(y * 0.3 + rng.uniform(size=200) * 0.7, 0, 1)
+    rows = curves(y, p, bins=5, threshold=0.5)
+    roc = rows["roc"]
+    assert roc[0]["fpr"] == 0.0 and roc[-1]["fpr"] == 1.0 and roc[-1]["tpr"] == 1.0
+    assert all(0 <= r["threshold"] <= 1 for r in roc)  # roc_curve's first threshold is inf: capped for JSON
+    assert len(rows["calibration"]) <= 5
+    assert len(rows["confusion"]) == 200 and set(rows["confusion"][0]) == {"actual", "predicted"}
+    assert all(0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1 for r in rows["precision_recall"])
+
+
+@pytest.fixture(scope="module")
+def loan_pipeline(loans_contract_obj):
+    table = to_model_table(validate(make_loans(800), loans_contract_obj, "x"), loans_contract_obj)
+    train, test = split(table, "defaulted", 0.25, 0)
+    transformer, train_x, _ = fit_transform(train, test, loans_contract_obj, FeaturizeParams(True, "median"))
+    hyper = {"hist_gradient_boosting": {"max_iter": 50}, "random_forest": {}, "logistic_regression": {}}
+    model = fit(train_x, "defaulted", TrainParams("hist_gradient_boosting", 1, **hyper), seed=0)
+    return Pipeline([("features", transformer), ("model", model)]), test
+
+
+def test_output_groups_map_raw_columns_to_their_encoded_columns(loan_pipeline, loans_contract_obj):
+    pipeline, test = loan_pipeline
+    transformer = pipeline.named_steps["features"]
+    inputs = inputs_of(test, loans_contract_obj)
+    groups = output_groups(transformer, list(inputs.columns))
+    names = transformer.get_feature_names_out()
+    assert [names[i] for i in groups["region"]] == [f"cat__region_{r}" for r in ["north", "south", "east", "west"]]
+    assert sorted(i for g in groups.values() for i in g) == list(range(len(names)))
+    # Shuffling a raw column equals shuffling the rows of its encoded columns, the shortcut importance takes.
+    order = np.random.default_rng(0).permutation(len(inputs))
+    for column, indices in groups.items():
+        shuffled = inputs.copy()
+        shuffled[column] = inputs[column].to_numpy()[order]
+        expected = transformer.transform(inputs).to_numpy()
+        expected[:, indices] = expected[order][:, indices]
+        np.testing.assert_array_equal(transformer.transform(shuffled).to_numpy(), expected)
+
+
+def test_importance_finds_the_signal(loan_pipeline, loans_contract_obj):
+    pipeline, test = loan_pipeline
+    inputs = inputs_of(test, loans_contract_obj)
+    importance = permutation_importance(pipeline, inputs, test["defaulted"].to_numpy(), repeats=3, seed=0)
+    assert set(importance) == set(inputs.columns)
+    assert importance["amount"] > 0.05  # the synthetic default risk is driven by amount / income
+    assert importance["amount"] > abs(importance["region"])  # region plays no part in it
+    assert importance == permutation_importance(pipeline, inputs, test["defaulted"].to_numpy(), repeats=3, seed=0)
+
+
+def test_images_are_written_and_reproducible(tmp_path):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 100)
+    rows = curves(y, np.clip(y * 0.4 + rng.uniform(size=100) * 0.6, 0, 1), 5, 0.5)
+    first = save_images(rows, {"a": 0.1, "b": 0.02}, tmp_path / "one")
+    second = save_images(rows, {"a": 0.1, "b": 0.02}, tmp_path / "two")
+    assert [p.name for p in first] == [
+        "roc.png", "precision_recall.png", "calibration.png", "confusion_matrix.png", "feature_importance.png"
+    ]
+    for a, b in zip(first, second):
+        assert a.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert a.read_bytes() == b.read_bytes()

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reprokit.config import FeaturizeParams
+from reprokit.featurize import build_transformer, fit_transform, inputs_of
+from reprokit.prepare import split, to_model_table, validate
+from reprokit.stage import StageError
+from synthetic import make_loans
+
+
+@pytest.fixture()
+def loan_splits(loans_contract_obj):
+    table = to_model_table(validate(make_loans(300), loans_contract_obj, "x"), loans_contract_obj)
+    return split(table, "defaulted", 0.25, 0)
+
+
+def test_transformer_is_fitted_on_train_only(loans_contract_obj, loan_splits):
+    train, test = loan_splits
+    _, train_x, test_x = fit_transform(train, test, loans_contract_obj, FeaturizeParams(True, "median"))
+    assert train_x["num__amount"].mean() == pytest.approx(0.0, abs=1e-9)
+    assert train_x["num__amount"].std(ddof=0) == pytest.approx(1.0, abs=1e-9)
+    expected = (test["amount"] - train["amount"].mean()) / train["amount"].std(ddof=0)
+    np.testing.assert_allclose(test_x["num__amount"].to_numpy(), expected.to_numpy(), rtol=1e-9)
+    assert not train_x.isna().any().any()  # blank incomes imputed
+    assert train_x["defaulted"].tolist() == train["defaulted"].tolist()
+
+
+def test_categories_come_from_the_contract(loans_contract_obj, loan_splits):
+    train, test = loan_splits
+    train = train[train["region"] != "west"]  # a category the training rows lack
+    transformer, train_x, _ = fit_transform(train, test, loans_contract_obj, FeaturizeParams(False, "mean"))
+    assert "cat__region_west" in train_x.columns and train_x["cat__region_west"].sum() == 0
+    unseen = inputs_of(test.head(1), loans_contract_obj).assign(region="mars")
+    row = transformer.transform(unseen)
+    assert row.filter(like="cat__region_").to_numpy().sum() == 0  # unknown value: all zeros
+    assert train_x["num__amount"].tolist() == train["amount"].tolist()  # no scaling when off
+
+
+def test_output_has_one_column_per_number_binary_and_category(telco_contract):
+    transformer = build_transformer(telco_contract, FeaturizeParams(True, "median"))
+    names = [name for name, _, _ in transformer.transformers]
+    assert names == ["num", "cat", "bin"]
+    n_categories = sum(len(telco_contract.feature(c).values) for c in telco_contract.names_of("categorical"))
+    assert n_categories + 3 + 6 == 40
+
+
+def test_bad_impute_strategy_and_missing_columns_are_named(loans_contract_obj, loan_splits):
+    with pytest.raises(StageError, match="featurize.numeric_impute"):
+        build_transformer(loans_contract_obj, FeaturizeParams(True, "mode"))
+    with pytest.raises(StageError, match=r"lacks the contract's feature column\(s\) \['age'\]"):
+        inputs_of(loan_splits[0].drop(columns=["age"]), loans_contract_obj)
+
+
+def test_string_binary_features_are_encoded(loans_contract_obj):
+    from reprokit.contract import parse_contract
+    from synthetic import loans_contract
+
+    data = loans_contract()
+    data["features"]["owns_home"] = {"type": "binary", "values": ["no", "yes"]}
+    contract = parse_contract(data)
+    frame = pd.DataFrame({name: [1.0, 2.0] for name in contract.names_of("numeric", "integer")})
+    frame["region"], frame["purpose"], frame["owns_home"] = ["north", "south"], ["car", "home"], ["no", "yes"]
+    out = build_transformer(contract, FeaturizeParams(False, "median")).fit_transform(frame)
+    assert out.filter(like="owns_home").to_numpy().ravel().tolist() == [0.0, 1.0]

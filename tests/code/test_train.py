@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reprokit.artifacts import dump_skops
+from reprokit.config import MODEL_KINDS, TrainParams
+from reprokit.stage import StageError
+from reprokit.train import build_model, fit
+
+HYPER = {
+    "hist_gradient_boosting": {"max_iter": 30, "learning_rate": 0.1},
+    "random_forest": {"n_estimators": 20, "max_depth": 4},
+    "logistic_regression": {"C": 0.5, "max_iter": 200},
+}
+
+
+def params(kind: str, **override) -> TrainParams:
+    hyper = {k: dict(v) for k, v in HYPER.items()}
+    hyper[kind].update(override)
+    return TrainParams(kind, 1, **hyper)
+
+
+@pytest.fixture(scope="module")
+def features() -> pd.DataFrame:
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame(rng.normal(size=(300, 5)), columns=[f"f{i}" for i in range(5)])
+    frame["y"] = (frame["f0"] - frame["f1"] + rng.normal(scale=0.5, size=300) > 0).astype(int)
+    return frame
+
+
+@pytest.mark.parametrize("kind", MODEL_KINDS)
+def test_each_model_kind_uses_its_params_and_seed(kind):
+    model = build_model(params(kind), seed=123)
+    assert model.get_params()["random_state"] == 123
+    for key, value in HYPER[kind].items():
+        assert model.get_params()[key] == value
+
+
+@pytest.mark.parametrize("kind", MODEL_KINDS)
+def test_fit_is_byte_reproducible_and_learns(kind, features):
+    first = fit(features, "y", params(kind), seed=5)
+    second = fit(features, "y", params(kind), seed=5)
+    assert dump_skops(first) == dump_skops(second)
+    accuracy = (first.predict(features.drop(columns="y")) == features["y"]).mean()
+    assert accuracy > 0.8
+
+
+def test_seed_changes_a_random_forest(features):
+    one = fit(features, "y", params("random_forest"), seed=1)
+    two = fit(features, "y", params("random_forest"), seed=2)
+    assert dump_skops(one) != dump_skops(two)
+
+
+def test_thread_limit_is_what_the_model_records(features):
+    model = fit(features, "y", params("hist_gradient_boosting"), seed=0)
+    # The bin mapper stores the OpenMP thread count in the model's bytes: fixed, not the machine's cores.
+    assert model._bin_mapper.n_threads == 1
+
+
+@pytest.mark.parametrize(
+    "kind, override, message",
+    [
+        ("hist_gradient_boosting", {"learning_rat": 0.1}, "train.hist_gradient_boosting has a bad hyperparameter"),
+        ("random_forest", {"n_estimators": -3}, "train.random_forest: The 'n_estimators' parameter"),
+        ("logistic_regression", {"C": "big"}, "train.logistic_regression: The 'C' parameter"),
+    ],
+)
+def test_bad_hyperparameters_are_named(kind, override, message, features):
+    with pytest.raises(StageError) as info:
+        fit(features, "y", params(kind, **override), seed=0)
+    assert message in str(info.value)

@@ -1,0 +1,77 @@
+"""The three promises, with the real `dvc` CLI in a fresh clone: reproduce exactly,
+re-run only what changed, and restore an old state byte for byte."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from dvcclone import ran_stages
+
+pytestmark = pytest.mark.e2e
+
+STAGES = ["prepare", "featurize", "train", "evaluate", "package"]
+
+
+@pytest.fixture(scope="module")
+def clone(make_clone):
+    return make_clone("reproduce")
+
+
+@pytest.fixture(scope="module")
+def first_state(clone):
+    """A full `dvc repro` in the fresh clone, and the md5 of every output it made."""
+    done = clone.dvc("repro")
+    assert ran_stages(done.stdout) == STAGES
+    locked = clone.locked_outputs()
+    return locked, clone.file_hashes(list(locked) + ["metrics/metrics.json", "metrics/subgroups.json"])
+
+
+def test_fresh_clone_reproduces_the_committed_lock_exactly(clone, first_state):
+    locked, actual = first_state
+    assert clone.git("status", "--porcelain") == ""  # dvc.lock and git-kept metrics unchanged
+    assert "Data and pipelines are up to date" in clone.dvc("status").stdout
+    assert {path: actual[path] for path in locked} == locked
+    assert any(p.startswith("models/package/") for p in locked) and "models/model.skops" in locked
+
+
+def test_the_run_was_logged_to_the_default_local_store(clone, first_state):
+    db = sqlite3.connect(clone.root / "mlflow.db")
+    runs = db.execute("select run_uuid from runs").fetchall()
+    keys = {k for (k,) in db.execute("select distinct key from metrics")}
+    params = dict(db.execute("select key, value from params"))
+    assert len(runs) == 1
+    assert {"test.roc_auc", "train.roc_auc", "max_subgroup_auc_gap", "subgroup.female.1.roc_auc"} <= keys
+    assert params["train.model"] == "hist_gradient_boosting"
+
+
+def test_noop_repro_runs_nothing(clone, first_state):
+    assert ran_stages(clone.dvc("repro").stdout) == []
+
+
+def test_changing_a_train_param_reruns_only_train_evaluate_package(clone, first_state):
+    locked, before = first_state
+    clone.write_params(lambda p: p["train"]["hist_gradient_boosting"].update(learning_rate=0.1))
+    done = clone.dvc("repro")
+    assert ran_stages(done.stdout) == ["train", "evaluate", "package"]
+    assert "Stage 'prepare' didn't change, skipping" in done.stdout
+    assert "Stage 'featurize' didn't change, skipping" in done.stdout
+    after = clone.file_hashes(clone.locked_outputs())
+    for path in ("data/prepared/train.parquet", "data/features/test.parquet", "models/transformer.skops"):
+        assert after[path] == before[path]
+    assert after["models/model.skops"] != before["models/model.skops"]
+    assert "Data and pipelines are up to date" in clone.dvc("status").stdout
+
+
+def test_checkout_of_the_previous_commit_restores_it_byte_for_byte(clone, first_state):
+    locked, before = first_state
+    clone.git("commit", "-qam", "Faster learning rate")
+    changed = clone.file_hashes(clone.locked_outputs())
+    clone.git("checkout", "-q", "HEAD~1")
+    clone.dvc("checkout")
+    assert clone.file_hashes(before) == before
+    assert "Data and pipelines are up to date" in clone.dvc("status").stdout
+    clone.git("checkout", "-q", "-")
+    clone.dvc("checkout")
+    assert clone.file_hashes(changed) == changed
