@@ -43,8 +43,11 @@ class Clone:
             for out in stage.get("outs", []):
                 if out["md5"].endswith(".dir"):
                     digest = out["md5"][:-4]
-                    listing = json.loads((self.root / ".dvc/cache/files/md5" / digest[:2] / (digest[2:] + ".dir")).read_text())
-                    outs.update({f"{out['path']}/{e['relpath']}": e["md5"] for e in listing})
+                    listing = self.root / ".dvc/cache/files/md5" / digest[:2] / (digest[2:] + ".dir")
+                    if not listing.exists():  # a `cache: false` directory: git keeps it, DVC lists no files
+                        continue
+                    entries = json.loads(listing.read_text())
+                    outs.update({f"{out['path']}/{e['relpath']}": e["md5"] for e in entries})
                 else:
                     outs[out["path"]] = out["md5"]
         return outs
