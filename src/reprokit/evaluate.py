@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from reprokit.artifacts import load_skops, md5_file, write_json, write_parquet
+from reprokit.artifacts import load_skops, write_json, write_parquet
 from reprokit.config import load_section
 from reprokit.contract import Contract, load_contract
 from reprokit.featurize import inputs_of
@@ -276,17 +276,8 @@ def main(argv: list[str] | None = None) -> None:
         for name, rows in curve_rows.items():
             write_json(plots_dir / f"{name}.json", rows)
         write_json(plots_dir / "feature_importance.json", [{"feature": k, "importance": v} for k, v in importance.items()])
-        images = save_images(curve_rows, importance, Path(args.images_dir))
+        save_images(curve_rows, importance, Path(args.images_dir))
         write_parquet(pd.DataFrame({"probability": p_test}, index=test.index), args.predictions_out)
-        from reprokit import tracking
-
-        tracking.log_evaluation(
-            args.params,
-            args.contract,
-            md5_file(args.model),
-            flat_metrics(metrics, subgroups),
-            [args.metrics_out, args.subgroups_out, *map(str, images)],
-        )
         return f"test roc_auc {metrics['test']['roc_auc']}, f1 {metrics['test']['f1']}, max subgroup AUC gap {subgroups['max_auc_gap']}"
 
     run_stage("evaluate", body)

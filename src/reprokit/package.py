@@ -26,7 +26,7 @@ import yaml
 from reprokit.artifacts import canonical_skops_bytes, md5_file, write_bytes_atomic
 from reprokit.config import flatten, read_yaml
 from reprokit.contract import Contract, load_contract
-from reprokit.evaluate import load_pipeline
+from reprokit.evaluate import flat_metrics, load_pipeline
 from reprokit.featurize import inputs_of
 from reprokit.stage import StageError, run_stage
 
@@ -149,6 +149,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--transformer", required=True)
     parser.add_argument("--model", required=True)
     parser.add_argument("--metrics", required=True)
+    parser.add_argument("--subgroups", required=True, help="subgroup metrics (logged with the run)")
+    parser.add_argument("--plots-dir", required=True, help="curve data (logged with the run)")
+    parser.add_argument("--images-dir", required=True, help="PNG images (logged with the run)")
     parser.add_argument("--predictions", required=True, help="evaluate's test probabilities")
     parser.add_argument("--package-out", required=True)
     parser.add_argument("--card-out", required=True)
@@ -176,12 +179,20 @@ def main(argv: list[str] | None = None) -> None:
             worst = float(np.max(np.abs(served - expected["probability"].to_numpy())))
             raise StageError(f"{out_dir}: served probabilities differ from evaluate's (max abs diff {worst})")
         metrics = json.loads(Path(args.metrics).read_text())
+        subgroups = json.loads(Path(args.subgroups).read_text())
         hashes = {path: md5_file(path) for path in (args.train, args.test, args.model, args.transformer)}
         card = model_card(contract, params, metrics, hashes)
         write_bytes_atomic(args.card_out, card.encode())
         from reprokit import tracking
 
-        tracking.log_package(args.params, args.contract, md5_file(args.model), str(out_dir), args.card_out)
+        tracking.log_run(
+            args.params,
+            args.contract,
+            hashes[args.model],
+            flat_metrics(metrics, subgroups),
+            [args.metrics, args.subgroups, args.plots_dir, args.images_dir, args.card_out],
+            str(out_dir),
+        )
         return f"{out_dir} serves {len(served)} test rows identically to evaluate"
 
     run_stage("package", body)

@@ -1,12 +1,11 @@
-"""MLflow logging for the stages that train, evaluate and package.
+"""MLflow logging: one run per pipeline execution, logged by the last stage.
 
-One MLflow run per trained model: `train` opens it and tags it with the md5 of the
-model file it wrote; `evaluate` and `package` find that run by the same md5 (the
-model is their input) and add metrics, plots and the packaged model to it. No run
-id or time ever enters a DVC-tracked output.
-
-Nothing here is imported at module import time by the stages, and MLflow itself is
-imported only when tracking is enabled.
+`package` is the one stage that sees everything a run should hold (params, train
+and test metrics, subgroup metrics, plots, model card, packaged model) and it
+imports MLflow anyway to save the model, so it logs the run. Logging from train
+and evaluate as well would open the run in three processes and pay MLflow's
+import (about 1.2 s) three times. A stage DVC skips logs nothing. No run id or
+time ever enters a DVC-tracked output; MLflow is imported only when enabled.
 """
 
 from __future__ import annotations
@@ -77,53 +76,33 @@ def _run_params(params_file: str, contract_file: str) -> dict[str, Any]:
     return params
 
 
-def _start(mlflow, experiment_id: str, model_md5: str, params_file: str, contract_file: str, new: bool):
-    if not new:
-        runs = mlflow.search_runs(
-            experiment_ids=[experiment_id],
-            filter_string=f"tags.`{MODEL_MD5_TAG}` = '{model_md5}'",
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
-            output_format="list",
-        )
-        if runs:
-            return mlflow.start_run(run_id=runs[0].info.run_id)
-    run = mlflow.start_run(experiment_id=experiment_id, tags={MODEL_MD5_TAG: model_md5, **git_state()})
-    mlflow.log_params(_run_params(params_file, contract_file))
-    return run
+def log_run(
+    params_file: str,
+    contract_file: str,
+    model_md5: str,
+    metrics: dict[str, float],
+    artifacts: Iterable[str],
+    package_dir: str,
+) -> str | None:
+    """Log one pipeline execution as one MLflow run; return its id (None when disabled).
 
-
-def log_training(params_file: str, contract_file: str, model_md5: str, extra: dict[str, Any]) -> None:
-    """Open the run for a freshly trained model: params, git state, training figures."""
+    The run holds every param (flattened), the metrics, the evaluation files, the
+    model card and the packaged model directory, tagged with the git state and the
+    md5 of the model file so a run leads back to the exact DVC outputs.
+    """
     params = settings(params_file)
     if not params.enabled:
-        return
+        return None
     mlflow, experiment_id = _open(params)
-    with _start(mlflow, experiment_id, model_md5, params_file, contract_file, new=True) as run:
-        mlflow.log_metrics(extra)
-        log.info("MLflow run %s in %s", run.info.run_id, params.uri)
-
-
-def log_evaluation(
-    params_file: str, contract_file: str, model_md5: str, metrics: dict[str, float], artifacts: Iterable[str]
-) -> None:
-    """Add metrics and plot files to the model's run."""
-    params = settings(params_file)
-    if not params.enabled:
-        return
-    mlflow, experiment_id = _open(params)
-    with _start(mlflow, experiment_id, model_md5, params_file, contract_file, new=False):
+    tags = {MODEL_MD5_TAG: model_md5, **git_state()}
+    with mlflow.start_run(experiment_id=experiment_id, tags=tags) as run:
+        mlflow.log_params(_run_params(params_file, contract_file))
         mlflow.log_metrics(metrics)
         for path in artifacts:
-            mlflow.log_artifact(path, artifact_path="evaluation")
-
-
-def log_package(params_file: str, contract_file: str, model_md5: str, package_dir: str, card: str) -> None:
-    """Attach the packaged model directory and its model card to the model's run."""
-    params = settings(params_file)
-    if not params.enabled:
-        return
-    mlflow, experiment_id = _open(params)
-    with _start(mlflow, experiment_id, model_md5, params_file, contract_file, new=False):
+            if Path(path).is_dir():
+                mlflow.log_artifacts(path, artifact_path=Path(path).name)
+            else:
+                mlflow.log_artifact(path)
         mlflow.log_artifacts(package_dir, artifact_path="package")
-        mlflow.log_artifact(card)
+    log.info("MLflow run %s in experiment %r at %s", run.info.run_id, params.experiment, params.uri)
+    return run.info.run_id

@@ -11,7 +11,7 @@ import argparse
 
 import pandas as pd
 
-from reprokit.artifacts import md5_file, save_skops
+from reprokit.artifacts import save_skops
 from reprokit.config import TrainParams, load_section
 from reprokit.contract import load_contract
 from reprokit.stage import StageError, run_stage
@@ -71,9 +71,6 @@ def main(argv: list[str] | None = None) -> None:
         features = pd.read_parquet(args.train)
         model = fit(features, contract.target.column, params, seed)
         save_skops(model, args.model_out)
-        from reprokit import tracking
-
-        tracking.log_training(args.params, args.contract, md5_file(args.model_out), {"train_rows": len(features)})
         return f"{params.model} fitted on {len(features)} rows x {features.shape[1] - 1} features"
 
     run_stage("train", body)

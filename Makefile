@@ -1,0 +1,27 @@
+# A thin layer over uv, dvc and pytest. `make` lists the targets.
+UV_VERSION := 0.13.8
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+RUN := $(UV) run --locked --no-sync
+
+.DEFAULT_GOAL := help
+.PHONY: help setup repro test test-fast bench
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: ## Install the locked environment into .venv (and uv into .tools/ if it is missing)
+	@command -v uv >/dev/null 2>&1 || [ -x .tools/bin/uv ] || \
+		{ python3 -m venv .tools && .tools/bin/pip install --quiet "uv==$(UV_VERSION)"; }
+	$(UV) sync --locked
+
+repro: setup ## Set up, then run the full pipeline (dvc repro)
+	$(RUN) dvc repro
+
+test: setup ## Set up, then run every test suite
+	$(RUN) pytest
+
+test-fast: setup ## Set up, then run the tests without the end-to-end suite
+	$(RUN) pytest -m "not e2e"
+
+bench: setup ## Measure pipeline timings into bench/results.json
+	$(RUN) python bench/pipeline.py

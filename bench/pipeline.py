@@ -1,0 +1,137 @@
+"""Measure the pipeline's wall-clock times and write them to bench/results.json.
+
+Figures (median of --repeats runs, in seconds):
+- full `dvc repro` from scratch in a fresh clone (cache emptied), tracking on and off;
+- each stage's command alone;
+- no-op `dvc repro` on the real pipeline, and DVC's own floor: the same stage graph
+  (same deps, params and outs) whose commands only create their outputs.
+
+Run with `make bench` (or `uv run python bench/pipeline.py`). Timings, never asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def environment(root: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(root / "src"),
+        "DVC_NO_ANALYTICS": "1",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+    }
+
+
+def timed(args: list[str] | str, cwd: Path, env: dict[str, str], shell: bool = False) -> float:
+    started = time.perf_counter()
+    subprocess.run(args, cwd=cwd, env=env, check=True, capture_output=True, shell=shell)
+    return time.perf_counter() - started
+
+
+def clone(into: Path) -> Path:
+    root = into / "repo"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(root)], check=True)
+    return root
+
+
+def wipe_outputs(root: Path, env: dict[str, str]) -> None:
+    """Remove every output and the cache, so the next repro computes everything."""
+    shutil.rmtree(root / ".dvc" / "cache", ignore_errors=True)
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    for stage in lock["stages"].values():
+        for out in stage.get("outs", []):
+            path = root / out["path"]
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    (root / "mlflow.db").unlink(missing_ok=True)
+
+
+def set_tracking(root: Path, enabled: bool) -> None:
+    params = root / "params.yaml"
+    text = params.read_text()
+    params.write_text(text.replace(f"enabled: {str(not enabled).lower()}", f"enabled: {str(enabled).lower()}"))
+
+
+def floor_repo(root: Path, into: Path) -> Path:
+    """A copy of the stage graph whose commands only create their declared outputs."""
+    floor = into / "floor"
+    shutil.copytree(root, floor, ignore=shutil.ignore_patterns(".dvc", ".git", "data", "models", "metrics", "mlflow.db"))
+    pipeline = yaml.safe_load((floor / "dvc.yaml").read_text())
+    for stage in pipeline["stages"].values():
+        writes = []
+        for entry in stage.get("outs", []) + stage.get("metrics", []):
+            path = next(iter(entry)) if isinstance(entry, dict) else entry
+            if Path(path).suffix:
+                writes.append(f"mkdir -p {shlex.quote(str(Path(path).parent))} && echo x > {shlex.quote(path)}")
+            else:
+                writes.append(f"mkdir -p {shlex.quote(path)} && echo x > {shlex.quote(path)}/x")
+        stage["cmd"] = " && ".join(writes)
+    pipeline.pop("plots", None)
+    (floor / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
+    (floor / "dvc.lock").unlink(missing_ok=True)
+    for command in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q"]):
+        subprocess.run(command, cwd=floor, check=True)
+    return floor
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default=str(REPO / "bench" / "results.json"))
+    args = parser.parse_args()
+    dvc = str(BIN / "dvc")
+    results: dict[str, object] = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "repeats": args.repeats,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        root = clone(Path(tmp))
+        env = environment(root)
+        for label, enabled in (("full_repro_tracking_on", True), ("full_repro_tracking_off", False)):
+            set_tracking(root, enabled)
+            runs = []
+            for _ in range(args.repeats):
+                wipe_outputs(root, env)
+                runs.append(timed([dvc, "repro"], root, env))
+            results[label] = {"median_s": round(statistics.median(runs), 2), "runs_s": [round(r, 2) for r in runs]}
+        set_tracking(root, True)
+        subprocess.run(["git", "checkout", "-q", "params.yaml"], cwd=root, check=True)
+        subprocess.run([dvc, "repro"], cwd=root, env=env, check=True, capture_output=True)
+        stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+        results["stage_seconds"] = {
+            name: round(statistics.median(timed(stage["cmd"], root, env, shell=True) for _ in range(args.repeats)), 2)
+            for name, stage in stages.items()
+        }
+        noop = [timed([dvc, "repro"], root, env) for _ in range(max(5, args.repeats))]
+        floor = floor_repo(root, Path(tmp))
+        subprocess.run([dvc, "repro"], cwd=floor, env=env, check=True, capture_output=True)
+        floor_noop = [timed([dvc, "repro"], floor, env) for _ in range(max(5, args.repeats))]
+        results["noop_repro_s"] = round(statistics.median(noop), 3)
+        results["noop_floor_s"] = round(statistics.median(floor_noop), 3)
+        results["noop_ratio_to_floor"] = round(statistics.median(noop) / statistics.median(floor_noop), 3)
+        results["tracking_overhead_s"] = round(
+            results["full_repro_tracking_on"]["median_s"] - results["full_repro_tracking_off"]["median_s"], 2
+        )
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
