@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -71,6 +72,24 @@ def ran_stages(output: str) -> list[str]:
 def new_clone(repo: Path, root: Path) -> Clone:
     """`git clone` the repository to `root`, with an environment that runs the clone's own code."""
     subprocess.run(["git", "clone", "-q", str(repo), str(root)], check=True)
+    return Clone(root, clone_env(root))
+
+
+def copy_clone(source: Clone, root: Path) -> Clone:
+    """A copy of a clone's folder, cache and outputs included (cheaper than reproducing again)."""
+    shutil.copytree(source.root, root, symlinks=True)
+    return Clone(root, clone_env(root))
+
+
+def cache_snapshot(root: Path) -> dict[str, str]:
+    """md5 of every file in the DVC cache: to prove a failure left the cache intact."""
+    cache = root / ".dvc" / "cache"
+    return {
+        str(p.relative_to(cache)): hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(cache.rglob("*")) if p.is_file()
+    }
+
+
+def clone_env(root: Path) -> dict[str, str]:
     env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -82,4 +101,4 @@ def new_clone(repo: Path, root: Path) -> Clone:
         "GIT_COMMITTER_EMAIL": "e2e@example.invalid",
     }
     env.pop("MLFLOW_TRACKING_URI", None)
-    return Clone(root, env)
+    return env
