@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Tests talk to servers on 127.0.0.1 only: never let botocore probe the cloud metadata address.
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from synthetic import loans_contract, make_loans  # noqa: E402
