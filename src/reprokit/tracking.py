@@ -24,10 +24,22 @@ log = logging.getLogger("reprokit.tracking")
 MODEL_MD5_TAG = "reprokit.model_md5"
 
 
+def project_root() -> Path:
+    """The repository the run belongs to: `dvc exp run --queue` runs stages in a temporary
+    copy, and DVC then points `DVC_ROOT` at the original repository."""
+    return Path(os.environ.get("DVC_ROOT") or ".").resolve()
+
+
 def settings(params_file: str = "params.yaml") -> TrackingParams:
-    """Tracking settings; `MLFLOW_TRACKING_URI` in the environment wins over params."""
+    """Tracking settings; `MLFLOW_TRACKING_URI` in the environment wins over params.
+
+    A relative SQLite path (the default `sqlite:///mlflow.db`) is taken from the project
+    root, so queued experiments log to the same store as the workspace.
+    """
     params = load_section("tracking", params_file)
     uri = os.environ.get("MLFLOW_TRACKING_URI") or params.uri
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = f"sqlite:///{project_root() / uri[len('sqlite:///'):]}"
     return TrackingParams(params.enabled, uri, params.experiment, params.timeout_seconds)
 
 
@@ -56,6 +68,9 @@ def _open(params: TrackingParams):
 
     mlflow.set_tracking_uri(params.uri)
     try:
+        if params.uri.startswith("sqlite:") and mlflow.get_experiment_by_name(params.experiment) is None:
+            # Artifacts next to the SQLite file, not under whichever folder created the experiment.
+            mlflow.create_experiment(params.experiment, artifact_location=(project_root() / "mlruns").as_uri())
         experiment = mlflow.set_experiment(params.experiment)
     except Exception as exc:  # MlflowException, connection and driver errors alike
         raise StageError(
@@ -95,6 +110,8 @@ def log_run(
         return None
     mlflow, experiment_id = _open(params)
     tags = {MODEL_MD5_TAG: model_md5, **git_state()}
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
     with mlflow.start_run(experiment_id=experiment_id, tags=tags) as run:
         mlflow.log_params(_run_params(params_file, contract_file))
         mlflow.log_metrics(metrics)

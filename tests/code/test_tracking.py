@@ -97,9 +97,20 @@ def test_unreachable_server_fails_fast_naming_the_uri(project, monkeypatch):
 
 
 def test_settings_prefer_the_environment(project, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")
-    assert tracking.settings("params.yaml").uri == "sqlite:///elsewhere.db"
+    root, _ = project
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking.settings("params.yaml").uri == "http://127.0.0.1:5000"
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    assert tracking.settings("params.yaml").uri == "sqlite:///mlflow.db"
+    assert tracking.settings("params.yaml").uri == f"sqlite:///{root}/mlflow.db"
+
+
+def test_queued_experiments_log_to_the_project_store(project, monkeypatch, tmp_path):
+    """`dvc exp run --queue` runs stages in a temporary copy and sets DVC_ROOT to the project."""
+    root, _ = project
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.setenv("DVC_ROOT", "/somewhere/project")
+    assert tracking.settings("params.yaml").uri == "sqlite:////somewhere/project/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////abs/store.db")
+    assert tracking.settings("params.yaml").uri == "sqlite:////abs/store.db"
     with pytest.raises(StageError, match="unreachable or misconfigured"):
         tracking._open(tracking.settings("params.yaml").__class__(True, "nosuchscheme://x", "e", 5))

@@ -1,0 +1,130 @@
+"""The pull-request report on small git repositories made by the test."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from reprokit.report import ReportError, build_report, delta_cell, direction
+
+GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+
+
+def commit(root: Path, files: dict[str, object], message: str) -> None:
+    for path, content in files.items():
+        target = root / path
+        if content is None:
+            target.unlink()
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content if isinstance(content, str) else json.dumps(content))
+    subprocess.run(GIT + ["add", "-A"], cwd=root, check=True)
+    subprocess.run(GIT + ["commit", "-qm", message], cwd=root, check=True)
+
+
+@pytest.fixture()
+def repo(tmp_path):
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=tmp_path, check=True)
+    return tmp_path
+
+
+def metrics(auc: float, f1: float, **extra) -> dict:
+    return {"test": {"roc_auc": auc, "f1": f1, "n": 100, **extra}, "threshold": 0.5}
+
+
+def roc(points) -> list:
+    return [{"fpr": x, "tpr": y, "threshold": 0.5} for x, y in points]
+
+
+def table(text: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| ") and len(cells) >= 3:
+            rows[cells[0].rstrip(" ↑↓").strip("`")] = cells[1:]
+    return rows
+
+
+def test_first_pull_request_base_without_results(repo):
+    commit(repo, {"params.yaml": "train:\n  model: rf\n"}, "start")
+    commit(repo, {"dvc.lock": "schema: '2.0'\n", "metrics/metrics.json": metrics(0.8, 0.6),
+                  "metrics/plots/roc.json": roc([(0, 0), (0.2, 0.7), (1, 1)])}, "first results")
+    text = build_report("HEAD~1", repo, repo / "out")
+    assert "has no pipeline results yet" in text
+    rows = table(text)
+    assert rows["test.roc_auc"] == ["—", "0.8000", "added"]
+    assert (repo / "out" / "report.md").read_text() == text
+    assert (repo / "out" / "roc_compare.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_equal_base_and_head(repo):
+    commit(repo, {"params.yaml": "a: 1\n", "dvc.lock": "x\n", "metrics/metrics.json": metrics(0.8, 0.6)}, "one")
+    text = build_report("main", repo, repo / "out")
+    assert "No param changed." in text
+    assert table(text)["test.roc_auc"] == ["0.8000", "0.8000", "0"]
+    assert "has no pipeline results yet" not in text
+
+
+def test_changed_params_and_metrics_with_directions(repo):
+    commit(repo, {"params.yaml": "train:\n  lr: 0.05\n  depth: 3\n", "dataset.yaml": "target: {column: y}\n",
+                  "dvc.lock": "x\n", "metrics/metrics.json": metrics(0.80, 0.60, log_loss=0.5, old_only=1.0)}, "base")
+    commit(repo, {"params.yaml": "train:\n  lr: 0.1\n  depth: 3\n  extra: true\n",
+                  "metrics/metrics.json": metrics(0.85, 0.55, log_loss=0.4, new_only=2.0)}, "head")
+    text = build_report("HEAD~1", repo, repo / "out")
+    rows = table(text)
+    assert rows["params.yaml:train.lr"] == ["`0.05`", "`0.1`"]
+    assert rows["params.yaml:train.extra"] == ["—", "`True`"]
+    assert "params.yaml:train.depth" not in rows
+    assert rows["test.roc_auc"] == ["0.8000", "0.8500", "+0.0500 ✅"]
+    assert rows["test.f1"] == ["0.6000", "0.5500", "-0.0500 ❌"]
+    assert rows["test.log_loss"] == ["0.5000", "0.4000", "-0.1000 ✅"]  # lower is better
+    assert rows["test.n"] == ["100", "100", "0"]
+    assert rows["test.old_only"][2] == "removed" and rows["test.new_only"][2] == "added"
+
+
+def test_workspace_changes_count_as_head(repo):
+    commit(repo, {"params.yaml": "a: 1\n", "dvc.lock": "x\n", "metrics/metrics.json": metrics(0.8, 0.6)}, "one")
+    (repo / "metrics/metrics.json").write_text(json.dumps(metrics(0.9, 0.6)))
+    assert table(build_report("HEAD", repo, repo / "out"))["test.roc_auc"][2] == "+0.1000 ✅"
+
+
+def test_broken_or_missing_files_do_not_crash(repo):
+    commit(repo, {"params.yaml": "a: [unclosed\n", "dvc.lock": "x\n", "metrics/metrics.json": "{not json",
+                  "metrics/plots/roc.json": [{"wrong": 1}]}, "broken base")
+    commit(repo, {"params.yaml": "a: 2\n", "metrics/metrics.json": None, "metrics/subgroups.json": {"max_auc_gap": 0.1}}, "head")
+    text = build_report("HEAD~1", repo, repo / "out")
+    assert table(text)["max_auc_gap"] == ["—", "0.1000", "added"]
+    assert "Curves" not in text
+
+
+def test_gate_verdict_and_images_note(repo):
+    commit(repo, {"params.yaml": "a: 1\n", "dvc.lock": "x\n", "metrics/metrics.json": metrics(0.8, 0.6),
+                  "metrics/plots/roc.json": roc([(0, 0), (1, 1)]),
+                  "metrics/gate.json": {"passed": False, "checks": {"min_test_roc_auc": {"value": 0.8, "limit": 0.85, "passed": False}}}}, "one")
+    text = build_report("main", repo, repo / "out", images_note="Curves are in the workflow artifact.")
+    assert "Verdict: **❌ failed**" in text
+    assert table(text)["min_test_roc_auc"] == ["0.8000", "0.8500", "❌"]
+    assert "Curves are in the workflow artifact." in text and "![roc_compare]" not in text
+    assert (repo / "out" / "roc_compare.png").exists()
+
+
+def test_unknown_base_is_a_clear_error(repo):
+    commit(repo, {"params.yaml": "a: 1\n"}, "one")
+    with pytest.raises(ReportError, match="base revision 'nope' is not a commit"):
+        build_report("nope", repo, repo / "out")
+
+
+@pytest.mark.parametrize(
+    "key, better", [("test.roc_auc", "higher"), ("train.recall", "higher"), ("test.brier", "lower"),
+                    ("auc_gap.female", "lower"), ("test.n", ""), ("threshold", "")],
+)
+def test_direction_of_metrics(key, better):
+    assert direction(key) == better
+
+
+def test_delta_cells():
+    assert delta_cell("test.roc_auc", None, None) == "—"
+    assert delta_cell("rows_in", 10, 12) == "+2"
