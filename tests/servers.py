@@ -86,3 +86,109 @@ def create_user_with_key(endpoint: str) -> tuple[str, str]:
     iam.put_user_policy(UserName="dvc", PolicyName="s3", PolicyDocument=json.dumps(policy))
     key = iam.create_access_key(UserName="dvc")["AccessKey"]
     return key["AccessKeyId"], key["SecretAccessKey"]
+
+
+def pg_bin(name: str) -> str:
+    """A PostgreSQL server binary: on PATH, or where Debian's packages put it."""
+    import glob
+    import shutil
+
+    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
+    if not found:
+        raise RuntimeError(f"PostgreSQL's {name} is not installed (apt-get install postgresql)")
+    return found
+
+
+def as_postgres(args: list[str]) -> list[str]:
+    """Run as the `postgres` user when we are root (initdb refuses to run as root)."""
+    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
+
+
+@contextmanager
+def postgres() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster on 127.0.0.1; yields a SQLAlchemy URI for database `mlflow`.
+
+    Its folder is made directly under the system temp folder: the `postgres` user cannot
+    enter the private temp folders that pytest makes for root.
+    """
+    import shutil
+    import tempfile
+
+    workdir = Path(tempfile.mkdtemp(prefix="reprokit-pg-"))
+    data, sockets = workdir / "pgdata", workdir / "pgsock"
+    sockets.mkdir()
+    if os.geteuid() == 0:
+        shutil.chown(workdir, "postgres")
+        shutil.chown(sockets, "postgres")
+    subprocess.run(as_postgres([pg_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"]),
+                   check=True, capture_output=True)
+    port = free_port()
+    options = f"-h 127.0.0.1 -p {port} -k {sockets} -F"
+    subprocess.run(
+        as_postgres([pg_bin("pg_ctl"), "-D", str(data), "-o", options, "-l", str(workdir / "pg.log"), "-w", "start"]),
+        check=True, capture_output=True,
+    )
+    try:
+        subprocess.run(
+            as_postgres([pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "mlflow"]),
+            check=True, capture_output=True,
+        )
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/mlflow"
+    finally:
+        subprocess.run(as_postgres([pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]),
+                       capture_output=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextmanager
+def mlflow_server(backend_uri: str, artifacts: str, env: dict[str, str], log: Path) -> Iterator[str]:
+    """A real `mlflow server` process (one worker, no job runner); yields its URL."""
+    import urllib.request
+
+    port = free_port()
+    out = open(log, "wb")
+    process = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", backend_uri, "--artifacts-destination", artifacts, "--serve-artifacts"],
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **env},
+        stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"mlflow server exited with {process.returncode}: see {log}")
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"mlflow server did not answer within 90 s: see {log}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        stop(process)
+        out.close()
+
+
+@contextmanager
+def tracking_server(workdir: Path) -> Iterator[dict[str, str]]:
+    """MLflow server with a PostgreSQL backend store and an S3 (moto) artifact store.
+
+    Yields the environment a client needs: MLFLOW_TRACKING_URI, plus the server's
+    own S3 settings for tests that look into the bucket.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    with moto_s3(log=workdir / "moto.log") as s3, postgres() as database:
+        s3_client(s3).create_bucket(Bucket="mlflow")
+        server_env = {
+            "MLFLOW_S3_ENDPOINT_URL": s3,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        with mlflow_server(database, "s3://mlflow/artifacts", server_env, workdir / "mlflow.log") as url:
+            yield {"MLFLOW_TRACKING_URI": url, "S3_ENDPOINT": s3, "DATABASE_URI": database}

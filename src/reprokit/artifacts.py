@@ -30,6 +30,19 @@ def md5_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def dvc_md5(path: str | Path) -> str:
+    """The md5 DVC records in dvc.lock: a file's plain md5, or for a folder the md5 of
+    its listing (sorted relpath/md5 entries as DVC serializes them) plus `.dir`."""
+    root = Path(path)
+    if not root.is_dir():
+        return md5_file(root)
+    entries = sorted(
+        ({"md5": md5_file(p), "relpath": p.relative_to(root).as_posix()} for p in root.rglob("*") if p.is_file()),
+        key=lambda entry: entry["relpath"],
+    )
+    return hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest() + ".dir"
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` through a temporary file, so a crash leaves no half file."""
     path = Path(path)

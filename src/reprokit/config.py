@@ -70,7 +70,18 @@ class TrackingParams:
     enabled: bool
     uri: str
     experiment: str
+    registered_model: str
     timeout_seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class GateParams:
+    min_test_roc_auc: float
+    max_auc_degradation: float
+    max_subgroup_auc_gap: float
+    max_p95_latency_ms: float
+    latency_samples: int
+    enforce: bool
 
 
 def _check_type(value: Any, hint: Any, where: str) -> Any:
@@ -121,6 +132,7 @@ _SECTIONS: dict[str, type] = {
     "train": TrainParams,
     "evaluate": EvaluateParams,
     "tracking": TrackingParams,
+    "gate": GateParams,
 }
 
 
@@ -149,6 +161,7 @@ __all__ = [
     "ConfigError",
     "EvaluateParams",
     "FeaturizeParams",
+    "GateParams",
     "MODEL_KINDS",
     "SplitParams",
     "TrackingParams",

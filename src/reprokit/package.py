@@ -188,10 +188,11 @@ def main(argv: list[str] | None = None) -> None:
         tracking.log_run(
             args.params,
             args.contract,
-            hashes[args.model],
             flat_metrics(metrics, subgroups),
             [args.metrics, args.subgroups, args.plots_dir, args.images_dir, args.card_out],
             str(out_dir),
+            datasets={"train": (args.train, pd.read_parquet(args.train)), "test": (args.test, test)},
+            outputs=[args.train, args.test, args.transformer, args.model, str(out_dir), args.card_out],
         )
         return f"{out_dir} serves {len(served)} test rows identically to evaluate"
 

@@ -1,4 +1,4 @@
-"""MLflow logging: one run per pipeline execution, logged by the last stage.
+"""MLflow logging and registration: one run per pipeline execution, logged by `package`.
 
 `package` is the one stage that sees everything a run should hold (params, train
 and test metrics, subgroup metrics, plots, model card, packaged model) and it
@@ -10,18 +10,22 @@ time ever enters a DVC-tracked output; MLflow is imported only when enabled.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import subprocess
 from pathlib import Path
 from typing import Any, Iterable
 
+from reprokit.artifacts import dvc_md5, md5_file
 from reprokit.config import TrackingParams, flatten, load_section, read_yaml
 from reprokit.stage import StageError
 
 log = logging.getLogger("reprokit.tracking")
 
-MODEL_MD5_TAG = "reprokit.model_md5"
+DVC_MD5_PREFIX = "dvc.md5."
+PACKAGE_MD5_TAG = "package_md5"
+CHALLENGER, CHAMPION = "challenger", "champion"
 
 
 def project_root() -> Path:
@@ -40,7 +44,7 @@ def settings(params_file: str = "params.yaml") -> TrackingParams:
     uri = os.environ.get("MLFLOW_TRACKING_URI") or params.uri
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         uri = f"sqlite:///{project_root() / uri[len('sqlite:///'):]}"
-    return TrackingParams(params.enabled, uri, params.experiment, params.timeout_seconds)
+    return dataclasses.replace(params, uri=uri)
 
 
 def git_state(cwd: str | Path = ".") -> dict[str, str]:
@@ -94,32 +98,101 @@ def _run_params(params_file: str, contract_file: str) -> dict[str, Any]:
 def log_run(
     params_file: str,
     contract_file: str,
-    model_md5: str,
     metrics: dict[str, float],
     artifacts: Iterable[str],
     package_dir: str,
-) -> str | None:
-    """Log one pipeline execution as one MLflow run; return its id (None when disabled).
+    datasets: dict[str, tuple[str, Any]],
+    outputs: Iterable[str],
+) -> dict[str, Any] | None:
+    """Log one pipeline execution as one MLflow run and register its model.
 
-    The run holds every param (flattened), the metrics, the evaluation files, the
-    model card and the packaged model directory, tagged with the git state and the
-    md5 of the model file so a run leads back to the exact DVC outputs.
+    The run holds every param (flattened), the metrics, the evaluation files and model
+    card, the datasets as inputs (digest = DVC md5), and the packaged model directory
+    as a logged model, byte for byte what DVC stores. Tags: git commit, branch and dirty
+    flag, the DVC experiment name, and the md5 of every output in `outputs` as DVC
+    records it. The model is registered under `tracking.registered_model` with the
+    alias `challenger`, unless a version with the same package digest exists already.
+    Returns the run id and version (None when tracking is disabled).
     """
     params = settings(params_file)
     if not params.enabled:
         return None
     mlflow, experiment_id = _open(params)
-    tags = {MODEL_MD5_TAG: model_md5, **git_state()}
+    from mlflow.entities import LoggedModelOutput
+
+    hashes = {path: dvc_md5(path) for path in outputs}
+    package_md5 = dvc_md5(package_dir)
+    tags = {**git_state(), **{f"{DVC_MD5_PREFIX}{path}": digest for path, digest in hashes.items()}}
+    tags[PACKAGE_MD5_TAG] = package_md5
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
+    client = mlflow.MlflowClient()
     with mlflow.start_run(experiment_id=experiment_id, tags=tags) as run:
         mlflow.log_params(_run_params(params_file, contract_file))
         mlflow.log_metrics(metrics)
+        for name, (path, frame) in datasets.items():
+            dataset = mlflow.data.from_pandas(frame, source=path, name=name, digest=hashes.get(path) or md5_file(path))
+            mlflow.log_input(dataset, context=name)
         for path in artifacts:
             if Path(path).is_dir():
                 mlflow.log_artifacts(path, artifact_path=Path(path).name)
             else:
                 mlflow.log_artifact(path)
-        mlflow.log_artifacts(package_dir, artifact_path="package")
-    log.info("MLflow run %s in experiment %r at %s", run.info.run_id, params.experiment, params.uri)
-    return run.info.run_id
+        model = mlflow.initialize_logged_model(
+            name="model", source_run_id=run.info.run_id, model_type="sklearn", tags={PACKAGE_MD5_TAG: package_md5}
+        )
+        client.log_model_artifacts(model.model_id, package_dir)
+        mlflow.finalize_logged_model(model.model_id, "READY")
+        client.log_outputs(run.info.run_id, [LoggedModelOutput(model.model_id, 0)])
+        version = register(client, params.registered_model, model.model_id, run.info.run_id, package_md5, tags)
+    log.info(
+        "MLflow run %s in experiment %r at %s; %s version %s is the challenger",
+        run.info.run_id, params.experiment, params.uri, params.registered_model, version,
+    )
+    return {"run_id": run.info.run_id, "model_id": model.model_id, "version": version}
+
+
+def find_version(client, name: str, package_md5: str):
+    """The registered version holding this exact package, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return None
+    matches = [v for v in versions if v.tags.get(PACKAGE_MD5_TAG) == package_md5]
+    return min(matches, key=lambda v: int(v.version)) if matches else None
+
+
+def register(client, name: str, model_id: str, run_id: str, package_md5: str, tags: dict[str, str]) -> str:
+    """Register the logged model (once per distinct package) and point `challenger` at it."""
+    from mlflow.exceptions import MlflowException
+
+    existing = find_version(client, name, package_md5)
+    if existing is not None:
+        version = existing.version
+        log.info("%s version %s already holds this package: not registering it again", name, version)
+    else:
+        try:
+            client.get_registered_model(name)
+        except MlflowException:
+            client.create_registered_model(name, description="Churn classifier packaged by the DVC pipeline")
+        keep = {k: v for k, v in tags.items() if k in (PACKAGE_MD5_TAG, "git_commit", "git_dirty", "dvc_experiment")}
+        created = client.create_model_version(name, f"models:/{model_id}", run_id=run_id, model_id=model_id, tags=keep)
+        version = created.version
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    return str(version)
+
+
+def record_gate(params: TrackingParams, package_md5: str, result: dict[str, Any]) -> str | None:
+    """Tag the registered version holding this package with the gate's verdict and figures."""
+    mlflow, _ = _open(params)
+    client = mlflow.MlflowClient()
+    version = find_version(client, params.registered_model, package_md5)
+    if version is None:
+        log.warning("no registered version holds this package: run `dvc repro` with tracking on first")
+        return None
+    client.set_model_version_tag(params.registered_model, version.version, "gate_passed", str(result["passed"]).lower())
+    for name, check in result["checks"].items():
+        client.set_model_version_tag(params.registered_model, version.version, f"gate.{name}", str(check["value"]))
+    return str(version.version)

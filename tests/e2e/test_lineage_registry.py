@@ -1,0 +1,172 @@
+"""MLflow lineage, registry and release gate end to end: local SQLite store and a real
+tracking server (PostgreSQL backend store, S3 artifact store on moto), all on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from dvcclone import ran_stages
+from servers import s3_client, tracking_server
+
+pytestmark = pytest.mark.e2e
+
+NAME = "churn-classifier"
+FEATURE_INTS = ["female", "senior_citizen", "partner", "dependents", "tenure", "phone_service", "paperless_billing"]
+
+
+def python(clone, *args, check=True):
+    return clone.run(sys.executable, *args, check=check)
+
+
+def client_for(clone):
+    import mlflow
+
+    uri = clone.env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{clone.root / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    return mlflow, mlflow.MlflowClient()
+
+
+def served_inputs(clone) -> pd.DataFrame:
+    frame = pd.read_parquet(clone.root / "data/prepared/test.parquet").drop(columns="churn")
+    return frame.astype({c: "float64" for c in FEATURE_INTS})
+
+
+def check_lineage(clone, mlflow, client) -> None:
+    """The latest run leads back to the commit, params and the exact DVC outputs."""
+    (run,) = mlflow.search_runs(experiment_names=["churn-pipeline"], order_by=["attributes.start_time DESC"],
+                                max_results=1, output_format="list")
+    lock = yaml.safe_load((clone.root / "dvc.lock").read_text())
+    recorded = {o["path"]: o["md5"] for s in lock["stages"].values() for o in s.get("outs", [])}
+    for path in ("data/prepared/train.parquet", "data/prepared/test.parquet", "models/transformer.skops",
+                 "models/model.skops", "models/package", "models/model_card.md"):
+        assert run.data.tags[f"dvc.md5.{path}"] == recorded[path], path
+    assert run.data.tags["git_commit"] == clone.git("rev-parse", "HEAD").strip()
+    assert run.data.tags["git_branch"] in {"main", "master"}
+    inputs = {i.dataset.name: i.dataset.digest for i in run.inputs.dataset_inputs}
+    assert inputs == {"train": recorded["data/prepared/train.parquet"], "test": recorded["data/prepared/test.parquet"]}
+    params = yaml.safe_load((clone.root / "params.yaml").read_text())
+    assert run.data.params["train.hist_gradient_boosting.max_iter"] == str(params["train"]["hist_gradient_boosting"]["max_iter"])
+    metrics = yaml.safe_load((clone.root / "metrics/metrics.json").read_text())
+    assert run.data.metrics["test.roc_auc"] == metrics["test"]["roc_auc"]
+    assert "subgroup.senior_citizen.1.roc_auc" in run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"model_card.md", "images", "plots", "metrics.json", "subgroups.json"} <= artifacts
+    (output,) = run.outputs.model_outputs
+    version = next(v for v in client.search_model_versions(f"name = '{NAME}'") if v.run_id == run.info.run_id or
+                   v.tags.get("package_md5") == recorded["models/package"])
+    assert version.tags["package_md5"] == recorded["models/package"]
+    assert mlflow.get_logged_model(output.model_id).source_run_id == run.info.run_id
+
+
+def release_cycle(clone) -> None:
+    """gate -> promote; a worse challenger is refused; a passing one promoted; rollback."""
+    mlflow, client = client_for(clone)
+    check_lineage(clone, mlflow, client)
+    gate = python(clone, "-m", "reprokit.gate", "--enforce")
+    assert "release gate passed" in gate.stderr
+    python(clone, "-m", "reprokit.registry", "promote", "--reason", "first release", "--by", "e2e")
+    champion_version = client.get_registered_model(NAME).aliases["champion"]
+    served = mlflow.pyfunc.load_model(f"models:/{NAME}@champion").predict(served_inputs(clone))[:, 1]
+    package = mlflow.pyfunc.load_model(str(clone.root / "models/package")).predict(served_inputs(clone))[:, 1]
+    np.testing.assert_array_equal(served, package)
+    expected = pd.read_parquet(clone.root / "data/predictions/test.parquet")["probability"].to_numpy()
+    np.testing.assert_array_equal(served, expected)
+
+    clone.write_params(lambda p: p["train"]["hist_gradient_boosting"].update(max_iter=40))
+    clone.dvc("repro")
+    challenger = str(client.get_registered_model(NAME).aliases["challenger"])
+    assert challenger != str(champion_version)
+    clone.write_params(lambda p: p["gate"].update(min_test_roc_auc=0.99))
+    failed = python(clone, "-m", "reprokit.gate", "--enforce", check=False)
+    assert failed.returncode == 1 and "release gate FAILED: min_test_roc_auc" in failed.stderr
+    refused = python(clone, "-m", "reprokit.registry", "promote", "--reason", "x", check=False)
+    assert refused.returncode == 1
+    assert f"refusing to promote {NAME} version {challenger}: its release gate failed" in refused.stderr
+    assert str(client.get_registered_model(NAME).aliases["champion"]) == str(champion_version)
+
+    clone.write_params(lambda p: p["gate"].update(min_test_roc_auc=0.5, max_auc_degradation=1.0))
+    assert python(clone, "-m", "reprokit.gate").returncode == 0
+    python(clone, "-m", "reprokit.registry", "promote", "--reason", "accept", "--by", "e2e")
+    assert str(client.get_registered_model(NAME).aliases["champion"]) == challenger
+    python(clone, "-m", "reprokit.registry", "rollback", "--reason", "regression seen", "--by", "e2e")
+    assert str(client.get_registered_model(NAME).aliases["champion"]) == str(champion_version)
+    shown = python(clone, "-m", "reprokit.registry", "show").stdout
+    assert f"version {champion_version}: gate true [champion]" in shown
+
+    versions = len(client.search_model_versions(f"name = '{NAME}'"))
+    clone.dvc("repro", "-f", "-s", "package")  # the same package again: a new run, no new version
+    assert len(client.search_model_versions(f"name = '{NAME}'")) == versions
+
+
+def test_release_cycle_on_the_local_sqlite_store(copy_of):
+    release_cycle(copy_of("registry-sqlite"))
+
+
+def test_two_experiments_give_two_runs_with_their_params_and_names(copy_of):
+    clone = copy_of("exp-runs")
+    db = clone.root / "mlflow.db"
+    before = sqlite3.connect(db).execute("select count(*) from runs").fetchone()[0]
+    for name, rate in (("slow-lr", 0.02), ("fast-lr", 0.2)):
+        clone.dvc("exp", "run", "-n", name, "-S", f"train.hist_gradient_boosting.learning_rate={rate}")
+    rows = sqlite3.connect(db).execute(
+        "select t.value, p.value from runs r join tags t on t.run_uuid = r.run_uuid and t.key = 'dvc_experiment' "
+        "join params p on p.run_uuid = r.run_uuid and p.key = 'train.hist_gradient_boosting.learning_rate'"
+    ).fetchall()
+    assert sorted(rows) == [("fast-lr", "0.2"), ("slow-lr", "0.02")]
+    assert sqlite3.connect(db).execute("select count(*) from runs").fetchone()[0] == before + 2
+
+
+def test_tracking_disabled_runs_without_mlflow(copy_of):
+    clone = copy_of("no-tracking")
+    (clone.root / "mlflow.db").unlink()
+    clone.write_params(lambda p: (p["tracking"].update(enabled=False), p["evaluate"].update(threshold=0.45)))
+    assert ran_stages(clone.dvc("repro").stdout) == ["evaluate", "package"]
+    assert not (clone.root / "mlflow.db").exists()
+
+
+def test_unreachable_server_fails_the_stage_fast_naming_the_uri(copy_of):
+    clone = copy_of("server-down")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    clone.env["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{port}"
+    started = time.monotonic()
+    done = clone.dvc("repro", "-f", "-s", "package", check=False)
+    assert done.returncode != 0
+    assert f"MLflow tracking store http://127.0.0.1:{port} is unreachable" in done.stderr
+    assert time.monotonic() - started < 25  # the stage's own limit is 15 s; the rest is DVC and imports
+    assert clone.file_hashes(["models/package/model.skops"])  # the previous package is still there
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with tracking_server(tmp_path_factory.mktemp("tracking-server")) as env:
+        yield env
+
+
+def test_release_cycle_on_a_tracking_server_with_postgres_and_s3(copy_of, server):
+    clone = copy_of("registry-server")
+    clone.env["MLFLOW_TRACKING_URI"] = server["MLFLOW_TRACKING_URI"]
+    clone.dvc("repro", "-f", "-s", "package")  # log this state to the server
+    release_cycle(clone)
+    assert not (clone.root / "mlruns").exists() or not any((clone.root / "mlruns").iterdir())
+    keys = [o["Key"] for o in s3_client(server["S3_ENDPOINT"]).list_objects_v2(Bucket="mlflow", MaxKeys=1000)["Contents"]]
+    assert any(k.endswith("/model.skops") for k in keys)  # the logged model went to the S3 artifact store
+    assert any(k.endswith("model_card.md") for k in keys)
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(server["DATABASE_URI"])
+    with engine.connect() as db:
+        versions = db.execute(sqlalchemy.text("select count(*) from model_versions")).scalar()
+        aliases = dict(db.execute(sqlalchemy.text("select alias, version from registered_model_aliases")).fetchall())
+    engine.dispose()
+    assert versions >= 2 and set(aliases) == {"champion", "challenger"}  # stored in PostgreSQL
