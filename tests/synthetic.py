@@ -61,3 +61,35 @@ def loans_contract(uri: str = "data/raw/loans.csv") -> dict:
         "cleaning": {"fill_missing": {}},
         "subgroups": ["owns_home", "region"],
     }
+
+
+def loan_pipeline(rows: int = 300, iterations: int = 20):
+    """The real prepare -> featurize -> train functions on `make_loans(rows)`.
+
+    Returns (pipeline, prepared test split, raw test inputs, featurized train split).
+    """
+    from sklearn.pipeline import Pipeline
+
+    from reprokit.config import FeaturizeParams, TrainParams
+    from reprokit.contract import parse_contract
+    from reprokit.featurize import fit_transform, inputs_of
+    from reprokit.prepare import split, to_model_table, validate
+    from reprokit.train import fit
+
+    contract = parse_contract(loans_contract())
+    table = to_model_table(validate(make_loans(rows), contract, "loans"), contract)
+    train, test = split(table, "defaulted", 0.25, 0)
+    transformer, train_x, _ = fit_transform(train, test, contract, FeaturizeParams(True, "median"))
+    hyper = {"hist_gradient_boosting": {"max_iter": iterations}, "random_forest": {}, "logistic_regression": {}}
+    model = fit(train_x, "defaulted", TrainParams("hist_gradient_boosting", 1, **hyper), seed=0)
+    return Pipeline([("features", transformer), ("model", model)]), test, inputs_of(test, contract), train_x
+
+
+def markdown_rows(text: str) -> dict[str, list[str]]:
+    """A markdown report's table rows: first cell (without direction arrows) -> other cells."""
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| ") and len(cells) >= 3:
+            rows[cells[0].rstrip(" ↑↓").strip("`")] = cells[1:]
+    return rows

@@ -3,9 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.pipeline import Pipeline
 
-from reprokit.config import FeaturizeParams, TrainParams
 from reprokit.evaluate import (
     classification_metrics,
     curves,
@@ -15,10 +13,8 @@ from reprokit.evaluate import (
     save_images,
     subgroup_metrics,
 )
-from reprokit.featurize import fit_transform, inputs_of
-from reprokit.prepare import split, to_model_table, validate
-from reprokit.train import fit
-from synthetic import make_loans
+from reprokit.featurize import inputs_of
+from synthetic import loan_pipeline
 
 
 def test_metrics_match_hand_computed_values():
@@ -65,17 +61,13 @@ def test_curve_rows_are_what_dvc_plots_reads():
 
 
 @pytest.fixture(scope="module")
-def loan_pipeline(loans_contract_obj):
-    table = to_model_table(validate(make_loans(800), loans_contract_obj, "x"), loans_contract_obj)
-    train, test = split(table, "defaulted", 0.25, 0)
-    transformer, train_x, _ = fit_transform(train, test, loans_contract_obj, FeaturizeParams(True, "median"))
-    hyper = {"hist_gradient_boosting": {"max_iter": 50}, "random_forest": {}, "logistic_regression": {}}
-    model = fit(train_x, "defaulted", TrainParams("hist_gradient_boosting", 1, **hyper), seed=0)
-    return Pipeline([("features", transformer), ("model", model)]), test
+def loan_model():
+    pipeline, test, _, _ = loan_pipeline(rows=800, iterations=50)
+    return pipeline, test
 
 
-def test_output_groups_map_raw_columns_to_their_encoded_columns(loan_pipeline, loans_contract_obj):
-    pipeline, test = loan_pipeline
+def test_output_groups_map_raw_columns_to_their_encoded_columns(loan_model, loans_contract_obj):
+    pipeline, test = loan_model
     transformer = pipeline.named_steps["features"]
     inputs = inputs_of(test, loans_contract_obj)
     groups = output_groups(transformer, list(inputs.columns))
@@ -92,8 +84,8 @@ def test_output_groups_map_raw_columns_to_their_encoded_columns(loan_pipeline, l
         np.testing.assert_array_equal(transformer.transform(shuffled).to_numpy(), expected)
 
 
-def test_importance_finds_the_signal(loan_pipeline, loans_contract_obj):
-    pipeline, test = loan_pipeline
+def test_importance_finds_the_signal(loan_model, loans_contract_obj):
+    pipeline, test = loan_model
     inputs = inputs_of(test, loans_contract_obj)
     importance = permutation_importance(pipeline, inputs, test["defaulted"].to_numpy(), repeats=3, seed=0)
     assert set(importance) == set(inputs.columns)

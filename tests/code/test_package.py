@@ -6,24 +6,15 @@ from importlib import metadata
 import numpy as np
 import pytest
 import yaml
-from sklearn.pipeline import Pipeline
 
-from reprokit.config import FeaturizeParams, TrainParams
-from reprokit.featurize import fit_transform, inputs_of
 from reprokit.package import model_card, pinned_requirements, save_package, served_probabilities
-from reprokit.prepare import split, to_model_table, validate
-from reprokit.train import fit
-from synthetic import make_loans
+from synthetic import loan_pipeline
 
 
 @pytest.fixture(scope="module")
-def pipeline_and_inputs(loans_contract_obj):
-    table = to_model_table(validate(make_loans(300), loans_contract_obj, "x"), loans_contract_obj)
-    train, test = split(table, "defaulted", 0.25, 0)
-    transformer, train_x, _ = fit_transform(train, test, loans_contract_obj, FeaturizeParams(True, "median"))
-    hyper = {"hist_gradient_boosting": {"max_iter": 20}, "random_forest": {}, "logistic_regression": {}}
-    model = fit(train_x, "defaulted", TrainParams("hist_gradient_boosting", 1, **hyper), seed=0)
-    return Pipeline([("features", transformer), ("model", model)]), inputs_of(test, loans_contract_obj)
+def pipeline_and_inputs():
+    pipeline, _, inputs, _ = loan_pipeline()
+    return pipeline, inputs
 
 
 def test_package_is_byte_stable_and_serves_the_pipeline(tmp_path, pipeline_and_inputs):

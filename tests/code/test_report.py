@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from synthetic import markdown_rows
+
 from reprokit.report import ReportError, build_report, delta_cell, direction
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
@@ -39,22 +41,13 @@ def roc(points) -> list:
     return [{"fpr": x, "tpr": y, "threshold": 0.5} for x, y in points]
 
 
-def table(text: str) -> dict[str, list[str]]:
-    rows = {}
-    for line in text.splitlines():
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        if line.startswith("| ") and len(cells) >= 3:
-            rows[cells[0].rstrip(" ↑↓").strip("`")] = cells[1:]
-    return rows
-
-
 def test_first_pull_request_base_without_results(repo):
     commit(repo, {"params.yaml": "train:\n  model: rf\n"}, "start")
     commit(repo, {"dvc.lock": "schema: '2.0'\n", "metrics/metrics.json": metrics(0.8, 0.6),
                   "metrics/plots/roc.json": roc([(0, 0), (0.2, 0.7), (1, 1)])}, "first results")
     text = build_report("HEAD~1", repo, repo / "out")
     assert "has no pipeline results yet" in text
-    rows = table(text)
+    rows = markdown_rows(text)
     assert rows["test.roc_auc"] == ["—", "0.8000", "added"]
     assert (repo / "out" / "report.md").read_text() == text
     assert (repo / "out" / "roc_compare.png").read_bytes()[:4] == b"\x89PNG"
@@ -64,7 +57,7 @@ def test_equal_base_and_head(repo):
     commit(repo, {"params.yaml": "a: 1\n", "dvc.lock": "x\n", "metrics/metrics.json": metrics(0.8, 0.6)}, "one")
     text = build_report("main", repo, repo / "out")
     assert "No param changed." in text
-    assert table(text)["test.roc_auc"] == ["0.8000", "0.8000", "0"]
+    assert markdown_rows(text)["test.roc_auc"] == ["0.8000", "0.8000", "0"]
     assert "has no pipeline results yet" not in text
 
 
@@ -74,7 +67,7 @@ def test_changed_params_and_metrics_with_directions(repo):
     commit(repo, {"params.yaml": "train:\n  lr: 0.1\n  depth: 3\n  extra: true\n",
                   "metrics/metrics.json": metrics(0.85, 0.55, log_loss=0.4, new_only=2.0)}, "head")
     text = build_report("HEAD~1", repo, repo / "out")
-    rows = table(text)
+    rows = markdown_rows(text)
     assert rows["params.yaml:train.lr"] == ["`0.05`", "`0.1`"]
     assert rows["params.yaml:train.extra"] == ["—", "`True`"]
     assert "params.yaml:train.depth" not in rows
@@ -88,7 +81,7 @@ def test_changed_params_and_metrics_with_directions(repo):
 def test_workspace_changes_count_as_head(repo):
     commit(repo, {"params.yaml": "a: 1\n", "dvc.lock": "x\n", "metrics/metrics.json": metrics(0.8, 0.6)}, "one")
     (repo / "metrics/metrics.json").write_text(json.dumps(metrics(0.9, 0.6)))
-    assert table(build_report("HEAD", repo, repo / "out"))["test.roc_auc"][2] == "+0.1000 ✅"
+    assert markdown_rows(build_report("HEAD", repo, repo / "out"))["test.roc_auc"][2] == "+0.1000 ✅"
 
 
 def test_broken_or_missing_files_do_not_crash(repo):
@@ -96,7 +89,7 @@ def test_broken_or_missing_files_do_not_crash(repo):
                   "metrics/plots/roc.json": [{"wrong": 1}]}, "broken base")
     commit(repo, {"params.yaml": "a: 2\n", "metrics/metrics.json": None, "metrics/subgroups.json": {"max_auc_gap": 0.1}}, "head")
     text = build_report("HEAD~1", repo, repo / "out")
-    assert table(text)["max_auc_gap"] == ["—", "0.1000", "added"]
+    assert markdown_rows(text)["max_auc_gap"] == ["—", "0.1000", "added"]
     assert "Curves" not in text
 
 
@@ -106,7 +99,7 @@ def test_gate_verdict_and_images_note(repo):
                   "metrics/gate.json": {"passed": False, "checks": {"min_test_roc_auc": {"value": 0.8, "limit": 0.85, "passed": False}}}}, "one")
     text = build_report("main", repo, repo / "out", images_note="Curves are in the workflow artifact.")
     assert "Verdict: **❌ failed**" in text
-    assert table(text)["min_test_roc_auc"] == ["0.8000", "0.8500", "❌"]
+    assert markdown_rows(text)["min_test_roc_auc"] == ["0.8000", "0.8500", "❌"]
     assert "Curves are in the workflow artifact." in text and "![roc_compare]" not in text
     assert (repo / "out" / "roc_compare.png").exists()
 

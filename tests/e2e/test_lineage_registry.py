@@ -156,9 +156,10 @@ def server(tmp_path_factory):
 def test_release_cycle_on_a_tracking_server_with_postgres_and_s3(copy_of, server):
     clone = copy_of("registry-server")
     clone.env["MLFLOW_TRACKING_URI"] = server["MLFLOW_TRACKING_URI"]
+    local_files = sorted((clone.root / "mlruns").rglob("*"))
     clone.dvc("repro", "-f", "-s", "package")  # log this state to the server
     release_cycle(clone)
-    assert not (clone.root / "mlruns").exists() or not any((clone.root / "mlruns").iterdir())
+    assert sorted((clone.root / "mlruns").rglob("*")) == local_files  # nothing went to the local store
     keys = [o["Key"] for o in s3_client(server["S3_ENDPOINT"]).list_objects_v2(Bucket="mlflow", MaxKeys=1000)["Contents"]]
     assert any(k.endswith("/model.skops") for k in keys)  # the logged model went to the S3 artifact store
     assert any(k.endswith("model_card.md") for k in keys)

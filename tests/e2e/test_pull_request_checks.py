@@ -7,7 +7,8 @@ import os
 import subprocess
 
 import pytest
-import yaml
+
+from synthetic import markdown_rows
 
 pytestmark = pytest.mark.e2e
 
@@ -21,15 +22,6 @@ def script(clone, name: str, *args: str, env: dict | None = None) -> subprocess.
         [str(clone.root / ".ci" / name), *args], cwd=clone.root, env={**clone.env, **(env or {})},
         capture_output=True, text=True,
     )
-
-
-def rows(text: str) -> dict[str, list[str]]:
-    found = {}
-    for line in text.splitlines():
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        if line.startswith("| ") and len(cells) >= 3:
-            found[cells[0].rstrip(" ↑↓").strip("`")] = cells[1:]
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +44,7 @@ def test_report_numbers_match_the_two_metrics_files(two_commits):
     text = (clone.root / "reports" / "report.md").read_text()
     base = json.loads(clone.git("show", "HEAD~1:metrics/metrics.json"))
     head = json.loads((clone.root / "metrics/metrics.json").read_text())
-    table = rows(text)
+    table = markdown_rows(text)
     for split in ("test", "train"):
         for metric in ("roc_auc", "f1", "recall", "log_loss", "brier"):
             old, new = base[split][metric], head[split][metric]
@@ -74,7 +66,7 @@ def test_report_against_itself_and_against_a_base_without_results(two_commits, t
     assert done.returncode == 0, done.stderr
     text = (clone.root / "same" / "report.md").read_text()
     assert "No param changed." in text
-    assert all(cells[2] == "0" for key, cells in rows(text).items() if "." in key and len(cells) == 3)
+    assert all(cells[2] == "0" for key, cells in markdown_rows(text).items() if "." in key and len(cells) == 3)
     # A base commit without dvc.lock or metrics (the first pull request), made without touching the workspace.
     index = {**clone.env, "GIT_INDEX_FILE": str(tmp_path / "index")}
     git = lambda *a: subprocess.run(["git", *a], cwd=clone.root, env=index, capture_output=True, text=True, check=True).stdout.strip()  # noqa: E731
@@ -85,7 +77,7 @@ def test_report_against_itself_and_against_a_base_without_results(two_commits, t
     assert done.returncode == 0, done.stderr
     text = (clone.root / "first" / "report.md").read_text()
     assert "has no pipeline results yet" in text
-    assert rows(text)["test.roc_auc"][0] == "—" and rows(text)["test.roc_auc"][2] == "added"
+    assert markdown_rows(text)["test.roc_auc"][0] == "—" and markdown_rows(text)["test.roc_auc"][2] == "added"
 
 
 def test_reproducibility_gate_passes_on_a_clean_checkout(copy_of):
