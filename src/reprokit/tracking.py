@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import os
 import subprocess
+import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -131,7 +132,9 @@ def log_run(
         mlflow.log_params(_run_params(params_file, contract_file))
         mlflow.log_metrics(metrics)
         for name, (path, frame) in datasets.items():
-            dataset = mlflow.data.from_pandas(frame, source=path, name=name, digest=hashes.get(path) or md5_file(path))
+            with warnings.catch_warnings():  # schema-inference hints about int columns: not ours to act on
+                warnings.simplefilter("ignore", UserWarning)
+                dataset = mlflow.data.from_pandas(frame, source=path, name=name, digest=hashes.get(path) or md5_file(path))
             mlflow.log_input(dataset, context=name)
         for path in artifacts:
             if Path(path).is_dir():
