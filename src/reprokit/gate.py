@@ -11,7 +11,8 @@ Checks, with thresholds from `params.yaml: gate`:
   packaged model, as served by `mlflow.pyfunc`, is at most this.
 
 Writes the verdict and every check's figure to `metrics/gate.json` (declared as DVC
-metrics in dvc.yaml) and, when tracking is on, as tags on the challenger's registered
+metrics in dvc.yaml, kept in git as the record of the last gate run; commit it with a
+release) and, when tracking is on, as tags on the challenger's registered
 version, which `python -m reprokit.registry promote` requires. With `--enforce` (or
 `gate.enforce: true`) a failed gate exits non-zero. It is not a pipeline stage: it
 reads the registry, which DVC does not track, and its latency figure varies by run,
@@ -84,7 +85,8 @@ def verdict(
 
 
 def champion_auc(tracking_params, inputs: pd.DataFrame, y: np.ndarray) -> tuple[float | None, str | None]:
-    """Test AUC of the current champion, scored on this test split; (None, None) without one."""
+    """Test AUC of the current champion, scored on this test split, and its package md5;
+    (None, None) without a champion."""
     from sklearn.metrics import roc_auc_score
 
     from reprokit import tracking
@@ -98,8 +100,9 @@ def champion_auc(tracking_params, inputs: pd.DataFrame, y: np.ndarray) -> tuple[
     version = aliases.get(tracking.CHAMPION)
     if version is None:
         return None, None
+    package = client.get_model_version(tracking_params.registered_model, str(version)).tags.get(tracking.PACKAGE_MD5_TAG)
     model = mlflow.pyfunc.load_model(f"models:/{tracking_params.registered_model}@{tracking.CHAMPION}")
-    return round(float(roc_auc_score(y, np.asarray(model.predict(inputs))[:, 1])), 6), str(version)
+    return round(float(roc_auc_score(y, np.asarray(model.predict(inputs))[:, 1])), 6), package
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -127,9 +130,9 @@ def main(argv: list[str] | None = None) -> None:
         package = mlflow.pyfunc.load_model(args.package)
         challenger = round(float(roc_auc_score(y, np.asarray(package.predict(inputs))[:, 1])), 6)
         tracking_params = tracking.settings(args.params)
-        champion, champion_version, challenger_version = None, None, None
+        champion, champion_package, challenger_version = None, None, None
         if tracking_params.enabled:
-            champion, champion_version = champion_auc(tracking_params, inputs, y)
+            champion, champion_package = champion_auc(tracking_params, inputs, y)
         result = verdict(
             params,
             metrics["test"]["roc_auc"],
@@ -138,10 +141,11 @@ def main(argv: list[str] | None = None) -> None:
             champion,
             challenger,
         )
-        result["champion_version"] = champion_version
+        # Packages by their DVC md5, not registry version numbers: the file means the same in any store.
+        result["challenger_package"] = dvc_md5(args.package)
+        result["champion_package"] = champion_package
         if tracking_params.enabled:
-            challenger_version = tracking.record_gate(tracking_params, dvc_md5(args.package), result)
-        result["challenger_version"] = challenger_version
+            challenger_version = tracking.record_gate(tracking_params, result["challenger_package"], result)
         write_json(args.out, result)
         failed = [name for name, c in result["checks"].items() if not c["passed"]]
         summary = "passed" if result["passed"] else f"FAILED: {', '.join(failed)}"

@@ -73,6 +73,10 @@ def release_cycle(clone) -> None:
     check_lineage(clone, mlflow, client)
     gate = python(clone, "-m", "reprokit.gate", "--enforce")
     assert "release gate passed" in gate.stderr
+    first_package = yaml.safe_load((clone.root / "dvc.lock").read_text())["stages"]["package"]["outs"]
+    first_package = next(o["md5"] for o in first_package if o["path"] == "models/package")
+    verdict = yaml.safe_load((clone.root / "metrics/gate.json").read_text())
+    assert verdict["passed"] and verdict["challenger_package"] == first_package
     python(clone, "-m", "reprokit.registry", "promote", "--reason", "first release", "--by", "e2e")
     champion_version = client.get_registered_model(NAME).aliases["champion"]
     served = mlflow.pyfunc.load_model(f"models:/{NAME}@champion").predict(served_inputs(clone))[:, 1]
@@ -88,6 +92,10 @@ def release_cycle(clone) -> None:
     clone.write_params(lambda p: p["gate"].update(min_test_roc_auc=0.99))
     failed = python(clone, "-m", "reprokit.gate", "--enforce", check=False)
     assert failed.returncode == 1 and "release gate FAILED: min_test_roc_auc" in failed.stderr
+    verdict = yaml.safe_load((clone.root / "metrics/gate.json").read_text())
+    assert not verdict["passed"] and not verdict["checks"]["min_test_roc_auc"]["passed"]
+    assert verdict["champion_package"] == first_package  # scored against the champion it would replace
+    assert verdict["checks"]["max_auc_degradation"]["value"] is not None
     refused = python(clone, "-m", "reprokit.registry", "promote", "--reason", "x", check=False)
     assert refused.returncode == 1
     assert f"refusing to promote {NAME} version {challenger}: its release gate failed" in refused.stderr
