@@ -117,3 +117,15 @@ def test_every_output_is_ignored_by_git_through_dvc(repo, pipeline):
             ignore = repo / Path(path).parent / ".gitignore"
             listed = ignore.exists() and f"/{Path(path).name}" in ignore.read_text().split()
             assert listed == cached, path
+
+
+def test_every_tunable_param_reruns_some_stage(pipeline, files):
+    """`dvc exp run -S <key>=<value>` has an effect for every key of the stage sections."""
+    listed = [
+        entry for stage in pipeline["stages"].values() for entry in stage.get("params", []) if isinstance(entry, str)
+    ]
+    tunable = [k for k in files["params.yaml"] if k.split(".")[0] in ("base", "split", "featurize", "train", "evaluate")]
+    for key in tunable:
+        assert any(key == entry or key.startswith(entry + ".") for entry in listed), f"no stage re-runs on {key}"
+    # and no stage lists the keys that only steer logging or the release gate
+    assert not any(entry.split(".")[0] in ("tracking", "gate") for entry in listed)

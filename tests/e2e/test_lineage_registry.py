@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sqlite3
 import sys
 import time
 
@@ -119,18 +118,20 @@ def test_release_cycle_on_the_local_sqlite_store(copy_of):
     release_cycle(copy_of("registry-sqlite"))
 
 
-def test_two_experiments_give_two_runs_with_their_params_and_names(copy_of):
-    clone = copy_of("exp-runs")
-    db = clone.root / "mlflow.db"
-    before = sqlite3.connect(db).execute("select count(*) from runs").fetchone()[0]
-    for name, rate in (("slow-lr", 0.02), ("fast-lr", 0.2)):
+def two_experiments(clone) -> None:
+    """Two `dvc exp run` with different params: two runs, each with its params and experiment name."""
+    mlflow, _ = client_for(clone)
+    names = {"slow-lr": "0.02", "fast-lr": "0.2"}
+    for name, rate in names.items():
         clone.dvc("exp", "run", "-n", name, "-S", f"train.hist_gradient_boosting.learning_rate={rate}")
-    rows = sqlite3.connect(db).execute(
-        "select t.value, p.value from runs r join tags t on t.run_uuid = r.run_uuid and t.key = 'dvc_experiment' "
-        "join params p on p.run_uuid = r.run_uuid and p.key = 'train.hist_gradient_boosting.learning_rate'"
-    ).fetchall()
-    assert sorted(rows) == [("fast-lr", "0.2"), ("slow-lr", "0.02")]
-    assert sqlite3.connect(db).execute("select count(*) from runs").fetchone()[0] == before + 2
+    runs = mlflow.search_runs(experiment_names=["churn-pipeline"], output_format="list",
+                              filter_string="tags.dvc_experiment != ''")
+    found = {r.data.tags["dvc_experiment"]: r.data.params["train.hist_gradient_boosting.learning_rate"] for r in runs}
+    assert found == names
+
+
+def test_two_experiments_on_the_local_store(copy_of):
+    two_experiments(copy_of("exp-runs"))
 
 
 def test_tracking_disabled_runs_without_mlflow(copy_of):
@@ -167,6 +168,7 @@ def test_release_cycle_on_a_tracking_server_with_postgres_and_s3(copy_of, server
     local_files = sorted((clone.root / "mlruns").rglob("*"))
     clone.dvc("repro", "-f", "-s", "package")  # log this state to the server
     release_cycle(clone)
+    two_experiments(clone)
     assert sorted((clone.root / "mlruns").rglob("*")) == local_files  # nothing went to the local store
     keys = [o["Key"] for o in s3_client(server["S3_ENDPOINT"]).list_objects_v2(Bucket="mlflow", MaxKeys=1000)["Contents"]]
     assert any(k.endswith("/model.skops") for k in keys)  # the logged model went to the S3 artifact store
