@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from servers import tracking_server  # noqa: E402
+
 BIN = Path(sys.executable).parent
 
 
@@ -78,7 +79,9 @@ def set_tracking(root: Path, enabled: bool) -> None:
 def floor_repo(root: Path, into: Path) -> Path:
     """A copy of the stage graph whose commands only create their declared outputs."""
     floor = into / "floor"
-    shutil.copytree(root, floor, ignore=shutil.ignore_patterns(".dvc", ".git", "data", "models", "metrics", "mlflow.db"))
+    shutil.copytree(
+        root, floor, ignore=shutil.ignore_patterns(".dvc", ".git", "data", "models", "metrics", "mlflow.db")
+    )
     pipeline = yaml.safe_load((floor / "dvc.yaml").read_text())
     for stage in pipeline["stages"].values():
         writes = []
@@ -125,7 +128,9 @@ def main() -> None:
         full_repros("full_repro_tracking_local_sqlite", env)
         with tracking_server(Path(tmp) / "server") as server:
             server_env = {**env, "MLFLOW_TRACKING_URI": server["MLFLOW_TRACKING_URI"]}
-            subprocess.run([dvc, "repro", "-f", "-s", "package"], cwd=root, env=server_env, check=True, capture_output=True)
+            subprocess.run(
+                [dvc, "repro", "-f", "-s", "package"], cwd=root, env=server_env, check=True, capture_output=True
+            )
             full_repros("full_repro_tracking_server", server_env)
         subprocess.run(["git", "checkout", "-q", "params.yaml"], cwd=root, check=True)
         subprocess.run([dvc, "repro"], cwd=root, env=env, check=True, capture_output=True)

@@ -67,8 +67,6 @@ def ran_stages(output: str) -> list[str]:
     return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]
 
 
-
-
 def new_clone(repo: Path, root: Path) -> Clone:
     """`git clone` the repository to `root`, with an environment that runs the clone's own code."""
     subprocess.run(["git", "clone", "-q", str(repo), str(root)], check=True)
@@ -85,7 +83,9 @@ def cache_snapshot(root: Path) -> dict[str, str]:
     """md5 of every file in the DVC cache: to prove a failure left the cache intact."""
     cache = root / ".dvc" / "cache"
     return {
-        str(p.relative_to(cache)): hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(cache.rglob("*")) if p.is_file()
+        str(p.relative_to(cache)): hashlib.md5(p.read_bytes()).hexdigest()
+        for p in sorted(cache.rglob("*"))
+        if p.is_file()
     }
 
 

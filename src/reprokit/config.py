@@ -48,9 +48,7 @@ class TrainParams:
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_KINDS:
-            raise ConfigError(
-                f"{PARAMS_FILE}: train.model is {self.model!r}; expected one of {', '.join(MODEL_KINDS)}"
-            )
+            raise ConfigError(f"{PARAMS_FILE}: train.model is {self.model!r}; expected one of {', '.join(MODEL_KINDS)}")
 
     @property
     def hyperparams(self) -> dict[str, Any]:

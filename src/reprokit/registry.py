@@ -114,8 +114,10 @@ def main(argv: list[str] | None = None) -> None:
         current = aliases(client, name)
         for v in sorted(client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version)):
             marks = ", ".join(a for a, n in current.items() if n == str(v.version))
-            print(f"version {v.version}: gate {v.tags.get('gate_passed', 'not run')}"
-                  f"{' [' + marks + ']' if marks else ''}  commit {v.tags.get('git_commit', '?')[:8]}")
+            print(
+                f"version {v.version}: gate {v.tags.get('gate_passed', 'not run')}"
+                f"{' [' + marks + ']' if marks else ''}  commit {v.tags.get('git_commit', '?')[:8]}"
+            )
         return f"{name}: {current}"
 
     run_stage("registry", body)

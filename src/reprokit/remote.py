@@ -67,7 +67,9 @@ def check(name: str | None = None, root: str | Path = ".") -> str:
             "(credentials never go into a committed file)"
         ) from None
     except FileNotFoundError:
-        raise RemoteError(f"{where}: bucket {url.split('/')[2]!r} does not exist at {endpoint}: create it or fix the url") from None
+        raise RemoteError(
+            f"{where}: bucket {url.split('/')[2]!r} does not exist at {endpoint}: create it or fix the url"
+        ) from None
     except Exception as exc:  # botocore's connection and credential errors share no base class with OSError
         kind = type(exc).__name__
         if kind == "NoCredentialsError":

@@ -180,7 +180,9 @@ def compare_plots(base_rev: str, root: Path, out_dir: Path) -> list[Path]:
         for label, points in sides.items():
             if points:
                 ax.plot(*points, label=label, linestyle="--" if label == "base" else "-")
-        ax.set(xlabel=xlabel, ylabel=ylabel, title=f"{name.replace('_', '-')}: base vs head", xlim=(0, 1), ylim=(0, 1.02))
+        ax.set(
+            xlabel=xlabel, ylabel=ylabel, title=f"{name.replace('_', '-')}: base vs head", xlim=(0, 1), ylim=(0, 1.02)
+        )
         ax.legend(loc="lower right" if name == "roc" else "lower left")
         fig.tight_layout()
         image = out_dir / f"{name}_compare.png"
@@ -223,7 +225,7 @@ def build_report(base: str, root: Path, out_dir: Path, images_note: str | None =
     changed = param_rows(base_params, head_params)
     lines += ["## Params", ""]
     lines += (["| param | base | head |", "| --- | --- | --- |", *changed] if changed else ["No param changed."]) + [""]
-    for path, title in zip(METRICS_FILES, ("Metrics", "Subgroup metrics", "Data quality")):
+    for path, title in zip(METRICS_FILES, ("Metrics", "Subgroup metrics", "Data quality"), strict=True):
         old, new = base_metrics[path], head_metrics[path]
         if not old and not new:
             continue

@@ -44,7 +44,7 @@ def settings(params_file: str = "params.yaml") -> TrackingParams:
     params = load_section("tracking", params_file)
     uri = os.environ.get("MLFLOW_TRACKING_URI") or params.uri
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        uri = f"sqlite:///{project_root() / uri[len('sqlite:///'):]}"
+        uri = f"sqlite:///{project_root() / uri[len('sqlite:///') :]}"
     return dataclasses.replace(params, uri=uri)
 
 
@@ -134,7 +134,9 @@ def log_run(
         for name, (path, frame) in datasets.items():
             with warnings.catch_warnings():  # schema-inference hints about int columns: not ours to act on
                 warnings.simplefilter("ignore", UserWarning)
-                dataset = mlflow.data.from_pandas(frame, source=path, name=name, digest=hashes.get(path) or md5_file(path))
+                dataset = mlflow.data.from_pandas(
+                    frame, source=path, name=name, digest=hashes.get(path) or md5_file(path)
+                )
             mlflow.log_input(dataset, context=name)
         for path in artifacts:
             if Path(path).is_dir():
@@ -150,7 +152,11 @@ def log_run(
         version = register(client, params.registered_model, model.model_id, run.info.run_id, package_md5, tags)
     log.info(
         "MLflow run %s in experiment %r at %s; %s version %s is the challenger",
-        run.info.run_id, params.experiment, params.uri, params.registered_model, version,
+        run.info.run_id,
+        params.experiment,
+        params.uri,
+        params.registered_model,
+        version,
     )
     return {"run_id": run.info.run_id, "model_id": model.model_id, "version": version}
 

@@ -101,8 +101,12 @@ def test_images_are_written_and_reproducible(tmp_path):
     first = save_images(rows, {"a": 0.1, "b": 0.02}, tmp_path / "one")
     second = save_images(rows, {"a": 0.1, "b": 0.02}, tmp_path / "two")
     assert [p.name for p in first] == [
-        "roc.png", "precision_recall.png", "calibration.png", "confusion_matrix.png", "feature_importance.png"
+        "roc.png",
+        "precision_recall.png",
+        "calibration.png",
+        "confusion_matrix.png",
+        "feature_importance.png",
     ]
-    for a, b in zip(first, second):
+    for a, b in zip(first, second, strict=True):
         assert a.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert a.read_bytes() == b.read_bytes()

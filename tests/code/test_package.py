@@ -52,7 +52,7 @@ def test_replacing_a_package_keeps_the_old_one_until_the_new_one_is_complete(tmp
     out = tmp_path / "pkg"
     save_package(pipeline, inputs, out)
     before = (out / "model.skops").read_bytes()
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError):
         save_package(pipeline, inputs.iloc[:0], out)  # no rows: signature inference fails
     assert (out / "model.skops").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["pkg"]  # no staging directory left behind
@@ -66,7 +66,10 @@ def test_model_card_names_hashes_params_and_metrics(telco_contract):
         "train": {"roc_auc": 0.9, "f1": 0.7, "n": 400, "positive_rate": 0.26},
     }
     card = model_card(
-        telco_contract, {"train": {"model": "random_forest"}, "tracking": {"uri": "x"}}, metrics, {"data/t.parquet": "abc123"}
+        telco_contract,
+        {"train": {"model": "random_forest"}, "tracking": {"uri": "x"}},
+        metrics,
+        {"data/t.parquet": "abc123"},
     )
     assert card.startswith("# Model card: telco_customer_churn")
     assert "| `data/t.parquet` | `abc123` |" in card

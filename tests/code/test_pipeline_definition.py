@@ -49,7 +49,7 @@ def test_the_graph_is_prepare_featurize_train_evaluate_package(pipeline):
 def test_every_listed_param_exists(pipeline, files, name):
     for entry in pipeline["stages"][name].get("params", []):
         if isinstance(entry, dict):
-            (file, keys), = entry.items()
+            ((file, keys),) = entry.items()
             for key in keys:
                 assert key in files[file], f"{name}: {file} has no key {key}"
         else:
@@ -98,11 +98,14 @@ def test_source_track_is_a_dependency(pipeline, files):
 
 def test_plots_render_files_that_evaluate_writes(repo, pipeline):
     _, _, args = stage_args(pipeline["stages"]["evaluate"])
-    written = {f"{args.plots_dir}/{n}.json" for n in ("roc", "precision_recall", "calibration", "confusion", "feature_importance")}
+    written = {
+        f"{args.plots_dir}/{n}.json"
+        for n in ("roc", "precision_recall", "calibration", "confusion", "feature_importance")
+    }
     rendered = set()
     for plot in pipeline["plots"]:
         if isinstance(plot, dict):
-            (_, spec), = plot.items()
+            ((_, spec),) = plot.items()
             rendered |= set(spec["y"])
         else:
             assert plot == args.images_dir
@@ -124,7 +127,9 @@ def test_every_tunable_param_reruns_some_stage(pipeline, files):
     listed = [
         entry for stage in pipeline["stages"].values() for entry in stage.get("params", []) if isinstance(entry, str)
     ]
-    tunable = [k for k in files["params.yaml"] if k.split(".")[0] in ("base", "split", "featurize", "train", "evaluate")]
+    tunable = [
+        k for k in files["params.yaml"] if k.split(".")[0] in ("base", "split", "featurize", "train", "evaluate")
+    ]
     for key in tunable:
         assert any(key == entry or key.startswith(entry + ".") for entry in listed), f"no stage re-runs on {key}"
     # and no stage lists the keys that only steer logging or the release gate

@@ -76,7 +76,12 @@ def publish(root, loan_data, iterations: int) -> tuple[dict, Pipeline]:
     """Package a model and log/register it as the package stage does."""
     transformer, train_x, inputs = loan_data
     hyper = {"hist_gradient_boosting": {"max_iter": iterations}, "random_forest": {}, "logistic_regression": {}}
-    pipeline = Pipeline([("features", transformer), ("model", fit(train_x, "defaulted", TrainParams("hist_gradient_boosting", 1, **hyper), 0))])
+    pipeline = Pipeline(
+        [
+            ("features", transformer),
+            ("model", fit(train_x, "defaulted", TrainParams("hist_gradient_boosting", 1, **hyper), 0)),
+        ]
+    )
     out = root / f"pkg-{iterations}"
     save_package(pipeline, inputs, out)
     return tracking.log_run("params.yaml", "dataset.yaml", {}, [], str(out), {}, []), pipeline
@@ -126,7 +131,9 @@ def test_promote_requires_a_passed_gate_and_rollback_restores_the_previous_champ
 
     champion = mlflow.pyfunc.load_model(f"models:/{name}@champion")
     inputs = loan_data[2]
-    np.testing.assert_array_equal(np.asarray(champion.predict(inputs))[:, 1], first_pipeline.predict_proba(inputs)[:, 1])
+    np.testing.assert_array_equal(
+        np.asarray(champion.predict(inputs))[:, 1], first_pipeline.predict_proba(inputs)[:, 1]
+    )
 
 
 def test_registry_commands_without_a_model_or_with_tracking_off(store):

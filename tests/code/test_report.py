@@ -43,8 +43,15 @@ def roc(points) -> list:
 
 def test_first_pull_request_base_without_results(repo):
     commit(repo, {"params.yaml": "train:\n  model: rf\n"}, "start")
-    commit(repo, {"dvc.lock": "schema: '2.0'\n", "metrics/metrics.json": metrics(0.8, 0.6),
-                  "metrics/plots/roc.json": roc([(0, 0), (0.2, 0.7), (1, 1)])}, "first results")
+    commit(
+        repo,
+        {
+            "dvc.lock": "schema: '2.0'\n",
+            "metrics/metrics.json": metrics(0.8, 0.6),
+            "metrics/plots/roc.json": roc([(0, 0), (0.2, 0.7), (1, 1)]),
+        },
+        "first results",
+    )
     text = build_report("HEAD~1", repo, repo / "out")
     assert "has no pipeline results yet" in text
     rows = markdown_rows(text)
@@ -62,10 +69,24 @@ def test_equal_base_and_head(repo):
 
 
 def test_changed_params_and_metrics_with_directions(repo):
-    commit(repo, {"params.yaml": "train:\n  lr: 0.05\n  depth: 3\n", "dataset.yaml": "target: {column: y}\n",
-                  "dvc.lock": "x\n", "metrics/metrics.json": metrics(0.80, 0.60, log_loss=0.5, old_only=1.0)}, "base")
-    commit(repo, {"params.yaml": "train:\n  lr: 0.1\n  depth: 3\n  extra: true\n",
-                  "metrics/metrics.json": metrics(0.85, 0.55, log_loss=0.4, new_only=2.0)}, "head")
+    commit(
+        repo,
+        {
+            "params.yaml": "train:\n  lr: 0.05\n  depth: 3\n",
+            "dataset.yaml": "target: {column: y}\n",
+            "dvc.lock": "x\n",
+            "metrics/metrics.json": metrics(0.80, 0.60, log_loss=0.5, old_only=1.0),
+        },
+        "base",
+    )
+    commit(
+        repo,
+        {
+            "params.yaml": "train:\n  lr: 0.1\n  depth: 3\n  extra: true\n",
+            "metrics/metrics.json": metrics(0.85, 0.55, log_loss=0.4, new_only=2.0),
+        },
+        "head",
+    )
     text = build_report("HEAD~1", repo, repo / "out")
     rows = markdown_rows(text)
     assert rows["params.yaml:train.lr"] == ["`0.05`", "`0.1`"]
@@ -85,18 +106,41 @@ def test_workspace_changes_count_as_head(repo):
 
 
 def test_broken_or_missing_files_do_not_crash(repo):
-    commit(repo, {"params.yaml": "a: [unclosed\n", "dvc.lock": "x\n", "metrics/metrics.json": "{not json",
-                  "metrics/plots/roc.json": [{"wrong": 1}]}, "broken base")
-    commit(repo, {"params.yaml": "a: 2\n", "metrics/metrics.json": None, "metrics/subgroups.json": {"max_auc_gap": 0.1}}, "head")
+    commit(
+        repo,
+        {
+            "params.yaml": "a: [unclosed\n",
+            "dvc.lock": "x\n",
+            "metrics/metrics.json": "{not json",
+            "metrics/plots/roc.json": [{"wrong": 1}],
+        },
+        "broken base",
+    )
+    commit(
+        repo,
+        {"params.yaml": "a: 2\n", "metrics/metrics.json": None, "metrics/subgroups.json": {"max_auc_gap": 0.1}},
+        "head",
+    )
     text = build_report("HEAD~1", repo, repo / "out")
     assert markdown_rows(text)["max_auc_gap"] == ["—", "0.1000", "added"]
     assert "Curves" not in text
 
 
 def test_gate_verdict_and_images_note(repo):
-    commit(repo, {"params.yaml": "a: 1\n", "dvc.lock": "x\n", "metrics/metrics.json": metrics(0.8, 0.6),
-                  "metrics/plots/roc.json": roc([(0, 0), (1, 1)]),
-                  "metrics/gate.json": {"passed": False, "checks": {"min_test_roc_auc": {"value": 0.8, "limit": 0.85, "passed": False}}}}, "one")
+    commit(
+        repo,
+        {
+            "params.yaml": "a: 1\n",
+            "dvc.lock": "x\n",
+            "metrics/metrics.json": metrics(0.8, 0.6),
+            "metrics/plots/roc.json": roc([(0, 0), (1, 1)]),
+            "metrics/gate.json": {
+                "passed": False,
+                "checks": {"min_test_roc_auc": {"value": 0.8, "limit": 0.85, "passed": False}},
+            },
+        },
+        "one",
+    )
     text = build_report("main", repo, repo / "out", images_note="Curves are in the workflow artifact.")
     assert "Verdict: **❌ failed**" in text
     assert markdown_rows(text)["min_test_roc_auc"] == ["0.8000", "0.8500", "❌"]
@@ -111,8 +155,15 @@ def test_unknown_base_is_a_clear_error(repo):
 
 
 @pytest.mark.parametrize(
-    "key, better", [("test.roc_auc", "higher"), ("train.recall", "higher"), ("test.brier", "lower"),
-                    ("auc_gap.female", "lower"), ("test.n", ""), ("threshold", "")],
+    "key, better",
+    [
+        ("test.roc_auc", "higher"),
+        ("train.recall", "higher"),
+        ("test.brier", "lower"),
+        ("auc_gap.female", "lower"),
+        ("test.n", ""),
+        ("threshold", ""),
+    ],
 )
 def test_direction_of_metrics(key, better):
     assert direction(key) == better

@@ -51,8 +51,15 @@ def test_one_run_holds_params_metrics_files_lineage_and_the_logged_model(project
 
     root, uri = project
     datasets = fake_outputs(root)
-    first = tracking.log_run("params.yaml", "dataset.yaml", {"test.roc_auc": 0.8}, ["card.md", "images"], "pkg",
-                             datasets, ["train.parquet", "pkg"])
+    first = tracking.log_run(
+        "params.yaml",
+        "dataset.yaml",
+        {"test.roc_auc": 0.8},
+        ["card.md", "images"],
+        "pkg",
+        datasets,
+        ["train.parquet", "pkg"],
+    )
     mlflow.set_tracking_uri(uri)
     run = mlflow.get_run(first["run_id"])
     assert run.data.metrics == {"test.roc_auc": 0.8}
@@ -129,7 +136,11 @@ def test_unreachable_server_fails_fast_naming_the_uri(project, monkeypatch):
     # Run in a fresh process: MLflow reads its HTTP timeout settings once, at import.
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-c", "from reprokit import tracking; tracking.log_run('params.yaml', 'dataset.yaml', {}, [], '.', {}, [])"],
+        [
+            sys.executable,
+            "-c",
+            "from reprokit import tracking; tracking.log_run('params.yaml', 'dataset.yaml', {}, [], '.', {}, [])",
+        ],
         capture_output=True,
         text=True,
         timeout=60,

@@ -23,7 +23,8 @@ def test_workflow_is_valid_against_the_github_schema(repo, name):
     tool = shutil.which("check-jsonschema") or str(Path(sys.executable).parent / "check-jsonschema")
     done = subprocess.run(
         [tool, "--builtin-schema", "vendor.github-workflows", str(repo / ".github" / "workflows" / name)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -65,7 +66,7 @@ def test_cml_is_least_privilege_sticky_and_does_not_upload_images_by_default(rep
     assert "--publish=${{ vars.CML_PUBLISH_IMAGES == 'true' }}" in comment["run"]
     report = next(s for s in steps if ".ci/pr-report" in s.get("run", ""))
     assert report["env"]["CML_PUBLISH_IMAGES"] == "${{ vars.CML_PUBLISH_IMAGES || 'false' }}"
-    assert 'origin/${{ github.base_ref }}' in report["run"]
+    assert "origin/${{ github.base_ref }}" in report["run"]
 
 
 def test_no_workflow_grants_write_all(repo):

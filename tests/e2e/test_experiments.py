@@ -56,8 +56,16 @@ def experiments(clone) -> dict[str, dict]:
 def test_every_tunable_param_can_be_set_from_the_command_line(copy_of):
     clone = copy_of("exp-set")
     done = clone.dvc(
-        "exp", "run", "-S", "train.model=logistic_regression", "-S", "train.logistic_regression.C=0.3",
-        "-S", "evaluate.threshold=0.4", "-S", "featurize.scale_numeric=false",
+        "exp",
+        "run",
+        "-S",
+        "train.model=logistic_regression",
+        "-S",
+        "train.logistic_regression.C=0.3",
+        "-S",
+        "evaluate.threshold=0.4",
+        "-S",
+        "featurize.scale_numeric=false",
     )
     assert ran_stages(done.stdout) == ["featurize", "train", "evaluate", "package"]
     params = yaml.safe_load((clone.root / "params.yaml").read_text())
@@ -67,7 +75,9 @@ def test_every_tunable_param_can_be_set_from_the_command_line(copy_of):
 
 def test_queued_grid_runs_with_the_right_params(grid):
     found = experiments(grid)
-    assert sorted(str(e["params"]["train"]["hist_gradient_boosting"]["learning_rate"]) for e in found.values()) == sorted(RATES)
+    assert sorted(
+        str(e["params"]["train"]["hist_gradient_boosting"]["learning_rate"]) for e in found.values()
+    ) == sorted(RATES)
     aucs = {e["metrics"]["test"]["roc_auc"] for e in found.values()}
     assert len(aucs) == 3  # three different models
 

@@ -3,7 +3,6 @@ tracking server (PostgreSQL backend store, S3 artifact store on moto), all on 12
 
 from __future__ import annotations
 
-import os
 import socket
 import sys
 import time
@@ -41,27 +40,42 @@ def served_inputs(clone) -> pd.DataFrame:
 
 def check_lineage(clone, mlflow, client) -> None:
     """The latest run leads back to the commit, params and the exact DVC outputs."""
-    (run,) = mlflow.search_runs(experiment_names=["churn-pipeline"], order_by=["attributes.start_time DESC"],
-                                max_results=1, output_format="list")
+    (run,) = mlflow.search_runs(
+        experiment_names=["churn-pipeline"],
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+        output_format="list",
+    )
     lock = yaml.safe_load((clone.root / "dvc.lock").read_text())
     recorded = {o["path"]: o["md5"] for s in lock["stages"].values() for o in s.get("outs", [])}
-    for path in ("data/prepared/train.parquet", "data/prepared/test.parquet", "models/transformer.skops",
-                 "models/model.skops", "models/package", "models/model_card.md"):
+    for path in (
+        "data/prepared/train.parquet",
+        "data/prepared/test.parquet",
+        "models/transformer.skops",
+        "models/model.skops",
+        "models/package",
+        "models/model_card.md",
+    ):
         assert run.data.tags[f"dvc.md5.{path}"] == recorded[path], path
     assert run.data.tags["git_commit"] == clone.git("rev-parse", "HEAD").strip()
     assert run.data.tags["git_branch"] in {"main", "master"}
     inputs = {i.dataset.name: i.dataset.digest for i in run.inputs.dataset_inputs}
     assert inputs == {"train": recorded["data/prepared/train.parquet"], "test": recorded["data/prepared/test.parquet"]}
     params = yaml.safe_load((clone.root / "params.yaml").read_text())
-    assert run.data.params["train.hist_gradient_boosting.max_iter"] == str(params["train"]["hist_gradient_boosting"]["max_iter"])
+    assert run.data.params["train.hist_gradient_boosting.max_iter"] == str(
+        params["train"]["hist_gradient_boosting"]["max_iter"]
+    )
     metrics = yaml.safe_load((clone.root / "metrics/metrics.json").read_text())
     assert run.data.metrics["test.roc_auc"] == metrics["test"]["roc_auc"]
     assert "subgroup.senior_citizen.1.roc_auc" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"model_card.md", "images", "plots", "metrics.json", "subgroups.json"} <= artifacts
     (output,) = run.outputs.model_outputs
-    version = next(v for v in client.search_model_versions(f"name = '{NAME}'") if v.run_id == run.info.run_id or
-                   v.tags.get("package_md5") == recorded["models/package"])
+    version = next(
+        v
+        for v in client.search_model_versions(f"name = '{NAME}'")
+        if v.run_id == run.info.run_id or v.tags.get("package_md5") == recorded["models/package"]
+    )
     assert version.tags["package_md5"] == recorded["models/package"]
     assert mlflow.get_logged_model(output.model_id).source_run_id == run.info.run_id
 
@@ -124,8 +138,9 @@ def two_experiments(clone) -> None:
     names = {"slow-lr": "0.02", "fast-lr": "0.2"}
     for name, rate in names.items():
         clone.dvc("exp", "run", "-n", name, "-S", f"train.hist_gradient_boosting.learning_rate={rate}")
-    runs = mlflow.search_runs(experiment_names=["churn-pipeline"], output_format="list",
-                              filter_string="tags.dvc_experiment != ''")
+    runs = mlflow.search_runs(
+        experiment_names=["churn-pipeline"], output_format="list", filter_string="tags.dvc_experiment != ''"
+    )
     found = {r.data.tags["dvc_experiment"]: r.data.params["train.hist_gradient_boosting.learning_rate"] for r in runs}
     assert found == names
 
@@ -170,7 +185,9 @@ def test_release_cycle_on_a_tracking_server_with_postgres_and_s3(copy_of, server
     release_cycle(clone)
     two_experiments(clone)
     assert sorted((clone.root / "mlruns").rglob("*")) == local_files  # nothing went to the local store
-    keys = [o["Key"] for o in s3_client(server["S3_ENDPOINT"]).list_objects_v2(Bucket="mlflow", MaxKeys=1000)["Contents"]]
+    keys = [
+        o["Key"] for o in s3_client(server["S3_ENDPOINT"]).list_objects_v2(Bucket="mlflow", MaxKeys=1000)["Contents"]
+    ]
     assert any(k.endswith("/model.skops") for k in keys)  # the logged model went to the S3 artifact store
     assert any(k.endswith("model_card.md") for k in keys)
     import sqlalchemy

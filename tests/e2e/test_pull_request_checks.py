@@ -19,8 +19,11 @@ def script(clone, name: str, *args: str, env: dict | None = None) -> subprocess.
     if not venv.exists():
         venv.symlink_to(os.path.dirname(clone.env["PATH"].split(os.pathsep)[0]))
     return subprocess.run(
-        [str(clone.root / ".ci" / name), *args], cwd=clone.root, env={**clone.env, **(env or {})},
-        capture_output=True, text=True,
+        [str(clone.root / ".ci" / name), *args],
+        cwd=clone.root,
+        env={**clone.env, **(env or {})},
+        capture_output=True,
+        text=True,
     )
 
 
@@ -31,7 +34,9 @@ def two_commits(tmp_path_factory, reproduced):
 
     clone = copy_clone(reproduced, tmp_path_factory.mktemp("pr") / "repo")
     clone.git("checkout", "-q", "-b", "feature")
-    clone.write_params(lambda p: (p["evaluate"].update(threshold=0.35), p["train"]["hist_gradient_boosting"].update(max_iter=120)))
+    clone.write_params(
+        lambda p: (p["evaluate"].update(threshold=0.35), p["train"]["hist_gradient_boosting"].update(max_iter=120))
+    )
     clone.dvc("repro")
     clone.git("commit", "-qam", "Lower threshold, fewer iterations")
     return clone
@@ -55,9 +60,16 @@ def test_report_numbers_match_the_two_metrics_files(two_commits):
     assert table["params.yaml:train.hist_gradient_boosting.max_iter"] == ["`200`", "`120`"]
     assert table["test.recall"][2].endswith("✅")  # a lower threshold catches more churners
     assert "artifact" in text and "![roc_compare]" not in text  # no image upload by default
-    assert {p.name for p in (clone.root / "reports").iterdir()} == {"report.md", "roc_compare.png", "precision_recall_compare.png"}
+    assert {p.name for p in (clone.root / "reports").iterdir()} == {
+        "report.md",
+        "roc_compare.png",
+        "precision_recall_compare.png",
+    }
     published = script(clone, "pr-report", "HEAD~1", "reports", env={"CML_PUBLISH_IMAGES": "true"})
-    assert published.returncode == 0 and "![roc_compare](roc_compare.png)" in (clone.root / "reports/report.md").read_text()
+    assert (
+        published.returncode == 0
+        and "![roc_compare](roc_compare.png)" in (clone.root / "reports/report.md").read_text()
+    )
 
 
 def test_report_against_itself_and_against_a_base_without_results(two_commits, tmp_path):
@@ -69,7 +81,9 @@ def test_report_against_itself_and_against_a_base_without_results(two_commits, t
     assert all(cells[2] == "0" for key, cells in markdown_rows(text).items() if "." in key and len(cells) == 3)
     # A base commit without dvc.lock or metrics (the first pull request), made without touching the workspace.
     index = {**clone.env, "GIT_INDEX_FILE": str(tmp_path / "index")}
-    git = lambda *a: subprocess.run(["git", *a], cwd=clone.root, env=index, capture_output=True, text=True, check=True).stdout.strip()  # noqa: E731
+    git = lambda *a: subprocess.run(
+        ["git", *a], cwd=clone.root, env=index, capture_output=True, text=True, check=True
+    ).stdout.strip()  # noqa: E731
     git("read-tree", "HEAD")
     git("rm", "-q", "-r", "--cached", "dvc.lock", "metrics")
     bare = git("commit-tree", git("write-tree"), "-m", "before the pipeline")

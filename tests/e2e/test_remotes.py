@@ -11,7 +11,7 @@ import uuid
 import numpy as np
 import pytest
 
-from dvcclone import cache_snapshot, clone_env, new_clone, ran_stages
+from dvcclone import cache_snapshot, new_clone, ran_stages
 from servers import create_user_with_key, free_port, moto_s3, s3_client
 
 pytestmark = pytest.mark.e2e
@@ -36,7 +36,9 @@ def test_committed_config_has_both_remotes_and_no_credentials(repo):
 
     config = Repo(str(repo)).config.read("repo")  # .dvc/config alone, not config.local
     assert config["core"]["remote"] == "local"
-    assert config["remote"]["local"]["url"] == os.path.expanduser("~/dvc-storage/reprokit")  # no absolute path committed
+    assert config["remote"]["local"]["url"] == os.path.expanduser(
+        "~/dvc-storage/reprokit"
+    )  # no absolute path committed
     assert "url = ~/dvc-storage/reprokit" in (repo / ".dvc" / "config").read_text()
     s3 = config["remote"]["s3"]
     assert s3["url"].startswith("s3://") and s3["endpointurl"] and s3["region"]
@@ -86,8 +88,15 @@ def assert_failure_leaves_everything(clone, command, expected_dvc, expected_chec
     done = clone.dvc(*command, check=False)
     assert done.returncode != 0
     assert expected_dvc in done.stderr
-    checked = clone.run(str(clone.env["PATH"].split(os.pathsep)[0] + "/python"), "-m", "reprokit.remote", "check",
-                        "-r", remote, check=False)
+    checked = clone.run(
+        str(clone.env["PATH"].split(os.pathsep)[0] + "/python"),
+        "-m",
+        "reprokit.remote",
+        "check",
+        "-r",
+        remote,
+        check=False,
+    )
     assert checked.returncode == 1
     assert expected_check in checked.stderr
     assert cache_snapshot(clone.root) == cache
@@ -118,7 +127,7 @@ def test_s3_wrong_credentials(copy_of, tmp_path):
         s3_client(endpoint, "boot", "boot").create_bucket(Bucket="guarded")
         key, secret = create_user_with_key(endpoint)
         clone = copy_of("s3-creds")
-        use_s3(clone, endpoint, "guarded", key="AKIAEXAMPLEWRONGKEY0", secret="wrong")
+        use_s3(clone, endpoint, "guarded", key="NOT-A-REAL-KEY-ID", secret="wrong")
         assert_failure_leaves_everything(clone, ["push", "-r", "s3"], "Forbidden", "the credentials were rejected")
         clone.env.pop("AWS_ACCESS_KEY_ID"), clone.env.pop("AWS_SECRET_ACCESS_KEY")
         clone.env["HOME"] = str(tmp_path)  # no ~/.aws either
@@ -149,7 +158,11 @@ def test_interrupted_s3_push_completes_when_run_again(copy_of, tmp_path, s3_endp
     use_s3(clone, s3_endpoint, bucket)
     push = subprocess.Popen(
         [clone.env["PATH"].split(os.pathsep)[0] + "/dvc", "push", "-r", "s3", "-j", "1"],
-        cwd=clone.root, env=clone.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        cwd=clone.root,
+        env=clone.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 60
     while client.list_objects_v2(Bucket=bucket)["KeyCount"] < 20 and time.monotonic() < deadline:

@@ -25,7 +25,7 @@ def history(tmp_path_factory, reproduced):
     states = {}
     for i, rate in enumerate(LEARNING_RATES):
         if i:
-            clone.write_params(lambda p: p["train"]["hist_gradient_boosting"].update(learning_rate=rate))
+            clone.write_params(lambda p, r=rate: p["train"]["hist_gradient_boosting"].update(learning_rate=r))
             clone.dvc("repro")
             clone.git("commit", "-qam", f"learning rate {rate}")
         clone.git("tag", f"lr-{rate}")
@@ -94,4 +94,6 @@ def test_checkout_refuses_to_overwrite_uncommitted_output_changes(history):
     assert card.read_text() == edited  # the edit is still there
     clone.git("checkout", "-q", "-")
     clone.dvc("checkout", "--force")  # the documented way to discard it
-    assert clone.file_hashes(["models/model_card.md"]) == {"models/model_card.md": states["lr-0.2"]["models/model_card.md"]}
+    assert clone.file_hashes(["models/model_card.md"]) == {
+        "models/model_card.md": states["lr-0.2"]["models/model_card.md"]
+    }
