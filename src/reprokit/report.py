@@ -37,6 +37,7 @@ CURVES = {
     "roc": ("metrics/plots/roc.json", "fpr", "tpr", "False positive rate", "True positive rate"),
     "precision_recall": ("metrics/plots/precision_recall.json", "recall", "precision", "Recall", "Precision"),
 }
+TITLES = {"roc": "ROC curve (test)", "precision_recall": "Precision-recall curve (test)"}
 HIGHER_IS_BETTER = ("roc_auc", "average_precision", "accuracy", "precision", "recall", "f1")
 LOWER_IS_BETTER = ("log_loss", "brier", "auc_gap", "max_subgroup_auc_gap", "rows_dropped")
 
@@ -181,7 +182,7 @@ def compare_plots(base_rev: str, root: Path, out_dir: Path) -> list[Path]:
             if points:
                 ax.plot(*points, label=label, linestyle="--" if label == "base" else "-")
         ax.set(
-            xlabel=xlabel, ylabel=ylabel, title=f"{name.replace('_', '-')}: base vs head", xlim=(0, 1), ylim=(0, 1.02)
+            xlabel=xlabel, ylabel=ylabel, title=f"{TITLES[name]}: base vs head", xlim=(0, 1), ylim=(0, 1.02)
         )
         ax.legend(loc="lower right" if name == "roc" else "lower left")
         fig.tight_layout()
