@@ -22,11 +22,9 @@ class RemoteError(RuntimeError):
     """The remote cannot be used as configured."""
 
 
-def remote_config(name: str | None, root: str | Path = ".") -> tuple[str, dict]:
-    """The name and merged configuration of remote `name` (default: `core.remote`)."""
-    from dvc.repo import Repo
-
-    config = Repo(str(root)).config
+def remote_config(name: str | None, repo) -> tuple[str, dict]:
+    """The name and merged configuration of remote `name` (default: `core.remote`) of a DVC `Repo`."""
+    config = repo.config
     name = name or config["core"].get("remote")
     if not name:
         raise RemoteError("no remote given and no default remote (`dvc remote default NAME`)")
@@ -40,15 +38,15 @@ def check(name: str | None = None, root: str | Path = ".") -> str:
     """Contact the remote; return a one-line description or raise `RemoteError`."""
     from dvc.repo import Repo
 
-    name, config = remote_config(name, root)
+    repo = Repo(str(root))
+    name, config = remote_config(name, repo)
     url = config["url"]
     endpoint = config.get("endpointurl", "the default endpoint")
     where = f"remote {name!r} ({url})"
-    repo = Repo(str(root))
     try:
         odb = repo.cloud.get_remote_odb(name)
         fs, path = odb.fs, odb.path
-        if fs.protocol in ("local", "file") or getattr(fs, "protocol", None) == "local":
+        if fs.protocol == "local":
             target = Path(path)
             for parent in [target, *target.parents]:
                 if parent.exists():
