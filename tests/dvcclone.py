@@ -34,13 +34,17 @@ class Clone:
     def git(self, *args: str) -> str:
         return self.run("git", *args).stdout
 
-    def lock(self) -> dict:
+    def lock(self, rev: str | None = None) -> dict:
+        """dvc.lock as in the workspace, or as committed at `rev`."""
+        if rev is not None:
+            return yaml.safe_load(self.git("show", f"{rev}:dvc.lock"))
         return yaml.safe_load((self.root / "dvc.lock").read_text())
 
-    def locked_outputs(self) -> dict[str, str]:
-        """Every output path in dvc.lock with its md5 (directories expanded through the cache)."""
+    def locked_outputs(self, rev: str | None = None) -> dict[str, str]:
+        """Every output path in dvc.lock (or the one committed at `rev`) with its md5,
+        directories expanded through the cache."""
         outs = {}
-        for stage in self.lock()["stages"].values():
+        for stage in self.lock(rev)["stages"].values():
             for out in stage.get("outs", []):
                 if out["md5"].endswith(".dir"):
                     digest = out["md5"][:-4]
@@ -90,9 +94,13 @@ def cache_snapshot(root: Path) -> dict[str, str]:
 
 
 def clone_env(root: Path) -> dict[str, str]:
+    """A shell with the test run's environment activated (`source .venv/bin/activate`, as the
+    README shows) and the clone's own code first on the import path. Shells where nothing is
+    activated are tested in tests/runner."""
     env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "VIRTUAL_ENV": str(BIN.parent),
         "PYTHONPATH": str(root / "src"),
         "DVC_NO_ANALYTICS": "1",
         "GIT_AUTHOR_NAME": "e2e",

@@ -72,7 +72,8 @@ def loan_pipeline(rows: int = 300, iterations: int = 20):
 
     from reprokit.config import FeaturizeParams, TrainParams
     from reprokit.contract import parse_contract
-    from reprokit.featurize import fit_transform, inputs_of
+    from reprokit.featurize import fit_transform
+    from reprokit.inference import inputs_of
     from reprokit.prepare import split, to_model_table, validate
     from reprokit.train import fit
 
@@ -81,7 +82,7 @@ def loan_pipeline(rows: int = 300, iterations: int = 20):
     train, test = split(table, "defaulted", 0.25, 0)
     transformer, train_x, _ = fit_transform(train, test, contract, FeaturizeParams(True, "median"))
     hyper = {"hist_gradient_boosting": {"max_iter": iterations}, "random_forest": {}, "logistic_regression": {}}
-    model = fit(train_x, "defaulted", TrainParams("hist_gradient_boosting", 1, **hyper), seed=0)
+    model = fit(train_x, "defaulted", TrainParams("hist_gradient_boosting", **hyper), seed=0)
     return Pipeline([("features", transformer), ("model", model)]), test, inputs_of(test, contract), train_x
 
 

@@ -9,14 +9,16 @@ and then loads it back to prove the rewrite kept the object intact.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
@@ -43,11 +45,29 @@ def dvc_md5(path: str | Path) -> str:
     return hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest() + ".dir"
 
 
+PARTIAL = ".partial-"  # temporary siblings: `.<name>.partial-*`, ignored by git (.gitignore)
+
+
+def partial_prefix(path: Path) -> str:
+    """The name prefix of `path`'s temporary siblings while it is being written."""
+    return f".{path.name}{PARTIAL}"
+
+
+def remove_leftovers(path: Path) -> None:
+    """Remove the temporary siblings a killed earlier write left behind."""
+    for leftover in path.parent.glob(partial_prefix(path) + "*"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` through a temporary file, so a crash leaves no half file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    remove_leftovers(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=partial_prefix(path))
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -55,6 +75,26 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def fresh_dir(path: str | Path) -> Iterator[Path]:
+    """Build a directory output from nothing: yield an empty staging folder next to `path`,
+    and only when the block succeeds replace `path` with it. No file of an earlier run
+    survives, and a failure leaves the old directory as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(path)
+    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=partial_prefix(path)))
+    try:
+        built = staging / path.name
+        built.mkdir()
+        yield built
+        if path.exists():
+            shutil.rmtree(path)
+        built.rename(path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_json(path: str | Path, data: Any) -> None:

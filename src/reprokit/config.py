@@ -1,7 +1,9 @@
-"""Typed, frozen views of `params.yaml` sections.
+"""Typed, frozen views of `params.yaml` sections, and the params a stage may read.
 
 Each stage loads only the sections it reads. Unknown or missing keys fail fast
 with the file and key named, so a typo in `params.yaml` never passes silently.
+A stage reads its params through `StageParams`, which knows the keys the stage
+declares in `dvc.yaml` and refuses any other: a read DVC would not see is a bug.
 """
 
 from __future__ import annotations
@@ -22,9 +24,37 @@ class ConfigError(ValueError):
     """A params or contract file is missing a key, has an unknown one, or a bad value."""
 
 
+class UndeclaredKeyError(RuntimeError):
+    """Stage code read a params or contract key that its `dvc.yaml` entry does not declare.
+
+    A programming error, not bad input: DVC would not re-run the stage when that key
+    changes, so it fails loudly (with a traceback) instead of producing stale outputs.
+    """
+
+
+def covers(declared: tuple[str, ...], key: str) -> bool:
+    """Whether a declared key (`train`, `base.seed`) includes `key` (`train.model`)."""
+    return any(key == entry or key.startswith(entry + ".") for entry in declared)
+
+
+def require_declared(stage: str, file: str, declared: tuple[str, ...], key: str) -> None:
+    """Raise `UndeclaredKeyError` unless `key` is among the keys `stage` declares for `file`."""
+    if not covers(declared, key):
+        raise UndeclaredKeyError(
+            f"stage {stage!r} reads {file}: {key}, which its dvc.yaml entry does not declare "
+            f"(declared: {', '.join(declared) or 'nothing'}); add it to the stage's params in dvc.yaml "
+            "and to the module's declared keys"
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class BaseParams:
     seed: int
+    n_threads: int
+
+    def __post_init__(self) -> None:
+        if self.n_threads < 1:
+            raise ConfigError(f"{PARAMS_FILE}: base.n_threads must be at least 1, got {self.n_threads}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +71,6 @@ class FeaturizeParams:
 @dataclasses.dataclass(frozen=True)
 class TrainParams:
     model: str
-    n_threads: int
     hist_gradient_boosting: dict[str, Any]
     random_forest: dict[str, Any]
     logistic_regression: dict[str, Any]
@@ -142,6 +171,41 @@ def load_section(name: str, params_file: str | Path = PARAMS_FILE) -> Any:
     return section_from_mapping(_SECTIONS[name], data[name], f"{params_file}: {name}")
 
 
+class StageParams:
+    """The `params.yaml` keys one stage declares in `dvc.yaml`, and nothing else.
+
+    `section("train")` needs the whole section declared; `value("base.seed")` needs that
+    key (or its section). A test checks that each stage module's declared keys are
+    exactly its `dvc.yaml` params.
+    """
+
+    def __init__(self, stage: str, declared: tuple[str, ...], params_file: str | Path = PARAMS_FILE):
+        self.stage, self.declared, self.file = stage, tuple(declared), str(params_file)
+        self._data = read_yaml(params_file)
+
+    def section(self, name: str) -> Any:
+        """A whole declared section as its typed dataclass."""
+        require_declared(self.stage, self.file, self.declared, name)
+        if name not in self._data:
+            raise ConfigError(f"{self.file}: missing section {name!r}")
+        return section_from_mapping(_SECTIONS[name], self._data[name], f"{self.file}: {name}")
+
+    def value(self, key: str) -> Any:
+        """One declared value, type-checked against its section's dataclass."""
+        require_declared(self.stage, self.file, self.declared, key)
+        section, _, field = key.partition(".")
+        data = self._data.get(section)
+        if not isinstance(data, Mapping) or field not in data:
+            raise ConfigError(f"{self.file}: missing key {key}")
+        hints = typing.get_type_hints(_SECTIONS[section])
+        return _check_type(data[field], hints[field], f"{self.file}: {key}")
+
+    def values(self) -> dict[str, Any]:
+        """Every declared key with its value, flattened (for a model card)."""
+        flat = flatten({k: v for k, v in self._data.items() if k in _SECTIONS})
+        return {key: value for key, value in flat.items() if covers(self.declared, key)}
+
+
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Flatten nested mappings into dotted keys, as DVC and MLflow show params."""
     flat: dict[str, Any] = {}
@@ -162,10 +226,14 @@ __all__ = [
     "GateParams",
     "MODEL_KINDS",
     "SplitParams",
+    "StageParams",
     "TrackingParams",
     "TrainParams",
+    "UndeclaredKeyError",
+    "covers",
     "flatten",
     "load_section",
     "read_yaml",
+    "require_declared",
     "section_from_mapping",
 ]

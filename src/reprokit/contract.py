@@ -13,7 +13,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
-from reprokit.config import ConfigError, read_yaml
+from reprokit.config import ConfigError, read_yaml, require_declared
 
 CONTRACT_FILE = "dataset.yaml"
 
@@ -159,6 +159,45 @@ def parse_contract(data: dict[str, Any], where: str = CONTRACT_FILE) -> Contract
 def load_contract(path: str | Path = CONTRACT_FILE) -> Contract:
     """Read and validate the dataset contract file."""
     return parse_contract(read_yaml(path), where=str(path))
+
+
+# The top-level contract key each attribute of `Contract` is read from.
+_ATTRIBUTE_KEYS = {
+    "name": "name",
+    "source": "source",
+    "target": "target",
+    "features": "features",
+    "feature_names": "features",
+    "names_of": "features",
+    "feature": "features",
+    "id_column": "id_column",
+    "drop_columns": "drop_columns",
+    "fill_missing": "cleaning",
+    "subgroups": "subgroups",
+}
+
+
+class DeclaredContract:
+    """A `Contract` that lets a stage read only the contract keys it declares in `dvc.yaml`.
+
+    Reading any other key raises `UndeclaredKeyError`: DVC would not re-run the stage
+    when that key changes.
+    """
+
+    def __init__(self, contract: Contract, stage: str, declared: tuple[str, ...], where: str = CONTRACT_FILE):
+        self._contract, self._stage, self._declared, self._where = contract, stage, tuple(declared), where
+
+    def __getattr__(self, attr: str) -> Any:
+        key = _ATTRIBUTE_KEYS.get(attr)
+        if key is None:
+            raise AttributeError(attr)
+        require_declared(self._stage, self._where, self._declared, key)
+        return getattr(self._contract, attr)
+
+
+def load_stage_contract(stage: str, declared: tuple[str, ...], path: str | Path = CONTRACT_FILE) -> DeclaredContract:
+    """The contract as stage `stage` may read it: only the keys it declares."""
+    return DeclaredContract(load_contract(path), stage, declared, str(path))
 
 
 def build_schema(contract: Contract):

@@ -1,6 +1,7 @@
 """Stage `evaluate`: score the model on the test (and train) split.
 
-Writes metrics JSON (DVC `metrics`), curve data (DVC `plots`), PNG images, the
+Writes the headline metrics (DVC `metrics`: what `dvc metrics show` and `dvc exp show`
+list), every figure on test and train, curve data (DVC `plots`), PNG images, the
 per-subgroup metrics with the largest AUC gap, and the test-set probabilities
 that `package` checks the served model against.
 """
@@ -14,13 +15,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from reprokit.artifacts import load_skops, write_json, write_parquet
-from reprokit.config import load_section
-from reprokit.contract import Contract, load_contract
-from reprokit.featurize import inputs_of
+from reprokit.artifacts import fresh_dir, write_json, write_parquet
+from reprokit.config import StageParams
+from reprokit.contract import Contract, load_stage_contract
+from reprokit.inference import inputs_of, load_pipeline, predict_proba, thread_budget
 from reprokit.stage import run_stage
 
+# The keys this stage reads: exactly its params in dvc.yaml (tests/code/test_pipeline_definition.py).
+PARAMS = ("base.seed", "base.n_threads", "evaluate")
+CONTRACT = ("target", "features", "subgroups")
+
 DIGITS = 6
+# What `dvc metrics show` and `dvc exp show` list: the rest is in the evaluation file.
+HEADLINE = {
+    "test": ("roc_auc", "average_precision", "f1", "log_loss"),
+    "train": ("roc_auc",),
+}
 
 
 def _r(value: float) -> float:
@@ -200,24 +210,20 @@ def save_images(curve_rows: dict[str, list[dict[str, Any]]], importance: dict[st
     return paths
 
 
-def predict_proba(pipeline, inputs: pd.DataFrame) -> np.ndarray:
-    """Probability of the positive class."""
-    return pipeline.predict_proba(inputs)[:, 1]
-
-
-def load_pipeline(transformer_path: str | Path, model_path: str | Path):
-    """The inference pipeline: fitted transformer then fitted model."""
-    from sklearn.pipeline import Pipeline
-
-    return Pipeline([("features", load_skops(transformer_path)), ("model", load_skops(model_path))])
-
-
-def evaluate(pipeline, train: pd.DataFrame, test: pd.DataFrame, contract: Contract, threshold: float, bins: int):
+def evaluate(
+    pipeline,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    contract: Contract,
+    threshold: float,
+    bins: int,
+    n_threads: int = 1,
+):
     """Everything evaluate reports, as plain data."""
     target = contract.target.column
     test_x, train_x = inputs_of(test, contract), inputs_of(train, contract)
     y_test, y_train = test[target].to_numpy(), train[target].to_numpy()
-    p_test, p_train = predict_proba(pipeline, test_x), predict_proba(pipeline, train_x)
+    p_test, p_train = predict_proba(pipeline, test_x, n_threads), predict_proba(pipeline, train_x, n_threads)
     subgroups = subgroup_metrics(test, y_test, p_test, list(contract.subgroups), threshold)
     metrics = {
         "threshold": threshold,
@@ -228,15 +234,11 @@ def evaluate(pipeline, train: pd.DataFrame, test: pd.DataFrame, contract: Contra
     return metrics, subgroups, curves(y_test, p_test, bins, threshold), p_test
 
 
-def flat_metrics(metrics: dict[str, Any], subgroups: dict[str, Any]) -> dict[str, float]:
-    """Metrics as flat MLflow keys, e.g. `test.roc_auc`, `subgroup.female.1.roc_auc`."""
-    flat: dict[str, float] = {"max_subgroup_auc_gap": metrics["max_subgroup_auc_gap"]}
-    for split in ("test", "train"):
-        flat.update({f"{split}.{k}": v for k, v in metrics[split].items() if v is not None})
-    for column, groups in subgroups["groups"].items():
-        for value, values in groups.items():
-            flat.update({f"subgroup.{column}.{value}.{k}": v for k, v in values.items() if v is not None})
-    return flat
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The few figures that fit one line of `dvc metrics show`."""
+    picked: dict[str, Any] = {split: {k: metrics[split][k] for k in keys} for split, keys in HEADLINE.items()}
+    picked["max_subgroup_auc_gap"] = metrics["max_subgroup_auc_gap"]
+    return picked
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -248,7 +250,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--test", required=True, help="prepared test split")
     parser.add_argument("--transformer", required=True)
     parser.add_argument("--model", required=True)
-    parser.add_argument("--metrics-out", required=True)
+    parser.add_argument("--metrics-out", required=True, help="headline metrics (DVC metrics)")
+    parser.add_argument("--evaluation-out", required=True, help="every figure on test and train")
     parser.add_argument("--subgroups-out", required=True)
     parser.add_argument("--plots-dir", required=True, help="curve data for DVC plots")
     parser.add_argument("--images-dir", required=True, help="PNG images")
@@ -260,27 +263,31 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
 
     def body() -> str:
-        contract = load_contract(args.contract)
-        params = load_section("evaluate", args.params)
-        seed = load_section("base", args.params).seed
+        contract = load_stage_contract("evaluate", CONTRACT, args.contract)
+        stage_params = StageParams("evaluate", PARAMS, args.params)
+        params = stage_params.section("evaluate")
+        seed, n_threads = stage_params.value("base.seed"), stage_params.value("base.n_threads")
         train, test = pd.read_parquet(args.train), pd.read_parquet(args.test)
         pipeline = load_pipeline(args.transformer, args.model)
         metrics, subgroups, curve_rows, p_test = evaluate(
-            pipeline, train, test, contract, params.threshold, params.calibration_bins
+            pipeline, train, test, contract, params.threshold, params.calibration_bins, n_threads
         )
         target = contract.target.column
-        importance = permutation_importance(
-            pipeline, inputs_of(test, contract), test[target].to_numpy(), params.importance_repeats, seed
-        )
-        write_json(args.metrics_out, metrics)
+        with thread_budget(n_threads):
+            importance = permutation_importance(
+                pipeline, inputs_of(test, contract), test[target].to_numpy(), params.importance_repeats, seed
+            )
+        write_json(args.metrics_out, headline(metrics))
+        write_json(args.evaluation_out, metrics)
         write_json(args.subgroups_out, subgroups)
-        plots_dir = Path(args.plots_dir)
-        for name, rows in curve_rows.items():
-            write_json(plots_dir / f"{name}.json", rows)
-        write_json(
-            plots_dir / "feature_importance.json", [{"feature": k, "importance": v} for k, v in importance.items()]
-        )
-        save_images(curve_rows, importance, Path(args.images_dir))
+        with fresh_dir(args.plots_dir) as plots_dir:
+            for name, rows in curve_rows.items():
+                write_json(plots_dir / f"{name}.json", rows)
+            write_json(
+                plots_dir / "feature_importance.json", [{"feature": k, "importance": v} for k, v in importance.items()]
+            )
+        with fresh_dir(args.images_dir) as images_dir:
+            save_images(curve_rows, importance, images_dir)
         write_parquet(pd.DataFrame({"probability": p_test}, index=test.index), args.predictions_out)
         return f"test roc_auc {metrics['test']['roc_auc']}, f1 {metrics['test']['f1']}, max subgroup AUC gap {subgroups['max_auc_gap']}"
 

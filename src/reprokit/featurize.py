@@ -12,9 +12,14 @@ import argparse
 import pandas as pd
 
 from reprokit.artifacts import save_skops, write_parquet
-from reprokit.config import FeaturizeParams, load_section
-from reprokit.contract import Contract, load_contract
+from reprokit.config import FeaturizeParams, StageParams
+from reprokit.contract import Contract, load_stage_contract
+from reprokit.inference import inputs_of
 from reprokit.stage import StageError, run_stage
+
+# The keys this stage reads: exactly its params in dvc.yaml (tests/code/test_pipeline_definition.py).
+PARAMS = ("featurize",)
+CONTRACT = ("target", "features")
 
 
 def build_transformer(contract: Contract, params: FeaturizeParams):
@@ -49,18 +54,6 @@ def build_transformer(contract: Contract, params: FeaturizeParams):
     return transformer.set_output(transform="pandas")
 
 
-def inputs_of(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
-    """The model's raw input columns, in contract order, with nullable ints as floats."""
-    missing = [name for name in contract.feature_names if name not in frame.columns]
-    if missing:
-        raise StageError(f"input table lacks the contract's feature column(s) {missing}")
-    features = frame[contract.feature_names].copy()
-    for name in contract.names_of("integer", "binary"):
-        if pd.api.types.is_integer_dtype(features[name]):
-            features[name] = features[name].astype("float64")
-    return features
-
-
 def fit_transform(train: pd.DataFrame, test: pd.DataFrame, contract: Contract, params: FeaturizeParams):
     """Fit on train only; return (fitted transformer, train features, test features), target kept."""
     target = contract.target.column
@@ -89,8 +82,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
 
     def body() -> str:
-        contract = load_contract(args.contract)
-        params = load_section("featurize", args.params)
+        contract = load_stage_contract("featurize", CONTRACT, args.contract)
+        params = StageParams("featurize", PARAMS, args.params).section("featurize")
         train, test = pd.read_parquet(args.train), pd.read_parquet(args.test)
         transformer, train_x, test_x = fit_transform(train, test, contract, params)
         save_skops(transformer, args.transformer_out)

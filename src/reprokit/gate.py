@@ -34,23 +34,31 @@ import pandas as pd
 from reprokit.artifacts import dvc_md5, write_json
 from reprokit.config import GateParams, load_section
 from reprokit.contract import load_contract
-from reprokit.featurize import inputs_of
+from reprokit.inference import inputs_of, served_proba, thread_budget
 from reprokit.stage import StageError, run_stage
 
 log = logging.getLogger("reprokit.gate")
 
 
-def p95_latency_ms(model, inputs: pd.DataFrame, samples: int, warmup: int = 10) -> float:
-    """95th percentile of single-row `predict` wall time, in milliseconds."""
+def p95_ms(times_ms: list[float]) -> float:
+    """95th percentile of the given timings, in milliseconds, rounded to microseconds."""
+    if not times_ms:
+        raise ValueError("no timings to take a percentile of")
+    return round(float(np.percentile(times_ms, 95)), 3)
+
+
+def single_row_times_ms(model, inputs: pd.DataFrame, samples: int, n_threads: int, warmup: int = 10) -> list[float]:
+    """Wall time of each single-row `predict`, in milliseconds, under the thread budget."""
     rows = [inputs.iloc[[i % len(inputs)]] for i in range(samples + warmup)]
-    for row in rows[:warmup]:
-        model.predict(row)
     times = []
-    for row in rows[warmup:]:
-        started = time.perf_counter()
-        model.predict(row)
-        times.append((time.perf_counter() - started) * 1000)
-    return round(float(np.percentile(times, 95)), 3)
+    with thread_budget(n_threads):
+        for row in rows[:warmup]:
+            model.predict(row)
+        for row in rows[warmup:]:
+            started = time.perf_counter()
+            model.predict(row)
+            times.append((time.perf_counter() - started) * 1000)
+    return times
 
 
 def check(value: float | None, limit: float, kind: str, note: str = "") -> dict[str, Any]:
@@ -83,7 +91,9 @@ def verdict(
     return {"passed": all(c["passed"] for c in checks.values()), "checks": checks}
 
 
-def champion_auc(tracking_params, inputs: pd.DataFrame, y: np.ndarray) -> tuple[float | None, str | None]:
+def champion_auc(
+    tracking_params, inputs: pd.DataFrame, y: np.ndarray, n_threads: int = 1
+) -> tuple[float | None, str | None]:
     """Test AUC of the current champion, scored on this test split, and its package md5;
     (None, None) without a champion."""
     from sklearn.metrics import roc_auc_score
@@ -103,7 +113,7 @@ def champion_auc(tracking_params, inputs: pd.DataFrame, y: np.ndarray) -> tuple[
         tracking.PACKAGE_MD5_TAG
     )
     model = mlflow.pyfunc.load_model(f"models:/{tracking_params.registered_model}@{tracking.CHAMPION}")
-    return round(float(roc_auc_score(y, np.asarray(model.predict(inputs))[:, 1])), 6), package
+    return round(float(roc_auc_score(y, served_proba(model, inputs, n_threads))), 6), package
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -124,21 +134,22 @@ def main(argv: list[str] | None = None) -> None:
         from reprokit import tracking
 
         params = load_section("gate", args.params)
+        n_threads = load_section("base", args.params).n_threads
         contract = load_contract(args.contract)
         metrics = json.loads(Path(args.metrics).read_text())
         test = pd.read_parquet(args.test)
         inputs, y = inputs_of(test, contract), test[contract.target.column].to_numpy()
         package = mlflow.pyfunc.load_model(args.package)
-        challenger = round(float(roc_auc_score(y, np.asarray(package.predict(inputs))[:, 1])), 6)
+        challenger = round(float(roc_auc_score(y, served_proba(package, inputs, n_threads))), 6)
         tracking_params = tracking.settings(args.params)
         champion, champion_package, challenger_version = None, None, None
         if tracking_params.enabled:
-            champion, champion_package = champion_auc(tracking_params, inputs, y)
+            champion, champion_package = champion_auc(tracking_params, inputs, y, n_threads)
         result = verdict(
             params,
             metrics["test"]["roc_auc"],
             metrics["max_subgroup_auc_gap"],
-            p95_latency_ms(package, inputs, params.latency_samples),
+            p95_ms(single_row_times_ms(package, inputs, params.latency_samples, n_threads)),
             champion,
             challenger,
         )

@@ -4,31 +4,41 @@ The directory holds the whole inference pipeline (fitted transformer + model), s
 serving applies exactly the training transformation. It is saved in MLflow's model
 format with skops serialization, an input signature, an input example and pinned
 requirements, then made byte-stable: the skops archive is canonicalized, the
-creation time is dropped and `model_uuid` becomes a hash of the model's bytes.
-Before the directory replaces the old one it is loaded back with
-`mlflow.pyfunc.load_model` and must reproduce evaluate's test probabilities exactly.
+creation time is dropped, `model_uuid` becomes a hash of the model's bytes and the
+Python version is recorded as major.minor (the patch release of the interpreter
+that happened to build it is not part of the model). Before the directory replaces
+the old one it is loaded back with `mlflow.pyfunc.load_model` and must reproduce
+evaluate's test probabilities exactly; otherwise the old package stays.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
+import re
 import shutil
+import sys
 import tempfile
+import warnings
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
 import yaml
 
-from reprokit.artifacts import canonical_skops_bytes, md5_file, write_bytes_atomic
-from reprokit.config import flatten, read_yaml
-from reprokit.contract import Contract, load_contract
-from reprokit.evaluate import flat_metrics, load_pipeline
-from reprokit.featurize import inputs_of
+from reprokit.artifacts import canonical_skops_bytes, md5_file, partial_prefix, remove_leftovers, write_bytes_atomic
+from reprokit.config import StageParams
+from reprokit.contract import Contract, load_stage_contract
+from reprokit.inference import inputs_of, load_pipeline, served_proba, thread_budget
 from reprokit.stage import StageError, run_stage
+
+# The keys this stage reads: exactly its params in dvc.yaml (tests/code/test_pipeline_definition.py).
+# The model card lists every param that shaped the model, so the stage declares them all.
+PARAMS = ("base", "split", "featurize", "train", "evaluate")
+CONTRACT = ("name", "source", "target", "features", "subgroups")
 
 REQUIREMENTS = ("mlflow", "scikit-learn", "skops", "numpy", "scipy", "pandas", "pyarrow")
 EXAMPLE_ROWS = 5
@@ -39,43 +49,81 @@ def pinned_requirements(packages: tuple[str, ...] = REQUIREMENTS) -> list[str]:
     return [f"{name}=={metadata.version(name)}" for name in packages]
 
 
+def python_minor() -> str:
+    """The interpreter's major.minor version, e.g. `3.11`."""
+    return f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def canonicalize_python_version(path: Path) -> None:
+    """Record the Python version as major.minor in the model's environment files."""
+    full = re.escape(".".join(map(str, sys.version_info[:3])))
+    minor = python_minor()
+    for name, pattern, replacement in (
+        ("python_env.yaml", rf"(?m)^python: {full}$", f"python: '{minor}'"),
+        ("conda.yaml", rf"(?m)^- python={full}$", f"- python={minor}"),
+    ):
+        file = path / name
+        text, count = re.subn(pattern, replacement, file.read_text())
+        if count != 1:
+            raise StageError(f"{file}: expected one Python version line to canonicalize, found {count}")
+        file.write_text(text)
+
+
 def canonicalize_model_dir(path: Path) -> None:
     """Make an MLflow sklearn model directory byte-stable (see module docstring)."""
+    canonicalize_python_version(path)
     skops_file = path / "model.skops"
     canonical = canonical_skops_bytes(skops_file.read_bytes())
     skops_file.write_bytes(canonical)
     mlmodel_file = path / "MLmodel"
     mlmodel = yaml.safe_load(mlmodel_file.read_text())
     mlmodel.pop("utc_time_created", None)
+    mlmodel["flavors"]["python_function"]["python_version"] = python_minor()
     mlmodel["model_uuid"] = hashlib.md5(canonical).hexdigest()
     mlmodel["model_size_bytes"] = sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and p.name != "MLmodel")
     mlmodel_file.write_text(yaml.safe_dump(mlmodel, sort_keys=True, default_flow_style=False))
 
 
-def save_package(pipeline, inputs: pd.DataFrame, out_dir: Path) -> None:
-    """Save `pipeline` as an MLflow model directory at `out_dir` (replaced only when complete)."""
+@contextlib.contextmanager
+def quiet_schema_hints() -> Iterator[None]:
+    """Silence MLflow's hint that integer columns cannot hold nulls: the contract decides that."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
+        yield
+
+
+def save_package(pipeline, inputs: pd.DataFrame, out_dir: Path, expected: np.ndarray, n_threads: int = 1) -> None:
+    """Save `pipeline` as an MLflow model directory at `out_dir`.
+
+    The directory is built and canonicalized beside `out_dir`, loaded back as MLflow
+    serves it, and must give exactly `expected` (evaluate's probabilities for `inputs`);
+    only then does it replace `out_dir`. On any failure the old package stays."""
     import mlflow.sklearn
     import skops.io as sio
     from mlflow.models import infer_signature
 
     example = inputs.head(EXAMPLE_ROWS)
-    signature = infer_signature(inputs, pipeline.predict_proba(inputs.head(50)))
+    with thread_budget(n_threads), quiet_schema_hints():
+        signature = infer_signature(inputs, pipeline.predict_proba(inputs.head(50)))
     trusted = sorted(sio.get_untrusted_types(data=sio.dumps(pipeline)))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    remove_leftovers(out_dir)
+    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=partial_prefix(out_dir)))
     try:
         staged = staging / "model"
-        mlflow.sklearn.save_model(
-            pipeline,
-            str(staged),
-            serialization_format="skops",
-            skops_trusted_types=trusted,
-            signature=signature,
-            input_example=example,
-            pip_requirements=pinned_requirements(),
-            pyfunc_predict_fn="predict_proba",
-        )
+        with quiet_schema_hints():
+            mlflow.sklearn.save_model(
+                pipeline,
+                str(staged),
+                serialization_format="skops",
+                skops_trusted_types=trusted,
+                signature=signature,
+                input_example=example,
+                pip_requirements=pinned_requirements(),
+                pyfunc_predict_fn="predict_proba",
+            )
         canonicalize_model_dir(staged)
+        check_served(staged, inputs, expected, n_threads)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         staged.rename(out_dir)
@@ -83,21 +131,31 @@ def save_package(pipeline, inputs: pd.DataFrame, out_dir: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def served_probabilities(model_dir: Path, inputs: pd.DataFrame) -> np.ndarray:
+def served_probabilities(model_dir: Path, inputs: pd.DataFrame, n_threads: int = 1) -> np.ndarray:
     """Positive-class probabilities from the directory, loaded as MLflow serving does."""
     import mlflow.pyfunc
 
-    served = mlflow.pyfunc.load_model(str(model_dir))
-    return np.asarray(served.predict(inputs))[:, 1]
+    return served_proba(mlflow.pyfunc.load_model(str(model_dir)), inputs, n_threads)
+
+
+def check_served(model_dir: Path, inputs: pd.DataFrame, expected: np.ndarray, n_threads: int = 1) -> None:
+    """Fail unless the model directory, as MLflow serves it, returns exactly `expected`."""
+    served = served_probabilities(model_dir, inputs, n_threads)
+    if served.shape != expected.shape or not np.array_equal(served, expected):
+        worst = float(np.max(np.abs(served - expected))) if served.shape == expected.shape else float("nan")
+        raise StageError(
+            f"the packaged model's probabilities differ from evaluate's (max abs diff {worst}): "
+            "the previous package is kept; re-run evaluate"
+        )
 
 
 def model_card(contract: Contract, params: dict[str, Any], metrics: dict[str, Any], hashes: dict[str, str]) -> str:
-    """A markdown model card: data, hashes, params, metrics, intended use."""
+    """A markdown model card: data, hashes, params (flattened keys), metrics, intended use."""
     test, train = metrics["test"], metrics["train"]
     rows = ["| metric | test | train |", "| --- | ---: | ---: |"]
     rows += [f"| {name} | {test[name]} | {train[name]} |" for name in sorted(test) if name != "n"]
     param_rows = ["| param | value |", "| --- | --- |"]
-    param_rows += [f"| `{k}` | `{v}` |" for k, v in flatten(params).items() if not k.startswith("tracking.")]
+    param_rows += [f"| `{k}` | `{v}` |" for k, v in params.items()]
     hash_rows = ["| file | md5 |", "| --- | --- |"] + [f"| `{k}` | `{v}` |" for k, v in hashes.items()]
     return "\n".join(
         [
@@ -148,7 +206,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--test", required=True, help="prepared test split")
     parser.add_argument("--transformer", required=True)
     parser.add_argument("--model", required=True)
-    parser.add_argument("--metrics", required=True)
+    parser.add_argument("--metrics", required=True, help="headline metrics (logged with the run)")
+    parser.add_argument("--evaluation", required=True, help="every evaluation figure (card and run)")
     parser.add_argument("--subgroups", required=True, help="subgroup metrics (logged with the run)")
     parser.add_argument("--plots-dir", required=True, help="curve data (logged with the run)")
     parser.add_argument("--images-dir", required=True, help="PNG images (logged with the run)")
@@ -164,8 +223,9 @@ def main(argv: list[str] | None = None) -> None:
     def body() -> str:
         import json
 
-        contract = load_contract(args.contract)
-        params = read_yaml(args.params)
+        contract = load_stage_contract("package", CONTRACT, args.contract)
+        params = StageParams("package", PARAMS, args.params)
+        n_threads = params.value("base.n_threads")
         test = pd.read_parquet(args.test)
         inputs = inputs_of(test, contract)
         expected = pd.read_parquet(args.predictions)
@@ -173,28 +233,24 @@ def main(argv: list[str] | None = None) -> None:
             raise StageError(f"{args.predictions}: rows do not match {args.test}; re-run evaluate")
         pipeline = load_pipeline(args.transformer, args.model)
         out_dir = Path(args.package_out)
-        save_package(pipeline, inputs, out_dir)
-        served = served_probabilities(out_dir, inputs)
-        if not np.array_equal(served, expected["probability"].to_numpy()):
-            worst = float(np.max(np.abs(served - expected["probability"].to_numpy())))
-            raise StageError(f"{out_dir}: served probabilities differ from evaluate's (max abs diff {worst})")
-        metrics = json.loads(Path(args.metrics).read_text())
+        save_package(pipeline, inputs, out_dir, expected["probability"].to_numpy(), n_threads)
+        metrics = json.loads(Path(args.evaluation).read_text())
         subgroups = json.loads(Path(args.subgroups).read_text())
         hashes = {path: md5_file(path) for path in (args.train, args.test, args.model, args.transformer)}
-        card = model_card(contract, params, metrics, hashes)
+        card = model_card(contract, params.values(), metrics, hashes)
         write_bytes_atomic(args.card_out, card.encode())
         from reprokit import tracking
 
         tracking.log_run(
             args.params,
             args.contract,
-            flat_metrics(metrics, subgroups),
-            [args.metrics, args.subgroups, args.plots_dir, args.images_dir, args.card_out],
+            tracking.flat_metrics(metrics, subgroups),
+            [args.metrics, args.evaluation, args.subgroups, args.plots_dir, args.images_dir, args.card_out],
             str(out_dir),
             datasets={"train": (args.train, pd.read_parquet(args.train)), "test": (args.test, test)},
             outputs=[args.train, args.test, args.transformer, args.model, str(out_dir), args.card_out],
         )
-        return f"{out_dir} serves {len(served)} test rows identically to evaluate"
+        return f"{out_dir} serves {len(inputs)} test rows identically to evaluate"
 
     run_stage("package", body)
 

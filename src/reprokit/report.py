@@ -31,7 +31,13 @@ from reprokit.config import flatten
 log = logging.getLogger("reprokit.report")
 
 PARAMS_FILES = ("params.yaml", "dataset.yaml")
-METRICS_FILES = ("metrics/metrics.json", "metrics/subgroups.json", "metrics/data_quality.json")
+METRICS_FILES = (
+    "metrics/metrics.json",
+    "metrics/evaluation.json",
+    "metrics/subgroups.json",
+    "metrics/data_quality.json",
+)
+METRICS_TITLES = ("Metrics", "All evaluation figures", "Subgroup metrics", "Data quality")
 GATE_FILE = "metrics/gate.json"
 CURVES = {
     "roc": ("metrics/plots/roc.json", "fpr", "tpr", "False positive rate", "True positive rate"),
@@ -72,12 +78,29 @@ def parse(text: str | None, path: str) -> Any:
         return None
 
 
+def dvc_cached(rev: str, path: str, root: Path) -> str | None:
+    """A DVC-tracked output's text at `rev`: the local DVC cache's copy of the md5 that
+    `rev`'s dvc.lock records for it, or None (not an output there, or not in the cache)."""
+    lock = parse(git_show(rev, "dvc.lock", root), "dvc.lock")
+    stages = lock.get("stages") if isinstance(lock, dict) else None
+    for stage in (stages or {}).values():
+        for out in stage.get("outs", []):
+            if out.get("path") == path and out.get("md5") and not out["md5"].endswith(".dir"):
+                cached = root / ".dvc" / "cache" / "files" / "md5" / out["md5"][:2] / out["md5"][2:]
+                if cached.exists():
+                    return cached.read_text()
+                log.warning("%s at %s is not in the local DVC cache (dvc fetch it): shown as missing", path, rev)
+    return None
+
+
 def read_side(rev: str | None, root: Path, path: str) -> Any:
-    """A file from a revision (`rev`) or from the workspace (`rev` None)."""
+    """A file from a revision (`rev`: git, or the DVC cache for DVC-tracked outputs) or from
+    the workspace (`rev` None)."""
     if rev is None:
         file = root / path
         return parse(file.read_text(), path) if file.exists() else None
-    return parse(git_show(rev, path, root), path)
+    text = git_show(rev, path, root)
+    return parse(text if text is not None else dvc_cached(rev, path, root), path)
 
 
 def numeric_leaves(data: Any) -> dict[str, float]:
@@ -181,9 +204,7 @@ def compare_plots(base_rev: str, root: Path, out_dir: Path) -> list[Path]:
         for label, points in sides.items():
             if points:
                 ax.plot(*points, label=label, linestyle="--" if label == "base" else "-")
-        ax.set(
-            xlabel=xlabel, ylabel=ylabel, title=f"{TITLES[name]}: base vs head", xlim=(0, 1), ylim=(0, 1.02)
-        )
+        ax.set(xlabel=xlabel, ylabel=ylabel, title=f"{TITLES[name]}: base vs head", xlim=(0, 1), ylim=(0, 1.02))
         ax.legend(loc="lower right" if name == "roc" else "lower left")
         fig.tight_layout()
         image = out_dir / f"{name}_compare.png"
@@ -226,7 +247,7 @@ def build_report(base: str, root: Path, out_dir: Path, images_note: str | None =
     changed = param_rows(base_params, head_params)
     lines += ["## Params", ""]
     lines += (["| param | base | head |", "| --- | --- | --- |", *changed] if changed else ["No param changed."]) + [""]
-    for path, title in zip(METRICS_FILES, ("Metrics", "Subgroup metrics", "Data quality"), strict=True):
+    for path, title in zip(METRICS_FILES, METRICS_TITLES, strict=True):
         old, new = base_metrics[path], head_metrics[path]
         if not old and not new:
             continue
@@ -234,7 +255,7 @@ def build_report(base: str, root: Path, out_dir: Path, images_note: str | None =
             keep = lambda k: not k.endswith((".n", ".positive_rate", ".predicted_positive_rate"))  # noqa: E731
             old, new = {k: v for k, v in old.items() if keep(k)}, {k: v for k, v in new.items() if keep(k)}
         table = ["| metric | base | head | change |", "| --- | ---: | ---: | ---: |", *metric_rows(old, new)]
-        if path.endswith("metrics.json"):
+        if path == METRICS_FILES[0]:
             lines += [f"## {title} (`{path}`)", "", *table, ""]
         else:  # long tables fold away in the pull-request comment
             lines += [f"<details><summary>{title} (<code>{path}</code>)</summary>", "", *table, "", "</details>", ""]

@@ -10,13 +10,15 @@ time ever enters a DVC-tracked output; MLflow is imported only when enabled.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import subprocess
+import time
 import warnings
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from reprokit.artifacts import dvc_md5, md5_file
 from reprokit.config import TrackingParams, flatten, load_section, read_yaml
@@ -65,10 +67,67 @@ def git_state(cwd: str | Path = ".") -> dict[str, str]:
     return {"git_commit": commit, "git_branch": branch, "git_dirty": dirty}
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` tracking URI, or None for any other store."""
+    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
+
+
+@contextlib.contextmanager
+def store_lock(params: TrackingParams, timeout_seconds: float = 600.0) -> Iterator[None]:
+    """Serialize writers of a SQLite store across processes.
+
+    Queued experiments (`dvc queue start -j 2`) run `package` in parallel workers. On a
+    fresh `mlflow.db` both would create MLflow's tables at once (`table experiments
+    already exists`), and SQLite refuses concurrent writers in general. An exclusive
+    lock on `<db>.lock` beside the database makes one wait for the other. Server
+    stores (HTTP, PostgreSQL) handle concurrency themselves: no lock.
+    """
+    import fcntl
+
+    db = sqlite_path(params.uri)
+    if db is None:
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "w") as handle:
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise StageError(
+                        f"MLflow store {db} stayed locked by another process for {timeout_seconds} s"
+                    ) from None
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def store_errors(params: TrackingParams) -> Iterator[None]:
+    """Turn a store that fails part-way through logging (server gone, timeout, driver error)
+    into one clear stage error; the DVC outputs and cache stay as they are."""
+    try:
+        yield
+    except StageError:
+        raise
+    except Exception as exc:  # MlflowException, requests and driver errors alike
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise StageError(
+            f"MLflow tracking store {params.uri} failed while logging the run ({type(exc).__name__}: {first[:300]}). "
+            "The run is incomplete; run the package stage again (dvc repro -f -s package) once the store answers"
+        ) from None
+
+
 def _open(params: TrackingParams):
     """Import MLflow with bounded network timeouts, point it at the store, check it answers."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(params.timeout_seconds)))
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    # One attempt per request: a store that does not answer fails the stage within the timeout.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     import mlflow
 
     mlflow.set_tracking_uri(params.uri)
@@ -118,47 +177,59 @@ def log_run(
     params = settings(params_file)
     if not params.enabled:
         return None
-    mlflow, experiment_id = _open(params)
-    from mlflow.entities import LoggedModelOutput
+    with store_lock(params), store_errors(params):  # queue workers take turns on a SQLite store
+        mlflow, experiment_id = _open(params)
+        from mlflow.entities import LoggedModelOutput
 
-    hashes = {path: dvc_md5(path) for path in outputs}
-    package_md5 = dvc_md5(package_dir)
-    tags = {**git_state(), **{f"{DVC_MD5_PREFIX}{path}": digest for path, digest in hashes.items()}}
-    tags[PACKAGE_MD5_TAG] = package_md5
-    if os.environ.get("DVC_EXP_NAME"):
-        tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
-    client = mlflow.MlflowClient()
-    with mlflow.start_run(experiment_id=experiment_id, tags=tags) as run:
-        mlflow.log_params(_run_params(params_file, contract_file))
-        mlflow.log_metrics(metrics)
-        for name, (path, frame) in datasets.items():
-            with warnings.catch_warnings():  # schema-inference hints about int columns: not ours to act on
-                warnings.simplefilter("ignore", UserWarning)
-                dataset = mlflow.data.from_pandas(
-                    frame, source=path, name=name, digest=hashes.get(path) or md5_file(path)
-                )
-            mlflow.log_input(dataset, context=name)
-        for path in artifacts:
-            if Path(path).is_dir():
-                mlflow.log_artifacts(path, artifact_path=Path(path).name)
-            else:
-                mlflow.log_artifact(path)
-        model = mlflow.initialize_logged_model(
-            name="model", source_run_id=run.info.run_id, model_type="sklearn", tags={PACKAGE_MD5_TAG: package_md5}
+        hashes = {path: dvc_md5(path) for path in outputs}
+        package_md5 = dvc_md5(package_dir)
+        tags = {**git_state(), **{f"{DVC_MD5_PREFIX}{path}": digest for path, digest in hashes.items()}}
+        tags[PACKAGE_MD5_TAG] = package_md5
+        if os.environ.get("DVC_EXP_NAME"):
+            tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
+        client = mlflow.MlflowClient()
+        with mlflow.start_run(experiment_id=experiment_id, tags=tags) as run:
+            mlflow.log_params(_run_params(params_file, contract_file))
+            mlflow.log_metrics(metrics)
+            for name, (path, frame) in datasets.items():
+                with warnings.catch_warnings():  # schema-inference hints about int columns: not ours to act on
+                    warnings.simplefilter("ignore", UserWarning)
+                    dataset = mlflow.data.from_pandas(
+                        frame, source=path, name=name, digest=hashes.get(path) or md5_file(path)
+                    )
+                mlflow.log_input(dataset, context=name)
+            for path in artifacts:
+                if Path(path).is_dir():
+                    mlflow.log_artifacts(path, artifact_path=Path(path).name)
+                else:
+                    mlflow.log_artifact(path)
+            model = mlflow.initialize_logged_model(
+                name="model", source_run_id=run.info.run_id, model_type="sklearn", tags={PACKAGE_MD5_TAG: package_md5}
+            )
+            client.log_model_artifacts(model.model_id, package_dir)
+            mlflow.finalize_logged_model(model.model_id, "READY")
+            client.log_outputs(run.info.run_id, [LoggedModelOutput(model.model_id, 0)])
+            version = register(client, params.registered_model, model.model_id, run.info.run_id, package_md5, tags)
+        log.info(
+            "MLflow run %s in experiment %r at %s; %s version %s is the challenger",
+            run.info.run_id,
+            params.experiment,
+            params.uri,
+            params.registered_model,
+            version,
         )
-        client.log_model_artifacts(model.model_id, package_dir)
-        mlflow.finalize_logged_model(model.model_id, "READY")
-        client.log_outputs(run.info.run_id, [LoggedModelOutput(model.model_id, 0)])
-        version = register(client, params.registered_model, model.model_id, run.info.run_id, package_md5, tags)
-    log.info(
-        "MLflow run %s in experiment %r at %s; %s version %s is the challenger",
-        run.info.run_id,
-        params.experiment,
-        params.uri,
-        params.registered_model,
-        version,
-    )
-    return {"run_id": run.info.run_id, "model_id": model.model_id, "version": version}
+        return {"run_id": run.info.run_id, "model_id": model.model_id, "version": version}
+
+
+def flat_metrics(metrics: dict[str, Any], subgroups: dict[str, Any]) -> dict[str, float]:
+    """Metrics as flat MLflow keys, e.g. `test.roc_auc`, `subgroup.female.1.roc_auc`."""
+    flat: dict[str, float] = {"max_subgroup_auc_gap": metrics["max_subgroup_auc_gap"]}
+    for split in ("test", "train"):
+        flat.update({f"{split}.{k}": v for k, v in metrics[split].items() if v is not None})
+    for column, groups in subgroups["groups"].items():
+        for value, values in groups.items():
+            flat.update({f"subgroup.{column}.{value}.{k}": v for k, v in values.items() if v is not None})
+    return flat
 
 
 def find_version(client, name: str, package_md5: str):
@@ -185,7 +256,11 @@ def register(client, name: str, model_id: str, run_id: str, package_md5: str, ta
         try:
             client.get_registered_model(name)
         except MlflowException:
-            client.create_registered_model(name, description="Churn classifier packaged by the DVC pipeline")
+            try:
+                client.create_registered_model(name, description="Churn classifier packaged by the DVC pipeline")
+            except MlflowException as exc:  # a parallel worker created it first
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
         keep = {k: v for k, v in tags.items() if k in (PACKAGE_MD5_TAG, "git_commit", "git_dirty", "dvc_experiment")}
         created = client.create_model_version(name, f"models:/{model_id}", run_id=run_id, model_id=model_id, tags=keep)
         version = created.version
@@ -195,6 +270,11 @@ def register(client, name: str, model_id: str, run_id: str, package_md5: str, ta
 
 def record_gate(params: TrackingParams, package_md5: str, result: dict[str, Any]) -> str | None:
     """Tag the registered version holding this package with the gate's verdict and figures."""
+    with store_lock(params):
+        return _record_gate(params, package_md5, result)
+
+
+def _record_gate(params: TrackingParams, package_md5: str, result: dict[str, Any]) -> str | None:
     mlflow, _ = _open(params)
     client = mlflow.MlflowClient()
     version = find_version(client, params.registered_model, package_md5)

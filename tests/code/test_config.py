@@ -26,10 +26,10 @@ def test_every_params_section_loads_from_the_repository(repo):
 @pytest.mark.parametrize(
     "data, message",
     [
-        ({"seed": 1, "sede": 2}, "unknown key(s) sede"),
-        ({}, "missing key(s) seed"),
-        ({"seed": "42"}, "expected int"),
-        ({"seed": True}, "expected an integer"),
+        ({"seed": 1, "n_threads": 1, "sede": 2}, "unknown key(s) sede"),
+        ({"n_threads": 1}, "missing key(s) seed"),
+        ({"seed": "42", "n_threads": 1}, "expected int"),
+        ({"seed": True, "n_threads": 1}, "expected an integer"),
         ([1], "expected a mapping"),
     ],
 )
@@ -41,7 +41,7 @@ def test_bad_sections_fail_naming_the_key(data, message):
 
 def test_unknown_model_kind_is_rejected():
     with pytest.raises(ConfigError, match="train.model is 'xgboost'"):
-        TrainParams("xgboost", 1, {}, {}, {})
+        TrainParams("xgboost", {}, {}, {})
 
 
 def test_integer_accepted_where_float_expected(tmp_path):
@@ -52,7 +52,7 @@ def test_integer_accepted_where_float_expected(tmp_path):
 
 def test_missing_section_and_bad_yaml_name_the_file(tmp_path):
     path = tmp_path / "params.yaml"
-    path.write_text("base:\n  seed: 1\n")
+    path.write_text("base:\n  seed: 1\n  n_threads: 1\n")
     with pytest.raises(ConfigError, match=r"params.yaml: missing section 'split'"):
         load_section("split", path)
     path.write_text("base: [unclosed\n")
@@ -62,3 +62,44 @@ def test_missing_section_and_bad_yaml_name_the_file(tmp_path):
 
 def test_flatten_uses_dotted_keys():
     assert flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
+
+
+def test_a_stage_reads_only_the_params_it_declares(repo):
+    from reprokit.config import StageParams, UndeclaredKeyError
+
+    params = StageParams("train", ("base.seed", "train"), repo / "params.yaml")
+    assert params.value("base.seed") == 42
+    assert params.section("train").model in MODEL_KINDS
+    assert params.values()["train.model"] in MODEL_KINDS and "base.n_threads" not in params.values()
+    with pytest.raises(UndeclaredKeyError, match=r"stage 'train' reads .*params.yaml: base.n_threads, which its"):
+        params.value("base.n_threads")
+    with pytest.raises(UndeclaredKeyError, match="reads .*: base,"):
+        params.section("base")  # only one key of the section is declared
+    with pytest.raises(UndeclaredKeyError, match="gate.min_test_roc_auc"):
+        params.value("gate.min_test_roc_auc")
+
+
+def test_a_declared_key_missing_from_the_file_is_named(tmp_path):
+    from reprokit.config import StageParams
+
+    path = tmp_path / "params.yaml"
+    path.write_text("base:\n  seed: 1\n")
+    with pytest.raises(ConfigError, match="params.yaml: missing key base.n_threads"):
+        StageParams("train", ("base",), path).value("base.n_threads")
+    with pytest.raises(ConfigError, match="base.seed: expected int"):
+        path.write_text("base:\n  seed: one\n")
+        StageParams("train", ("base",), path).value("base.seed")
+
+
+def test_a_stage_reads_only_the_contract_keys_it_declares(repo):
+    from reprokit.config import UndeclaredKeyError
+    from reprokit.contract import load_stage_contract
+
+    contract = load_stage_contract("featurize", ("target", "features"), repo / "dataset.yaml")
+    assert contract.target.column == "churn" and "tenure" in contract.feature_names
+    assert contract.names_of("integer") == ["tenure"]
+    for attribute, key in [("subgroups", "subgroups"), ("name", "name"), ("fill_missing", "cleaning")]:
+        with pytest.raises(UndeclaredKeyError, match=f"stage 'featurize' reads .*dataset.yaml: {key},"):
+            getattr(contract, attribute)
+    with pytest.raises(AttributeError):
+        _ = contract.no_such_attribute

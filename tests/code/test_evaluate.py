@@ -7,13 +7,13 @@ import pytest
 from reprokit.evaluate import (
     classification_metrics,
     curves,
-    flat_metrics,
     output_groups,
     permutation_importance,
     save_images,
     subgroup_metrics,
 )
-from reprokit.featurize import inputs_of
+from reprokit.inference import inputs_of
+from reprokit.tracking import flat_metrics
 from synthetic import loan_pipeline
 
 

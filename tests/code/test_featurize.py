@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from reprokit.config import FeaturizeParams
-from reprokit.featurize import build_transformer, fit_transform, inputs_of
+from reprokit.featurize import build_transformer, fit_transform
+from reprokit.inference import inputs_of
 from reprokit.prepare import split, to_model_table, validate
 from reprokit.stage import StageError
 from synthetic import make_loans
@@ -39,12 +40,24 @@ def test_categories_come_from_the_contract(loans_contract_obj, loan_splits):
     assert train_x["num__amount"].tolist() == train["amount"].tolist()  # no scaling when off
 
 
-def test_output_has_one_column_per_number_binary_and_category(telco_contract):
-    transformer = build_transformer(telco_contract, FeaturizeParams(True, "median"))
-    names = [name for name, _, _ in transformer.transformers]
-    assert names == ["num", "cat", "bin"]
-    n_categories = sum(len(telco_contract.feature(c).values) for c in telco_contract.names_of("categorical"))
-    assert n_categories + 3 + 6 == 40
+def test_output_has_one_column_per_number_binary_and_category(telco_contract, telco_splits):
+    """Fitted on the real training split: the columns are the contract's, one per category value."""
+    _, train, test, _ = telco_splits
+    _, train_x, test_x = fit_transform(train, test, telco_contract, FeaturizeParams(True, "median"))
+    numeric = telco_contract.names_of("numeric", "integer")
+    binary = telco_contract.names_of("binary")
+    categories = [
+        f"cat__{name}_{value}"
+        for name in telco_contract.names_of("categorical")
+        for value in telco_contract.feature(name).values
+    ]
+    expected = [f"num__{n}" for n in numeric] + categories + [f"bin__{n}" for n in binary] + ["churn"]
+    assert list(train_x.columns) == list(test_x.columns) == expected
+    assert len(expected) - 1 == 40 and len(train_x) == len(train)
+    one_hot = train_x[categories].to_numpy()
+    assert set(np.unique(one_hot)) == {0.0, 1.0}
+    for name in telco_contract.names_of("categorical"):  # exactly one value set per row and column
+        assert (train_x.filter(like=f"cat__{name}_").sum(axis=1) == 1).all()
 
 
 def test_bad_impute_strategy_and_missing_columns_are_named(loans_contract_obj, loan_splits):

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 import json
+import sys
 from importlib import metadata
 
 import numpy as np
 import pytest
 import yaml
 
-from reprokit.package import model_card, pinned_requirements, save_package, served_probabilities
+from reprokit.package import model_card, pinned_requirements, python_minor, save_package, served_probabilities
+from reprokit.stage import StageError
 from synthetic import loan_pipeline
 
 
@@ -17,10 +19,15 @@ def pipeline_and_inputs():
     return pipeline, inputs
 
 
+def save(pipeline, inputs, out, expected=None) -> None:
+    """Package as the stage does: the served probabilities must equal evaluate's."""
+    save_package(pipeline, inputs, out, pipeline.predict_proba(inputs)[:, 1] if expected is None else expected)
+
+
 def test_package_is_byte_stable_and_serves_the_pipeline(tmp_path, pipeline_and_inputs):
     pipeline, inputs = pipeline_and_inputs
-    save_package(pipeline, inputs, tmp_path / "a")
-    save_package(pipeline, inputs, tmp_path / "b")
+    save(pipeline, inputs, tmp_path / "a")
+    save(pipeline, inputs, tmp_path / "b")
     files = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert files == sorted(p.name for p in (tmp_path / "b").iterdir())
     assert {"MLmodel", "model.skops", "input_example.json", "requirements.txt", "python_env.yaml"} <= set(files)
@@ -32,7 +39,7 @@ def test_package_is_byte_stable_and_serves_the_pipeline(tmp_path, pipeline_and_i
 
 def test_package_metadata_has_signature_example_and_pins(tmp_path, pipeline_and_inputs):
     pipeline, inputs = pipeline_and_inputs
-    save_package(pipeline, inputs, tmp_path / "m")
+    save(pipeline, inputs, tmp_path / "m")
     mlmodel = yaml.safe_load((tmp_path / "m" / "MLmodel").read_text())
     assert "utc_time_created" not in mlmodel
     assert mlmodel["flavors"]["sklearn"]["serialization_format"] == "skops"
@@ -47,14 +54,32 @@ def test_package_metadata_has_signature_example_and_pins(tmp_path, pipeline_and_
     assert all("==" in line for line in pinned_requirements())
 
 
-def test_replacing_a_package_keeps_the_old_one_until_the_new_one_is_complete(tmp_path, pipeline_and_inputs):
+def test_the_python_version_is_recorded_as_major_minor_only(tmp_path, pipeline_and_inputs):
+    """A build on CPython 3.11.2 and one on 3.11.7 give the same bytes."""
+    pipeline, inputs = pipeline_and_inputs
+    save(pipeline, inputs, tmp_path / "m")
+    minor = python_minor()
+    assert minor.count(".") == 1
+    mlmodel = yaml.safe_load((tmp_path / "m" / "MLmodel").read_text())
+    assert mlmodel["flavors"]["python_function"]["python_version"] == minor
+    assert yaml.safe_load((tmp_path / "m" / "python_env.yaml").read_text())["python"] == minor
+    assert f"python={minor}" in yaml.safe_load((tmp_path / "m" / "conda.yaml").read_text())["dependencies"]
+    patch = ".".join(map(str, sys.version_info[:3]))
+    for path in (tmp_path / "m").iterdir():
+        assert patch.encode() not in path.read_bytes(), path.name
+
+
+def test_a_package_that_serves_other_probabilities_never_replaces_the_old_one(tmp_path, pipeline_and_inputs):
+    """The served-vs-evaluated check runs on the staged directory, before the replace."""
     pipeline, inputs = pipeline_and_inputs
     out = tmp_path / "pkg"
-    save_package(pipeline, inputs, out)
-    before = (out / "model.skops").read_bytes()
-    with pytest.raises(ValueError):
-        save_package(pipeline, inputs.iloc[:0], out)  # no rows: signature inference fails
-    assert (out / "model.skops").read_bytes() == before
+    save(pipeline, inputs, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    wrong = pipeline.predict_proba(inputs)[:, 1].copy()
+    wrong[0] += 1e-9  # evaluate's figures and the new package disagree on one row
+    with pytest.raises(StageError, match="differ from evaluate's"):
+        save(pipeline, inputs, out, expected=wrong)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["pkg"]  # no staging directory left behind
 
 
@@ -65,15 +90,9 @@ def test_model_card_names_hashes_params_and_metrics(telco_contract):
         "test": {"roc_auc": 0.84, "f1": 0.6, "n": 100, "positive_rate": 0.26},
         "train": {"roc_auc": 0.9, "f1": 0.7, "n": 400, "positive_rate": 0.26},
     }
-    card = model_card(
-        telco_contract,
-        {"train": {"model": "random_forest"}, "tracking": {"uri": "x"}},
-        metrics,
-        {"data/t.parquet": "abc123"},
-    )
+    card = model_card(telco_contract, {"train.model": "random_forest"}, metrics, {"data/t.parquet": "abc123"})
     assert card.startswith("# Model card: telco_customer_churn")
     assert "| `data/t.parquet` | `abc123` |" in card
     assert "| roc_auc | 0.84 | 0.9 |" in card
     assert "| `train.model` | `random_forest` |" in card
-    assert "tracking" not in card
     assert "0.04" in card

@@ -13,8 +13,6 @@ import yaml
 from reprokit.config import flatten
 
 STAGES = ("prepare", "featurize", "train", "evaluate", "package")
-# Modules that only log or report: changing them must not re-run stages.
-NON_OUTPUT_MODULES = {"reprokit.tracking", "reprokit.stage"}
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +30,7 @@ def files(repo):
 
 def stage_args(stage: dict):
     words = shlex.split(stage["cmd"])
-    assert words[:2] == ["python", "-m"], stage["cmd"]
+    assert words[:2] == ["bin/python", "-m"], stage["cmd"]
     module = importlib.import_module(words[2])
     return words[2], module, module.parse_args(words[3:])
 
@@ -64,30 +62,75 @@ def test_every_path_in_the_command_is_a_dep_or_out_and_back(pipeline, name):
     assert module_name == f"reprokit.{name}"
     arg_paths = {v for k, v in vars(args).items() if k not in ("contract", "params")}
     outs = set(paths(stage.get("outs"))) | set(paths(stage.get("metrics"))) | set(paths(stage.get("plots")))
-    data_deps = {d for d in stage["deps"] if not d.startswith("src/") and "${" not in d}
+    data_deps = {d for d in stage["deps"] if not d.startswith("src/") and "${" not in d and d != "uv.lock"}
+    if name == "evaluate":  # one folder argument, one declared plot per file in it
+        outs = {o for o in outs if not o.startswith(args.plots_dir + "/")} | {args.plots_dir}
     assert args.contract == "dataset.yaml" and args.params == "params.yaml"
     assert arg_paths == data_deps | outs, f"{name}: command paths and declared deps/outs differ"
 
 
-@pytest.mark.parametrize("name", STAGES)
-def test_code_deps_are_exactly_the_modules_that_shape_outputs(repo, pipeline, name):
-    """A stage depends on its module and every project module it imports that can change its outputs."""
-    seen, todo = set(), [f"reprokit.{name}"]
+def imported_modules(repo: Path, module: str) -> set[str]:
+    """The project modules `module` imports, directly or not, itself and the package included."""
+    seen, todo = set(), [module]
     while todo:
-        module = todo.pop()
-        if module in seen:
+        name = todo.pop()
+        if name in seen:
             continue
-        seen.add(module)
-        tree = ast.parse((repo / "src" / (module.replace(".", "/") + ".py")).read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("reprokit"):
+        seen.add(name)
+        path = repo / "src" / (name.replace(".", "/") + ".py")
+        if name == "reprokit":
+            path = repo / "src" / "reprokit" / "__init__.py"
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "reprokit":
+                todo.append(node.module)
                 if node.module == "reprokit":  # `from reprokit import tracking`
                     todo += [f"reprokit.{alias.name}" for alias in node.names]
-                else:
-                    todo.append(node.module)
-    expected = {f"src/{m.replace('.', '/')}.py" for m in seen - NON_OUTPUT_MODULES}
+            elif isinstance(node, ast.Import):
+                todo += [alias.name for alias in node.names if alias.name.split(".")[0] == "reprokit"]
+        todo += ["reprokit"] if name != "reprokit" else []
+    return seen
+
+
+def module_file(module: str) -> str:
+    return "src/reprokit/__init__.py" if module == "reprokit" else f"src/{module.replace('.', '/')}.py"
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_code_deps_are_exactly_the_modules_the_stage_imports(repo, pipeline, name):
+    """Derived from the imports: editing any module a stage runs re-runs it, and nothing else does."""
+    expected = {module_file(m) for m in imported_modules(repo, f"reprokit.{name}")}
     declared = {d for d in pipeline["stages"][name]["deps"] if d.startswith("src/")}
     assert declared == expected
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_stages_never_import_each_other(repo, name):
+    others = {f"reprokit.{stage}" for stage in STAGES} - {f"reprokit.{name}"}
+    assert not imported_modules(repo, f"reprokit.{name}") & others
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_every_stage_depends_on_the_lock_file(pipeline, name):
+    """Every stage's outputs embed library versions (Parquet's writer, skops, MLflow metadata),
+    so upgrading a package must re-run them all."""
+    assert "uv.lock" in pipeline["stages"][name]["deps"]
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_the_keys_a_module_may_read_are_exactly_its_declared_params(pipeline, name):
+    """`StageParams` and `DeclaredContract` refuse any key outside PARAMS and CONTRACT,
+    so the stage's code cannot read what `dvc.yaml` does not declare."""
+    module = importlib.import_module(f"reprokit.{name}")
+    params, contract = [], []
+    for entry in pipeline["stages"][name].get("params", []):
+        if isinstance(entry, dict):
+            ((file, keys),) = entry.items()
+            assert file == "dataset.yaml"
+            contract += keys
+        else:
+            params.append(entry)
+    assert tuple(params) == module.PARAMS
+    assert tuple(contract) == module.CONTRACT
 
 
 def test_source_track_is_a_dependency(pipeline, files):
@@ -97,24 +140,26 @@ def test_source_track_is_a_dependency(pipeline, files):
 
 
 def test_plots_render_files_that_evaluate_writes(repo, pipeline):
-    _, _, args = stage_args(pipeline["stages"]["evaluate"])
+    """Each curve file is declared once, with how to draw it; the images folder beside them."""
+    stage = pipeline["stages"]["evaluate"]
+    _, _, args = stage_args(stage)
     written = {
         f"{args.plots_dir}/{n}.json"
         for n in ("roc", "precision_recall", "calibration", "confusion", "feature_importance")
     }
-    rendered = set()
-    for plot in pipeline["plots"]:
-        if isinstance(plot, dict):
-            ((_, spec),) = plot.items()
-            rendered |= set(spec["y"])
-        else:
-            assert plot == args.images_dir
-    assert rendered == written
+    declared = {}
+    for entry in stage["plots"]:
+        ((path, props),) = entry.items()
+        declared[path] = props
+    assert set(declared) == written
+    for props in declared.values():
+        assert props["cache"] is False and props["x"] and props["y"] and props["template"] and props["title"]
+    assert pipeline["plots"] == [args.images_dir]
 
 
 def test_every_output_is_ignored_by_git_through_dvc(repo, pipeline):
     for stage in pipeline["stages"].values():
-        for entry in stage.get("outs", []) + stage.get("metrics", []):
+        for entry in stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", []):
             path = next(iter(entry)) if isinstance(entry, dict) else entry
             cached = not (isinstance(entry, dict) and entry[path].get("cache") is False)
             ignore = repo / Path(path).parent / ".gitignore"
@@ -134,3 +179,12 @@ def test_every_tunable_param_reruns_some_stage(pipeline, files):
         assert any(key == entry or key.startswith(entry + ".") for entry in listed), f"no stage re-runs on {key}"
     # and no stage lists the keys that only steer logging or the release gate
     assert not any(entry.split(".")[0] in ("tracking", "gate") for entry in listed)
+
+
+def test_no_output_is_persisted(pipeline):
+    """A persisted output turns off DVC's run-cache for its stage and keeps stale files."""
+    for name, stage in pipeline["stages"].items():
+        for entry in stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", []):
+            if isinstance(entry, dict):
+                ((path, options),) = entry.items()
+                assert not options.get("persist"), f"{name}: {path}"

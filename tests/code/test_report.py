@@ -172,3 +172,34 @@ def test_direction_of_metrics(key, better):
 def test_delta_cells():
     assert delta_cell("test.roc_auc", None, None) == "—"
     assert delta_cell("rows_in", 10, 12) == "+2"
+
+
+def test_dvc_tracked_detail_of_the_base_comes_from_the_dvc_cache(repo):
+    """Subgroup metrics live in the DVC cache, not git: the base's copy is found by the md5
+    its dvc.lock records; a base whose copy is not in the cache shows as missing."""
+    import hashlib
+
+    def cached(content: dict) -> tuple[str, str]:
+        text = json.dumps(content)
+        md5 = hashlib.md5(text.encode()).hexdigest()
+        path = repo / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return text, md5
+
+    def lock(md5: str) -> str:
+        return f"schema: '2.0'\nstages:\n  evaluate:\n    outs:\n    - path: metrics/subgroups.json\n      md5: {md5}\n"
+
+    (repo / ".gitignore").write_text("/.dvc/cache/\n/metrics/subgroups.json\n")
+    base_text, base_md5 = cached({"max_auc_gap": 0.10, "auc_gap": {"female": 0.10}})
+    commit(repo, {"params.yaml": "a: 1\n", "dvc.lock": lock(base_md5), "metrics/metrics.json": metrics(0.8, 0.6)}, "b")
+    head_text, head_md5 = cached({"max_auc_gap": 0.04, "auc_gap": {"female": 0.04}})
+    (repo / "metrics" / "subgroups.json").write_text(head_text)
+    commit(repo, {"dvc.lock": lock(head_md5)}, "head")
+    rows = markdown_rows(build_report("HEAD~1", repo, repo / "out"))
+    assert rows["max_auc_gap"][:2] == ["0.1000", "0.0400"]
+
+    path = repo / ".dvc" / "cache" / "files" / "md5" / base_md5[:2] / base_md5[2:]
+    path.unlink()  # a fresh CI checkout that pulled only the head's outputs
+    rows = markdown_rows(build_report("HEAD~1", repo, repo / "out"))
+    assert rows["max_auc_gap"][:2] == ["—", "0.0400"]

@@ -19,7 +19,7 @@ HYPER = {
 def params(kind: str, **override) -> TrainParams:
     hyper = {k: dict(v) for k, v in HYPER.items()}
     hyper[kind].update(override)
-    return TrainParams(kind, 1, **hyper)
+    return TrainParams(kind, **hyper)
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +53,14 @@ def test_seed_changes_a_random_forest(features):
     assert dump_skops(one) != dump_skops(two)
 
 
+def test_a_random_forest_is_stored_without_parallelism(features):
+    """Fitted with two jobs, saved with none: predicting sums the trees in one fixed order,
+    and the bytes are those of a one-job fit (the trees do not depend on the job count)."""
+    model = fit(features, "y", params("random_forest"), seed=0, n_threads=2)
+    assert model.get_params()["n_jobs"] is None
+    assert dump_skops(model) == dump_skops(fit(features, "y", params("random_forest"), seed=0, n_threads=1))
+
+
 def test_thread_limit_is_what_the_model_records(features):
     model = fit(features, "y", params("hist_gradient_boosting"), seed=0)
     # The bin mapper stores the OpenMP thread count in the model's bytes: fixed, not the machine's cores.
@@ -71,3 +79,9 @@ def test_bad_hyperparameters_are_named(kind, override, message, features):
     with pytest.raises(StageError) as info:
         fit(features, "y", params(kind, **override), seed=0)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_the_thread_budget_must_be_a_positive_whole_number(bad, features):
+    with pytest.raises(StageError, match="base.n_threads must be a whole number of at least 1"):
+        fit(features, "y", params("logistic_regression"), seed=0, n_threads=bad)

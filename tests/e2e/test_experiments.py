@@ -18,10 +18,18 @@ RATES = ("0.02", "0.1", "0.2")
 
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory, reproduced):
-    """A queued grid of three experiments run two at a time."""
+    """The README's experiment flow in order, on a fresh MLflow store: one experiment that
+    switches the model kind (`--temp`: the workspace keeps its params), then a queued grid
+    of three run by two parallel workers, which both create the store's tables at once."""
+    import shutil
+
     from dvcclone import copy_clone
 
     clone = copy_clone(reproduced, tmp_path_factory.mktemp("grid") / "repo")
+    (clone.root / "mlflow.db").unlink()
+    shutil.rmtree(clone.root / "mlruns")
+    clone.dvc("exp", "run", "--temp", "-S", "train.model=random_forest", "-S", "train.random_forest.max_depth=10")
+    assert clone.git("status", "--porcelain") == ""  # the workspace is as it was
     clone.dvc("exp", "run", "--queue", "-S", f"train.hist_gradient_boosting.learning_rate={','.join(RATES)}")
     assert clone.dvc("queue", "status").stdout.count("Queued") == 3
     clone.dvc("queue", "start", "-j", "2")
@@ -70,26 +78,30 @@ def test_every_tunable_param_can_be_set_from_the_command_line(copy_of):
     assert ran_stages(done.stdout) == ["featurize", "train", "evaluate", "package"]
     params = yaml.safe_load((clone.root / "params.yaml").read_text())
     assert params["train"]["model"] == "logistic_regression" and params["train"]["logistic_regression"]["C"] == 0.3
-    assert json.loads((clone.root / "metrics/metrics.json").read_text())["threshold"] == 0.4
+    assert json.loads((clone.root / "metrics/evaluation.json").read_text())["threshold"] == 0.4
 
 
 def test_queued_grid_runs_with_the_right_params(grid):
-    found = experiments(grid)
+    found = {n: e for n, e in experiments(grid).items() if e["params"]["train"]["model"] == "hist_gradient_boosting"}
     assert sorted(
         str(e["params"]["train"]["hist_gradient_boosting"]["learning_rate"]) for e in found.values()
-    ) == sorted(RATES)
+    ) == sorted(RATES)  # the grid did not inherit the random forest of the experiment before it
     aucs = {e["metrics"]["test"]["roc_auc"] for e in found.values()}
     assert len(aucs) == 3  # three different models
 
 
-def test_queued_experiments_log_to_the_project_store_with_their_names(grid):
+def test_each_experiment_logs_exactly_one_run_to_the_project_store(grid):
     db = sqlite3.connect(grid.root / "mlflow.db")
-    rows = db.execute(
-        "select t.value, p.value from tags t join params p on p.run_uuid = t.run_uuid "
-        "where t.key = 'dvc_experiment' and p.key = 'train.hist_gradient_boosting.learning_rate'"
+    runs = db.execute(
+        "select t.value, m.value, r.value from tags t "
+        "join params m on m.run_uuid = t.run_uuid and m.key = 'train.model' "
+        "join params r on r.run_uuid = t.run_uuid and r.key = 'train.hist_gradient_boosting.learning_rate' "
+        "where t.key = 'dvc_experiment'"
     ).fetchall()
-    assert sorted(rate for _, rate in rows) == sorted(RATES)
-    assert {name for name, _ in rows} == set(experiments(grid))
+    assert db.execute("select count(*) from runs").fetchone()[0] == len(runs) == 4
+    configs = sorted((model, rate) for _, model, rate in runs)
+    assert configs == sorted([("random_forest", "0.05")] + [("hist_gradient_boosting", r) for r in RATES])
+    assert {name for name, _, _ in runs} == set(experiments(grid))
 
 
 def test_diff_apply_and_branch_keep_the_best(grid):

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import socket
 import sys
-import time
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-from dvcclone import ran_stages
+from dvcclone import cache_snapshot, ran_stages
 from servers import s3_client, tracking_server
 
 pytestmark = pytest.mark.e2e
@@ -84,12 +83,16 @@ def release_cycle(clone) -> None:
     """gate -> promote; a worse challenger is refused; a passing one promoted; rollback."""
     mlflow, client = client_for(clone)
     check_lineage(clone, mlflow, client)
+    # The latency check stays a real wall-clock measurement, but with a limit that load alone
+    # cannot reach: the verdicts below are decided by the AUC checks, never by a busy machine.
+    clone.write_params(lambda p: p["gate"].update(max_p95_latency_ms=60_000.0))
     gate = python(clone, "-m", "reprokit.gate", "--enforce")
     assert "release gate passed" in gate.stderr
     first_package = yaml.safe_load((clone.root / "dvc.lock").read_text())["stages"]["package"]["outs"]
     first_package = next(o["md5"] for o in first_package if o["path"] == "models/package")
     verdict = yaml.safe_load((clone.root / "metrics/gate.json").read_text())
     assert verdict["passed"] and verdict["challenger_package"] == first_package
+    assert verdict["checks"]["max_p95_latency_ms"]["value"] > 0  # measured, single-row predictions
     python(clone, "-m", "reprokit.registry", "promote", "--reason", "first release", "--by", "e2e")
     champion_version = client.get_registered_model(NAME).aliases["champion"]
     served = mlflow.pyfunc.load_model(f"models:/{NAME}@champion").predict(served_inputs(clone))[:, 1]
@@ -163,12 +166,19 @@ def test_unreachable_server_fails_the_stage_fast_naming_the_uri(copy_of):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     clone.env["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{port}"
-    started = time.monotonic()
-    done = clone.dvc("repro", "-f", "-s", "package", check=False)
-    assert done.returncode != 0
+    cache = cache_snapshot(clone.root)
+    locked = clone.locked_outputs()
+    clone.write_params(lambda p: p["evaluate"].update(threshold=0.45))  # a new model card
+    done = clone.dvc("repro", check=False)
+    assert done.returncode != 0 and ran_stages(done.stdout) == ["evaluate", "package"]
     assert f"MLflow tracking store http://127.0.0.1:{port} is unreachable" in done.stderr
-    assert time.monotonic() - started < 25  # the stage's own limit is 15 s; the rest is DVC and imports
-    assert clone.file_hashes(["models/package/model.skops"])  # the previous package is still there
+    assert "Traceback" not in done.stderr
+    assert cache.items() <= cache_snapshot(clone.root).items()  # every earlier version still cached
+    card = clone.file_hashes(["models/model_card.md"])
+    assert card != {"models/model_card.md": locked["models/model_card.md"]}  # the failed run's card is here
+    clone.git("checkout", "--", "params.yaml", "dvc.lock", "metrics")
+    clone.dvc("checkout", "--force")  # discards the failed run's outputs, never committed to the cache
+    assert clone.file_hashes(locked) == locked  # the previous package and card, byte for byte
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,8 @@ def loans_clone(make_clone):
     (clone.root / "dataset.yaml").write_text(yaml.safe_dump(loans_contract("data/raw/loans.csv"), sort_keys=False))
     done = clone.dvc("repro")
     assert ran_stages(done.stdout) == ["prepare", "featurize", "train", "evaluate", "package"]
+    clone.git("add", "-A")  # the small source table in git, beside params, dvc.lock and metrics
+    clone.git("commit", "-qm", "Train on the loans table")  # git keeps params, dvc.lock and metrics
     return clone
 
 
@@ -30,7 +32,7 @@ def test_second_dataset_runs_end_to_end_with_no_code_change(loans_clone):
     quality = json.loads((clone.root / "metrics/data_quality.json").read_text())
     assert quality["dataset"] == "synthetic_loans" and quality["rows_in"] == 600
     assert quality["nulls_before_cleaning"]["income"] == 5
-    metrics = json.loads((clone.root / "metrics/metrics.json").read_text())
+    metrics = json.loads((clone.root / "metrics/evaluation.json").read_text())
     assert metrics["test"]["n"] == 120
     assert metrics["test"]["roc_auc"] > 0.65  # the synthetic risk is learnable
     subgroups = json.loads((clone.root / "metrics/subgroups.json").read_text())
@@ -52,7 +54,9 @@ def test_editing_the_source_file_reruns_the_pipeline(loans_clone):
 
 def test_invalid_data_stops_at_prepare_with_a_clear_error_and_loses_nothing(loans_clone):
     clone = loans_clone
-    before = clone.file_hashes(clone.locked_outputs())
+    clone.git("add", "-A")
+    clone.git("commit", "-qm", "More loans")  # the last good state
+    before = clone.file_hashes(list(clone.locked_outputs()) + ["data/raw/loans.csv", "metrics/data_quality.json"])
     lock_before = (clone.root / "dvc.lock").read_text()
     good = (clone.root / "data/raw/loans.csv").read_text()
     bad = make_loans(700, seed=8)
@@ -68,8 +72,9 @@ def test_invalid_data_stops_at_prepare_with_a_clear_error_and_loses_nothing(loan
     assert ran_stages(done.stdout) == ["prepare"]
     assert (clone.root / "dvc.lock").read_text() == lock_before
 
-    # The cache still holds every output, so the last good state comes back whole.
-    (clone.root / "data/raw/loans.csv").write_text(good)
+    # git keeps the source and the metrics, the cache every other output: the last good state comes back whole.
+    clone.git("checkout", "--", "metrics", "data/raw/loans.csv")
+    assert (clone.root / "data/raw/loans.csv").read_text() == good
     clone.dvc("checkout")
     assert clone.file_hashes(before) == before
     assert "Data and pipelines are up to date" in clone.dvc("status").stdout

@@ -14,7 +14,8 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
 
 from reprokit.config import MODEL_KINDS, TrainParams, load_section
-from reprokit.featurize import fit_transform, inputs_of
+from reprokit.featurize import fit_transform
+from reprokit.inference import inputs_of
 from reprokit.train import fit
 
 AUC_FLOOR = 0.80
@@ -26,9 +27,7 @@ def trained(request, repo, telco_splits, telco_contract):
     _, train, test, _ = telco_splits
     transformer, train_x, _ = fit_transform(train, test, telco_contract, load_section("featurize", params_file))
     base = load_section("train", params_file)
-    params = TrainParams(
-        request.param, base.n_threads, base.hist_gradient_boosting, base.random_forest, base.logistic_regression
-    )
+    params = TrainParams(request.param, base.hist_gradient_boosting, base.random_forest, base.logistic_regression)
     model = fit(train_x, "churn", params, load_section("base", params_file).seed)
     pipeline = Pipeline([("features", transformer), ("model", model)])
     return request.param, pipeline, inputs_of(test, telco_contract), test["churn"].to_numpy()

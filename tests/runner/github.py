@@ -1,0 +1,177 @@
+"""Execute a GitHub workflow's jobs step by step, in a shell like a runner's.
+
+Only what a runner has: `/usr/bin:/bin` and the interpreter `actions/setup-python` puts
+first on `PATH`; no virtual environment activated, nothing of the test run's own.
+`run:` steps execute as written (`bash --noprofile --norc -eo pipefail`, as GitHub does);
+`uses:` steps are emulated: checkout is the fresh clone (which must not keep a token),
+setup-python adds the interpreter's folder to `PATH`, upload-artifact requires its path
+to exist and keeps a copy, download-artifact restores that copy. The CML install step
+puts a recording `cml` stand-in on `PATH` (the npm package cannot be installed here).
+`${{ }}` expressions are evaluated from the contexts given; an unknown one fails.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RUNNER_PATH = "/usr/bin:/bin"
+EXPRESSION = re.compile(r"\$\{\{(.*?)\}\}")
+
+
+# The machine's own network settings (CA bundle, proxy, package index), as a runner's
+# image configures them: not the test run's environment, which never reaches the steps.
+MACHINE_SETTINGS = re.compile(r"(.*_CA_BUNDLE|.*CERT.*|.*_PROXY|PIP_.*|UV_.*)", re.IGNORECASE)
+
+
+def machine_settings() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if MACHINE_SETTINGS.fullmatch(k) and k != "UV_PROJECT_ENVIRONMENT"}
+
+
+def base_interpreter() -> Path:
+    """The CPython the test run's venv was made from: what setup-python provides here."""
+    return Path(getattr(sys, "_base_executable", sys.executable)).resolve()
+
+
+def evaluate(expr: str, contexts: dict[str, Any]) -> str:
+    """The few GitHub expression forms the workflows use: `a.b`, `'literal'`, `x || y`, `x == y`, `always()`."""
+    expr = expr.strip()
+    if "||" in expr:
+        left, right = expr.split("||", 1)
+        return evaluate(left, contexts) or evaluate(right, contexts)
+    if "==" in expr:
+        left, right = expr.split("==", 1)
+        return "true" if evaluate(left, contexts) == evaluate(right, contexts) else "false"
+    if expr == "always()":
+        return "true"
+    if re.fullmatch(r"'[^']*'", expr):
+        return expr[1:-1]
+    head, *rest = expr.split(".")
+    if head not in contexts:
+        raise KeyError(f"unknown context in ${{{{ {expr} }}}}")
+    node: Any = contexts[head]
+    for part in rest:
+        if head == "github" and (not isinstance(node, dict) or part not in node):
+            raise KeyError(f"the test gives no value for ${{{{ {expr} }}}}")
+        node = node.get(part, "") if isinstance(node, dict) else ""  # unset secrets and vars are empty
+    return "" if node is None else str(node)
+
+
+def render(value: Any, contexts: dict[str, Any]) -> str:
+    return EXPRESSION.sub(lambda m: evaluate(m.group(1), contexts), str(value))
+
+
+CML_STAND_IN = """#!/usr/bin/env bash
+# Recording stand-in for the CML command line: keeps its arguments, token presence and posted file.
+set -euo pipefail
+log={log}
+printf '%s\\n' "$@" > "$log/args"
+[[ -n "${{REPO_TOKEN:-}}" ]] && echo yes > "$log/token"
+for arg in "$@"; do [[ -f "$arg" ]] && cp "$arg" "$log/posted.md"; done
+exit 0
+"""
+
+
+@dataclass
+class Runner:
+    """One runner-like machine: a tool cache, artifacts shared between jobs, a CML log."""
+
+    root: Path
+    contexts: dict[str, Any]
+    home: str = field(default_factory=lambda: os.environ["HOME"])
+    artifacts: dict[str, Path] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.toolcache = self.root / "toolcache" / "bin"
+        self.toolcache.mkdir(parents=True)
+        for name in ("python", "python3", "python3.11"):
+            (self.toolcache / name).symlink_to(base_interpreter())
+        self.cml_log = self.root / "cml-log"
+        self.cml_log.mkdir()
+
+    def job_env(self, workspace: Path) -> dict[str, str]:
+        github = self.contexts["github"]
+        return machine_settings() | {
+            "PATH": RUNNER_PATH,
+            "HOME": self.home,
+            "LANG": "C.UTF-8",
+            "CI": "true",
+            "GITHUB_ACTIONS": "true",
+            "GITHUB_WORKSPACE": str(workspace),
+            "GITHUB_SERVER_URL": "https://github.com",
+            "GITHUB_REPOSITORY": github["repository"],
+            "GITHUB_RUN_ID": "1",
+            "GITHUB_EVENT_NAME": github["event_name"],
+            "GITHUB_BASE_REF": github.get("base_ref", ""),
+            "RUNNER_TEMP": str(self.root / "runner-temp"),
+            # This sandbox has no cloud metadata service: botocore must not wait for one.
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+
+    def run_job(self, workflow: dict, job_name: str, workspace: Path, timeout: int = 1500) -> list[str] | None:
+        """Run every step of `job_name` in `workspace`; return the output of each `run:` step,
+        or None when the job's `if:` skips it."""
+        job = workflow["jobs"][job_name]
+        if "if" in job and render("${{ " + job["if"] + " }}", self.contexts) != "true":
+            return None
+        env = self.job_env(workspace)
+        for scope in (workflow.get("env", {}), job.get("env", {})):
+            env.update({k: render(v, self.contexts) for k, v in scope.items()})
+        outputs = []
+        for step in job["steps"]:
+            if "if" in step:
+                assert render("${{ " + step["if"] + " }}", self.contexts) == "true", step
+            with_ = {k: render(v, self.contexts) for k, v in step.get("with", {}).items()}
+            uses = step.get("uses", "").split("@")[0]
+            if uses == "actions/checkout":
+                assert with_.get("persist-credentials") == "False"
+                config = (workspace / ".git" / "config").read_text()
+                assert "extraheader" not in config and "AUTHORIZATION" not in config.upper()
+            elif uses == "actions/setup-python":
+                assert with_["python-version"] == "3.11"
+                env["PATH"] = f"{self.toolcache}:{env['PATH']}"
+            elif uses == "actions/upload-artifact":
+                source = workspace / with_["path"]
+                assert source.exists() and any(source.iterdir()), f"upload-artifact: {source} is missing or empty"
+                kept = self.root / "artifacts" / with_["name"]
+                shutil.copytree(source, kept)
+                self.artifacts[with_["name"]] = kept
+            elif uses == "actions/download-artifact":
+                shutil.copytree(self.artifacts[with_["name"]], workspace / with_["path"])
+            elif uses:
+                raise AssertionError(f"no emulation for action {uses}")
+            elif step.get("id") == "install-cml":
+                tools = self.root / "cml-bin"
+                tools.mkdir(exist_ok=True)
+                stand_in = tools / "cml"
+                stand_in.write_text(CML_STAND_IN.format(log=self.cml_log))
+                stand_in.chmod(0o755)
+                env["PATH"] = f"{tools}:{env['PATH']}"
+            else:
+                step_env = {**env, **{k: render(v, self.contexts) for k, v in step.get("env", {}).items()}}
+                done = subprocess.run(
+                    ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
+                    cwd=workspace,
+                    env=step_env,
+                    capture_output=True,
+                    text=True,
+                    timeout=timeout,
+                )
+                output = done.stdout + done.stderr
+                assert done.returncode == 0, f"step {step.get('name', step['run'])!r} failed:\n{output[-6000:]}"
+                outputs.append(output)
+        return outputs
+
+
+def load_workflow(repo: Path, name: str) -> dict:
+    workflow = yaml.safe_load((repo / ".github" / "workflows" / name).read_text())
+    workflow["on"] = workflow.pop(True)  # YAML 1.1 reads the key `on` as True
+    return workflow

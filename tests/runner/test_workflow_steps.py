@@ -1,0 +1,108 @@
+"""Both GitHub workflows, every job, executed step by step from a fresh clone in a shell like a
+runner's: only setup-python's interpreter on PATH, nothing activated (see github.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from github import Runner, load_workflow  # noqa: E402
+
+pytestmark = pytest.mark.runner
+
+BASE = "pr-base"
+PR_NUMBER = "7"
+
+
+def contexts(event: str, head_repo: str = "acme/reprokit") -> dict:
+    """No storage secrets (as for a contributor without them), vars unset, the job's token."""
+    github = {"repository": "acme/reprokit", "event_name": event, "ref": "refs/pull/7/merge"}
+    if event == "pull_request":
+        pull_request = {"number": PR_NUMBER, "head": {"repo": {"full_name": head_repo}}}
+        github |= {"base_ref": BASE, "event": {"pull_request": pull_request}}
+    return {"github": github, "secrets": {"GITHUB_TOKEN": "job-token"}, "vars": {}}
+
+
+def checkout(repo: Path, root: Path) -> Path:
+    """What actions/checkout leaves: the commit, full history, `origin/<base>`, no token."""
+    workspace = root / "workspace"
+    subprocess.run(["git", "clone", "-q", str(repo), str(workspace)], check=True)
+    git = ["git", "-C", str(workspace)]
+    subprocess.run([*git, "update-ref", f"refs/remotes/origin/{BASE}", "HEAD"], check=True)
+    return workspace
+
+
+def open_pull_request(workspace: Path) -> None:
+    """The pull request's head: a commit that raises the learning rate (dvc.lock not updated)."""
+    params = workspace / "params.yaml"
+    data = yaml.safe_load(params.read_text())
+    data["train"]["hist_gradient_boosting"]["learning_rate"] = 0.1
+    params.write_text(yaml.safe_dump(data, sort_keys=False))
+    identity = ["-c", "user.name=pr", "-c", "user.email=pr@example.invalid"]
+    subprocess.run(["git", "-C", str(workspace), *identity, "commit", "-qam", "Faster learning"], check=True)
+
+
+def test_ci_tests_job_runs_make_test_on_a_bare_runner(repo, tmp_path, monkeypatch):
+    runner = Runner(tmp_path, contexts("push"))
+    workspace = checkout(repo, tmp_path)
+    # `make test` itself would recurse into this suite: the step runs as written, on one test file.
+    runner_env_extra = {"PYTEST_ADDOPTS": "-q -p no:cacheprovider tests/code/test_config.py"}
+    workflow = load_workflow(repo, "ci.yaml")
+    workflow["jobs"]["tests"].setdefault("env", {}).update(runner_env_extra)
+    (output,) = runner.run_job(workflow, "tests", workspace)
+    assert " passed" in output and "failed" not in output
+    assert (workspace / ".venv" / "bin" / "python").exists()
+
+
+def test_ci_reproducibility_job_reproduces_the_committed_lock_on_a_bare_runner(repo, tmp_path):
+    runner = Runner(tmp_path, contexts("push"))
+    workspace = checkout(repo, tmp_path)
+    setup, pull, gate = runner.run_job(load_workflow(repo, "ci.yaml"), "reproducibility", workspace)
+    assert "No usable remote" in pull
+    assert "reproducibility gate passed" in gate
+    for stage in ("prepare", "featurize", "train", "evaluate", "package"):
+        assert f"Running stage '{stage}'" in gate  # reproduced from scratch, not pulled
+    # The venv's own dvc, nothing activated: the stage commands still find the project's Python.
+    env = runner.job_env(workspace) | {"PATH": f"{runner.toolcache}:/usr/bin:/bin"}
+    done = subprocess.run(
+        [".venv/bin/dvc", "repro", "-f", "-s", "train"], cwd=workspace, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert subprocess.run(["git", "status", "--porcelain"], cwd=workspace, capture_output=True, text=True).stdout == ""
+
+
+def test_cml_jobs_post_the_metric_report_on_a_bare_runner(repo, tmp_path):
+    runner = Runner(tmp_path, contexts("pull_request"))
+    workflow = load_workflow(repo, "cml.yaml")
+    workspace = checkout(repo, tmp_path)
+    open_pull_request(workspace)
+    setup, pull, report = runner.run_job(workflow, "report", workspace)
+    assert "No usable remote" in pull and "Running stage 'train'" in report
+    assert (workspace / "reports" / "report.md").exists() and "pipeline-report" in runner.artifacts
+
+    comment_workspace = tmp_path / "comment-job"  # a new machine: no checkout, only the artifact
+    comment_workspace.mkdir()
+    runner.run_job(workflow, "comment", comment_workspace)
+    args = (runner.cml_log / "args").read_text().splitlines()
+    assert args[:2] == ["comment", "update"]
+    assert f"--target=pr/{PR_NUMBER}" in args and "--publish=false" in args
+    assert "--repo=https://github.com/acme/reprokit" in args
+    assert (runner.cml_log / "token").read_text() == "yes\n"
+    posted = (runner.cml_log / "posted.md").read_text()
+    assert posted == (workspace / "reports" / "report.md").read_text()
+    roc = next(line for line in posted.splitlines() if line.startswith("| test.roc_auc") or "test.roc_auc" in line)
+    assert roc.count("|") >= 4  # a table row: metric, base, new, delta
+    assert "`train.hist_gradient_boosting.learning_rate`" in posted or "learning_rate" in posted
+
+
+def test_a_fork_gets_the_report_artifact_and_no_comment_attempt(repo, tmp_path):
+    """A fork's token is read-only: the comment job is skipped instead of failing with 403."""
+    runner = Runner(tmp_path, contexts("pull_request", head_repo="someone/reprokit"))
+    assert runner.run_job(load_workflow(repo, "cml.yaml"), "comment", tmp_path) is None
+    assert not (runner.cml_log / "args").exists()
