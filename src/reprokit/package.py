@@ -17,9 +17,7 @@ import argparse
 import contextlib
 import hashlib
 import re
-import shutil
 import sys
-import tempfile
 import warnings
 from importlib import metadata
 from pathlib import Path
@@ -29,7 +27,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from reprokit.artifacts import canonical_skops_bytes, md5_file, partial_prefix, remove_leftovers, write_bytes_atomic
+from reprokit.artifacts import canonical_skops_bytes, fresh_dir, md5_file, write_bytes_atomic
 from reprokit.config import StageParams
 from reprokit.contract import Contract, load_stage_contract
 from reprokit.inference import inputs_of, load_pipeline, served_proba, thread_budget
@@ -106,29 +104,19 @@ def save_package(pipeline, inputs: pd.DataFrame, out_dir: Path, expected: np.nda
     with thread_budget(n_threads), quiet_schema_hints():
         signature = infer_signature(inputs, pipeline.predict_proba(inputs.head(50)))
     trusted = sorted(sio.get_untrusted_types(data=sio.dumps(pipeline)))
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    remove_leftovers(out_dir)
-    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=partial_prefix(out_dir)))
-    try:
-        staged = staging / "model"
-        with quiet_schema_hints():
-            mlflow.sklearn.save_model(
-                pipeline,
-                str(staged),
-                serialization_format="skops",
-                skops_trusted_types=trusted,
-                signature=signature,
-                input_example=example,
-                pip_requirements=pinned_requirements(),
-                pyfunc_predict_fn="predict_proba",
-            )
+    with fresh_dir(out_dir) as staged, quiet_schema_hints():
+        mlflow.sklearn.save_model(
+            pipeline,
+            str(staged),
+            serialization_format="skops",
+            skops_trusted_types=trusted,
+            signature=signature,
+            input_example=example,
+            pip_requirements=pinned_requirements(),
+            pyfunc_predict_fn="predict_proba",
+        )
         canonicalize_model_dir(staged)
         check_served(staged, inputs, expected, n_threads)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staged.rename(out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def served_probabilities(model_dir: Path, inputs: pd.DataFrame, n_threads: int = 1) -> np.ndarray:

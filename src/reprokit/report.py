@@ -16,6 +16,7 @@ report, never a crash.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -78,18 +79,30 @@ def parse(text: str | None, path: str) -> Any:
         return None
 
 
+@functools.lru_cache(maxsize=8)
+def locked_file_md5s(rev: str, root: Path) -> dict[str, str]:
+    """Output path -> md5 of every file output in `rev`'s dvc.lock (`rev` a commit id, as
+    `build_report` resolves it: its dvc.lock never changes, so it is read once)."""
+    lock = parse(git_show(rev, "dvc.lock", root), "dvc.lock")
+    stages = lock.get("stages") if isinstance(lock, dict) else None
+    return {
+        out["path"]: out["md5"]
+        for stage in (stages or {}).values()
+        for out in stage.get("outs", [])
+        if out.get("path") and out.get("md5") and not out["md5"].endswith(".dir")
+    }
+
+
 def dvc_cached(rev: str, path: str, root: Path) -> str | None:
     """A DVC-tracked output's text at `rev`: the local DVC cache's copy of the md5 that
     `rev`'s dvc.lock records for it, or None (not an output there, or not in the cache)."""
-    lock = parse(git_show(rev, "dvc.lock", root), "dvc.lock")
-    stages = lock.get("stages") if isinstance(lock, dict) else None
-    for stage in (stages or {}).values():
-        for out in stage.get("outs", []):
-            if out.get("path") == path and out.get("md5") and not out["md5"].endswith(".dir"):
-                cached = root / ".dvc" / "cache" / "files" / "md5" / out["md5"][:2] / out["md5"][2:]
-                if cached.exists():
-                    return cached.read_text()
-                log.warning("%s at %s is not in the local DVC cache (dvc fetch it): shown as missing", path, rev)
+    md5 = locked_file_md5s(rev, root).get(path)
+    if md5 is None:
+        return None
+    cached = root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+    if cached.exists():
+        return cached.read_text()
+    log.warning("%s at %s is not in the local DVC cache (dvc fetch it): shown as missing", path, rev)
     return None
 
 
