@@ -99,3 +99,22 @@ def test_md5_matches_hashlib_and_json_is_deterministic(tmp_path):
     with pytest.raises(ValueError):
         write_json(path, {"x": float("nan")})
     assert path.read_bytes() == first  # a failed write leaves the old file
+
+
+def test_a_directory_output_is_built_fresh_and_replaced_only_on_success(tmp_path):
+    from reprokit.artifacts import fresh_dir
+
+    out = tmp_path / "plots"
+    out.mkdir()
+    (out / "stale.json").write_text("from an earlier run\n")
+    (tmp_path / ".plots.partial-killed").mkdir()  # what a killed earlier run left behind
+    with fresh_dir(out) as staged:
+        assert staged != out and not any(staged.iterdir())
+        (staged / "roc.json").write_text("[]\n")
+    assert sorted(p.name for p in out.iterdir()) == ["roc.json"]  # no stale file survives
+    with pytest.raises(RuntimeError, match="boom"):
+        with fresh_dir(out) as staged:
+            (staged / "half.json").write_text("{")
+            raise RuntimeError("boom")
+    assert sorted(p.name for p in out.iterdir()) == ["roc.json"]  # a failure keeps the old directory
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plots"]  # no staging folder left
