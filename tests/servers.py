@@ -100,8 +100,18 @@ def pg_bin(name: str) -> str:
 
 
 def as_postgres(args: list[str]) -> list[str]:
-    """Run as the `postgres` user when we are root (initdb refuses to run as root)."""
-    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
+    """Run as the `postgres` user when we are root (initdb refuses to run as root).
+    `runuser` lives in /usr/sbin, which a non-login shell's PATH may lack."""
+    if os.geteuid() != 0:
+        return args
+    import shutil
+
+    runuser = shutil.which("runuser") or next(
+        (p for p in ("/usr/sbin/runuser", "/sbin/runuser") if os.path.exists(p)), None
+    )
+    if runuser is None:
+        raise RuntimeError("runuser (util-linux) is needed to start PostgreSQL as root")
+    return [runuser, "-u", "postgres", "--", *args]
 
 
 @contextmanager
