@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import yaml
 
-from dvcclone import ran_stages
+from dvcclone import BIN, ran_stages
 
 pytestmark = pytest.mark.e2e
 
@@ -32,8 +36,8 @@ def grid(tmp_path_factory, reproduced):
     assert clone.git("status", "--porcelain") == ""  # the workspace is as it was
     clone.dvc("exp", "run", "--queue", "-S", f"train.hist_gradient_boosting.learning_rate={','.join(RATES)}")
     assert clone.dvc("queue", "status").stdout.count("Queued") == 3
-    clone.dvc("queue", "start", "-j", "2")
-    deadline = time.monotonic() + 300
+    start_queue(clone, workers=2)
+    deadline = time.monotonic() + 900
     try:
         while time.monotonic() < deadline:
             status = clone.dvc("queue", "status").stdout
@@ -42,8 +46,49 @@ def grid(tmp_path_factory, reproduced):
             time.sleep(2)
     finally:
         clone.dvc("queue", "stop", "--kill", check=False)
-    assert status.count("Success") == 3, status
+        stop_workers(clone)
+    assert status.count("Success") == 3, f"{status}\n{worker_logs(clone)}"
     return clone
+
+
+def start_queue(clone, workers: int) -> None:
+    """`dvc queue start -j N`, as the README runs it. Its output goes to a file, not a pipe:
+    DVC forks the workers' launcher with the caller's stdout, so a captured pipe stays open
+    until every worker has exited and `queue start` would seem to hang for the whole grid."""
+    with open(clone.root.parent / "queue-start.log", "w") as log:
+        subprocess.run(
+            [str(BIN / "dvc"), "queue", "start", "-j", str(workers)],
+            cwd=clone.root,
+            env=clone.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=True,
+            timeout=120,
+        )
+
+
+def worker_files(clone, suffix: str) -> list[Path]:
+    return sorted((clone.root / ".dvc/tmp/exps").glob(f"*/*{suffix}")) + sorted(
+        (clone.root / ".dvc/tmp/exps/run").glob(f"*/*{suffix}")
+    )
+
+
+def worker_logs(clone) -> str:
+    """The queue workers' and experiments' own logs, to tell a slow grid from a stuck one."""
+    return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in worker_files(clone, ".out"))
+
+
+def stop_workers(clone) -> None:
+    """Stop any worker or experiment process `queue stop --kill` left, by the pid DVC recorded,
+    and only if that process still works in this clone."""
+    for pidfile in worker_files(clone, ".pid"):
+        try:
+            pid = int(pidfile.read_text().strip())
+            if not Path(f"/proc/{pid}/cwd").resolve().is_relative_to(clone.root.resolve()):
+                continue
+            os.kill(pid, signal.SIGKILL)
+        except (ValueError, OSError):
+            continue
 
 
 def experiments(clone) -> dict[str, dict]:
