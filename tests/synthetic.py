@@ -75,7 +75,7 @@ def loan_pipeline(rows: int = 300, iterations: int = 20):
     from reprokit.featurize import fit_transform
     from reprokit.inference import inputs_of
     from reprokit.prepare import split, to_model_table, validate
-    from reprokit.train import fit
+    from reprokit.estimators import fit
 
     contract = parse_contract(loans_contract())
     table = to_model_table(validate(make_loans(rows), contract, "loans"), contract)

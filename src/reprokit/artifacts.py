@@ -162,19 +162,3 @@ def dump_skops(obj: Any) -> bytes:
 def save_skops(obj: Any, path: str | Path) -> None:
     """Save `obj` as a canonical skops file."""
     write_bytes_atomic(path, dump_skops(obj))
-
-
-def load_skops(path: str | Path) -> Any:
-    """Load a skops file this pipeline wrote.
-
-    Only types that skops itself lists for the file are trusted, and those are
-    limited to scikit-learn, numpy and scipy internals: anything else fails.
-    """
-    import skops.io as sio
-
-    path = Path(path)
-    untrusted = sio.get_untrusted_types(file=path)
-    foreign = [t for t in untrusted if not t.startswith(("sklearn.", "numpy.", "scipy.", "builtins."))]
-    if foreign:
-        raise ValueError(f"{path}: refusing to load untrusted types {foreign}")
-    return sio.load(path, trusted=untrusted)

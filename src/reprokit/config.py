@@ -9,6 +9,7 @@ declares in `dvc.yaml` and refuses any other: a read DVC would not see is a bug.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from pathlib import Path
 from typing import Any, Mapping
@@ -93,11 +94,22 @@ class EvaluateParams:
 
 
 @dataclasses.dataclass(frozen=True)
+class PackageParams:
+    input_example: str  # synthetic (from the contract) | real (the first test rows)
+
+    def __post_init__(self) -> None:
+        if self.input_example not in ("synthetic", "real"):
+            raise ConfigError(
+                f"{PARAMS_FILE}: package.input_example is {self.input_example!r}; expected synthetic or real"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
 class TrackingParams:
     enabled: bool
     uri: str
-    experiment: str
-    registered_model: str
+    experiment: str | None  # None: the dataset contract's name
+    registered_model: str | None  # None: the dataset contract's name
     timeout_seconds: float
 
 
@@ -113,6 +125,11 @@ class GateParams:
 
 def _check_type(value: Any, hint: Any, where: str) -> Any:
     origin = typing.get_origin(hint) or hint
+    if origin in (typing.Union, types.UnionType):  # `X | None`: null or an X
+        options = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        if value is None and len(options) < len(typing.get_args(hint)):
+            return None
+        return _check_type(value, options[0], where)
     if origin is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if origin is int and isinstance(value, bool):
@@ -158,6 +175,7 @@ _SECTIONS: dict[str, type] = {
     "featurize": FeaturizeParams,
     "train": TrainParams,
     "evaluate": EvaluateParams,
+    "package": PackageParams,
     "tracking": TrackingParams,
     "gate": GateParams,
 }
@@ -225,6 +243,7 @@ __all__ = [
     "FeaturizeParams",
     "GateParams",
     "MODEL_KINDS",
+    "PackageParams",
     "SplitParams",
     "StageParams",
     "TrackingParams",

@@ -14,44 +14,13 @@ import pandas as pd
 from reprokit.artifacts import save_skops, write_parquet
 from reprokit.config import FeaturizeParams, StageParams
 from reprokit.contract import Contract, load_stage_contract
+from reprokit.estimators import build_transformer
 from reprokit.inference import inputs_of
-from reprokit.stage import StageError, run_stage
+from reprokit.stage import run_stage
 
 # The keys this stage reads: exactly its params in dvc.yaml (tests/code/test_pipeline_definition.py).
 PARAMS = ("featurize",)
 CONTRACT = ("target", "features")
-
-
-def build_transformer(contract: Contract, params: FeaturizeParams):
-    """An unfitted `ColumnTransformer` for the contract's features, pandas in and out."""
-    from sklearn.compose import ColumnTransformer
-    from sklearn.impute import SimpleImputer
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
-
-    if params.numeric_impute not in ("median", "mean"):
-        raise StageError(f"params.yaml: featurize.numeric_impute must be median or mean, got {params.numeric_impute!r}")
-    numeric = contract.names_of("numeric", "integer")
-    categorical = contract.names_of("categorical")
-    binary = contract.names_of("binary")
-    numeric_steps = [("impute", SimpleImputer(strategy=params.numeric_impute))]
-    if params.scale_numeric:
-        numeric_steps.append(("scale", StandardScaler()))
-    transformers = []
-    if numeric:
-        transformers.append(("num", Pipeline(numeric_steps), numeric))
-    if categorical:
-        categories = [list(contract.feature(name).values) for name in categorical]
-        encoder = OneHotEncoder(categories=categories, handle_unknown="ignore", sparse_output=False, dtype="float64")
-        transformers.append(("cat", encoder, categorical))
-    if binary:
-        binary_steps = [("impute", SimpleImputer(strategy="most_frequent"))]
-        if any(isinstance(v, str) for name in binary for v in contract.feature(name).values):
-            categories = [list(contract.feature(name).values) for name in binary]
-            binary_steps.append(("encode", OneHotEncoder(categories=categories, drop="first", sparse_output=False)))
-        transformers.append(("bin", Pipeline(binary_steps), binary))
-    transformer = ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=True)
-    return transformer.set_output(transform="pandas")
 
 
 def fit_transform(train: pd.DataFrame, test: pd.DataFrame, contract: Contract, params: FeaturizeParams):

@@ -36,6 +36,7 @@ from reprokit.config import GateParams, load_section
 from reprokit.contract import load_contract
 from reprokit.inference import inputs_of, served_proba, thread_budget
 from reprokit.stage import StageError, run_stage
+from reprokit.trust import load_package
 
 log = logging.getLogger("reprokit.gate")
 
@@ -112,7 +113,7 @@ def champion_auc(
     package = client.get_model_version(tracking_params.registered_model, str(version)).tags.get(
         tracking.PACKAGE_MD5_TAG
     )
-    model = mlflow.pyfunc.load_model(f"models:/{tracking_params.registered_model}@{tracking.CHAMPION}")
+    model = load_package(f"models:/{tracking_params.registered_model}@{tracking.CHAMPION}")
     return round(float(roc_auc_score(y, served_proba(model, inputs, n_threads))), 6), package
 
 
@@ -128,7 +129,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     def body() -> str:
-        import mlflow.pyfunc
         from sklearn.metrics import roc_auc_score
 
         from reprokit import tracking
@@ -139,9 +139,9 @@ def main(argv: list[str] | None = None) -> None:
         metrics = json.loads(Path(args.metrics).read_text())
         test = pd.read_parquet(args.test)
         inputs, y = inputs_of(test, contract), test[contract.target.column].to_numpy()
-        package = mlflow.pyfunc.load_model(args.package)
+        package = load_package(args.package)
         challenger = round(float(roc_auc_score(y, served_proba(package, inputs, n_threads))), 6)
-        tracking_params = tracking.settings(args.params)
+        tracking_params = tracking.settings(args.params, args.contract)
         champion, champion_package, challenger_version = None, None, None
         if tracking_params.enabled:
             champion, champion_package = champion_auc(tracking_params, inputs, y, n_threads)

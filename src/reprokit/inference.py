@@ -17,8 +17,8 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from reprokit.artifacts import load_skops
 from reprokit.stage import StageError
+from reprokit.trust import load_skops
 
 
 def inputs_of(frame: pd.DataFrame, contract) -> pd.DataFrame:

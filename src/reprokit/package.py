@@ -27,7 +27,12 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from reprokit.artifacts import canonical_skops_bytes, fresh_dir, md5_file, write_bytes_atomic
+from reprokit.artifacts import (
+    canonical_skops_bytes,
+    fresh_dir,
+    md5_file,
+    write_bytes_atomic,
+)
 from reprokit.config import StageParams
 from reprokit.contract import Contract, load_stage_contract
 from reprokit.inference import inputs_of, load_pipeline, served_proba, thread_budget
@@ -35,7 +40,7 @@ from reprokit.stage import StageError, run_stage
 
 # The keys this stage reads: exactly its params in dvc.yaml (tests/code/test_pipeline_definition.py).
 # The model card lists every param that shaped the model, so the stage declares them all.
-PARAMS = ("base", "split", "featurize", "train", "evaluate")
+PARAMS = ("base", "split", "featurize", "train", "evaluate", "package")
 CONTRACT = ("name", "source", "target", "features", "subgroups")
 
 REQUIREMENTS = ("mlflow", "scikit-learn", "skops", "numpy", "scipy", "pandas", "pyarrow")
@@ -90,9 +95,39 @@ def quiet_schema_hints() -> Iterator[None]:
         yield
 
 
-def save_package(pipeline, inputs: pd.DataFrame, out_dir: Path, expected: np.ndarray, n_threads: int = 1) -> None:
+def typical_value(feature):
+    """A value the contract allows and that no one's record holds: the middle of a numeric
+    range (or its one bound, or 0), the first allowed value of a category."""
+    if feature.values is not None:
+        return feature.values[0]
+    bounds = [b for b in (feature.min, feature.max) if b is not None]
+    value = float(sum(bounds) / len(bounds)) if bounds else 0.0
+    return float(round(value)) if feature.type == "integer" else value
+
+
+def synthetic_example(contract: Contract, rows: int = EXAMPLE_ROWS) -> pd.DataFrame:
+    """An input example made from the contract alone, in the model's input dtypes: each row
+    takes typical values, and row i the i-th allowed value of each categorical column."""
+    columns = {}
+    for feature in contract.features:
+        if feature.type == "categorical":
+            columns[feature.name] = [feature.values[i % len(feature.values)] for i in range(rows)]
+        else:
+            columns[feature.name] = [typical_value(feature)] * rows
+    frame = pd.DataFrame(columns)
+    for feature in contract.features:
+        if feature.type in ("numeric", "integer") or not isinstance(feature.values[0], str):
+            frame[feature.name] = frame[feature.name].astype("float64")
+    return frame
+
+
+def save_package(
+    pipeline, inputs: pd.DataFrame, out_dir: Path, expected: np.ndarray, n_threads: int = 1, example=None
+) -> None:
     """Save `pipeline` as an MLflow model directory at `out_dir`.
 
+    `example` is the input example stored in the package (default: the first rows of
+    `inputs`; the stage passes a synthetic one unless `package.input_example: real`).
     The directory is built and canonicalized beside `out_dir`, loaded back as MLflow
     serves it, and must give exactly `expected` (evaluate's probabilities for `inputs`);
     only then does it replace `out_dir`. On any failure the old package stays."""
@@ -100,7 +135,7 @@ def save_package(pipeline, inputs: pd.DataFrame, out_dir: Path, expected: np.nda
     import skops.io as sio
     from mlflow.models import infer_signature
 
-    example = inputs.head(EXAMPLE_ROWS)
+    example = inputs.head(EXAMPLE_ROWS) if example is None else example
     with thread_budget(n_threads), quiet_schema_hints():
         signature = infer_signature(inputs, pipeline.predict_proba(inputs.head(50)))
     trusted = sorted(sio.get_untrusted_types(data=sio.dumps(pipeline)))
@@ -121,9 +156,9 @@ def save_package(pipeline, inputs: pd.DataFrame, out_dir: Path, expected: np.nda
 
 def served_probabilities(model_dir: Path, inputs: pd.DataFrame, n_threads: int = 1) -> np.ndarray:
     """Positive-class probabilities from the directory, loaded as MLflow serving does."""
-    import mlflow.pyfunc
+    from reprokit.trust import load_package
 
-    return served_proba(mlflow.pyfunc.load_model(str(model_dir)), inputs, n_threads)
+    return served_proba(load_package(model_dir), inputs, n_threads)
 
 
 def check_served(model_dir: Path, inputs: pd.DataFrame, expected: np.ndarray, n_threads: int = 1) -> None:
@@ -221,7 +256,9 @@ def main(argv: list[str] | None = None) -> None:
             raise StageError(f"{args.predictions}: rows do not match {args.test}; re-run evaluate")
         pipeline = load_pipeline(args.transformer, args.model)
         out_dir = Path(args.package_out)
-        save_package(pipeline, inputs, out_dir, expected["probability"].to_numpy(), n_threads)
+        real_rows = params.value("package.input_example") == "real"
+        example = inputs.head(EXAMPLE_ROWS) if real_rows else synthetic_example(contract)
+        save_package(pipeline, inputs, out_dir, expected["probability"].to_numpy(), n_threads, example)
         metrics = json.loads(Path(args.evaluation).read_text())
         subgroups = json.loads(Path(args.subgroups).read_text())
         hashes = {path: md5_file(path) for path in (args.train, args.test, args.model, args.transformer)}

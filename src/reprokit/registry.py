@@ -24,8 +24,8 @@ from reprokit.stage import StageError, run_stage
 log = logging.getLogger("reprokit.registry")
 
 
-def _client(params_file: str):
-    params = tracking.settings(params_file)
+def _client(params_file: str, contract_file: str):
+    params = tracking.settings(params_file, contract_file)
     if not params.enabled:
         raise StageError("tracking.enabled is false in params.yaml: there is no registry to change")
     mlflow, _ = tracking._open(params)
@@ -93,6 +93,7 @@ def default_user() -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--contract", default="dataset.yaml", help="names the registered model by default")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("show", help="aliases and every version's gate verdict")
     up = sub.add_parser("promote", help="make a version the champion (its gate must have passed)")
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     def body() -> str:
-        client, name = _client(args.params)
+        client, name = _client(args.params, args.contract)
         if args.command == "promote":
             version = promote(client, name, args.version, args.by or default_user(), args.reason)
             return f"{name} version {version} is now the champion"

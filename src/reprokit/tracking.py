@@ -37,17 +37,25 @@ def project_root() -> Path:
     return Path(os.environ.get("DVC_ROOT") or ".").resolve()
 
 
-def settings(params_file: str = "params.yaml") -> TrackingParams:
+def settings(params_file: str = "params.yaml", contract_file: str = "dataset.yaml") -> TrackingParams:
     """Tracking settings; `MLFLOW_TRACKING_URI` in the environment wins over params.
 
     A relative SQLite path (the default `sqlite:///mlflow.db`) is taken from the project
-    root, so queued experiments log to the same store as the workspace.
+    root, so queued experiments log to the same store as the workspace. The experiment
+    and the registered model are named after the dataset (the contract's `name`) unless
+    params name them: a second dataset never logs into the first one's experiment.
     """
     params = load_section("tracking", params_file)
     uri = os.environ.get("MLFLOW_TRACKING_URI") or params.uri
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         uri = f"sqlite:///{project_root() / uri[len('sqlite:///') :]}"
-    return dataclasses.replace(params, uri=uri)
+    names = {}
+    if params.experiment is None or params.registered_model is None:
+        from reprokit.contract import load_contract
+
+        dataset = load_contract(contract_file).name
+        names = {key: getattr(params, key) or dataset for key in ("experiment", "registered_model")}
+    return dataclasses.replace(params, uri=uri, **names)
 
 
 def git_state(cwd: str | Path = ".") -> dict[str, str]:
@@ -174,7 +182,7 @@ def log_run(
     alias `challenger`, unless a version with the same package digest exists already.
     Returns the run id and version (None when tracking is disabled).
     """
-    params = settings(params_file)
+    params = settings(params_file, contract_file)
     if not params.enabled:
         return None
     with store_lock(params), store_errors(params):  # queue workers take turns on a SQLite store
@@ -257,7 +265,9 @@ def register(client, name: str, model_id: str, run_id: str, package_md5: str, ta
             client.get_registered_model(name)
         except MlflowException:
             try:
-                client.create_registered_model(name, description="Churn classifier packaged by the DVC pipeline")
+                client.create_registered_model(
+                    name, description="Binary classifier packaged by the reprokit DVC pipeline"
+                )
             except MlflowException as exc:  # a parallel worker created it first
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise

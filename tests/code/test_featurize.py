@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from reprokit.config import FeaturizeParams
-from reprokit.featurize import build_transformer, fit_transform
+from reprokit.estimators import build_transformer
+from reprokit.featurize import fit_transform
 from reprokit.inference import inputs_of
 from reprokit.prepare import split, to_model_table, validate
 from reprokit.stage import StageError

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 import yaml
 
-from reprokit.package import model_card, pinned_requirements, python_minor, save_package, served_probabilities
+from reprokit.package import (
+    model_card,
+    pinned_requirements,
+    python_minor,
+    save_package,
+    served_probabilities,
+    synthetic_example,
+)
 from reprokit.stage import StageError
 from synthetic import loan_pipeline
 
@@ -96,3 +103,21 @@ def test_model_card_names_hashes_params_and_metrics(telco_contract):
     assert "| roc_auc | 0.84 | 0.9 |" in card
     assert "| `train.model` | `random_forest` |" in card
     assert "0.04" in card
+
+
+def test_the_synthetic_input_example_follows_the_contract_and_holds_no_real_row(tmp_path, pipeline_and_inputs):
+    from reprokit.contract import parse_contract
+    from synthetic import loans_contract, make_loans
+
+    contract = parse_contract(loans_contract())
+    example = synthetic_example(contract)
+    assert list(example.columns) == contract.feature_names and len(example) == 5
+    assert set(example["region"]) == {"north", "south", "east", "west"}  # every category shown
+    assert example["age"].between(18, 120).all() and (example["income"] >= 0).all()
+    real = make_loans()[contract.feature_names].astype({"age": "float64", "owns_home": "float64"})
+    assert example.merge(real, how="inner").empty
+    pipeline, inputs = pipeline_and_inputs
+    save_package(pipeline, inputs, tmp_path / "p", pipeline.predict_proba(inputs)[:, 1], example=example)
+    stored = json.loads((tmp_path / "p" / "input_example.json").read_text())
+    assert stored["data"] == example.to_numpy().tolist()
+    assert served_probabilities(tmp_path / "p", example).shape == (5,)

@@ -6,18 +6,19 @@ import shutil
 
 import numpy as np
 import pytest
+import yaml
 from sklearn.pipeline import Pipeline
 
 from reprokit import registry, tracking
 from reprokit.config import FeaturizeParams, GateParams, TrainParams
+from reprokit.estimators import fit
 from reprokit.featurize import fit_transform
 from reprokit.gate import p95_ms, single_row_times_ms, verdict
 from reprokit.inference import inputs_of
 from reprokit.package import save_package
 from reprokit.prepare import split, to_model_table, validate
 from reprokit.stage import StageError
-from reprokit.train import fit
-from synthetic import make_loans
+from synthetic import loans_contract, make_loans
 
 GATE = GateParams(0.8, 0.01, 0.1, 50.0, 20, False)
 
@@ -67,7 +68,7 @@ def test_latency_is_measured_per_row_after_warm_up():
 @pytest.fixture()
 def store(tmp_path, repo, monkeypatch):
     shutil.copy(repo / "params.yaml", tmp_path / "params.yaml")
-    shutil.copy(repo / "dataset.yaml", tmp_path / "dataset.yaml")
+    (tmp_path / "dataset.yaml").write_text(yaml.safe_dump(loans_contract()))  # names the registered model
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     import mlflow
@@ -105,15 +106,12 @@ def gate(root, loan_data, package: str, min_auc: float) -> str:
     Latency and degradation limits no load or model can reach: `min_auc` decides the verdict."""
     import json
 
-    import yaml
     from sklearn.metrics import roc_auc_score
 
     from reprokit.gate import main as gate_main
     from reprokit.inference import served_proba
-    from synthetic import loans_contract
 
     *_, inputs, test = loan_data
-    (root / "dataset.yaml").write_text(yaml.safe_dump(loans_contract()))
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["gate"].update(min_test_roc_auc=min_auc, max_auc_degradation=1.0, max_p95_latency_ms=60_000.0)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
@@ -127,14 +125,14 @@ def gate(root, loan_data, package: str, min_auc: float) -> str:
     gate_main(args)
     result = json.loads((root / "gate.json").read_text())
     assert result["checks"]["min_test_roc_auc"]["value"] == round(auc, 6)
-    version = tracking.find_version(mlflow.MlflowClient(), "churn-classifier", result["challenger_package"])
+    version = tracking.find_version(mlflow.MlflowClient(), "synthetic_loans", result["challenger_package"])
     assert version.tags["gate_passed"] == str(result["passed"]).lower()
     return version.tags["gate_passed"]
 
 
 def test_promote_requires_a_passed_gate_and_rollback_restores_the_previous_champion(store, loan_data):
     root, client = store
-    name = "churn-classifier"
+    name = "synthetic_loans"
     first, first_pipeline = publish(root, loan_data, 10)
     with pytest.raises(StageError, match="its release gate has not been run"):
         registry.promote(client, name, "challenger", "ana", "first release")
@@ -149,7 +147,7 @@ def test_promote_requires_a_passed_gate_and_rollback_restores_the_previous_champ
     second, _ = publish(root, loan_data, 30)
     assert second["version"] == "2"
     assert gate(root, loan_data, "pkg-30", min_auc=0.999) == "false"
-    with pytest.raises(StageError, match="refusing to promote churn-classifier version 2: its release gate failed"):
+    with pytest.raises(StageError, match="refusing to promote synthetic_loans version 2: its release gate failed"):
         registry.promote(client, name, "challenger", "bo", "try it")
     assert registry.aliases(client, name)["champion"] == "1"
 
@@ -177,8 +175,8 @@ def test_promote_requires_a_passed_gate_and_rollback_restores_the_previous_champ
 
 def test_registry_commands_without_a_model_or_with_tracking_off(store):
     root, client = store
-    with pytest.raises(StageError, match="no registered model 'churn-classifier'"):
-        registry.aliases(client, "churn-classifier")
+    with pytest.raises(StageError, match="no registered model 'synthetic_loans'"):
+        registry.aliases(client, "synthetic_loans")
     (root / "params.yaml").write_text((root / "params.yaml").read_text().replace("enabled: true", "enabled: false"))
     with pytest.raises(StageError, match="tracking.enabled is false"):
-        registry._client("params.yaml")
+        registry._client("params.yaml", "dataset.yaml")

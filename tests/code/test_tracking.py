@@ -96,10 +96,10 @@ def test_one_run_holds_params_metrics_files_lineage_and_the_logged_model(project
     model = mlflow.get_logged_model(first["model_id"])
     assert model.status == LoggedModelStatus.READY and model.source_run_id == first["run_id"]
     assert [o.model_id for o in run.outputs.model_outputs] == [first["model_id"]]
-    version = client.get_model_version("churn-classifier", first["version"])
+    version = client.get_model_version("telco_customer_churn", first["version"])
     assert version.tags["package_md5"] == dvc_md5(root / "pkg") and version.run_id == first["run_id"]
-    assert client.get_registered_model("churn-classifier").aliases == {"challenger": int(first["version"])}
-    downloaded = Path(mlflow.artifacts.download_artifacts(f"models:/churn-classifier/{first['version']}"))
+    assert client.get_registered_model("telco_customer_churn").aliases == {"challenger": int(first["version"])}
+    downloaded = Path(mlflow.artifacts.download_artifacts(f"models:/telco_customer_churn/{first['version']}"))
     assert (downloaded / "model.skops").read_bytes() == b"model-a"  # the registry holds DVC's bytes
 
 
@@ -117,8 +117,8 @@ def test_same_package_is_not_registered_twice(project):
     assert other["version"] == "2"
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient()
-    assert len(client.search_model_versions("name = 'churn-classifier'")) == 2
-    assert client.get_registered_model("churn-classifier").aliases == {"challenger": 2}
+    assert len(client.search_model_versions("name = 'telco_customer_churn'")) == 2
+    assert client.get_registered_model("telco_customer_churn").aliases == {"challenger": 2}
 
 
 def test_sqlite_artifacts_live_next_to_the_store(project):
@@ -127,7 +127,7 @@ def test_sqlite_artifacts_live_next_to_the_store(project):
     root, uri = project
     tracking.log_run("params.yaml", "dataset.yaml", {}, [], "pkg", fake_outputs(root), [])
     mlflow.set_tracking_uri(uri)
-    assert mlflow.get_experiment_by_name("churn-pipeline").artifact_location == (root / "mlruns").as_uri()
+    assert mlflow.get_experiment_by_name("telco_customer_churn").artifact_location == (root / "mlruns").as_uri()
 
 
 def test_disabled_tracking_touches_no_store(project):
@@ -188,7 +188,7 @@ def store_that_breaks_mid_run():
                 body = {
                     "experiment": {
                         "experiment_id": "1",
-                        "name": "churn-pipeline",
+                        "name": "telco_customer_churn",
                         "artifact_location": "mlflow-artifacts:/1",
                         "lifecycle_stage": "active",
                     }
@@ -249,6 +249,35 @@ def test_settings_prefer_the_environment(project, monkeypatch):
     assert tracking.settings("params.yaml").uri == f"sqlite:///{root}/mlflow.db"
 
 
+def test_each_dataset_logs_and_registers_under_its_own_name(project):
+    """Names default from the contract's `name`, so a second dataset never lands in the first's
+    experiment or registered model; params may still name them."""
+    import mlflow
+    import yaml
+
+    from synthetic import loans_contract
+
+    root, uri = project
+    mlflow.set_tracking_uri(uri)
+    tracking.log_run("params.yaml", "dataset.yaml", {}, [], "pkg", fake_outputs(root), [])
+    (root / "loans.yaml").write_text(yaml.safe_dump(loans_contract()))
+    tracking.log_run("params.yaml", "loans.yaml", {}, [], "pkg", fake_outputs(root), [])
+    client = mlflow.MlflowClient()
+    for name in ("telco_customer_churn", "synthetic_loans"):
+        assert len(mlflow.search_runs(experiment_names=[name], output_format="list")) == 1
+        assert client.get_registered_model(name).aliases == {"challenger": 1}
+    set_param(root / "params.yaml", "experiment: null", "experiment: shared")
+    set_param(root / "params.yaml", "registered_model: null", "registered_model: scorer")
+    named = tracking.settings("params.yaml", "loans.yaml")
+    assert (named.experiment, named.registered_model) == ("shared", "scorer")
+
+
+def test_no_dataset_word_is_hard_coded_in_the_code(repo):
+    words = ("churn", "telco")
+    hits = [p.name for p in (repo / "src/reprokit").glob("*.py") if any(w in p.read_text().lower() for w in words)]
+    assert hits == []
+
+
 def test_queued_experiments_log_to_the_project_store(project, monkeypatch, tmp_path):
     """`dvc exp run --queue` runs stages in a temporary copy and sets DVC_ROOT to the project."""
     root, _ = project
@@ -295,7 +324,7 @@ def test_parallel_writers_share_a_fresh_sqlite_store(project):
     errors = [w.communicate(timeout=300)[1] for w in workers]
     assert [w.returncode for w in workers] == [0, 0, 0, 0], "\n".join(errors)
     mlflow.set_tracking_uri(uri)
-    runs = mlflow.search_runs(experiment_names=["churn-pipeline"], output_format="list")
+    runs = mlflow.search_runs(experiment_names=["telco_customer_churn"], output_format="list")
     assert sorted(r.data.metrics["m"] for r in runs) == [0.0, 1.0, 2.0, 3.0]
-    versions = mlflow.MlflowClient().search_model_versions("name = 'churn-classifier'")
+    versions = mlflow.MlflowClient().search_model_versions("name = 'telco_customer_churn'")
     assert sorted(int(v.version) for v in versions) == [1, 2, 3, 4]

@@ -7,7 +7,7 @@ import pytest
 from reprokit.artifacts import dump_skops
 from reprokit.config import MODEL_KINDS, TrainParams
 from reprokit.stage import StageError
-from reprokit.train import build_model, fit
+from reprokit.estimators import build_model, fit
 
 HYPER = {
     "hist_gradient_boosting": {"max_iter": 30, "learning_rate": 0.1},

@@ -16,7 +16,7 @@ from servers import s3_client, tracking_server
 
 pytestmark = pytest.mark.e2e
 
-NAME = "churn-classifier"
+NAME = "telco_customer_churn"
 FEATURE_INTS = ["female", "senior_citizen", "partner", "dependents", "tenure", "phone_service", "paperless_billing"]
 
 
@@ -40,7 +40,7 @@ def served_inputs(clone) -> pd.DataFrame:
 def check_lineage(clone, mlflow, client) -> None:
     """The latest run leads back to the commit, params and the exact DVC outputs."""
     (run,) = mlflow.search_runs(
-        experiment_names=["churn-pipeline"],
+        experiment_names=["telco_customer_churn"],
         order_by=["attributes.start_time DESC"],
         max_results=1,
         output_format="list",
@@ -142,7 +142,7 @@ def two_experiments(clone) -> None:
     for name, rate in names.items():
         clone.dvc("exp", "run", "-n", name, "-S", f"train.hist_gradient_boosting.learning_rate={rate}")
     runs = mlflow.search_runs(
-        experiment_names=["churn-pipeline"], output_format="list", filter_string="tags.dvc_experiment != ''"
+        experiment_names=["telco_customer_churn"], output_format="list", filter_string="tags.dvc_experiment != ''"
     )
     found = {r.data.tags["dvc_experiment"]: r.data.params["train.hist_gradient_boosting.learning_rate"] for r in runs}
     assert found == names

@@ -48,6 +48,20 @@ def test_the_run_was_logged_to_the_default_local_store(clone, first_state):
     assert params["train.model"] == "hist_gradient_boosting"
 
 
+def test_the_package_ships_no_real_row_of_the_data(clone, first_state):
+    """The input example inside the package (and every registry version) is made from the
+    contract: none of its rows is a row of the source table."""
+    import json
+
+    import pandas as pd
+
+    example = json.loads((clone.root / "models/package/input_example.json").read_text())
+    rows = pd.DataFrame(example["data"], columns=example["columns"])
+    data = pd.concat([pd.read_parquet(clone.root / f"data/prepared/{split}.parquet") for split in ("train", "test")])
+    data = data[rows.columns].astype({c: "float64" for c in rows.columns if rows[c].dtype == "float64"})
+    assert len(rows) and rows.merge(data, how="inner").empty
+
+
 def test_noop_repro_runs_nothing(clone, first_state):
     assert ran_stages(clone.dvc("repro").stdout) == []
 

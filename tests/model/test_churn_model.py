@@ -16,7 +16,7 @@ from sklearn.pipeline import Pipeline
 from reprokit.config import MODEL_KINDS, TrainParams, load_section
 from reprokit.featurize import fit_transform
 from reprokit.inference import inputs_of
-from reprokit.train import fit
+from reprokit.estimators import fit
 
 AUC_FLOOR = 0.80
 

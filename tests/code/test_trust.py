@@ -1,0 +1,164 @@
+"""Untrusted model files cannot run code: an exact allowlist, for skops files and MLflow packages."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import skops.io as sio
+import yaml
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
+from synthetic import loan_pipeline, loans_contract
+
+from reprokit.artifacts import save_skops
+from reprokit.config import MODEL_KINDS, FeaturizeParams, TrainParams
+from reprokit.estimators import build_model, build_transformer
+from reprokit.trust import (
+    UntrustedFileError,
+    archive_types,
+    load_package,
+    load_skops,
+    trusted_types,
+)
+
+
+def crafted_eval_archive(marker) -> bytes:
+    """A transformer whose function is `builtins.eval`: transforming a string runs it as code."""
+    return sio.dumps(FunctionTransformer(func=eval, validate=False))
+
+
+def payload(marker) -> str:
+    return f"open({str(marker)!r}, 'w').write('ran')"
+
+
+def test_the_crafted_archive_really_runs_code_when_trusted_by_prefix(tmp_path):
+    """The attack the allowlist stops: skops lists `builtins.eval`, and a `builtins.` prefix let it in."""
+    data = crafted_eval_archive(tmp_path / "marker")
+    assert "builtins.eval" in sio.get_untrusted_types(data=data)
+    sio.loads(data, trusted=sio.get_untrusted_types(data=data)).transform(payload(tmp_path / "marker"))
+    assert (tmp_path / "marker").read_text() == "ran"
+
+
+def test_a_crafted_archive_naming_eval_is_refused(tmp_path):
+    path = tmp_path / "transformer.skops"
+    path.write_bytes(crafted_eval_archive(tmp_path / "marker"))
+    with pytest.raises(
+        UntrustedFileError, match=r"transformer\.skops: refusing to load untrusted types.*builtins\.eval"
+    ):
+        load_skops(path)
+    assert not (tmp_path / "marker").exists()
+
+
+def test_an_unexpected_scikit_learn_type_is_refused_though_skops_trusts_it(tmp_path):
+    from sklearn.neighbors import KNeighborsClassifier
+
+    rng = np.random.default_rng(0)
+    model = KNeighborsClassifier(n_neighbors=3).fit(rng.normal(size=(20, 2)), np.arange(20) % 2)
+    data = sio.dumps(model)
+    assert "sklearn.neighbors._classification.KNeighborsClassifier" not in sio.get_untrusted_types(data=data)
+    path = tmp_path / "model.skops"
+    path.write_bytes(data)
+    with pytest.raises(UntrustedFileError, match="KNeighborsClassifier"):
+        load_skops(path)
+
+
+def test_the_allowlist_is_exact_not_a_prefix():
+    allowed = trusted_types()
+    assert "builtins.eval" not in allowed and "builtins.exec" not in allowed
+    assert not any(name.startswith(("os.", "subprocess.", "sklearn.neighbors")) for name in allowed)
+    assert {"sklearn.linear_model._logistic.LogisticRegression", "sklearn.pipeline.Pipeline"} <= allowed
+
+
+def test_a_file_that_is_not_a_skops_archive_is_one_clear_error(tmp_path):
+    path = tmp_path / "model.skops"
+    path.write_bytes(b"not a zip")
+    with pytest.raises(UntrustedFileError, match=r"model\.skops: not a skops model file"):
+        load_skops(path)
+
+
+@pytest.mark.parametrize("kind", MODEL_KINDS)
+@pytest.mark.parametrize("scale", [True, False])
+def test_every_model_kind_round_trips(tmp_path, kind, scale):
+    """Everything the pipeline builds loads back and predicts the same, on data shaped unlike
+    the allowlist's synthetic table (the loans contract: other columns, nulls, an id)."""
+    from synthetic import make_loans
+
+    from reprokit.contract import parse_contract
+    from reprokit.inference import inputs_of
+
+    contract = parse_contract(loans_contract())
+    frame = make_loans(200)
+    inputs = inputs_of(frame, contract)
+    transformer = build_transformer(contract, FeaturizeParams(scale, "mean"))
+    features = transformer.fit_transform(inputs)
+    small = {
+        "hist_gradient_boosting": {"max_iter": 5},
+        "random_forest": {"n_estimators": 3},
+        "logistic_regression": {"max_iter": 1000},
+    }
+    model = build_model(TrainParams(kind, **small), seed=1).fit(features, frame["defaulted"])
+    pipeline = Pipeline([("features", transformer), ("model", model)])
+    for name, obj in (("transformer", transformer), ("model", model), ("pipeline", pipeline)):
+        save_skops(obj, tmp_path / f"{name}.skops")
+        assert archive_types((tmp_path / f"{name}.skops").read_bytes()) <= trusted_types()
+    loaded = load_skops(tmp_path / "pipeline.skops")
+    np.testing.assert_array_equal(loaded.predict_proba(inputs), pipeline.predict_proba(inputs))
+
+
+@pytest.fixture(scope="module")
+def package_dir(tmp_path_factory):
+    """A real package written by the `package` stage's own function."""
+    from reprokit.inference import predict_proba
+    from reprokit.package import save_package
+
+    pipeline, test, inputs, _ = loan_pipeline(rows=200, iterations=5)
+    out = tmp_path_factory.mktemp("package") / "package"
+    save_package(pipeline, inputs, out, predict_proba(pipeline, inputs, 1))
+    return out, inputs
+
+
+def tampered(package_dir, tmp_path, edit) -> str:
+    source, _ = package_dir
+    copy = tmp_path / "package"
+    shutil.copytree(source, copy)
+    edit(copy)
+    return copy
+
+
+def test_a_package_loads_through_the_check(package_dir):
+    path, inputs = package_dir
+    assert np.asarray(load_package(path).predict(inputs)).shape == (len(inputs), 2)
+
+
+def test_a_package_whose_mlmodel_trusts_eval_is_refused(package_dir, tmp_path):
+    """The `MLmodel` file inside the artifact is no authority: the one who wrote the artifact wrote it."""
+
+    def swap(copy):
+        (copy / "model.skops").write_bytes(crafted_eval_archive(tmp_path / "marker"))
+        mlmodel = yaml.safe_load((copy / "MLmodel").read_text())
+        mlmodel["flavors"]["sklearn"]["skops_trusted_types"] = ["builtins.eval"]
+        (copy / "MLmodel").write_text(yaml.safe_dump(mlmodel))
+
+    with pytest.raises(UntrustedFileError, match="builtins.eval"):
+        load_package(tampered(package_dir, tmp_path, swap))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda f: f["sklearn"].update(serialization_format="cloudpickle"), "serialization 'cloudpickle'"),
+        (lambda f: f["python_function"].update(loader_module="mlflow.pyfunc.model"), "loader"),
+        (lambda f: f["sklearn"].update(code="code"), "custom code"),
+        (lambda f: f.update(python_model={}), "flavors"),
+    ],
+)
+def test_a_package_this_pipeline_does_not_write_is_refused(package_dir, tmp_path, change, message):
+    def edit(copy):
+        mlmodel = yaml.safe_load((copy / "MLmodel").read_text())
+        change(mlmodel["flavors"])
+        (copy / "MLmodel").write_text(yaml.safe_dump(mlmodel))
+
+    with pytest.raises(UntrustedFileError, match=message):
+        load_package(tampered(package_dir, tmp_path, edit))
