@@ -46,20 +46,16 @@ def loans_contract(uri: str = "data/raw/loans.csv") -> dict:
     """The dataset contract (as `dataset.yaml` holds it) for `make_loans`."""
     return {
         "name": "synthetic_loans",
-        "source": {"uri": uri, "format": "auto", "track": uri},
-        "id_column": "loan_id",
-        "drop_columns": [],
+        "source": {"uri": uri, "format": "auto", "track": uri, "id_column": "loan_id"},
         "target": {"column": "defaulted", "positive": 1, "negative": 0},
         "features": {
             "income": {"type": "numeric", "min": 0, "nullable": True},
             "amount": {"type": "numeric", "min": 0},
             "age": {"type": "integer", "min": 18, "max": 120},
-            "region": {"type": "categorical", "values": REGIONS},
+            "region": {"type": "categorical", "values": REGIONS, "subgroup": True},
             "purpose": {"type": "categorical", "values": PURPOSES},
-            "owns_home": {"type": "binary"},
+            "owns_home": {"type": "binary", "subgroup": True},
         },
-        "cleaning": {"fill_missing": {}},
-        "subgroups": ["owns_home", "region"],
     }
 
 

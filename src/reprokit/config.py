@@ -14,7 +14,6 @@ import typing
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
 
 PARAMS_FILE = "params.yaml"
 
@@ -91,6 +90,7 @@ class EvaluateParams:
     threshold: float
     calibration_bins: int
     importance_repeats: int
+    min_subgroup_size: int  # smaller groups are reported but left out of the AUC gap
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,13 +156,18 @@ def section_from_mapping(cls: type, data: Any, where: str) -> Any:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping, naming the file in every error."""
+    """Read a YAML mapping with the rules DVC reads it by (ruamel.yaml, YAML 1.2: an unquoted
+    `yes` is the string "yes", not True), so what a stage reads is what `dvc status` compares.
+    Every error names the file."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = YAML(typ="safe").load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
-    except yaml.YAMLError as exc:
+    except YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")

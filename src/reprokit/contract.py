@@ -1,10 +1,14 @@
 """The dataset contract: everything dataset-specific, read from `dataset.yaml`.
 
-The contract names the source, the target and its positive label, the id column,
-every feature with its type, allowed values or range and nullability, the cleaning
-rules and the subgroup columns. Validation (prepare), encoding (featurize) and
-fairness metrics (evaluate) all read it, so pointing the repository at another
-table means editing this one file.
+The contract names the source (with its id column and the columns to drop), the
+target and its positive label, and every feature with its type, allowed values or
+range, nullability, the value that fills its blanks and whether it defines subgroups.
+Validation (prepare), encoding (featurize) and fairness metrics (evaluate) all read
+it, so pointing the repository at another table means editing this one file.
+
+Four top-level keys, all required: `name`, `source`, `target`, `features`. Everything
+optional lives inside one of them, because `dvc.yaml` declares the keys each stage
+reads and DVC refuses a declared key that is missing from the file.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ class Feature:
     values: tuple[Any, ...] | None = None
     min: float | None = None
     max: float | None = None
+    fill_missing: Any = None  # the value blanks become in prepare (None: blanks stay, if nullable)
+    subgroup: bool = False  # evaluate reports metrics per group of this column
+    subgroup_bins: tuple[float, ...] | None = None  # a numeric subgroup's bin edges
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,8 +48,12 @@ class Target:
 @dataclasses.dataclass(frozen=True)
 class Source:
     uri: str
+    track: str | None = None  # required in dataset.yaml: dvc.yaml's deps name it
     format: str = "auto"
-    track: str | None = None
+    id_column: str | None = None
+    drop_columns: tuple[str, ...] = ()
+    delimiter: str = ","
+    encoding: str = "utf-8"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,10 +62,22 @@ class Contract:
     source: Source
     target: Target
     features: tuple[Feature, ...]
-    id_column: str | None = None
-    drop_columns: tuple[str, ...] = ()
-    fill_missing: dict[str, Any] = dataclasses.field(default_factory=dict)
-    subgroups: tuple[str, ...] = ()
+
+    @property
+    def id_column(self) -> str | None:
+        return self.source.id_column
+
+    @property
+    def drop_columns(self) -> tuple[str, ...]:
+        return self.source.drop_columns
+
+    @property
+    def fill_missing(self) -> dict[str, Any]:
+        return {f.name: f.fill_missing for f in self.features if f.fill_missing is not None}
+
+    @property
+    def subgroups(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.features if f.subgroup)
 
     @property
     def feature_names(self) -> list[str]:
@@ -84,7 +107,8 @@ def _take(data: dict[str, Any], allowed: set[str], required: set[str], where: st
 
 
 def _parse_feature(name: str, spec: Any, where: str) -> Feature:
-    spec = _take(spec, {"type", "nullable", "values", "min", "max"}, {"type"}, f"{where}.{name}")
+    keys = {"type", "nullable", "values", "min", "max", "fill_missing", "subgroup", "subgroup_bins"}
+    spec = _take(spec, keys, {"type"}, f"{where}.{name}")
     kind = spec["type"]
     if kind not in FEATURE_TYPES:
         raise ConfigError(f"{where}.{name}.type: {kind!r} is not one of {', '.join(FEATURE_TYPES)}")
@@ -99,6 +123,22 @@ def _parse_feature(name: str, spec: Any, where: str) -> Feature:
         raise ConfigError(f"{where}.{name}.values: expected a list of distinct values")
     if kind in ("categorical", "binary") and ("min" in spec or "max" in spec):
         raise ConfigError(f"{where}.{name}: min/max apply to numeric and integer features only")
+    subgroup, bins = spec.get("subgroup", False), spec.get("subgroup_bins")
+    if not isinstance(subgroup, bool):
+        raise ConfigError(f"{where}.{name}.subgroup: expected true or false, got {subgroup!r}")
+    if bins is not None:
+        if kind not in ("numeric", "integer"):
+            raise ConfigError(f"{where}.{name}.subgroup_bins: bins apply to numeric and integer features only")
+        if not isinstance(bins, list) or len(bins) < 2 or any(not isinstance(b, (int, float)) for b in bins):
+            raise ConfigError(f"{where}.{name}.subgroup_bins: expected a list of at least two numbers (bin edges)")
+        if sorted(set(bins)) != bins:
+            raise ConfigError(f"{where}.{name}.subgroup_bins: edges must increase, got {bins}")
+        subgroup = True
+    elif subgroup and kind in ("numeric", "integer"):
+        raise ConfigError(
+            f"{where}.{name}: a {kind} subgroup needs subgroup_bins (bin edges): one group per value "
+            "would make groups of a row or two"
+        )
     return Feature(
         name=name,
         type=kind,
@@ -106,20 +146,42 @@ def _parse_feature(name: str, spec: Any, where: str) -> Feature:
         values=tuple(values) if values is not None else None,
         min=spec.get("min"),
         max=spec.get("max"),
+        fill_missing=spec.get("fill_missing"),
+        subgroup=subgroup,
+        subgroup_bins=tuple(float(b) for b in bins) if bins is not None else None,
     )
+
+
+# Keys that earlier versions of the contract kept at the top level, and where they live now.
+_MOVED = {
+    "id_column": "source.id_column",
+    "drop_columns": "source.drop_columns",
+    "cleaning": "features.<name>.fill_missing",
+    "subgroups": "features.<name>.subgroup: true",
+}
 
 
 def parse_contract(data: dict[str, Any], where: str = CONTRACT_FILE) -> Contract:
     """Validate the contract mapping and build a `Contract`."""
-    data = _take(
-        data,
-        {"name", "source", "target", "id_column", "drop_columns", "features", "cleaning", "subgroups"},
-        {"name", "source", "target", "features"},
-        where,
+    moved = [f"{key} is now {_MOVED[key]}" for key in _MOVED if key in data]
+    if moved:
+        raise ConfigError(f"{where}: {'; '.join(moved)}")
+    data = _take(data, {"name", "source", "target", "features"}, {"name", "source", "target", "features"}, where)
+    source_keys = {"uri", "format", "track", "id_column", "drop_columns", "delimiter", "encoding"}
+    raw_source = _take(data["source"], source_keys, {"uri", "track"}, f"{where}: source")
+    source = Source(
+        **{**raw_source, "drop_columns": tuple(raw_source.get("drop_columns") or ())},
     )
-    source = Source(**_take(data["source"], {"uri", "format", "track"}, {"uri"}, f"{where}: source"))
     if source.format not in ("auto", "csv", "parquet"):
         raise ConfigError(f"{where}: source.format is {source.format!r}; expected auto, csv or parquet")
+    if not isinstance(source.delimiter, str) or len(source.delimiter) != 1:
+        raise ConfigError(f"{where}: source.delimiter must be one character, got {source.delimiter!r}")
+    import codecs
+
+    try:
+        codecs.lookup(str(source.encoding))
+    except LookupError:
+        raise ConfigError(f"{where}: source.encoding {source.encoding!r} is not an encoding Python knows") from None
     target = Target(
         **_take(
             data["target"], {"column", "positive", "negative"}, {"column", "positive", "negative"}, f"{where}: target"
@@ -132,28 +194,9 @@ def parse_contract(data: dict[str, Any], where: str = CONTRACT_FILE) -> Contract
     names = {f.name for f in features}
     if target.column in names:
         raise ConfigError(f"{where}: target column {target.column!r} is also listed as a feature")
-    cleaning = _take(data.get("cleaning") or {}, {"fill_missing"}, set(), f"{where}: cleaning")
-    fill_missing = dict(cleaning.get("fill_missing") or {})
-    for column in fill_missing:
-        if column not in names:
-            raise ConfigError(f"{where}: cleaning.fill_missing names {column!r}, which is not a feature")
-    subgroups = tuple(data.get("subgroups") or ())
-    for column in subgroups:
-        if column not in names:
-            raise ConfigError(f"{where}: subgroups names {column!r}, which is not a feature")
-    id_column = data.get("id_column")
-    if id_column is not None and id_column in names | {target.column}:
-        raise ConfigError(f"{where}: id_column {id_column!r} must not be a feature or the target")
-    return Contract(
-        name=str(data["name"]),
-        source=source,
-        target=target,
-        features=features,
-        id_column=id_column,
-        drop_columns=tuple(data.get("drop_columns") or ()),
-        fill_missing=fill_missing,
-        subgroups=subgroups,
-    )
+    if source.id_column is not None and source.id_column in names | {target.column}:
+        raise ConfigError(f"{where}: source.id_column {source.id_column!r} must not be a feature or the target")
+    return Contract(name=str(data["name"]), source=source, target=target, features=features)
 
 
 def load_contract(path: str | Path = CONTRACT_FILE) -> Contract:
@@ -170,10 +213,10 @@ _ATTRIBUTE_KEYS = {
     "feature_names": "features",
     "names_of": "features",
     "feature": "features",
-    "id_column": "id_column",
-    "drop_columns": "drop_columns",
-    "fill_missing": "cleaning",
-    "subgroups": "subgroups",
+    "id_column": "source",
+    "drop_columns": "source",
+    "fill_missing": "features",
+    "subgroups": "features",
 }
 
 

@@ -23,7 +23,7 @@ from reprokit.stage import run_stage
 
 # The keys this stage reads: exactly its params in dvc.yaml (tests/code/test_pipeline_definition.py).
 PARAMS = ("base.seed", "base.n_threads", "evaluate")
-CONTRACT = ("target", "features", "subgroups")
+CONTRACT = ("target", "features")
 
 DIGITS = 6
 # What `dvc metrics show` and `dvc exp show` list: the rest is in the evaluation file.
@@ -58,20 +58,53 @@ def classification_metrics(y: np.ndarray, proba: np.ndarray, threshold: float) -
     }
 
 
+NULL_GROUP = "null"
+
+
+def subgroup_labels(values: pd.Series, bins: tuple[float, ...] | None) -> pd.Series:
+    """Each row's group: its value (binary, categorical), or its bin `lo_to_hi` (numeric, left
+    edge included) with `below_<first>` / `above_<last>` outside the edges; blanks are `null`."""
+    if bins is None:
+        labels = values.astype(str)
+    else:
+        numbers = values.astype("float64")
+        edges = list(bins)
+        names = [f"{lo:g}_to_{hi:g}" for lo, hi in zip(edges[:-1], edges[1:])]
+        labels = pd.cut(numbers, edges, right=False, labels=names).astype(object)
+        labels = labels.where(~(numbers < edges[0]), f"below_{edges[0]:g}")
+        labels = labels.where(~(numbers >= edges[-1]), f"above_{edges[-1]:g}")
+    return labels.where(values.notna(), NULL_GROUP)
+
+
 def subgroup_metrics(
-    frame: pd.DataFrame, y: np.ndarray, proba: np.ndarray, columns: list[str], threshold: float
+    frame: pd.DataFrame,
+    y: np.ndarray,
+    proba: np.ndarray,
+    features: list,
+    threshold: float,
+    min_size: int = 1,
 ) -> dict[str, Any]:
-    """Metrics for each value of each subgroup column, and each column's AUC gap."""
-    result: dict[str, Any] = {"groups": {}, "auc_gap": {}}
-    for column in columns:
-        values = frame[column].to_numpy()
-        groups = {}
-        for value in sorted(pd.unique(values[~pd.isna(values)]), key=str):
-            mask = values == value
-            groups[str(value)] = classification_metrics(y[mask], proba[mask], threshold)
-        result["groups"][column] = groups
-        aucs = [g["roc_auc"] for g in groups.values() if g["roc_auc"] is not None]
-        result["auc_gap"][column] = _r(max(aucs) - min(aucs)) if len(aucs) > 1 else 0.0
+    """Metrics for each group of each subgroup feature, and each feature's AUC gap.
+
+    Every group is reported, blanks as their own `null` group. A group smaller than
+    `min_size` rows, or with one class only (no AUC), is left out of the gap and listed
+    under `left_out_of_gap` with its row count: a handful of rows must not drive the gap."""
+    result: dict[str, Any] = {"groups": {}, "auc_gap": {}, "left_out_of_gap": {}, "min_group_size": min_size}
+    for feature in features:
+        labels = subgroup_labels(frame[feature.name], feature.subgroup_bins).to_numpy()
+        groups, left_out, aucs = {}, {}, []
+        for label in sorted(set(labels), key=str):
+            mask = labels == label
+            groups[label] = classification_metrics(y[mask], proba[mask], threshold)
+            if groups[label]["n"] < min_size:
+                left_out[label] = f"{groups[label]['n']} rows, fewer than {min_size}"
+            elif groups[label]["roc_auc"] is None:
+                left_out[label] = f"{groups[label]['n']} rows of one class: no AUC"
+            else:
+                aucs.append(groups[label]["roc_auc"])
+        result["groups"][feature.name] = groups
+        result["left_out_of_gap"][feature.name] = left_out
+        result["auc_gap"][feature.name] = _r(max(aucs) - min(aucs)) if len(aucs) > 1 else 0.0
     result["max_auc_gap"] = max(result["auc_gap"].values(), default=0.0)
     return result
 
@@ -218,13 +251,15 @@ def evaluate(
     threshold: float,
     bins: int,
     n_threads: int = 1,
+    min_subgroup_size: int = 1,
 ):
     """Everything evaluate reports, as plain data."""
     target = contract.target.column
     test_x, train_x = inputs_of(test, contract), inputs_of(train, contract)
     y_test, y_train = test[target].to_numpy(), train[target].to_numpy()
     p_test, p_train = predict_proba(pipeline, test_x, n_threads), predict_proba(pipeline, train_x, n_threads)
-    subgroups = subgroup_metrics(test, y_test, p_test, list(contract.subgroups), threshold)
+    features = [contract.feature(name) for name in contract.subgroups]
+    subgroups = subgroup_metrics(test, y_test, p_test, features, threshold, min_subgroup_size)
     metrics = {
         "threshold": threshold,
         "test": classification_metrics(y_test, p_test, threshold),
@@ -270,7 +305,14 @@ def main(argv: list[str] | None = None) -> None:
         train, test = pd.read_parquet(args.train), pd.read_parquet(args.test)
         pipeline = load_pipeline(args.transformer, args.model)
         metrics, subgroups, curve_rows, p_test = evaluate(
-            pipeline, train, test, contract, params.threshold, params.calibration_bins, n_threads
+            pipeline,
+            train,
+            test,
+            contract,
+            params.threshold,
+            params.calibration_bins,
+            n_threads,
+            params.min_subgroup_size,
         )
         target = contract.target.column
         with thread_budget(n_threads):

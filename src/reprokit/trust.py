@@ -79,7 +79,7 @@ def _synthetic_contract():
         Feature("answer", "binary", values=("no", "yes")),
         Feature("kind", "categorical", values=("a", "b", "c")),
     )
-    return Contract("allowlist", Source("synthetic.csv"), Target("label", 1, 0), features)
+    return Contract("allowlist", Source("synthetic.csv", "synthetic.csv"), Target("label", 1, 0), features)
 
 
 def _synthetic_inputs(rows: int = 60):

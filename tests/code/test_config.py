@@ -98,8 +98,30 @@ def test_a_stage_reads_only_the_contract_keys_it_declares(repo):
     contract = load_stage_contract("featurize", ("target", "features"), repo / "dataset.yaml")
     assert contract.target.column == "churn" and "tenure" in contract.feature_names
     assert contract.names_of("integer") == ["tenure"]
-    for attribute, key in [("subgroups", "subgroups"), ("name", "name"), ("fill_missing", "cleaning")]:
+    for attribute, key in [("name", "name"), ("id_column", "source"), ("drop_columns", "source")]:
         with pytest.raises(UndeclaredKeyError, match=f"stage 'featurize' reads .*dataset.yaml: {key},"):
             getattr(contract, attribute)
     with pytest.raises(AttributeError):
         _ = contract.no_such_attribute
+
+
+def test_yaml_is_read_by_the_rules_dvc_reads_it_by(tmp_path):
+    """An unquoted `yes` was True to reprokit (YAML 1.1) and "yes" to DVC (YAML 1.2): `dvc status`
+    saw no change while the stage read another value. Both now read the same."""
+    from dvc.utils.serialize._yaml import parse_yaml
+
+    from reprokit.contract import parse_contract
+    from reprokit.config import read_yaml
+
+    text = "a: yes\nb: No\nc: on\nd: 0777\ne: 1:20\nf: 0o17\ng: .inf\nh: ~\ni: 1_000\n"
+    (tmp_path / "p.yaml").write_text(text)
+    assert read_yaml(tmp_path / "p.yaml") == parse_yaml(text, "p.yaml")
+    assert read_yaml(tmp_path / "p.yaml")["a"] == "yes"
+    contract = tmp_path / "dataset.yaml"
+    contract.write_text(
+        "name: t\nsource: {uri: t.csv, track: t.csv}\ntarget: {column: y, positive: yes, negative: no}\n"
+        "features:\n  x: {type: binary, values: [yes, no]}\n"
+    )
+    parsed = parse_contract(read_yaml(contract))
+    assert (parsed.target.positive, parsed.target.negative) == ("yes", "no")
+    assert parsed.feature("x").values == ("yes", "no")

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from reprokit.contract import Feature
 from reprokit.evaluate import (
     classification_metrics,
     curves,
@@ -39,12 +40,31 @@ def test_subgroup_gap_is_the_spread_of_group_aucs():
     frame = pd.DataFrame({"g": ["a"] * 4 + ["b"] * 4})
     y = np.array([0, 0, 1, 1, 0, 0, 1, 1])
     p = np.array([0.1, 0.2, 0.8, 0.9, 0.1, 0.6, 0.4, 0.9])  # a: AUC 1.0, b: AUC 0.75
-    result = subgroup_metrics(frame, y, p, ["g"], 0.5)
+    result = subgroup_metrics(frame, y, p, [Feature("g", "categorical", values=("a", "b"), subgroup=True)], 0.5)
     assert result["groups"]["g"]["a"]["roc_auc"] == 1.0
     assert result["groups"]["g"]["b"]["roc_auc"] == 0.75
     assert result["auc_gap"] == {"g": 0.25} and result["max_auc_gap"] == 0.25
     flat = flat_metrics({"max_subgroup_auc_gap": 0.25, "test": {"roc_auc": 0.8}, "train": {"roc_auc": 0.9}}, result)
     assert flat["subgroup.g.b.roc_auc"] == 0.75 and flat["test.roc_auc"] == 0.8
+
+
+def test_numeric_subgroups_use_the_contracts_bins_blanks_are_a_group_and_small_groups_stay_out_of_the_gap():
+    """An age column with one group per value made gaps of 1.0 from groups of one row."""
+    rng = np.random.default_rng(3)
+    age = rng.integers(18, 80, 400).astype("float64")
+    age[:7] = np.nan
+    y = rng.integers(0, 2, 400)
+    p = np.clip(0.5 * y + rng.uniform(0, 0.5, 400), 0, 1)
+    age[7:10] = 95  # three rows above the last edge
+    feature = Feature("age", "integer", nullable=True, subgroup=True, subgroup_bins=(18.0, 40.0, 65.0, 90.0))
+    result = subgroup_metrics(pd.DataFrame({"age": age}), y, p, [feature], 0.5, min_size=20)
+    groups = result["groups"]["age"]
+    assert set(groups) == {"18_to_40", "40_to_65", "65_to_90", "above_90", "null"}
+    assert groups["null"]["n"] == 7 and groups["above_90"]["n"] == 3
+    assert sum(g["n"] for g in groups.values()) == 400  # no row vanishes
+    assert result["left_out_of_gap"]["age"] == {"above_90": "3 rows, fewer than 20", "null": "7 rows, fewer than 20"}
+    counted = [groups[k]["roc_auc"] for k in ("18_to_40", "40_to_65", "65_to_90")]
+    assert result["auc_gap"]["age"] == round(max(counted) - min(counted), 6)
 
 
 def test_curve_rows_are_what_dvc_plots_reads():

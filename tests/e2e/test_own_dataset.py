@@ -5,20 +5,26 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
 
 from dvcclone import ran_stages
-from synthetic import loans_contract, make_loans
+from synthetic import make_loans
 
 pytestmark = pytest.mark.e2e
 
 
+def readme_contract(root) -> str:
+    """The `dataset.yaml` the README's "Use your own data" section shows, as written."""
+    section = (root / "README.md").read_text().split("## Use your own data", 1)[1]
+    return section.split("```yaml\n", 1)[1].split("```", 1)[0]
+
+
 @pytest.fixture(scope="module")
 def loans_clone(make_clone):
+    """The README's own-data example run exactly as written, on the synthetic loans table."""
     clone = make_clone("loans")
     (clone.root / "data/raw").mkdir(parents=True)
     make_loans(600).to_csv(clone.root / "data/raw/loans.csv", index=False)
-    (clone.root / "dataset.yaml").write_text(yaml.safe_dump(loans_contract("data/raw/loans.csv"), sort_keys=False))
+    (clone.root / "dataset.yaml").write_text(readme_contract(clone.root))
     done = clone.dvc("repro")
     assert ran_stages(done.stdout) == ["prepare", "featurize", "train", "evaluate", "package"]
     clone.git("add", "-A")  # the small source table in git, beside params, dvc.lock and metrics
@@ -30,16 +36,17 @@ def test_second_dataset_runs_end_to_end_with_no_code_change(loans_clone):
     clone = loans_clone
     assert clone.git("status", "--porcelain", "--", "src", "dvc.yaml", "params.yaml") == ""
     quality = json.loads((clone.root / "metrics/data_quality.json").read_text())
-    assert quality["dataset"] == "synthetic_loans" and quality["rows_in"] == 600
+    assert quality["dataset"] == "loans" and quality["rows_in"] == 600
     assert quality["nulls_before_cleaning"]["income"] == 5
     metrics = json.loads((clone.root / "metrics/evaluation.json").read_text())
     assert metrics["test"]["n"] == 120
     assert metrics["test"]["roc_auc"] > 0.65  # the synthetic risk is learnable
     subgroups = json.loads((clone.root / "metrics/subgroups.json").read_text())
-    assert set(subgroups["groups"]) == {"owns_home", "region"}
+    assert set(subgroups["groups"]) == {"age", "owns_home", "region"}
     assert set(subgroups["groups"]["region"]) == {"north", "south", "east", "west"}
+    assert set(subgroups["groups"]["age"]) == {"18_to_30", "30_to_45", "45_to_60", "60_to_120"}
     card = (clone.root / "models/model_card.md").read_text()
-    assert card.startswith("# Model card: synthetic_loans") and "`defaulted` = `1`" in card
+    assert card.startswith("# Model card: loans") and "`defaulted` = `1`" in card
     assert "Data and pipelines are up to date" in clone.dvc("status").stdout
 
 
