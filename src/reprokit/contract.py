@@ -260,6 +260,8 @@ def build_schema(contract: Contract):
             checks.append(pa.Check.ge(feature.min))
         if feature.max is not None:
             checks.append(pa.Check.le(feature.max))
+        if feature.type == "numeric":  # pandas reads "inf" as a number: no model can use it
+            checks.append(pa.Check(lambda s: ~s.isin([float("inf"), float("-inf")]), name="finite"))
         dtype = {"numeric": "float64", "integer": "Int64", "binary": "Int64", "categorical": "str"}[feature.type]
         if feature.type == "binary" and any(isinstance(v, str) for v in feature.values or ()):
             dtype = "str"

@@ -50,18 +50,71 @@ def load_source(source: Source) -> pd.DataFrame:
         return frame
     fmt = source.format
     if fmt == "auto":
-        suffix = Path(uri.split("?")[0]).suffix.lower()
-        fmt = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(suffix)
+        fmt = format_from_name(uri)
         if fmt is None:
+            suffix = "".join(Path(uri.split("?")[0]).suffixes[-2:]).lower()
             raise StageError(
                 f"source {uri}: cannot tell the format from {suffix!r}; set source.format to csv or parquet"
             )
     try:
         if fmt == "csv":
-            return pd.read_csv(uri, sep=source.delimiter, encoding=source.encoding)
-        return pd.read_parquet(uri)
+            # utf-8-sig reads UTF-8 and drops a byte-order mark that would rename the first column
+            encoding = (
+                "utf-8-sig" if source.encoding.lower().replace("_", "-") in ("utf-8", "utf8") else source.encoding
+            )
+            frame = pd.read_csv(uri, sep=source.delimiter, encoding=encoding)
+        else:
+            frame = pd.read_parquet(uri)
     except FileNotFoundError:
         raise StageError(f"source {uri}: file not found") from None
+    except IsADirectoryError:
+        raise StageError(f"source {uri}: is a directory, not a file") from None
+    except pd.errors.EmptyDataError:
+        raise StageError(f"source {uri}: the file is empty (no header, no rows)") from None
+    except UnicodeDecodeError as exc:
+        raise StageError(
+            f"source {uri}: bytes that are not {source.encoding} at byte {exc.start}: "
+            "set source.encoding (e.g. latin-1 or cp1252)"
+        ) from None
+    except pd.errors.ParserError as exc:
+        raise StageError(f"source {uri}: not a readable CSV ({first_line(exc)})") from None
+    except OSError as exc:  # pyarrow's ArrowInvalid, fsspec HTTP errors, truncated or foreign files
+        raise StageError(f"source {uri}: cannot be read as {fmt} ({first_line(exc)})") from None
+    except ValueError as exc:
+        raise StageError(f"source {uri}: cannot be read as {fmt} ({first_line(exc)})") from None
+    check_shape(frame, uri)
+    return frame
+
+
+COMPRESSED = (".gz", ".bz2", ".zip", ".xz", ".zst")
+
+
+def format_from_name(uri: str) -> str | None:
+    """csv or parquet from the file name (`.csv`, also compressed as `.csv.gz` and the like)."""
+    suffixes = [s.lower() for s in Path(uri.split("?")[0]).suffixes]
+    if suffixes and suffixes[-1] in COMPRESSED:
+        suffixes = suffixes[:-1]
+    last = suffixes[-1] if suffixes else ""
+    return {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(last)
+
+
+def first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
+def check_shape(frame: pd.DataFrame, uri: str) -> None:
+    """Catch a file that was read but with the wrong settings, before 20 "column missing" lines."""
+    columns = [str(c) for c in frame.columns]
+    if columns and columns[0].lstrip().lower().startswith(("<!doctype", "<html", "<?xml")):
+        raise StageError(f"source {uri}: the file looks like an HTML or XML page, not a data table")
+    if len(columns) == 1:
+        for delimiter in (";", "\t", "|"):
+            if delimiter in columns[0]:
+                shown = "\\t" if delimiter == "\t" else delimiter
+                raise StageError(
+                    f"source {uri}: the file looks {shown!r}-separated (one column named {columns[0][:60]!r}): "
+                    f"set source.delimiter to {shown!r}"
+                )
 
 
 def format_failures(failure_cases: pd.DataFrame, source: str) -> str:
@@ -80,7 +133,10 @@ def format_failures(failure_cases: pd.DataFrame, source: str) -> str:
         where = f"{len(rows)} row(s), e.g. rows {rows.head(MAX_EXAMPLES).astype(int).tolist()} (0-based)"
         if not len(rows):
             where = "the column as a whole"
-        lines.append(f"  - column {column!r}: check {check} failed for {where}; failing values: {examples}")
+        hint = ""
+        if any(isinstance(v, str) and v != v.strip() for v in examples):
+            hint = " (values with leading or trailing spaces)"
+        lines.append(f"  - column {column!r}: check {check} failed for {where}; failing values: {examples}{hint}")
     return "\n".join(lines)
 
 
@@ -125,15 +181,26 @@ def to_model_table(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
     return table
 
 
-def split(table: pd.DataFrame, target: str, test_size: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Deterministic stratified split; rows keep their index, in original order."""
+def split(
+    table: pd.DataFrame, target: str, test_size: float, seed: int, where: str = "", labels: dict | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Deterministic stratified split; rows keep their index, in original order.
+
+    `labels` maps the 1/0 target back to the labels as written in the data, for errors."""
     from sklearn.model_selection import train_test_split
 
     if not 0.0 < test_size < 1.0:
         raise StageError(f"params.yaml: split.test_size must be between 0 and 1, got {test_size}")
-    counts = table[target].value_counts()
-    if len(counts) < 2 or counts.min() < 2:
-        raise StageError(f"target {target!r} needs at least two rows of each class to split, got {counts.to_dict()}")
+    prefix = f"{where}: " if where else ""
+    if table.empty:
+        raise StageError(f"{prefix}no rows to split: the table is empty after validation and cleaning")
+    labels = labels or {1: 1, 0: 0}
+    counts = {labels[value]: int((table[target] == value).sum()) for value in (1, 0)}
+    if min(counts.values()) < 2:
+        shown = ", ".join(f"{label!r}: {count}" for label, count in counts.items())
+        raise StageError(
+            f"{prefix}target {target!r} needs at least two rows of each class to split; the table has {shown}"
+        )
     train_idx, test_idx = train_test_split(
         table.index.to_numpy(), test_size=test_size, random_state=seed, stratify=table[target].to_numpy()
     )
@@ -148,7 +215,8 @@ def prepare(raw: pd.DataFrame, contract: Contract, test_size: float, seed: int, 
     frame = validate(frame, contract, source)
     frame, report = clean(frame, contract)
     table = to_model_table(frame, contract)
-    train, test = split(table, contract.target.column, test_size, seed)
+    labels = {1: contract.target.positive, 0: contract.target.negative}
+    train, test = split(table, contract.target.column, test_size, seed, where=source, labels=labels)
     target = contract.target.column
     summary = {
         "dataset": contract.name,
