@@ -42,7 +42,8 @@ def loans():
 def telco_splits(telco_contract):
     """The real default data, prepared in-process exactly as the `prepare` stage does."""
     from reprokit.config import load_section
-    from reprokit.prepare import load_source, prepare
+    from reprokit.prepare import prepare
+    from reprokit.sources import load_source
 
     params = REPO / "params.yaml"
     raw = load_source(telco_contract.source)

@@ -271,3 +271,11 @@ def build_schema(contract: Contract):
     if contract.id_column:
         columns[contract.id_column] = pa.Column(nullable=False, unique=True)
     return pa.DataFrameSchema(columns, strict=True, name=contract.name)
+
+
+if __name__ == "__main__":
+    # `python -m reprokit.contract draft ...`: the command lives in its own module, imported by
+    # name here, because every stage imports this module and must not depend on the command.
+    import importlib
+
+    importlib.import_module("reprokit.draft").main()

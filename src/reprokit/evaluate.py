@@ -69,7 +69,7 @@ def subgroup_labels(values: pd.Series, bins: tuple[float, ...] | None) -> pd.Ser
     else:
         numbers = values.astype("float64")
         edges = list(bins)
-        names = [f"{lo:g}_to_{hi:g}" for lo, hi in zip(edges[:-1], edges[1:])]
+        names = [f"{lo:g}_to_{hi:g}" for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
         labels = pd.cut(numbers, edges, right=False, labels=names).astype(object)
         labels = labels.where(~(numbers < edges[0]), f"below_{edges[0]:g}")
         labels = labels.where(~(numbers >= edges[-1]), f"above_{edges[-1]:g}")

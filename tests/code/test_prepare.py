@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from reprokit.contract import Source
-from reprokit.prepare import clean, load_source, prepare, split, to_model_table, validate
+from reprokit.prepare import clean, prepare, split, to_model_table, validate
+from reprokit.sources import load_source
 from reprokit.stage import StageError
 from synthetic import make_loans
 
