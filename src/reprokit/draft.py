@@ -49,8 +49,9 @@ def _plain(value: Any) -> Any:
 
 def _is_row_number(values) -> bool:
     import numpy as np
+    import pandas as pd
 
-    if not np.issubdtype(values.dtype, np.integer) or values.isna().any():
+    if not pd.api.types.is_integer_dtype(values) or values.isna().any():
         return False
     ordered = values.to_numpy()
     return bool((ordered == np.arange(1, len(ordered) + 1)).all() or (ordered == np.arange(len(ordered))).all())
@@ -128,7 +129,10 @@ def draft_contract(frame, uri: str, target: str, positive: Any = None, name: str
     if len(classes) != 2:
         raise ConfigError(f"{uri}: target {target!r} has {len(classes)} distinct values; a binary target has two")
     counts = labels.value_counts()
-    if positive is None:
+    conventional = [v for v in classes if str(v).strip().lower() in ("1", "true", "yes", "positive", "pos")]
+    if positive is None and len(conventional) == 1:
+        positive_label, why = conventional[0], "the label that reads as positive: check it"
+    elif positive is None:
         positive_label = min(classes, key=lambda v: (counts[v], str(v)))
         why = f"the rarer class ({int(counts[positive_label])} of {len(labels)} rows): check it"
     else:
