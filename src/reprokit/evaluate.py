@@ -19,94 +19,17 @@ from reprokit.artifacts import fresh_dir, write_json, write_parquet
 from reprokit.config import StageParams
 from reprokit.contract import Contract, load_stage_contract
 from reprokit.inference import inputs_of, load_pipeline, predict_proba, thread_budget
+from reprokit.metrics import classification_metrics, rounded, subgroup_metrics
 from reprokit.stage import run_stage
 
 # The keys this stage reads: exactly its params in dvc.yaml (tests/code/test_pipeline_definition.py).
 PARAMS = ("base.seed", "base.n_threads", "evaluate")
 CONTRACT = ("target", "features")
 
-DIGITS = 6
-# What `dvc metrics show` and `dvc exp show` list: the rest is in the evaluation file.
 HEADLINE = {
     "test": ("roc_auc", "average_precision", "f1", "log_loss"),
     "train": ("roc_auc",),
 }
-
-
-def _r(value: float) -> float:
-    return round(float(value), DIGITS)
-
-
-def classification_metrics(y: np.ndarray, proba: np.ndarray, threshold: float) -> dict[str, float]:
-    """Ranking, threshold and probability-quality metrics for binary labels."""
-    from sklearn import metrics as m
-
-    pred = (proba >= threshold).astype(int)
-    both = len(np.unique(y)) == 2
-    return {
-        "roc_auc": _r(m.roc_auc_score(y, proba)) if both else None,
-        "average_precision": _r(m.average_precision_score(y, proba)) if both else None,
-        "accuracy": _r(m.accuracy_score(y, pred)),
-        "precision": _r(m.precision_score(y, pred, zero_division=0)),
-        "recall": _r(m.recall_score(y, pred, zero_division=0)),
-        "f1": _r(m.f1_score(y, pred, zero_division=0)),
-        "log_loss": _r(m.log_loss(y, proba, labels=[0, 1])),
-        "brier": _r(m.brier_score_loss(y, proba)),
-        "positive_rate": _r(y.mean()),
-        "predicted_positive_rate": _r(pred.mean()),
-        "n": int(len(y)),
-    }
-
-
-NULL_GROUP = "null"
-
-
-def subgroup_labels(values: pd.Series, bins: tuple[float, ...] | None) -> pd.Series:
-    """Each row's group: its value (binary, categorical), or its bin `lo_to_hi` (numeric, left
-    edge included) with `below_<first>` / `above_<last>` outside the edges; blanks are `null`."""
-    if bins is None:
-        labels = values.astype(str)
-    else:
-        numbers = values.astype("float64")
-        edges = list(bins)
-        names = [f"{lo:g}_to_{hi:g}" for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
-        labels = pd.cut(numbers, edges, right=False, labels=names).astype(object)
-        labels = labels.where(~(numbers < edges[0]), f"below_{edges[0]:g}")
-        labels = labels.where(~(numbers >= edges[-1]), f"above_{edges[-1]:g}")
-    return labels.where(values.notna(), NULL_GROUP)
-
-
-def subgroup_metrics(
-    frame: pd.DataFrame,
-    y: np.ndarray,
-    proba: np.ndarray,
-    features: list,
-    threshold: float,
-    min_size: int = 1,
-) -> dict[str, Any]:
-    """Metrics for each group of each subgroup feature, and each feature's AUC gap.
-
-    Every group is reported, blanks as their own `null` group. A group smaller than
-    `min_size` rows, or with one class only (no AUC), is left out of the gap and listed
-    under `left_out_of_gap` with its row count: a handful of rows must not drive the gap."""
-    result: dict[str, Any] = {"groups": {}, "auc_gap": {}, "left_out_of_gap": {}, "min_group_size": min_size}
-    for feature in features:
-        labels = subgroup_labels(frame[feature.name], feature.subgroup_bins).to_numpy()
-        groups, left_out, aucs = {}, {}, []
-        for label in sorted(set(labels), key=str):
-            mask = labels == label
-            groups[label] = classification_metrics(y[mask], proba[mask], threshold)
-            if groups[label]["n"] < min_size:
-                left_out[label] = f"{groups[label]['n']} rows, fewer than {min_size}"
-            elif groups[label]["roc_auc"] is None:
-                left_out[label] = f"{groups[label]['n']} rows of one class: no AUC"
-            else:
-                aucs.append(groups[label]["roc_auc"])
-        result["groups"][feature.name] = groups
-        result["left_out_of_gap"][feature.name] = left_out
-        result["auc_gap"][feature.name] = _r(max(aucs) - min(aucs)) if len(aucs) > 1 else 0.0
-    result["max_auc_gap"] = max(result["auc_gap"].values(), default=0.0)
-    return result
 
 
 def curves(y: np.ndarray, proba: np.ndarray, bins: int, threshold: float) -> dict[str, list[dict[str, Any]]]:
@@ -120,15 +43,16 @@ def curves(y: np.ndarray, proba: np.ndarray, bins: int, threshold: float) -> dic
     pred = (proba >= threshold).astype(int)
     return {
         "roc": [
-            {"fpr": _r(f), "tpr": _r(t), "threshold": _r(min(h, 1.0))}
+            {"fpr": rounded(f), "tpr": rounded(t), "threshold": rounded(min(h, 1.0))}
             for f, t, h in zip(fpr, tpr, roc_thr, strict=True)
         ],
         "precision_recall": [
-            {"recall": _r(r), "precision": _r(p), "threshold": _r(h)}
+            {"recall": rounded(r), "precision": rounded(p), "threshold": rounded(h)}
             for r, p, h in zip(recall[:-1], precision[:-1], pr_thr, strict=True)
         ],
         "calibration": [
-            {"mean_predicted": _r(p), "fraction_positive": _r(t)} for p, t in zip(prob_pred, prob_true, strict=True)
+            {"mean_predicted": rounded(p), "fraction_positive": rounded(t)}
+            for p, t in zip(prob_pred, prob_true, strict=True)
         ],
         "confusion": [{"actual": int(a), "predicted": int(p)} for a, p in zip(y, pred, strict=True)],
     }
@@ -182,7 +106,7 @@ def permutation_importance(pipeline, inputs: pd.DataFrame, y: np.ndarray, repeat
             shuffled = pd.DataFrame(matrix, columns=columns, index=features.index)
             drops.append(baseline - roc_auc_score(y, model.predict_proba(shuffled)[:, 1]))
         matrix[:, indices] = original
-        importance[column] = _r(np.mean(drops))
+        importance[column] = rounded(np.mean(drops))
     return importance
 
 

@@ -2,30 +2,35 @@
 
     python -m reprokit.gate [--enforce]
 
-Checks, with thresholds from `params.yaml: gate`:
+Every figure is computed here, now, from the package under test scored on the test
+split (never read from a metrics file someone could edit). Checks, with thresholds
+from `params.yaml: gate`:
 - `min_test_roc_auc`: the challenger's test ROC AUC is at least this;
-- `max_auc_degradation`: the current champion's test AUC minus the challenger's, both
-  scored here on the same test split, is at most this (passes when there is no champion);
-- `max_subgroup_auc_gap`: the largest AUC gap between subgroups is at most this;
+- `max_auc_degradation`: the current champion's AUC minus the challenger's, both scored
+  here on the same rows: the test rows that were in neither model's training data (each
+  registered version records which rows it trained on); passes when there is no champion;
+- `max_subgroup_auc_gap`: the largest AUC gap between subgroups of the challenger's
+  test scores (evaluate's rules: groups below `evaluate.min_subgroup_size` left out);
 - `max_p95_latency_ms`: the 95th percentile of single-row prediction time of the
   packaged model, as served by `mlflow.pyfunc`, is at most this.
+A check whose figure cannot be computed fails, and says why.
 
-Writes the verdict and every check's figure to `metrics/gate.json` (declared as DVC
-metrics in dvc.yaml, kept in git as the record of the last gate run; commit it with a
-release) and, when tracking is on, as tags on the challenger's registered
-version, which `python -m reprokit.registry promote` requires. With `--enforce` (or
+Writes the verdict, every check's figure, the champion it was measured against and how
+many rows the comparison used to `metrics/gate.json` (kept in git as the record of the
+last gate run; commit it with a release) and, when tracking is on, as tags on the
+challenger's registered version. `python -m reprokit.registry promote` requires a
+passed verdict measured against the current champion. With `--enforce` (or
 `gate.enforce: true`) a failed gate exits non-zero. It is not a pipeline stage: it
-reads the registry, which DVC does not track, and its latency figure varies by run,
-so its output could never be byte-reproducible.
+reads the registry, which DVC does not track, and its latency figure varies by run.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,10 +40,13 @@ from reprokit.artifacts import dvc_md5, write_json
 from reprokit.config import GateParams, load_section
 from reprokit.contract import load_contract
 from reprokit.inference import inputs_of, served_proba, thread_budget
+from reprokit.metrics import rounded, subgroup_metrics
 from reprokit.stage import StageError, run_stage
 from reprokit.trust import load_package
 
 log = logging.getLogger("reprokit.gate")
+
+MIN_COMPARISON_ROWS = 30  # fewer rows outside both training sets cannot rank two models
 
 
 def p95_ms(times_ms: list[float]) -> float:
@@ -62,43 +70,50 @@ def single_row_times_ms(model, inputs: pd.DataFrame, samples: int, n_threads: in
     return times
 
 
-def check(value: float | None, limit: float, kind: str, note: str = "") -> dict[str, Any]:
-    """One check's record; `kind` is `min` or `max`. A None value passes (nothing to compare)."""
-    passed = True if value is None else (value >= limit if kind == "min" else value <= limit)
+def check(value: float | None, limit: float, kind: str, note: str = "", missing: str = "") -> dict[str, Any]:
+    """One check's record; `kind` is `min` or `max`. A missing value fails, with `missing` as the reason."""
+    if value is None:
+        return {"value": None, "limit": limit, "passed": False, "note": missing or "no value to check"}
+    passed = value >= limit if kind == "min" else value <= limit
     record = {"value": value, "limit": limit, "passed": bool(passed)}
     if note:
         record["note"] = note
     return record
 
 
+def auc(y: np.ndarray, proba: np.ndarray) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    return rounded(roc_auc_score(y, proba)) if len(np.unique(y)) == 2 else None
+
+
 def verdict(
     params: GateParams,
-    test_auc: float,
-    subgroup_gap: float,
-    latency_ms: float,
-    champion_auc: float | None,
-    challenger_auc: float,
+    test_auc: float | None,
+    subgroup_gap: float | None,
+    latency_ms: float | None,
+    comparison: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """The gate's result from its figures (pure: no I/O)."""
-    degradation = None if champion_auc is None else round(champion_auc - challenger_auc, 6)
+    """The gate's result from its figures (pure: no I/O). `comparison` is None without a
+    champion, else the champion's and challenger's AUC on shared unseen rows (or why not)."""
+    if comparison is None:
+        degradation = check(0.0, params.max_auc_degradation, "max", note="no champion yet")
+    else:
+        champion, challenger = comparison.get("champion_auc"), comparison.get("challenger_auc")
+        value = None if champion is None or challenger is None else rounded(champion - challenger)
+        note = f"on {comparison['rows']} test rows in neither model's training data"
+        degradation = check(value, params.max_auc_degradation, "max", note, comparison.get("why", ""))
     checks = {
-        "min_test_roc_auc": check(test_auc, params.min_test_roc_auc, "min"),
-        "max_auc_degradation": check(
-            degradation, params.max_auc_degradation, "max", "no champion yet" if champion_auc is None else ""
-        ),
+        "min_test_roc_auc": check(test_auc, params.min_test_roc_auc, "min", missing="the test split has one class"),
+        "max_auc_degradation": degradation,
         "max_subgroup_auc_gap": check(subgroup_gap, params.max_subgroup_auc_gap, "max"),
         "max_p95_latency_ms": check(latency_ms, params.max_p95_latency_ms, "max"),
     }
     return {"passed": all(c["passed"] for c in checks.values()), "checks": checks}
 
 
-def champion_auc(
-    tracking_params, inputs: pd.DataFrame, y: np.ndarray, n_threads: int = 1
-) -> tuple[float | None, str | None]:
-    """Test AUC of the current champion, scored on this test split, and its package md5;
-    (None, None) without a champion."""
-    from sklearn.metrics import roc_auc_score
-
+def champion_version(tracking_params) -> tuple[Any, Any] | None:
+    """(client, version) of the current champion, or None."""
     from reprokit import tracking
 
     mlflow, _ = tracking._open(tracking_params)
@@ -106,63 +121,105 @@ def champion_auc(
     try:
         aliases = client.get_registered_model(tracking_params.registered_model).aliases
     except Exception:  # no registered model yet
-        return None, None
-    version = aliases.get(tracking.CHAMPION)
-    if version is None:
-        return None, None
-    package = client.get_model_version(tracking_params.registered_model, str(version)).tags.get(
-        tracking.PACKAGE_MD5_TAG
-    )
-    model = load_package(f"models:/{tracking_params.registered_model}@{tracking.CHAMPION}")
-    return round(float(roc_auc_score(y, served_proba(model, inputs, n_threads))), 6), package
+        return None
+    number = aliases.get(tracking.CHAMPION)
+    if number is None:
+        return None
+    return client, client.get_model_version(tracking_params.registered_model, str(number))
+
+
+def champion_train_index(version) -> set[str]:
+    """The row ids the champion trained on, from its run, checked against its version's tag."""
+    import mlflow.artifacts
+
+    from reprokit import tracking
+
+    recorded = version.tags.get(tracking.TRAIN_INDEX_TAG)
+    if recorded is None:
+        raise StageError(f"champion version {version.version} records no split identity ({tracking.TRAIN_INDEX_TAG})")
+    text = mlflow.artifacts.load_text(f"runs:/{version.run_id}/{tracking.TRAIN_INDEX_ARTIFACT}")
+    if hashlib.md5(text.encode()).hexdigest() != recorded:
+        raise StageError(f"champion version {version.version}: its training-row list does not match its tag")
+    return set(json.loads(text))
+
+
+def compare_with_champion(
+    tracking_params, version, test: pd.DataFrame, inputs: pd.DataFrame, y, challenger_proba, train_index, n_threads
+) -> dict[str, Any]:
+    """Champion and challenger AUC on the test rows neither trained on."""
+    from reprokit import tracking
+
+    result: dict[str, Any] = {"rows": 0}
+    try:
+        seen = set(map(str, train_index))
+        if (
+            version.tags.get(tracking.TRAIN_INDEX_TAG)
+            != hashlib.md5(tracking.train_index_listing(train_index).encode()).hexdigest()
+        ):
+            seen |= champion_train_index(version)
+    except StageError as exc:
+        return {**result, "why": str(exc)}
+    unseen = ~test.index.astype(str).isin(list(seen))
+    result["rows"] = int(unseen.sum())
+    if result["rows"] < MIN_COMPARISON_ROWS:
+        return {**result, "why": f"only {result['rows']} test rows are outside both training sets"}
+    model = load_package(f"models:/{tracking_params.registered_model}/{version.version}")
+    champion_proba = served_proba(model, inputs.loc[unseen], n_threads)
+    result["champion_auc"] = auc(y[unseen], champion_proba)
+    result["challenger_auc"] = auc(y[unseen], challenger_proba[unseen])
+    if result["champion_auc"] is None:
+        result["why"] = "the rows outside both training sets hold one class"
+    return result
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--contract", default="dataset.yaml")
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--train", default="data/prepared/train.parquet", help="the challenger's training rows")
     parser.add_argument("--test", default="data/prepared/test.parquet")
-    parser.add_argument("--metrics", default="metrics/metrics.json")
     parser.add_argument("--package", default="models/package")
     parser.add_argument("--out", default="metrics/gate.json")
     parser.add_argument("--enforce", action="store_true", help="exit non-zero when the gate fails")
     args = parser.parse_args(argv)
 
     def body() -> str:
-        from sklearn.metrics import roc_auc_score
-
         from reprokit import tracking
 
         params = load_section("gate", args.params)
         n_threads = load_section("base", args.params).n_threads
+        evaluation = load_section("evaluate", args.params)
         contract = load_contract(args.contract)
-        metrics = json.loads(Path(args.metrics).read_text())
         test = pd.read_parquet(args.test)
+        train_index = pd.read_parquet(args.train, columns=[contract.target.column]).index
         inputs, y = inputs_of(test, contract), test[contract.target.column].to_numpy()
         package = load_package(args.package)
-        challenger = round(float(roc_auc_score(y, served_proba(package, inputs, n_threads))), 6)
+        proba = served_proba(package, inputs, n_threads)
+        features = [contract.feature(name) for name in contract.subgroups]
+        groups = subgroup_metrics(test, y, proba, features, evaluation.threshold, evaluation.min_subgroup_size)
         tracking_params = tracking.settings(args.params, args.contract)
-        champion, champion_package, challenger_version = None, None, None
-        if tracking_params.enabled:
-            champion, champion_package = champion_auc(tracking_params, inputs, y, n_threads)
-        result = verdict(
-            params,
-            metrics["test"]["roc_auc"],
-            metrics["max_subgroup_auc_gap"],
-            p95_ms(single_row_times_ms(package, inputs, params.latency_samples, n_threads)),
-            champion,
-            challenger,
-        )
+        champion = champion_version(tracking_params) if tracking_params.enabled else None
+        comparison = None
+        if champion is not None:
+            comparison = compare_with_champion(
+                tracking_params, champion[1], test, inputs, y, proba, train_index, n_threads
+            )
+        latency = p95_ms(single_row_times_ms(package, inputs, params.latency_samples, n_threads))
+        result = verdict(params, auc(y, proba), groups["max_auc_gap"], latency, comparison)
         # Packages by their DVC md5, not registry version numbers: the file means the same in any store.
         result["challenger_package"] = dvc_md5(args.package)
-        result["champion_package"] = champion_package
+        result["champion_package"] = champion[1].tags.get(tracking.PACKAGE_MD5_TAG) if champion else None
+        result["champion_version"] = str(champion[1].version) if champion else None
+        result["comparison_rows"] = comparison["rows"] if comparison else None
+        challenger_version = None
         if tracking_params.enabled:
             challenger_version = tracking.record_gate(tracking_params, result["challenger_package"], result)
         write_json(args.out, result)
         failed = [name for name, c in result["checks"].items() if not c["passed"]]
         summary = "passed" if result["passed"] else f"FAILED: {', '.join(failed)}"
         for name, c in result["checks"].items():
-            log.info("  %-22s %-10s limit %-8s %s", name, c["value"], c["limit"], "ok" if c["passed"] else "FAILED")
+            state = "ok" if c["passed"] else f"FAILED {c.get('note', '')}".rstrip()
+            log.info("  %-22s %-10s limit %-8s %s", name, c["value"], c["limit"], state)
         if failed and (args.enforce or params.enforce):
             raise StageError(f"release gate {summary} (see {args.out})")
         return f"release gate {summary}; challenger version {challenger_version}"

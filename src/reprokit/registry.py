@@ -64,6 +64,12 @@ def promote(client, name: str, version: str, by: str, reason: str) -> str:
     previous = current.get(tracking.CHAMPION)
     if previous == version:
         raise StageError(f"{name} version {version} is already the champion")
+    measured = tags.get(tracking.GATE_CHAMPION_TAG, "none")
+    if measured != (previous or "none"):
+        raise StageError(
+            f"refusing to promote {name} version {version}: its release gate was measured against champion "
+            f"{measured}, but the champion is now {previous or 'none'}: run the gate again"
+        )
     for key, value in _stamp(by, reason).items():
         client.set_model_version_tag(name, version, f"promoted_{key}", value)
     client.set_model_version_tag(name, version, "previous_champion", previous or "none")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import os
 import subprocess
@@ -28,6 +29,11 @@ log = logging.getLogger("reprokit.tracking")
 
 DVC_MD5_PREFIX = "dvc.md5."
 PACKAGE_MD5_TAG = "package_md5"
+# The split identity: which rows a version trained on. The gate compares a challenger with the
+# champion only on rows that were in neither one's training data.
+TRAIN_INDEX_TAG = "train_index_md5"
+TRAIN_INDEX_ARTIFACT = "split/train_index.json"
+GATE_CHAMPION_TAG = "gate_champion_version"
 CHALLENGER, CHAMPION = "challenger", "champion"
 
 
@@ -193,6 +199,10 @@ def log_run(
         package_md5 = dvc_md5(package_dir)
         tags = {**git_state(), **{f"{DVC_MD5_PREFIX}{path}": digest for path, digest in hashes.items()}}
         tags[PACKAGE_MD5_TAG] = package_md5
+        listing = None
+        if "train" in datasets:
+            listing = train_index_listing(datasets["train"][1].index)
+            tags[TRAIN_INDEX_TAG] = hashlib.md5(listing.encode()).hexdigest()
         if os.environ.get("DVC_EXP_NAME"):
             tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
         client = mlflow.MlflowClient()
@@ -205,7 +215,9 @@ def log_run(
                     dataset = mlflow.data.from_pandas(
                         frame, source=path, name=name, digest=hashes.get(path) or md5_file(path)
                     )
-                mlflow.log_input(dataset, context=name)
+                    mlflow.log_input(dataset, context=name)  # infers the schema, hints and all
+            if listing is not None:
+                mlflow.log_text(listing, TRAIN_INDEX_ARTIFACT)
             for path in artifacts:
                 if Path(path).is_dir():
                     mlflow.log_artifacts(path, artifact_path=Path(path).name)
@@ -227,6 +239,13 @@ def log_run(
             version,
         )
         return {"run_id": run.info.run_id, "model_id": model.model_id, "version": version}
+
+
+def train_index_listing(index) -> str:
+    """The training rows' ids (the split's index), sorted, as JSON: what the split identity hashes."""
+    import json
+
+    return json.dumps(sorted(map(str, index)))
 
 
 def flat_metrics(metrics: dict[str, Any], subgroups: dict[str, Any]) -> dict[str, float]:
@@ -271,7 +290,8 @@ def register(client, name: str, model_id: str, run_id: str, package_md5: str, ta
             except MlflowException as exc:  # a parallel worker created it first
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
-        keep = {k: v for k, v in tags.items() if k in (PACKAGE_MD5_TAG, "git_commit", "git_dirty", "dvc_experiment")}
+        kept = (PACKAGE_MD5_TAG, TRAIN_INDEX_TAG, "git_commit", "git_dirty", "dvc_experiment")
+        keep = {k: v for k, v in tags.items() if k in kept}
         created = client.create_model_version(name, f"models:/{model_id}", run_id=run_id, model_id=model_id, tags=keep)
         version = created.version
     client.set_registered_model_alias(name, CHALLENGER, version)
@@ -291,7 +311,10 @@ def _record_gate(params: TrackingParams, package_md5: str, result: dict[str, Any
     if version is None:
         log.warning("no registered version holds this package: run `dvc repro` with tracking on first")
         return None
-    client.set_model_version_tag(params.registered_model, version.version, "gate_passed", str(result["passed"]).lower())
-    for name, check in result["checks"].items():
-        client.set_model_version_tag(params.registered_model, version.version, f"gate.{name}", str(check["value"]))
+    name = params.registered_model
+    client.set_model_version_tag(name, version.version, "gate_passed", str(result["passed"]).lower())
+    for check_name, check in result["checks"].items():
+        client.set_model_version_tag(name, version.version, f"gate.{check_name}", str(check["value"]))
+    # The champion the verdict was measured against: `promote` refuses the verdict once it moves.
+    client.set_model_version_tag(name, version.version, GATE_CHAMPION_TAG, result.get("champion_version") or "none")
     return str(version.version)

@@ -5,14 +5,8 @@ import pandas as pd
 import pytest
 
 from reprokit.contract import Feature
-from reprokit.evaluate import (
-    classification_metrics,
-    curves,
-    output_groups,
-    permutation_importance,
-    save_images,
-    subgroup_metrics,
-)
+from reprokit.evaluate import curves, output_groups, permutation_importance, save_images
+from reprokit.metrics import classification_metrics, subgroup_metrics
 from reprokit.inference import inputs_of
 from reprokit.tracking import flat_metrics
 from synthetic import loan_pipeline

@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import yaml
+from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
 
 from reprokit import registry, tracking
@@ -24,20 +25,37 @@ GATE = GateParams(0.8, 0.01, 0.1, 50.0, 20, False)
 
 
 def test_verdict_passes_and_fails_on_each_threshold():
-    ok = verdict(GATE, test_auc=0.85, subgroup_gap=0.05, latency_ms=5.0, champion_auc=0.851, challenger_auc=0.85)
+    close = {"rows": 100, "champion_auc": 0.851, "challenger_auc": 0.85}
+    ok = verdict(GATE, test_auc=0.85, subgroup_gap=0.05, latency_ms=5.0, comparison=close)
     assert ok["passed"] and all(c["passed"] for c in ok["checks"].values())
     assert ok["checks"]["max_auc_degradation"]["value"] == 0.001
-    no_champion = verdict(GATE, 0.85, 0.05, 5.0, None, 0.85)
+    assert ok["checks"]["max_auc_degradation"]["note"] == "on 100 test rows in neither model's training data"
+    no_champion = verdict(GATE, 0.85, 0.05, 5.0, None)
     assert no_champion["passed"] and no_champion["checks"]["max_auc_degradation"]["note"] == "no champion yet"
+    worse = {"rows": 100, "champion_auc": 0.87, "challenger_auc": 0.85}
     for figures, failing in [
-        ((0.79, 0.05, 5.0, None, 0.79), "min_test_roc_auc"),
-        ((0.85, 0.05, 5.0, 0.87, 0.85), "max_auc_degradation"),
-        ((0.85, 0.15, 5.0, None, 0.85), "max_subgroup_auc_gap"),
-        ((0.85, 0.05, 80.0, None, 0.85), "max_p95_latency_ms"),
+        ((0.79, 0.05, 5.0, None), "min_test_roc_auc"),
+        ((0.85, 0.05, 5.0, worse), "max_auc_degradation"),
+        ((0.85, 0.15, 5.0, None), "max_subgroup_auc_gap"),
+        ((0.85, 0.05, 80.0, None), "max_p95_latency_ms"),
     ]:
         result = verdict(GATE, *figures)
         assert not result["passed"]
         assert [n for n, c in result["checks"].items() if not c["passed"]] == [failing]
+
+
+def test_a_missing_figure_fails_its_check_and_says_why():
+    """A None AUC used to pass ("nothing to compare"): a figure that cannot be computed now fails."""
+    result = verdict(GATE, None, 0.05, 5.0, {"rows": 12, "why": "only 12 test rows are outside both training sets"})
+    assert not result["passed"]
+    assert result["checks"]["min_test_roc_auc"] == {
+        "value": None,
+        "limit": 0.8,
+        "passed": False,
+        "note": "the test split has one class",
+    }
+    degradation = result["checks"]["max_auc_degradation"]
+    assert not degradation["passed"] and degradation["note"] == "only 12 test rows are outside both training sets"
 
 
 def test_p95_is_the_95th_percentile_of_given_timings():
@@ -77,12 +95,16 @@ def store(tmp_path, repo, monkeypatch):
     return tmp_path, mlflow.MlflowClient()
 
 
+def loan_split(contract, seed: int, rows: int = 300):
+    table = to_model_table(validate(make_loans(rows), contract, "x"), contract)
+    train, test = split(table, "defaulted", 0.25, seed)
+    transformer, train_x, _ = fit_transform(train, test, contract, FeaturizeParams(True, "median"))
+    return transformer, train_x, inputs_of(test, contract), test
+
+
 @pytest.fixture(scope="module")
 def loan_data(loans_contract_obj):
-    table = to_model_table(validate(make_loans(300), loans_contract_obj, "x"), loans_contract_obj)
-    train, test = split(table, "defaulted", 0.25, 0)
-    transformer, train_x, _ = fit_transform(train, test, loans_contract_obj, FeaturizeParams(True, "median"))
-    return transformer, train_x, inputs_of(test, loans_contract_obj), test
+    return loan_split(loans_contract_obj, 0)
 
 
 def publish(root, loan_data, iterations: int) -> tuple[dict, Pipeline]:
@@ -97,37 +119,49 @@ def publish(root, loan_data, iterations: int) -> tuple[dict, Pipeline]:
     )
     out = root / f"pkg-{iterations}"
     save_package(pipeline, inputs, out, pipeline.predict_proba(inputs)[:, 1])
-    return tracking.log_run("params.yaml", "dataset.yaml", {}, [], str(out), {}, []), pipeline
+    train_x.to_parquet(root / f"train-{iterations}.parquet")
+    datasets = {"train": (f"train-{iterations}.parquet", train_x)}  # the version's split identity
+    return tracking.log_run("params.yaml", "dataset.yaml", {}, [], str(out), datasets, []), pipeline
 
 
-def gate(root, loan_data, package: str, min_auc: float) -> str:
-    """Run the real release gate (`python -m reprokit.gate`) on a package; return its verdict tag.
+def run_gate(root, loan_data, package: str, min_auc: float) -> dict:
+    """Run the real release gate (`python -m reprokit.gate`) on a package; return its verdict.
 
-    Latency and degradation limits no load or model can reach: `min_auc` decides the verdict."""
+    Latency, gap and degradation limits no load or model can reach: `min_auc` decides."""
     import json
 
-    from sklearn.metrics import roc_auc_score
+    import mlflow
 
+    from reprokit.config import load_section
     from reprokit.gate import main as gate_main
-    from reprokit.inference import served_proba
+    from reprokit.metrics import subgroup_metrics
 
     *_, inputs, test = loan_data
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["gate"].update(min_test_roc_auc=min_auc, max_auc_degradation=1.0, max_p95_latency_ms=60_000.0)
+    limits = {"max_auc_degradation": 1.0, "max_p95_latency_ms": 60_000.0, "max_subgroup_auc_gap": 1.0}
+    params["gate"].update(min_test_roc_auc=min_auc, **limits)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     test.to_parquet(root / "test.parquet")
-    import mlflow
-    import mlflow.pyfunc
-
-    auc = roc_auc_score(test["defaulted"], served_proba(mlflow.pyfunc.load_model(str(root / package)), inputs, 1))
-    (root / "metrics.json").write_text(json.dumps({"test": {"roc_auc": round(auc, 6)}, "max_subgroup_auc_gap": 0.0}))
-    args = ["--test", "test.parquet", "--metrics", "metrics.json", "--package", package, "--out", "gate.json"]
-    gate_main(args)
+    train = package.replace("pkg-", "train-") + ".parquet"
+    gate_main(["--train", train, "--test", "test.parquet", "--package", package, "--out", "gate.json"])
     result = json.loads((root / "gate.json").read_text())
-    assert result["checks"]["min_test_roc_auc"]["value"] == round(auc, 6)
+    # Every figure is the package's own, scored now: nothing is read from a metrics file.
+    proba = np.asarray(mlflow.pyfunc.load_model(str(root / package)).predict(inputs))[:, 1]
+    y = test["defaulted"].to_numpy()
+    assert result["checks"]["min_test_roc_auc"]["value"] == round(roc_auc_score(y, proba), 6)
+    evaluation = load_section("evaluate", root / "params.yaml")
+    from reprokit.contract import parse_contract
+
+    features = [parse_contract(loans_contract()).feature(n) for n in ("owns_home", "region")]
+    gap = subgroup_metrics(test, y, proba, features, evaluation.threshold, evaluation.min_subgroup_size)["max_auc_gap"]
+    assert result["checks"]["max_subgroup_auc_gap"]["value"] == gap
     version = tracking.find_version(mlflow.MlflowClient(), "synthetic_loans", result["challenger_package"])
     assert version.tags["gate_passed"] == str(result["passed"]).lower()
-    return version.tags["gate_passed"]
+    return result
+
+
+def gate(root, loan_data, package: str, min_auc: float) -> str:
+    return str(run_gate(root, loan_data, package, min_auc)["passed"]).lower()
 
 
 def test_promote_requires_a_passed_gate_and_rollback_restores_the_previous_champion(store, loan_data):
@@ -157,12 +191,19 @@ def test_promote_requires_a_passed_gate_and_rollback_restores_the_previous_champ
     with pytest.raises(StageError, match="already the champion"):
         registry.promote(client, name, "champion", "bo", "again")
 
+    third, _ = publish(root, loan_data, 20)
+    assert gate(root, loan_data, "pkg-20", min_auc=0.5) == "true"  # measured against champion 2
     assert registry.rollback(client, name, "cy", "bad in production") == "1"
+    with pytest.raises(StageError, match="measured against champion 2, but the champion is now 1: run the gate again"):
+        registry.promote(client, name, third["version"], "cy", "stale verdict")
     assert registry.aliases(client, name)["champion"] == "1"
     assert client.get_model_version(name, "2").tags["rolled_back_reason"] == "bad in production"
     assert client.get_model_version(name, "1").tags["restored_by"] == "cy"
     with pytest.raises(StageError, match="replaced no earlier champion"):
         registry.rollback(client, name, "cy", "again")
+    assert gate(root, loan_data, "pkg-20", min_auc=0.5) == "true"  # measured again, against champion 1
+    assert registry.promote(client, name, third["version"], "cy", "fresh verdict") == third["version"]
+    registry.rollback(client, name, "cy", "back to 1")
 
     import mlflow.pyfunc
 
@@ -180,3 +221,30 @@ def test_registry_commands_without_a_model_or_with_tracking_off(store):
     (root / "params.yaml").write_text((root / "params.yaml").read_text().replace("enabled: true", "enabled: false"))
     with pytest.raises(StageError, match="tracking.enabled is false"):
         registry._client("params.yaml", "dataset.yaml")
+
+
+def test_the_champion_is_compared_only_on_rows_neither_model_trained_on(store, loans_contract_obj):
+    """The champion was trained on another split: some of today's test rows were its training
+    rows, and scoring it on them would flatter it. The gate leaves them out and says how many it used."""
+    root, client = store
+    champion_data = loan_split(loans_contract_obj, 0, rows=1200)
+    publish(root, champion_data, 10)
+    assert gate(root, champion_data, "pkg-10", min_auc=0.5) == "true"
+    registry.promote(client, "synthetic_loans", "challenger", "ana", "first")
+    challenger_data = loan_split(loans_contract_obj, 1, rows=1200)  # another seed: another split of the same rows
+    publish(root, challenger_data, 30)
+    result = run_gate(root, challenger_data, "pkg-30", min_auc=0.5)
+    test = challenger_data[3]
+    unseen = ~test.index.astype(str).isin(champion_data[1].index.astype(str))
+    assert 30 <= result["comparison_rows"] == int(unseen.sum()) < len(test)
+    assert result["champion_version"] == "1" and result["champion_package"] is not None
+    degradation = result["checks"]["max_auc_degradation"]
+    assert degradation["note"] == f"on {int(unseen.sum())} test rows in neither model's training data"
+    import mlflow
+
+    champion = mlflow.pyfunc.load_model("models:/synthetic_loans/1")
+    y, inputs = test["defaulted"].to_numpy(), challenger_data[2]
+    champion_auc = roc_auc_score(y[unseen], np.asarray(champion.predict(inputs[unseen]))[:, 1])
+    challenger = mlflow.pyfunc.load_model(str(root / "pkg-30"))
+    challenger_auc = roc_auc_score(y[unseen], np.asarray(challenger.predict(inputs[unseen]))[:, 1])
+    assert degradation["value"] == round(round(champion_auc, 6) - round(challenger_auc, 6), 6)
