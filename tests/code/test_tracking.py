@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import shutil
 import socket
 import subprocess
@@ -92,12 +94,15 @@ def test_one_run_holds_params_metrics_files_lineage_and_the_logged_model(project
     assert dataset_input.dataset.name == "train" and dataset_input.dataset.digest == md5_file(root / "train.parquet")
     assert [t.value for t in dataset_input.tags if t.key == "mlflow.data.context"] == ["train"]
     client = mlflow.MlflowClient()
-    assert {a.path for a in client.list_artifacts(first["run_id"])} == {"card.md", "images"}
+    assert {a.path for a in client.list_artifacts(first["run_id"])} == {"card.md", "images", "split"}
+    listing = mlflow.artifacts.load_text(f"runs:/{first['run_id']}/split/train_index.json")
+    assert json.loads(listing) == ["0", "1"]  # the split identity: which rows the version trained on
     model = mlflow.get_logged_model(first["model_id"])
     assert model.status == LoggedModelStatus.READY and model.source_run_id == first["run_id"]
     assert [o.model_id for o in run.outputs.model_outputs] == [first["model_id"]]
     version = client.get_model_version("telco_customer_churn", first["version"])
     assert version.tags["package_md5"] == dvc_md5(root / "pkg") and version.run_id == first["run_id"]
+    assert version.tags["train_index_md5"] == hashlib.md5(listing.encode()).hexdigest()
     assert client.get_registered_model("telco_customer_churn").aliases == {"challenger": int(first["version"])}
     downloaded = Path(mlflow.artifacts.download_artifacts(f"models:/telco_customer_churn/{first['version']}"))
     assert (downloaded / "model.skops").read_bytes() == b"model-a"  # the registry holds DVC's bytes
