@@ -8,7 +8,6 @@ data-quality summary: rows in, rows dropped and why, nulls per column.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 import pandas as pd

@@ -21,7 +21,6 @@ from reprokit.artifacts import (
     write_json,
 )
 from reprokit.trust import load_skops
-from reprokit.trust import load_skops
 
 
 @pytest.fixture(scope="module")
