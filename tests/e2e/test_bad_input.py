@@ -26,6 +26,18 @@ SOURCE = "data/raw/loans.csv"
 KINDS = sorted(k for k, (name, data, _) in CORPUS.items() if name == "loans.csv" and data != "absent")
 
 
+def error_messages(stderr: str) -> list[str]:
+    """Our error records in a stage's stderr: the `prepare failed:` line and the `  - ` lines
+    that continue it (one per broken column and check)."""
+    messages: list[str] = []
+    for line in stderr.splitlines():
+        if "prepare failed:" in line:
+            messages.append(line)
+        elif line.startswith("  - ") and messages:
+            messages[-1] += "\n" + line
+    return messages
+
+
 def test_every_bad_file_stops_at_prepare_and_loses_nothing(make_clone, tmp_path):
     clone = make_clone("bad-input")
     (clone.root / "data/raw").mkdir(parents=True)
@@ -47,9 +59,9 @@ def test_every_bad_file_stops_at_prepare_and_loses_nothing(make_clone, tmp_path)
         else:
             shutil.copyfile(bad, clone.root / SOURCE)
         done = clone.dvc("repro", check=False)
-        ours = [line for line in done.stderr.splitlines() if "prepare failed:" in line]
+        ours = error_messages(done.stderr)
         if done.returncode == 0 or len(ours) != 1 or SOURCE not in ours[0] or "Traceback" in done.stderr:
-            problems.append(f"{kind}: exit {done.returncode}, error lines {ours}\n{done.stderr[-2000:]}")
+            problems.append(f"{kind}: exit {done.returncode}, errors {ours}\n{done.stderr[-2000:]}")
         elif not all(phrase in ours[0] for phrase in CORPUS[kind][2]):
             problems.append(f"{kind}: {ours[0]}")
         if ran_stages(done.stdout) != ["prepare"]:
