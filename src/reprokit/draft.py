@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     """`python -m reprokit.contract draft FILE --target COL [--positive LABEL] [--out dataset.yaml]`."""
     import argparse
 
-    from reprokit.stage import run_stage
+    from reprokit.stage import add_debug_option, run_stage
 
     parser = argparse.ArgumentParser(prog="python -m reprokit.contract", description="The dataset contract.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -213,6 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     draft.add_argument("--delimiter", default=",")
     draft.add_argument("--encoding", default="utf-8")
     draft.add_argument("--out", default=CONTRACT_FILE, help="where to write it (- for standard output)")
+    add_debug_option(draft)
     args = parser.parse_args(argv)
 
     def body() -> str:
@@ -226,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
             Path(args.out).write_text(text)
         return f"{args.out}: {len(frame.columns)} columns of {len(frame)} rows drafted"
 
-    run_stage("draft", body)
+    run_stage("draft", body, debug=args.debug)
 
 
 def read_yaml_text(text: str) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from reprokit.config import StageParams
 from reprokit.contract import Contract, load_stage_contract
 from reprokit.inference import inputs_of, load_pipeline, predict_proba, thread_budget
 from reprokit.metrics import classification_metrics, rounded, subgroup_metrics
-from reprokit.stage import run_stage
+from reprokit.stage import add_debug_option, run_stage
 
 # The keys this stage reads: exactly its params in dvc.yaml (tests/code/test_pipeline_definition.py).
 PARAMS = ("base.seed", "base.n_threads", "evaluate")
@@ -203,6 +203,7 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments; `dvc.yaml` passes every path."""
     parser = argparse.ArgumentParser(description=__doc__)
+    add_debug_option(parser)
     parser.add_argument("--contract", default="dataset.yaml")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--train", required=True, help="prepared train split")
@@ -257,7 +258,7 @@ def main(argv: list[str] | None = None) -> None:
         write_parquet(pd.DataFrame({"probability": p_test}, index=test.index), args.predictions_out)
         return f"test roc_auc {metrics['test']['roc_auc']}, f1 {metrics['test']['f1']}, max subgroup AUC gap {subgroups['max_auc_gap']}"
 
-    run_stage("evaluate", body)
+    run_stage("evaluate", body, debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from reprokit.config import FeaturizeParams, StageParams
 from reprokit.contract import Contract, load_stage_contract
 from reprokit.estimators import build_transformer
 from reprokit.inference import inputs_of
-from reprokit.stage import run_stage
+from reprokit.stage import add_debug_option, run_stage
 
 # The keys this stage reads: exactly its params in dvc.yaml (tests/code/test_pipeline_definition.py).
 PARAMS = ("featurize",)
@@ -37,6 +37,7 @@ def fit_transform(train: pd.DataFrame, test: pd.DataFrame, contract: Contract, p
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments; `dvc.yaml` passes every path."""
     parser = argparse.ArgumentParser(description=__doc__)
+    add_debug_option(parser)
     parser.add_argument("--contract", default="dataset.yaml")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--train", required=True)
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
         write_parquet(test_x, args.test_out)
         return f"{len(contract.feature_names)} columns -> {train_x.shape[1] - 1} features, {len(train_x)}/{len(test_x)} rows"
 
-    run_stage("featurize", body)
+    run_stage("featurize", body, debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ from reprokit.config import GateParams, load_section
 from reprokit.contract import load_contract
 from reprokit.inference import inputs_of, served_proba, thread_budget
 from reprokit.metrics import rounded, subgroup_metrics
-from reprokit.stage import StageError, run_stage
+from reprokit.stage import StageError, add_debug_option, run_stage
 from reprokit.trust import load_package
 
 log = logging.getLogger("reprokit.gate")
@@ -174,6 +174,7 @@ def compare_with_champion(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_debug_option(parser)
     parser.add_argument("--contract", default="dataset.yaml")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--train", default="data/prepared/train.parquet", help="the challenger's training rows")
@@ -224,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
             raise StageError(f"release gate {summary} (see {args.out})")
         return f"release gate {summary}; challenger version {challenger_version}"
 
-    run_stage("gate", body)
+    run_stage("gate", body, debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from reprokit.artifacts import (
 from reprokit.config import StageParams
 from reprokit.contract import Contract, load_stage_contract
 from reprokit.inference import inputs_of, load_pipeline, served_proba, thread_budget
-from reprokit.stage import StageError, run_stage
+from reprokit.stage import StageError, add_debug_option, run_stage
 
 # The keys this stage reads: exactly its params in dvc.yaml (tests/code/test_pipeline_definition.py).
 # The model card lists every param that shaped the model, so the stage declares them all.
@@ -223,6 +223,7 @@ def model_card(contract: Contract, params: dict[str, Any], metrics: dict[str, An
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments; `dvc.yaml` passes every path."""
     parser = argparse.ArgumentParser(description=__doc__)
+    add_debug_option(parser)
     parser.add_argument("--contract", default="dataset.yaml")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--train", required=True, help="prepared train split (hashed into the card)")
@@ -277,7 +278,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         return f"{out_dir} serves {len(inputs)} test rows identically to evaluate"
 
-    run_stage("package", body)
+    run_stage("package", body, debug=args.debug)
 
 
 if __name__ == "__main__":

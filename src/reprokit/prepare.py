@@ -16,7 +16,7 @@ from reprokit.artifacts import write_json, write_parquet
 from reprokit.config import StageParams
 from reprokit.contract import Contract, build_schema, load_stage_contract
 from reprokit.sources import load_source
-from reprokit.stage import StageError, run_stage
+from reprokit.stage import StageError, add_debug_option, run_stage
 
 # The keys this stage reads: exactly its params in dvc.yaml (tests/code/test_pipeline_definition.py).
 PARAMS = ("base.seed", "split.test_size")
@@ -149,6 +149,7 @@ def prepare(raw: pd.DataFrame, contract: Contract, test_size: float, seed: int, 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments; `dvc.yaml` passes every path."""
     parser = argparse.ArgumentParser(description=__doc__)
+    add_debug_option(parser)
     parser.add_argument("--contract", default="dataset.yaml")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--train-out", required=True)
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
         write_json(args.quality_out, summary)
         return f"{summary['rows_in']} rows in, {len(train)} train, {len(test)} test"
 
-    run_stage("prepare", body)
+    run_stage("prepare", body, debug=args.debug)
 
 
 if __name__ == "__main__":

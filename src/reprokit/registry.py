@@ -19,7 +19,7 @@ import logging
 import os
 
 from reprokit import tracking
-from reprokit.stage import StageError, run_stage
+from reprokit.stage import StageError, add_debug_option, run_stage
 
 log = logging.getLogger("reprokit.registry")
 
@@ -98,6 +98,7 @@ def default_user() -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_debug_option(parser)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--contract", default="dataset.yaml", help="names the registered model by default")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
             )
         return f"{name}: {current}"
 
-    run_stage("registry", body)
+    run_stage("registry", body, debug=args.debug)
 
 
 if __name__ == "__main__":

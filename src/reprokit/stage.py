@@ -24,13 +24,19 @@ class StageError(RuntimeError):
 EXPECTED_ERRORS = (ConfigError, StageError, FileNotFoundError)
 
 
-def run_stage(name: str, body: Callable[[], str]) -> None:
-    """Run `body` as stage `name`; it returns a one-line summary to log."""
+def add_debug_option(parser) -> None:
+    """`--debug`: show the traceback of an expected error too (a bug report's evidence)."""
+    parser.add_argument("--debug", action="store_true", help="on an error, show its traceback too")
+
+
+def run_stage(name: str, body: Callable[[], str], debug: bool = False) -> None:
+    """Run `body` as stage `name`; it returns a one-line summary to log. Bad input ends in one
+    error line and exit status 1; with `debug`, the traceback follows the line."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     started = time.perf_counter()
     try:
         summary = body()
     except EXPECTED_ERRORS as exc:
-        log.error("%s failed: %s", name, exc)
+        log.error("%s failed: %s", name, exc, exc_info=debug)
         raise SystemExit(1) from None
     log.info("%s: %s (%.2f s)", name, summary, time.perf_counter() - started)

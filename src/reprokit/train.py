@@ -16,7 +16,7 @@ from reprokit.artifacts import save_skops
 from reprokit.config import StageParams
 from reprokit.contract import load_stage_contract
 from reprokit.estimators import fit
-from reprokit.stage import run_stage
+from reprokit.stage import add_debug_option, run_stage
 
 # The keys this stage reads: exactly its params in dvc.yaml (tests/code/test_pipeline_definition.py).
 PARAMS = ("base.seed", "base.n_threads", "train")
@@ -26,6 +26,7 @@ CONTRACT = ("target",)
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments; `dvc.yaml` passes every path."""
     parser = argparse.ArgumentParser(description=__doc__)
+    add_debug_option(parser)
     parser.add_argument("--contract", default="dataset.yaml")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--train", required=True)
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
         save_skops(model, args.model_out)
         return f"{params.model} fitted on {len(features)} rows x {features.shape[1] - 1} features"
 
-    run_stage("train", body)
+    run_stage("train", body, debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ def test_every_path_in_the_command_is_a_dep_or_out_and_back(pipeline, name):
     stage = pipeline["stages"][name]
     module_name, _, args = stage_args(stage)
     assert module_name == f"reprokit.{name}"
-    arg_paths = {v for k, v in vars(args).items() if k not in ("contract", "params")}
+    arg_paths = {v for k, v in vars(args).items() if k not in ("contract", "params", "debug")}
     outs = set(paths(stage.get("outs"))) | set(paths(stage.get("metrics"))) | set(paths(stage.get("plots")))
     data_deps = {d for d in stage["deps"] if not d.startswith("src/") and "${" not in d and d != "uv.lock"}
     if name == "evaluate":  # one folder argument, one declared plot per file in it

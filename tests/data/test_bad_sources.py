@@ -19,14 +19,14 @@ from reprokit import prepare
 from synthetic import loans_contract
 
 
-def run_prepare(root, uri: str, caplog, **source) -> int:
+def run_prepare(root, uri: str, caplog, *extra: str, **source) -> int:
     contract = loans_contract(uri)
     contract["source"].update(source)
     (root / "dataset.yaml").write_text(yaml.safe_dump(contract))
     (root / "params.yaml").write_text("base: {seed: 1}\nsplit: {test_size: 0.2}\n")
     args = ["--contract", str(root / "dataset.yaml"), "--params", str(root / "params.yaml")]
     args += ["--train-out", str(root / "out/train.parquet"), "--test-out", str(root / "out/test.parquet")]
-    args += ["--quality-out", str(root / "out/quality.json")]
+    args += ["--quality-out", str(root / "out/quality.json"), *extra]
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="reprokit"):
         try:
@@ -85,3 +85,13 @@ def test_unusual_but_valid_files_read_exactly_like_the_plain_file(tmp_path, capl
     with http_server(tmp_path) as base:
         assert run_prepare(tmp_path, f"{base}/plain.csv", caplog) == 0, errors(caplog)
     assert outputs(tmp_path) == expected
+
+
+def test_debug_adds_the_traceback_to_the_one_error(tmp_path, caplog):
+    path = write_case(tmp_path, "empty file")
+    assert run_prepare(tmp_path, str(path), caplog) == 1
+    (record,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not record.exc_info  # one line, no traceback
+    assert run_prepare(tmp_path, str(path), caplog, "--debug") == 1
+    (record,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert record.exc_info and "the file is empty" in record.getMessage()
