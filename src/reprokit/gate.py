@@ -93,9 +93,11 @@ def verdict(
     subgroup_gap: float | None,
     latency_ms: float | None,
     comparison: dict[str, Any] | None,
+    subgroup_note: str = "",
 ) -> dict[str, Any]:
     """The gate's result from its figures (pure: no I/O). `comparison` is None without a
-    champion, else the champion's and challenger's AUC on shared unseen rows (or why not)."""
+    champion, else the champion's and challenger's AUC on shared unseen rows (or why not).
+    `subgroup_note` explains a missing subgroup gap."""
     if comparison is None:
         degradation = check(0.0, params.max_auc_degradation, "max", note="no champion yet")
     else:
@@ -106,7 +108,7 @@ def verdict(
     checks = {
         "min_test_roc_auc": check(test_auc, params.min_test_roc_auc, "min", missing="the test split has one class"),
         "max_auc_degradation": degradation,
-        "max_subgroup_auc_gap": check(subgroup_gap, params.max_subgroup_auc_gap, "max"),
+        "max_subgroup_auc_gap": check(subgroup_gap, params.max_subgroup_auc_gap, "max", missing=subgroup_note),
         "max_p95_latency_ms": check(latency_ms, params.max_p95_latency_ms, "max"),
     }
     return {"passed": all(c["passed"] for c in checks.values()), "checks": checks}
@@ -163,13 +165,34 @@ def compare_with_champion(
     result["rows"] = int(unseen.sum())
     if result["rows"] < MIN_COMPARISON_ROWS:
         return {**result, "why": f"only {result['rows']} test rows are outside both training sets"}
-    model = load_package(f"models:/{tracking_params.registered_model}/{version.version}")
-    champion_proba = served_proba(model, inputs.loc[unseen], n_threads)
+    try:
+        model = load_package(f"models:/{tracking_params.registered_model}/{version.version}")
+        champion_proba = served_proba(model, inputs.loc[unseen], n_threads)
+    except Exception as exc:  # a refused package, or one that cannot score today's columns
+        return {**result, "why": f"champion version {version.version} could not score the rows: {exc}"}
     result["champion_auc"] = auc(y[unseen], champion_proba)
     result["challenger_auc"] = auc(y[unseen], challenger_proba[unseen])
     if result["champion_auc"] is None:
         result["why"] = "the rows outside both training sets hold one class"
     return result
+
+
+def check_split(tracking_params, package_dir: str, train_file: str, train_index) -> None:
+    """Refuse to judge a package on a split it was not trained with: the registered version
+    records its training rows, and the local train split must be those rows, or some of the
+    test rows scored here were training rows."""
+    from reprokit import tracking
+
+    mlflow, _ = tracking._open(tracking_params)
+    version = tracking.find_version(mlflow.MlflowClient(), tracking_params.registered_model, dvc_md5(package_dir))
+    recorded = version.tags.get(tracking.TRAIN_INDEX_TAG) if version is not None else None
+    local = hashlib.md5(tracking.train_index_listing(train_index).encode()).hexdigest()
+    if recorded is not None and recorded != local:
+        raise StageError(
+            f"{train_file} is not the split {package_dir} was trained on (version {version.version} records "
+            f"{tracking.TRAIN_INDEX_TAG} {recorded}, the local split is {local}): "
+            "run `dvc checkout` or `dvc repro` so the data and the package match"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -198,7 +221,18 @@ def main(argv: list[str] | None = None) -> None:
         proba = served_proba(package, inputs, n_threads)
         features = [contract.feature(name) for name in contract.subgroups]
         groups = subgroup_metrics(test, y, proba, features, evaluation.threshold, evaluation.min_subgroup_size)
+        gap, gap_note = groups["max_auc_gap"], ""
+        if not features:
+            gap, gap_note = 0.0, "no subgroup features in the contract"
+        elif gap is None:
+            short = [name for name, value in groups["auc_gap"].items() if value is None]
+            gap_note = (
+                f"{', '.join(short)}: fewer than two groups with both classes and at least "
+                f"{evaluation.min_subgroup_size} test rows (evaluate.min_subgroup_size)"
+            )
         tracking_params = tracking.settings(args.params, args.contract)
+        if tracking_params.enabled:
+            check_split(tracking_params, args.package, args.train, train_index)
         champion = champion_version(tracking_params) if tracking_params.enabled else None
         comparison = None
         if champion is not None:
@@ -206,7 +240,9 @@ def main(argv: list[str] | None = None) -> None:
                 tracking_params, champion[1], test, inputs, y, proba, train_index, n_threads
             )
         latency = p95_ms(single_row_times_ms(package, inputs, params.latency_samples, n_threads))
-        result = verdict(params, auc(y, proba), groups["max_auc_gap"], latency, comparison)
+        result = verdict(params, auc(y, proba), gap, latency, comparison, gap_note)
+        if not features:
+            result["checks"]["max_subgroup_auc_gap"]["note"] = gap_note
         # Packages by their DVC md5, not registry version numbers: the file means the same in any store.
         result["challenger_package"] = dvc_md5(args.package)
         result["champion_package"] = champion[1].tags.get(tracking.PACKAGE_MD5_TAG) if champion else None

@@ -43,18 +43,25 @@ def classification_metrics(y: np.ndarray, proba: np.ndarray, threshold: float) -
 NULL_GROUP = "null"
 
 
+def edge_text(value: float) -> str:
+    """A bin edge as written: 120, 0.5, 1000000 (never 1e+06)."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
 def subgroup_labels(values: pd.Series, bins: tuple[float, ...] | None) -> pd.Series:
     """Each row's group: its value (binary, categorical), or its bin `lo_to_hi` (numeric, left
-    edge included) with `below_<first>` / `above_<last>` outside the edges; blanks are `null`."""
+    edge included, the last bin its right edge too) with `below_<first>` / `above_<last>`
+    outside the edges; blanks are `null`."""
     if bins is None:
         labels = values.astype(str)
     else:
         numbers = values.astype("float64")
         edges = list(bins)
-        names = [f"{lo:g}_to_{hi:g}" for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+        names = [f"{edge_text(lo)}_to_{edge_text(hi)}" for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
         labels = pd.cut(numbers, edges, right=False, labels=names).astype(object)
-        labels = labels.where(~(numbers < edges[0]), f"below_{edges[0]:g}")
-        labels = labels.where(~(numbers >= edges[-1]), f"above_{edges[-1]:g}")
+        labels = labels.where(~(numbers == edges[-1]), names[-1])
+        labels = labels.where(~(numbers < edges[0]), f"below_{edge_text(edges[0])}")
+        labels = labels.where(~(numbers > edges[-1]), f"above_{edge_text(edges[-1])}")
     return labels.where(values.notna(), NULL_GROUP)
 
 
@@ -70,7 +77,9 @@ def subgroup_metrics(
 
     Every group is reported, blanks as their own `null` group. A group smaller than
     `min_size` rows, or with one class only (no AUC), is left out of the gap and listed
-    under `left_out_of_gap` with its row count: a handful of rows must not drive the gap."""
+    under `left_out_of_gap` with its row count: a handful of rows must not drive the gap.
+    A feature with fewer than two groups left has no gap (None), and then neither has the
+    whole (`max_auc_gap`): a gap that cannot be measured is not a gap of zero."""
     result: dict[str, Any] = {"groups": {}, "auc_gap": {}, "left_out_of_gap": {}, "min_group_size": min_size}
     for feature in features:
         labels = subgroup_labels(frame[feature.name], feature.subgroup_bins).to_numpy()
@@ -86,6 +95,7 @@ def subgroup_metrics(
                 aucs.append(groups[label]["roc_auc"])
         result["groups"][feature.name] = groups
         result["left_out_of_gap"][feature.name] = left_out
-        result["auc_gap"][feature.name] = rounded(max(aucs) - min(aucs)) if len(aucs) > 1 else 0.0
-    result["max_auc_gap"] = max(result["auc_gap"].values(), default=0.0)
+        result["auc_gap"][feature.name] = rounded(max(aucs) - min(aucs)) if len(aucs) > 1 else None
+    gaps = list(result["auc_gap"].values())
+    result["max_auc_gap"] = max(gaps) if gaps and None not in gaps else None
     return result

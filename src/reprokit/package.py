@@ -7,8 +7,8 @@ requirements, then made byte-stable: the skops archive is canonicalized, the
 creation time is dropped, `model_uuid` becomes a hash of the model's bytes and the
 Python version is recorded as major.minor (the patch release of the interpreter
 that happened to build it is not part of the model). Before the directory replaces
-the old one it is loaded back with `mlflow.pyfunc.load_model` and must reproduce
-evaluate's test probabilities exactly; otherwise the old package stays.
+the old one it is loaded back as MLflow serves it (through `reprokit.trust.load_package`)
+and must reproduce evaluate's test probabilities exactly; otherwise the old package stays.
 """
 
 from __future__ import annotations
@@ -190,8 +190,8 @@ def model_card(contract: Contract, params: dict[str, Any], metrics: dict[str, An
             "## Usage",
             "",
             "```python",
-            "import mlflow.pyfunc",
-            "model = mlflow.pyfunc.load_model('models/package')",
+            "from reprokit.trust import load_package  # checks the package, then opens it with mlflow.pyfunc",
+            "model = load_package('models/package')",
             f"probabilities = model.predict(frame)[:, 1]  # P({contract.target.column} = {contract.target.positive})",
             "```",
             "",

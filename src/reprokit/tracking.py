@@ -250,12 +250,18 @@ def train_index_listing(index) -> str:
 
 def flat_metrics(metrics: dict[str, Any], subgroups: dict[str, Any]) -> dict[str, float]:
     """Metrics as flat MLflow keys, e.g. `test.roc_auc`, `subgroup.female.1.roc_auc`."""
-    flat: dict[str, float] = {"max_subgroup_auc_gap": metrics["max_subgroup_auc_gap"]}
+    import re
+
+    flat: dict[str, float] = {}
+    if metrics["max_subgroup_auc_gap"] is not None:
+        flat["max_subgroup_auc_gap"] = metrics["max_subgroup_auc_gap"]
     for split in ("test", "train"):
         flat.update({f"{split}.{k}": v for k, v in metrics[split].items() if v is not None})
     for column, groups in subgroups["groups"].items():
         for value, values in groups.items():
-            flat.update({f"subgroup.{column}.{value}.{k}": v for k, v in values.items() if v is not None})
+            # MLflow names allow letters, digits, `_-. /`: a category such as "a+b (c)" becomes "a_b _c_"
+            group = re.sub(r"[^A-Za-z0-9_\-. /]", "_", f"{column}.{value}")
+            flat.update({f"subgroup.{group}.{k}": v for k, v in values.items() if v is not None})
     return flat
 
 

@@ -142,18 +142,100 @@ def check_archive(data: bytes, where: str) -> list[str]:
 
 
 def load_skops(path: str | Path) -> Any:
-    """Load a skops model file, only if every type it names is in the allowlist."""
+    """Load a skops model file, only if every type it names is in the allowlist and every
+    tree in it is well formed (`check_trees`)."""
     import skops.io as sio
 
     path = Path(path)
     data = path.read_bytes()
-    return sio.loads(data, trusted=check_archive(data, str(path)))
+    loaded = sio.loads(data, trusted=check_archive(data, str(path)))
+    check_trees(loaded, str(path))
+    return loaded
+
+
+def _estimators(obj: Any):
+    """`obj` and every estimator inside it: pipeline steps and column transformers."""
+    yield obj
+    for _, step in getattr(obj, "steps", None) or []:
+        yield from _estimators(step)
+    for _, transformer, _ in getattr(obj, "transformers_", None) or []:
+        if not isinstance(transformer, str):
+            yield from _estimators(transformer)
+
+
+def _check_nodes(left, right, feature, is_leaf, n_features: int, where: str) -> None:
+    """Children after their parent and inside the array, features inside the input: the
+    compiled prediction code follows these indices without bounds checks."""
+    import numpy as np
+
+    count = len(left)
+    index = np.arange(count)
+    inner = ~is_leaf
+    bad = (
+        (count == 0)
+        or np.any(inner & ((left <= index) | (left >= count) | (right <= index) | (right >= count)))
+        or np.any(inner & ((feature < 0) | (feature >= n_features)))
+    )
+    if bad:
+        raise UntrustedFileError(f"{where}: a tree in it has node or feature indices out of range")
+
+
+def check_trees(obj: Any, where: str) -> None:
+    """Refuse fitted trees whose node arrays point outside themselves or the input. skops
+    itself distrusts these types for that reason; the pipeline builds them, so it checks them."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+
+    for estimator in _estimators(obj):
+        if isinstance(estimator, HistGradientBoostingClassifier) and hasattr(estimator, "_predictors"):
+            categorical = getattr(estimator, "is_categorical_", None)
+            if categorical is not None and categorical.any():
+                raise UntrustedFileError(f"{where}: native categorical splits, which this pipeline never builds")
+            for predictors in estimator._predictors:
+                for predictor in predictors:
+                    nodes = predictor.nodes
+                    if nodes["is_categorical"].any():
+                        raise UntrustedFileError(f"{where}: a categorical split, which this pipeline never builds")
+                    leaf = nodes["is_leaf"].astype(bool)
+                    _check_nodes(
+                        nodes["left"], nodes["right"], nodes["feature_idx"], leaf, estimator.n_features_in_, where
+                    )
+        if isinstance(estimator, RandomForestClassifier) and hasattr(estimator, "estimators_"):
+            for tree_model in estimator.estimators_:
+                tree = tree_model.tree_
+                if tree.n_features != estimator.n_features_in_ or tree_model.n_features_in_ != tree.n_features:
+                    raise UntrustedFileError(f"{where}: a tree's feature count differs from the forest's")
+                leaf = tree.children_left == -1
+                if ((tree.children_right == -1) != leaf).any():
+                    raise UntrustedFileError(f"{where}: a tree in it has half-leaf nodes")
+                _check_nodes(tree.children_left, tree.children_right, tree.feature, leaf, tree.n_features, where)
+
+
+# The MLmodel file `package` writes, key by key: anything else could make MLflow load other
+# files (`data`), trust other types (`skops_trusted_types`) or call other methods.
+MLMODEL_KEYS = {
+    "flavors",
+    "is_signature_from_type_hint",
+    "mlflow_version",
+    "model_id",
+    "model_size_bytes",
+    "model_uuid",
+    "prompts",
+    "saved_input_example_info",
+    "signature",
+    "type_hint_from_example",
+    "run_id",
+    "artifact_path",
+    "utc_time_created",
+}
+PYFUNC_KEYS = {"env", "loader_module", "model_path", "predict_fn", "python_version"}
+SKLEARN_KEYS = {"code", "pickled_model", "serialization_format", "sklearn_version", "skops_trusted_types"}
 
 
 def check_package(model_dir: str | Path) -> None:
-    """Refuse an MLflow model directory unless it is the kind `package` writes: a scikit-learn
-    flavor serialized with skops (pickle runs code on load), no custom code, and a skops
-    file whose every type is in the allowlist."""
+    """Refuse an MLflow model directory unless it is exactly the kind `package` writes: a
+    scikit-learn flavor serialized with skops (pickle runs code on load), no custom code, no
+    extra files for MLflow to load, `predict_proba` as the served method, trusted types and
+    the skops file's own types all within the allowlist, and well-formed trees."""
     import yaml
 
     model_dir = Path(model_dir)
@@ -164,20 +246,32 @@ def check_package(model_dir: str | Path) -> None:
     except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
         raise UntrustedFileError(f"{model_dir}: not an MLflow scikit-learn model ({exc})") from None
     problems = []
+    for where, found, allowed in (
+        ("MLmodel", mlmodel, MLMODEL_KEYS),
+        ("python_function flavor", pyfunc, PYFUNC_KEYS),
+        ("sklearn flavor", sklearn, SKLEARN_KEYS),
+    ):
+        if not isinstance(found, dict) or set(found) - allowed:
+            problems.append(f"{where} keys {sorted(set(found) - allowed) if isinstance(found, dict) else found}")
     if set(flavors) != {"sklearn", "python_function"}:
         problems.append(f"flavors {sorted(flavors)}")
     if sklearn.get("serialization_format") != "skops":
         problems.append(f"serialization {sklearn.get('serialization_format')!r} instead of skops")
     if pyfunc.get("loader_module") != "mlflow.sklearn":
         problems.append(f"loader {pyfunc.get('loader_module')!r}")
+    if pyfunc.get("predict_fn") != "predict_proba":
+        problems.append(f"predict_fn {pyfunc.get('predict_fn')!r}")
     if sklearn.get("code") or pyfunc.get("code"):
         problems.append("custom code")
+    trusted = sklearn.get("skops_trusted_types") or []
+    if not isinstance(trusted, list) or set(map(str, trusted)) - trusted_types():
+        problems.append(f"skops_trusted_types beyond the allowlist: {trusted}")
     file = sklearn.get("pickled_model")
     if file != pyfunc.get("model_path") or not isinstance(file, str) or "/" in file or file.startswith("."):
         problems.append(f"model file {file!r}")
     if problems:
         raise UntrustedFileError(f"{model_dir}: not a package this pipeline writes: {'; '.join(problems)}")
-    check_archive((model_dir / file).read_bytes(), str(model_dir / file))
+    load_skops(model_dir / file)  # the types and the trees, before MLflow opens the file
 
 
 def load_package(uri: str | Path):

@@ -46,9 +46,28 @@ def test_the_draft_types_every_column_and_validates_its_own_table():
 def test_labels_that_yaml_would_turn_into_booleans_stay_strings():
     frame = pd.DataFrame({"answer": ["yes", "no", "on"] * 20, "y": ["Yes", "No"] * 30, "x": range(60)})
     frame["x"] = frame["x"] * 1.5
-    _, contract = drafted(frame, target="y", positive="Yes")
+    text, contract = drafted(frame, target="y", positive="Yes")
     assert (contract.target.positive, contract.target.negative) == ("Yes", "No")
     assert contract.feature("answer").values == ("no", "on", "yes")
+    import yaml  # PyYAML reads YAML 1.1, where an unquoted yes/no/on is a boolean: the draft quotes them
+
+    old_rules = yaml.safe_load(text)
+    assert old_rules["target"]["positive"] == "Yes" and old_rules["features"]["answer"]["values"] == ["no", "on", "yes"]
+
+
+def test_the_draft_keeps_the_reading_options_it_needed(tmp_path):
+    """A `;`-separated latin-1 file drafted with --delimiter/--encoding: the contract says so."""
+    from reprokit.draft import main
+
+    frame = make_loans(100)
+    frame["region"] = frame["region"].replace("north", "norté")
+    frame.to_csv(tmp_path / "loans.csv", sep=";", encoding="latin-1", index=False)
+    out = tmp_path / "dataset.yaml"
+    args = [str(tmp_path / "loans.csv"), "--target", "defaulted", "--delimiter", ";", "--encoding", "latin-1"]
+    main(["draft", *args, "--out", str(out)])
+    contract = parse_contract(read_yaml_text(out.read_text()))
+    assert (contract.source.delimiter, contract.source.encoding) == (";", "latin-1")
+    assert "norté" in contract.feature("region").values
 
 
 @pytest.mark.parametrize(

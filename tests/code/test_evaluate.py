@@ -50,6 +50,7 @@ def test_numeric_subgroups_use_the_contracts_bins_blanks_are_a_group_and_small_g
     y = rng.integers(0, 2, 400)
     p = np.clip(0.5 * y + rng.uniform(0, 0.5, 400), 0, 1)
     age[7:10] = 95  # three rows above the last edge
+    age[10] = 90  # the last edge belongs to the last bin
     feature = Feature("age", "integer", nullable=True, subgroup=True, subgroup_bins=(18.0, 40.0, 65.0, 90.0))
     result = subgroup_metrics(pd.DataFrame({"age": age}), y, p, [feature], 0.5, min_size=20)
     groups = result["groups"]["age"]
@@ -124,3 +125,18 @@ def test_images_are_written_and_reproducible(tmp_path):
     for a, b in zip(first, second, strict=True):
         assert a.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert a.read_bytes() == b.read_bytes()
+
+
+def test_bin_labels_are_exact_and_every_group_name_is_a_valid_mlflow_metric_name():
+    from reprokit.metrics import subgroup_labels
+
+    labels = subgroup_labels(pd.Series([0.0, 999_999.0, 1_000_000.0, 1_000_001.0]), (0.0, 1_000_000.0, 1_000_001.0))
+    assert labels.tolist() == ["0_to_1000000", "0_to_1000000", "1000000_to_1000001", "1000000_to_1000001"]
+    subgroups = {"groups": {"plan": {"a+b (c)": {"roc_auc": 0.7, "n": 3}}}}
+    flat = flat_metrics({"max_subgroup_auc_gap": None, "test": {"roc_auc": 0.8}, "train": {"roc_auc": 0.9}}, subgroups)
+    assert flat == {
+        "test.roc_auc": 0.8,
+        "train.roc_auc": 0.9,
+        "subgroup.plan.a_b _c_.roc_auc": 0.7,
+        "subgroup.plan.a_b _c_.n": 3,
+    }

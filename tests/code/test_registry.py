@@ -140,6 +140,7 @@ def run_gate(root, loan_data, package: str, min_auc: float) -> dict:
     params = yaml.safe_load((root / "params.yaml").read_text())
     limits = {"max_auc_degradation": 1.0, "max_p95_latency_ms": 60_000.0, "max_subgroup_auc_gap": 1.0}
     params["gate"].update(min_test_roc_auc=min_auc, **limits)
+    params["evaluate"]["min_subgroup_size"] = 5  # a 75-row test split: groups of about 20
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     test.to_parquet(root / "test.parquet")
     train = package.replace("pkg-", "train-") + ".parquet"
@@ -248,3 +249,38 @@ def test_the_champion_is_compared_only_on_rows_neither_model_trained_on(store, l
     challenger = mlflow.pyfunc.load_model(str(root / "pkg-30"))
     challenger_auc = roc_auc_score(y[unseen], np.asarray(challenger.predict(inputs[unseen]))[:, 1])
     assert degradation["value"] == round(round(champion_auc, 6) - round(challenger_auc, 6), 6)
+
+
+def test_a_subgroup_gap_that_cannot_be_measured_fails_and_says_why(store, loan_data):
+    """With every group below `evaluate.min_subgroup_size`, the gap used to read 0.0 and pass."""
+    import json
+
+    from reprokit.gate import main as gate_main
+
+    root, _ = store
+    publish(root, loan_data, 10)
+    run_gate(root, loan_data, "pkg-10", min_auc=0.5)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["evaluate"]["min_subgroup_size"] = 1000
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    gate_main(["--train", "train-10.parquet", "--test", "test.parquet", "--package", "pkg-10", "--out", "gate.json"])
+    gap = json.loads((root / "gate.json").read_text())["checks"]["max_subgroup_auc_gap"]
+    assert gap["value"] is None and not gap["passed"]
+    assert gap["note"].startswith("owns_home, region: fewer than two groups") and "1000 test rows" in gap["note"]
+
+
+def test_the_gate_refuses_a_local_split_the_package_was_not_trained_on(store, loans_contract_obj, caplog):
+    import logging
+
+    from reprokit.gate import main as gate_main
+
+    root, _ = store
+    data = loan_split(loans_contract_obj, 0)
+    publish(root, data, 10)
+    run_gate(root, data, "pkg-10", min_auc=0.5)
+    loan_split(loans_contract_obj, 1)[1].to_parquet(root / "other-train.parquet")  # another seed's split
+    args = ["--train", "other-train.parquet", "--test", "test.parquet", "--package", "pkg-10", "--out", "g.json"]
+    with pytest.raises(SystemExit), caplog.at_level(logging.ERROR, logger="reprokit"):
+        gate_main(args)
+    assert "other-train.parquet is not the split pkg-10 was trained on" in caplog.text
+    assert not (root / "g.json").exists()

@@ -152,6 +152,9 @@ def test_a_package_whose_mlmodel_trusts_eval_is_refused(package_dir, tmp_path):
         (lambda f: f["python_function"].update(loader_module="mlflow.pyfunc.model"), "loader"),
         (lambda f: f["sklearn"].update(code="code"), "custom code"),
         (lambda f: f.update(python_model={}), "flavors"),
+        (lambda f: f["python_function"].update(data="extra.skops"), r"python_function flavor keys \['data'\]"),
+        (lambda f: f["sklearn"].update(skops_trusted_types=["os.system"]), "skops_trusted_types beyond the allowlist"),
+        (lambda f: f["python_function"].update(predict_fn="predict"), "predict_fn 'predict'"),
     ],
 )
 def test_a_package_this_pipeline_does_not_write_is_refused(package_dir, tmp_path, change, message):
@@ -162,3 +165,45 @@ def test_a_package_this_pipeline_does_not_write_is_refused(package_dir, tmp_path
 
     with pytest.raises(UntrustedFileError, match=message):
         load_package(tampered(package_dir, tmp_path, edit))
+
+
+def corrupt_and_reload(tmp_path, model, corrupt):
+    """Dump a fitted model whose tree arrays `corrupt` changed in memory, as an attacker would."""
+    corrupt(model)
+    path = tmp_path / "model.skops"
+    path.write_bytes(sio.dumps(model))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["hist_gradient_boosting", "random_forest"])
+def test_trees_whose_indices_point_outside_are_refused_before_any_prediction(tmp_path, kind):
+    """skops distrusts these tree types because compiled prediction code follows their node
+    and feature indices unchecked: one feature index of 10**7 made `predict_proba` segfault."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(80, 3)), np.arange(80) % 2
+    small = {"hist_gradient_boosting": {"max_iter": 3}, "random_forest": {"n_estimators": 2}, "logistic_regression": {}}
+    model = build_model(TrainParams(kind, **small), seed=0).fit(x, y)
+    path = tmp_path / "good.skops"
+    path.write_bytes(sio.dumps(model))
+    load_skops(path).predict_proba(x)  # the untouched model loads and predicts
+
+    def far_feature(m):
+        if kind == "hist_gradient_boosting":
+            nodes = m._predictors[0][0].nodes
+            nodes["feature_idx"][np.flatnonzero(nodes["is_leaf"] == 0)[0]] = 10**7
+        else:
+            m.estimators_[0].tree_.feature[0] = 10**7
+
+    with pytest.raises(UntrustedFileError, match="indices out of range"):
+        load_skops(corrupt_and_reload(tmp_path, model, far_feature))
+
+    def looping_child(m):
+        if kind == "hist_gradient_boosting":
+            nodes = m._predictors[0][0].nodes
+            nodes["left"][0] = 0  # a node that is its own child: an endless walk
+        else:
+            m.estimators_[0].tree_.children_left[0] = 0
+
+    fresh = build_model(TrainParams(kind, **small), seed=0).fit(x, y)
+    with pytest.raises(UntrustedFileError, match="indices out of range"):
+        load_skops(corrupt_and_reload(tmp_path, fresh, looping_child))

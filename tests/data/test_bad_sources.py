@@ -22,6 +22,8 @@ from synthetic import loans_contract
 def run_prepare(root, uri: str, caplog, *extra: str, **source) -> int:
     contract = loans_contract(uri)
     contract["source"].update(source)
+    regions = contract["features"]["region"]["values"]
+    contract["features"]["region"]["values"] = [*regions, "norté"]
     (root / "dataset.yaml").write_text(yaml.safe_dump(contract))
     (root / "params.yaml").write_text("base: {seed: 1}\nsplit: {test_size: 0.2}\n")
     args = ["--contract", str(root / "dataset.yaml"), "--params", str(root / "params.yaml")]
@@ -66,8 +68,10 @@ def outputs(root) -> dict[str, bytes]:
 
 def test_unusual_but_valid_files_read_exactly_like_the_plain_file(tmp_path, caplog):
     """A byte-order mark, CRLF line ends, gzip, another delimiter or encoding set in the
-    contract: the same outputs, byte for byte, as the plain UTF-8 CSV. Also over HTTP."""
+    contract: the same outputs, byte for byte, as the plain UTF-8 CSV. Also over HTTP.
+    A non-ASCII category makes the encoding matter."""
     frame = plain()
+    frame["region"] = frame["region"].replace("north", "norté")
     (tmp_path / "plain.csv").write_text(csv_text(frame))
     assert run_prepare(tmp_path, str(tmp_path / "plain.csv"), caplog) == 0
     expected = outputs(tmp_path)
