@@ -46,19 +46,27 @@ class UntrustedFileError(StageError):
     """A model file names a type the pipeline never builds, or is not a model file it writes."""
 
 
-def archive_types(data: bytes, where: str = "model file") -> set[str]:
-    """Every type a skops archive names: `module.class` of each node in its schema."""
+# How skops may rebuild plain data: none of these loaders calls a constructor of its type.
+SAFE_DATA_LOADERS = frozenset(
+    {"JsonNode", "DictNode", "ListNode", "TupleNode", "SliceNode", "NdArrayNode", "DTypeNode", "TypeNode"}
+)
+
+
+def archive_nodes(data: bytes, where: str = "model file") -> set[tuple[str, str]]:
+    """Every (type, loader) pair a skops archive names: `module.class` and `__loader__` of
+    each node in its schema. The loader decides how skops rebuilds the type (set the state,
+    call the constructor, ...), so both are checked."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             schema = json.loads(archive.read("schema.json"))
     except (zipfile.BadZipFile, KeyError, ValueError) as exc:
         raise UntrustedFileError(f"{where}: not a skops model file ({exc})") from None
-    found: set[str] = set()
+    found: set[tuple[str, str]] = set()
 
     def walk(node: Any) -> None:
         if isinstance(node, dict):
-            if "__class__" in node or "__module__" in node:
-                found.add(f"{node.get('__module__')}.{node.get('__class__')}")
+            if "__class__" in node or "__module__" in node or "__loader__" in node:
+                found.add((f"{node.get('__module__')}.{node.get('__class__')}", str(node.get("__loader__"))))
             for value in node.values():
                 walk(value)
         elif isinstance(node, list):
@@ -67,6 +75,11 @@ def archive_types(data: bytes, where: str = "model file") -> set[str]:
 
     walk(schema)
     return found
+
+
+def archive_types(data: bytes, where: str = "model file") -> set[str]:
+    """Every type a skops archive names."""
+    return {name for name, _ in archive_nodes(data, where)}
 
 
 def _synthetic_contract():
@@ -102,8 +115,9 @@ def _synthetic_inputs(rows: int = 60):
 
 
 @functools.cache
-def trusted_types() -> frozenset[str]:
-    """The exact allowlist: every type in a model file the pipeline can write, plus plain data."""
+def trusted_nodes() -> frozenset[tuple[str, str]]:
+    """The exact allowlist of (type, loader) pairs: every pair in a model file the pipeline
+    can write, plus plain data rebuilt without constructors."""
     import skops.io as sio
     from sklearn.pipeline import Pipeline
 
@@ -117,50 +131,62 @@ def trusted_types() -> frozenset[str]:
         "random_forest": {"n_estimators": 2},
         "logistic_regression": {},
     }
-    found = set(DATA_TYPES)
+    found = {(name, loader) for name in DATA_TYPES for loader in SAFE_DATA_LOADERS}
     for scale in (True, False):
         transformer = build_transformer(contract, FeaturizeParams(scale, "median"))
         features = transformer.fit_transform(inputs)
-        found |= archive_types(sio.dumps(transformer))
+        found |= archive_nodes(sio.dumps(transformer))
         for kind in MODEL_KINDS:
             model = build_model(TrainParams(kind, **small), seed=0).fit(features, y)
             pipeline = Pipeline([("features", transformer), ("model", model)])
-            found |= archive_types(sio.dumps(model)) | archive_types(sio.dumps(pipeline))
+            found |= archive_nodes(sio.dumps(model)) | archive_nodes(sio.dumps(pipeline))
     return frozenset(found)
 
 
+def trusted_types() -> frozenset[str]:
+    """The types of the allowlist: what an `MLmodel` file may list as skops-trusted."""
+    return frozenset(name for name, _ in trusted_nodes())
+
+
 def check_archive(data: bytes, where: str) -> list[str]:
-    """The archive's types, sorted, if all are allowed; otherwise `UntrustedFileError`."""
-    named = archive_types(data, where)
-    foreign = sorted(named - trusted_types())
+    """The archive's types, sorted, if every (type, loader) pair is allowed; otherwise
+    `UntrustedFileError`."""
+    nodes = archive_nodes(data, where)
+    foreign = sorted({name for name, _ in nodes} - trusted_types())
     if foreign:
         raise UntrustedFileError(
             f"{where}: refusing to load untrusted types {foreign}: this pipeline never builds them "
             "(a model file from a remote or a registry may have been tampered with)"
         )
-    return sorted(named)
+    rebuilt = sorted(f"{name} by {loader}" for name, loader in nodes - trusted_nodes())
+    if rebuilt:
+        raise UntrustedFileError(f"{where}: refusing to rebuild {rebuilt}: this pipeline never saves them that way")
+    return sorted({name for name, _ in nodes})
 
 
 def load_skops(path: str | Path) -> Any:
-    """Load a skops model file, only if every type it names is in the allowlist and every
-    tree in it is well formed (`check_trees`)."""
+    """Load a skops model file, only if every type and loader it names is in the allowlist
+    and the object is shaped as the pipeline shapes it (`check_model`)."""
     import skops.io as sio
 
     path = Path(path)
     data = path.read_bytes()
     loaded = sio.loads(data, trusted=check_archive(data, str(path)))
-    check_trees(loaded, str(path))
+    try:
+        check_model(loaded, str(path))
+    except (AttributeError, TypeError, ValueError, IndexError, KeyError) as exc:  # attributes missing or odd
+        raise UntrustedFileError(f"{path}: not a fitted model this pipeline writes ({exc})") from None
     return loaded
 
 
-def _estimators(obj: Any):
-    """`obj` and every estimator inside it: pipeline steps and column transformers."""
-    yield obj
-    for _, step in getattr(obj, "steps", None) or []:
-        yield from _estimators(step)
-    for _, transformer, _ in getattr(obj, "transformers_", None) or []:
-        if not isinstance(transformer, str):
-            yield from _estimators(transformer)
+def _refuse(where: str, what: str) -> None:
+    raise UntrustedFileError(f"{where}: {what}: not a model file this pipeline writes")
+
+
+def _vector(value: Any, length: int) -> bool:
+    import numpy as np
+
+    return isinstance(value, np.ndarray) and value.shape == (length,)
 
 
 def _check_nodes(left, right, feature, is_leaf, n_features: int, where: str) -> None:
@@ -180,34 +206,131 @@ def _check_nodes(left, right, feature, is_leaf, n_features: int, where: str) -> 
         raise UntrustedFileError(f"{where}: a tree in it has node or feature indices out of range")
 
 
-def check_trees(obj: Any, where: str) -> None:
-    """Refuse fitted trees whose node arrays point outside themselves or the input. skops
-    itself distrusts these types for that reason; the pipeline builds them, so it checks them."""
-    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+def _check_encoder(encoder, where: str) -> None:
+    """A one-hot encoder's cached layout, recomputed: compiled code sizes its output by it."""
+    import numpy as np
 
-    for estimator in _estimators(obj):
-        if isinstance(estimator, HistGradientBoostingClassifier) and hasattr(estimator, "_predictors"):
-            categorical = getattr(estimator, "is_categorical_", None)
-            if categorical is not None and categorical.any():
-                raise UntrustedFileError(f"{where}: native categorical splits, which this pipeline never builds")
-            for predictors in estimator._predictors:
-                for predictor in predictors:
-                    nodes = predictor.nodes
-                    if nodes["is_categorical"].any():
-                        raise UntrustedFileError(f"{where}: a categorical split, which this pipeline never builds")
-                    leaf = nodes["is_leaf"].astype(bool)
-                    _check_nodes(
-                        nodes["left"], nodes["right"], nodes["feature_idx"], leaf, estimator.n_features_in_, where
-                    )
-        if isinstance(estimator, RandomForestClassifier) and hasattr(estimator, "estimators_"):
-            for tree_model in estimator.estimators_:
-                tree = tree_model.tree_
-                if tree.n_features != estimator.n_features_in_ or tree_model.n_features_in_ != tree.n_features:
-                    raise UntrustedFileError(f"{where}: a tree's feature count differs from the forest's")
-                leaf = tree.children_left == -1
-                if ((tree.children_right == -1) != leaf).any():
-                    raise UntrustedFileError(f"{where}: a tree in it has half-leaf nodes")
-                _check_nodes(tree.children_left, tree.children_right, tree.feature, leaf, tree.n_features, where)
+    n = encoder.n_features_in_
+    if encoder._infrequent_enabled or len(encoder.categories_) != n:
+        _refuse(where, "an encoder with infrequent categories or the wrong number of category lists")
+    if any(not isinstance(c, np.ndarray) or c.ndim != 1 for c in encoder.categories_):
+        _refuse(where, "an encoder whose categories are not flat arrays")
+    for drops in (encoder.drop_idx_, encoder._drop_idx_after_grouping):
+        if drops is None:
+            continue
+        if not _vector(drops, n) or any(
+            d is not None and not (0 <= int(d) < len(c)) for d, c in zip(drops, encoder.categories_, strict=True)
+        ):
+            _refuse(where, "an encoder that drops categories it does not have")
+    if list(encoder._n_features_outs) != list(encoder._compute_n_features_outs()):
+        _refuse(where, "an encoder whose output width does not follow from its categories")
+
+
+def _check_step(step, where: str) -> None:
+    from sklearn.impute import SimpleImputer
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    n = step.n_features_in_
+    if type(step) is SimpleImputer:
+        if not _vector(step.statistics_, n):
+            _refuse(where, "an imputer with the wrong number of fill values")
+    elif type(step) is StandardScaler:
+        if any(v is not None and not _vector(v, n) for v in (step.mean_, step.scale_, step.var_)):
+            _refuse(where, "a scaler with the wrong number of means or scales")
+    elif type(step) is OneHotEncoder:
+        _check_encoder(step, where)
+    else:
+        _refuse(where, f"a {type(step).__name__} among the feature steps")
+
+
+def check_transformer(transformer, where: str) -> int:
+    """A `ColumnTransformer` of the shape `featurize` builds; returns its output width."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+
+    if type(transformer) is not ColumnTransformer:
+        _refuse(where, f"a {type(transformer).__name__} where the feature transformer belongs")
+    for _, part, _ in transformer.transformers_:
+        if isinstance(part, str):
+            if part != "drop":
+                _refuse(where, f"a {part!r} column group")
+            continue
+        steps = [step for _, step in part.steps] if type(part) is Pipeline else [part]
+        for step in steps:
+            _check_step(step, where)
+    try:
+        return len(transformer.get_feature_names_out())
+    except Exception as exc:  # an inconsistent state that Python code notices
+        raise UntrustedFileError(f"{where}: the feature transformer is inconsistent ({exc})") from None
+
+
+def check_estimator(model, where: str, n_features: int | None = None) -> None:
+    """One of the model kinds `train` builds, with arrays shaped as fitting shapes them and
+    trees whose indices stay in range."""
+    import numpy as np
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.ensemble._hist_gradient_boosting.common import PREDICTOR_RECORD_DTYPE
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.tree import DecisionTreeClassifier
+
+    n = model.n_features_in_ if hasattr(model, "n_features_in_") else None
+    if n_features is not None and n != n_features:
+        _refuse(where, f"a model expecting {n} features after a transformer making {n_features}")
+    if len(getattr(model, "classes_", ())) != 2:
+        _refuse(where, "a model that is not a fitted binary classifier")
+    if type(model) is LogisticRegression:
+        if model.coef_.shape != (1, n) or model.intercept_.shape != (1,):
+            _refuse(where, "a logistic regression with coefficients of the wrong shape")
+    elif type(model) is HistGradientBoostingClassifier:
+        categorical = model.is_categorical_
+        if model._preprocessor is not None or (categorical is not None and categorical.any()):
+            _refuse(where, "native categorical features, which this pipeline never builds")
+        if model.n_trees_per_iteration_ != 1 or np.shape(model._baseline_prediction) != (1, 1):
+            _refuse(where, "gradient boosting shaped for more than two classes")
+        for predictors in model._predictors:
+            if len(predictors) != 1:
+                _refuse(where, "gradient boosting with several trees per iteration")
+            nodes = predictors[0].nodes
+            if not isinstance(nodes, np.ndarray) or nodes.ndim != 1 or nodes.dtype != PREDICTOR_RECORD_DTYPE:
+                _refuse(where, "a gradient-boosting tree whose node records are not laid out as scikit-learn's")
+            if nodes["is_categorical"].any():
+                _refuse(where, "a categorical split, which this pipeline never builds")
+            _check_nodes(nodes["left"], nodes["right"], nodes["feature_idx"], nodes["is_leaf"] != 0, n, where)
+    elif type(model) is RandomForestClassifier:
+        if model.n_outputs_ != 1:
+            _refuse(where, "a forest with several outputs")
+        for tree_model in model.estimators_:
+            if type(tree_model) is not DecisionTreeClassifier or tree_model.n_features_in_ != n:
+                _refuse(where, "a forest member that is not a tree over the same features")
+            tree = tree_model.tree_
+            shaped = tree.n_outputs == 1 and tree.max_n_classes == 2 and list(tree.n_classes) == [2]
+            if not shaped or tree.n_features != n or tree.value.shape != (tree.node_count, 1, 2):
+                _refuse(where, "a tree whose shape differs from its forest's")
+            leaf = tree.children_left == -1
+            if ((tree.children_right == -1) != leaf).any():
+                raise UntrustedFileError(f"{where}: a tree in it has half-leaf nodes")
+            _check_nodes(tree.children_left, tree.children_right, tree.feature, leaf, n, where)
+    else:
+        _refuse(where, f"a {type(model).__name__} as the model")
+
+
+def check_model(obj: Any, where: str) -> None:
+    """The loaded object is one of the three things this pipeline saves (a feature
+    transformer, a model, or the package's pipeline of both), with every fitted array that
+    compiled code indexes checked against the rest. skops guards against code named in the
+    file; this guards against numbers that make compiled code read or write out of bounds."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+
+    if type(obj) is Pipeline:
+        if [name for name, _ in obj.steps] != ["features", "model"]:
+            _refuse(where, "a pipeline whose steps are not features then model")
+        width = check_transformer(obj.steps[0][1], where)
+        check_estimator(obj.steps[1][1], where, width)
+    elif type(obj) is ColumnTransformer:
+        check_transformer(obj, where)
+    else:
+        check_estimator(obj, where)
 
 
 # The MLmodel file `package` writes, key by key: anything else could make MLflow load other

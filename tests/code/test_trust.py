@@ -207,3 +207,109 @@ def test_trees_whose_indices_point_outside_are_refused_before_any_prediction(tmp
     fresh = build_model(TrainParams(kind, **small), seed=0).fit(x, y)
     with pytest.raises(UntrustedFileError, match="indices out of range"):
         load_skops(corrupt_and_reload(tmp_path, fresh, looping_child))
+
+
+def rewrite_schema(data: bytes, edit) -> bytes:
+    """The same archive with its schema.json edited, as an attacker with write access would."""
+    import io
+    import json
+    import zipfile
+
+    source = zipfile.ZipFile(io.BytesIO(data))
+    schema = json.loads(source.read("schema.json"))
+    edit(schema)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as target:
+        for name in source.namelist():
+            target.writestr(name, json.dumps(schema) if name == "schema.json" else source.read(name))
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def fitted_pipeline():
+    pipeline, _, inputs, _ = loan_pipeline(rows=200, iterations=5)
+    return pipeline, inputs
+
+
+def test_an_allowed_type_rebuilt_by_its_constructor_is_refused(tmp_path, fitted_pipeline):
+    """Rebuilding a tree predictor through its constructor skips the checks its `__setstate__`
+    makes, with every type name still allowed: the (type, loader) pair is checked too."""
+    pipeline, _ = fitted_pipeline
+
+    def through_constructor(node):
+        if isinstance(node, dict):
+            if node.get("__class__") == "TreePredictor" and node.get("__loader__") == "ObjectNode":
+                state = node["content"]["content"]
+                node["__loader__"] = "ConstructorFromReduceNode"
+                node["content"] = {
+                    "__class__": "tuple",
+                    "__module__": "builtins",
+                    "__loader__": "TupleNode",
+                    "content": [state["nodes"], state["binned_left_cat_bitsets"], state["raw_left_cat_bitsets"]],
+                }
+                return
+            for value in node.values():
+                through_constructor(value)
+        elif isinstance(node, list):
+            for value in node:
+                through_constructor(value)
+
+    path = tmp_path / "model.skops"
+    path.write_bytes(rewrite_schema(sio.dumps(pipeline), through_constructor))
+    with pytest.raises(UntrustedFileError, match="TreePredictor by ConstructorFromReduceNode"):
+        load_skops(path)
+
+
+def test_a_model_of_a_kind_the_pipeline_never_trains_is_refused_though_its_type_is_allowed(tmp_path, fitted_pipeline):
+    """A forest's member tree is an allowed type, but never the model itself."""
+    from sklearn.tree import DecisionTreeClassifier
+
+    pipeline, inputs = fitted_pipeline
+    features = pipeline.steps[0][1].transform(inputs)
+    tree = DecisionTreeClassifier(max_depth=2).fit(features, np.arange(len(features)) % 2)
+    path = tmp_path / "model.skops"
+    path.write_bytes(sio.dumps(Pipeline([("features", pipeline.steps[0][1]), ("model", tree)])))
+    with pytest.raises(UntrustedFileError, match="a DecisionTreeClassifier as the model"):
+        load_skops(path)
+
+
+def test_cached_encoder_widths_that_disagree_with_the_categories_are_refused(tmp_path, fitted_pipeline):
+    """A one-hot encoder told its output is wider or narrower than its categories make it:
+    scipy's compiled code then wrote past its buffer ("double free or corruption")."""
+    import copy
+
+    pipeline, _ = fitted_pipeline
+    tampered = copy.deepcopy(pipeline)
+    encoder = dict((name, part) for name, part, _ in tampered.steps[0][1].transformers_)["cat"]
+    encoder._n_features_outs = [0] * len(encoder._n_features_outs)
+    path = tmp_path / "model.skops"
+    path.write_bytes(sio.dumps(tampered))
+    with pytest.raises(UntrustedFileError, match="output width does not follow from its categories"):
+        load_skops(path)
+
+
+def test_tree_records_with_renamed_fields_are_refused(fitted_pipeline):
+    """Compiled code reads node records by position; checks read them by name. Records whose
+    names were swapped would pass a by-name check: the exact layout is required."""
+    import copy
+
+    from reprokit.trust import check_model
+
+    pipeline, _ = fitted_pipeline
+    tampered = copy.deepcopy(pipeline)
+    predictor = tampered.steps[1][1]._predictors[0][0]
+    names = list(predictor.nodes.dtype.names)
+    i, j = names.index("left"), names.index("count")
+    names[i], names[j] = names[j], names[i]
+    predictor.nodes = predictor.nodes.view(
+        np.dtype(
+            {
+                "names": names,
+                "formats": [predictor.nodes.dtype[k] for k in range(len(names))],
+                "offsets": [predictor.nodes.dtype.fields[n][1] for n in predictor.nodes.dtype.names],
+                "itemsize": predictor.nodes.dtype.itemsize,
+            }
+        )
+    )
+    with pytest.raises(UntrustedFileError, match="not laid out as scikit-learn's"):
+        check_model(tampered, "model.skops")
