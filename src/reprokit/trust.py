@@ -52,29 +52,35 @@ SAFE_DATA_LOADERS = frozenset(
 )
 
 
-def archive_nodes(data: bytes, where: str = "model file") -> set[tuple[str, str]]:
-    """Every (type, loader) pair a skops archive names: `module.class` and `__loader__` of
-    each node in its schema. The loader decides how skops rebuilds the type (set the state,
-    call the constructor, ...), so both are checked."""
+def archive_placements(data: bytes, where: str = "model file") -> set[tuple[str, str, str]]:
+    """Every node of a skops archive as (where it sits, `module.class`, `__loader__`). The
+    place is its path in the schema with list positions as `*`; the loader decides how skops
+    rebuilds the type (set the state, call the constructor, ...)."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             schema = json.loads(archive.read("schema.json"))
     except (zipfile.BadZipFile, KeyError, ValueError) as exc:
         raise UntrustedFileError(f"{where}: not a skops model file ({exc})") from None
-    found: set[tuple[str, str]] = set()
+    found: set[tuple[str, str, str]] = set()
 
-    def walk(node: Any) -> None:
+    def walk(node: Any, path: str) -> None:
         if isinstance(node, dict):
             if "__class__" in node or "__module__" in node or "__loader__" in node:
-                found.add((f"{node.get('__module__')}.{node.get('__class__')}", str(node.get("__loader__"))))
-            for value in node.values():
-                walk(value)
+                name = f"{node.get('__module__')}.{node.get('__class__')}"
+                found.add((path, name, str(node.get("__loader__"))))
+            for key, value in node.items():
+                walk(value, f"{path}/{key}")
         elif isinstance(node, list):
             for value in node:
-                walk(value)
+                walk(value, f"{path}/*")
 
-    walk(schema)
+    walk(schema, "")
     return found
+
+
+def archive_nodes(data: bytes, where: str = "model file") -> set[tuple[str, str]]:
+    """Every (type, loader) pair a skops archive names."""
+    return {(name, loader) for _, name, loader in archive_placements(data, where)}
 
 
 def archive_types(data: bytes, where: str = "model file") -> set[str]:
@@ -114,10 +120,15 @@ def _synthetic_inputs(rows: int = 60):
     return frame, np.arange(rows) % 2
 
 
+def _is_data(name: str, loader: str) -> bool:
+    return name in DATA_TYPES and loader in SAFE_DATA_LOADERS
+
+
 @functools.cache
-def trusted_nodes() -> frozenset[tuple[str, str]]:
-    """The exact allowlist of (type, loader) pairs: every pair in a model file the pipeline
-    can write, plus plain data rebuilt without constructors."""
+def trusted_placements() -> frozenset[tuple[str, str, str]]:
+    """The exact allowlist: every (place, type, loader) of an object (not plain data) in a
+    model file the pipeline can write, from reference dumps of every model kind and every
+    transformer variant, alone and as the package's pipeline."""
     import skops.io as sio
     from sklearn.pipeline import Pipeline
 
@@ -131,16 +142,23 @@ def trusted_nodes() -> frozenset[tuple[str, str]]:
         "random_forest": {"n_estimators": 2},
         "logistic_regression": {},
     }
-    found = {(name, loader) for name in DATA_TYPES for loader in SAFE_DATA_LOADERS}
+    found: set[tuple[str, str, str]] = set()
     for scale in (True, False):
         transformer = build_transformer(contract, FeaturizeParams(scale, "median"))
         features = transformer.fit_transform(inputs)
-        found |= archive_nodes(sio.dumps(transformer))
+        found |= archive_placements(sio.dumps(transformer))
         for kind in MODEL_KINDS:
             model = build_model(TrainParams(kind, **small), seed=0).fit(features, y)
             pipeline = Pipeline([("features", transformer), ("model", model)])
-            found |= archive_nodes(sio.dumps(model)) | archive_nodes(sio.dumps(pipeline))
-    return frozenset(found)
+            found |= archive_placements(sio.dumps(model)) | archive_placements(sio.dumps(pipeline))
+    return frozenset(entry for entry in found if not _is_data(entry[1], entry[2]))
+
+
+def trusted_nodes() -> frozenset[tuple[str, str]]:
+    """The allowed (type, loader) pairs: objects as the reference dumps hold them, and plain
+    data rebuilt without constructors."""
+    objects = {(name, loader) for _, name, loader in trusted_placements()}
+    return frozenset(objects | {(name, loader) for name in DATA_TYPES for loader in SAFE_DATA_LOADERS})
 
 
 def trusted_types() -> frozenset[str]:
@@ -149,33 +167,47 @@ def trusted_types() -> frozenset[str]:
 
 
 def check_archive(data: bytes, where: str) -> list[str]:
-    """The archive's types, sorted, if every (type, loader) pair is allowed; otherwise
-    `UntrustedFileError`."""
-    nodes = archive_nodes(data, where)
-    foreign = sorted({name for name, _ in nodes} - trusted_types())
+    """The archive's types, sorted, if every node is allowed: plain data anywhere, and each
+    object only as a type, loader and place the pipeline's own files hold it. Otherwise
+    `UntrustedFileError`: an allowed class where another belongs (a tree as a loss) is refused
+    like a foreign one."""
+    placements = archive_placements(data, where)
+    names = {name for _, name, _ in placements}
+    foreign = sorted(names - trusted_types())
     if foreign:
         raise UntrustedFileError(
             f"{where}: refusing to load untrusted types {foreign}: this pipeline never builds them "
             "(a model file from a remote or a registry may have been tampered with)"
         )
-    rebuilt = sorted(f"{name} by {loader}" for name, loader in nodes - trusted_nodes())
+    rebuilt = sorted(
+        f"{name} by {loader}" for name, loader in {(name, loader) for _, name, loader in placements} - trusted_nodes()
+    )
     if rebuilt:
         raise UntrustedFileError(f"{where}: refusing to rebuild {rebuilt}: this pipeline never saves them that way")
-    return sorted({name for name, _ in nodes})
+    allowed = trusted_placements()
+    misplaced = sorted(
+        f"{name} at {path or '/'}"
+        for path, name, loader in placements
+        if not _is_data(name, loader) and (path, name, loader) not in allowed
+    )
+    if misplaced:
+        raise UntrustedFileError(f"{where}: refusing {misplaced[:3]}: this pipeline never puts them there")
+    return sorted(names)
 
 
-def load_skops(path: str | Path) -> Any:
+def load_skops(path: str | Path, shown: str | None = None) -> Any:
     """Load a skops model file, only if every type and loader it names is in the allowlist
     and the object is shaped as the pipeline shapes it (`check_model`)."""
     import skops.io as sio
 
     path = Path(path)
+    label = shown or str(path)
     data = path.read_bytes()
-    loaded = sio.loads(data, trusted=check_archive(data, str(path)))
+    loaded = sio.loads(data, trusted=check_archive(data, label))
     try:
-        check_model(loaded, str(path))
+        check_model(loaded, label)
     except (AttributeError, TypeError, ValueError, IndexError, KeyError) as exc:  # attributes missing or odd
-        raise UntrustedFileError(f"{path}: not a fitted model this pipeline writes ({exc})") from None
+        raise UntrustedFileError(f"{label}: not a fitted model this pipeline writes ({exc})") from None
     return loaded
 
 
@@ -215,6 +247,13 @@ def _check_encoder(encoder, where: str) -> None:
         _refuse(where, "an encoder with infrequent categories or the wrong number of category lists")
     if any(not isinstance(c, np.ndarray) or c.ndim != 1 for c in encoder.categories_):
         _refuse(where, "an encoder whose categories are not flat arrays")
+    for categories in encoder.categories_:
+        # Numeric categories are looked up with a binary search that trusts their order: out of
+        # order, a value lands one column past the output (scikit-learn sorts them when fitting).
+        if categories.dtype.kind in "biuf" and not bool(np.all(categories[1:] > categories[:-1])):
+            _refuse(where, "an encoder whose numeric categories are not in increasing order")
+        if categories.dtype.kind not in "biufOU":
+            _refuse(where, f"an encoder with categories of dtype {categories.dtype}")
     for drops in (encoder.drop_idx_, encoder._drop_idx_after_grouping):
         if drops is None:
             continue
@@ -234,6 +273,8 @@ def _check_step(step, where: str) -> None:
     if type(step) is SimpleImputer:
         if not _vector(step.statistics_, n):
             _refuse(where, "an imputer with the wrong number of fill values")
+        if step.add_indicator or getattr(step, "indicator_", None) is not None:
+            _refuse(where, "an imputer with a missing-value indicator, which this pipeline never builds")
     elif type(step) is StandardScaler:
         if any(v is not None and not _vector(v, n) for v in (step.mean_, step.scale_, step.var_)):
             _refuse(where, "a scaler with the wrong number of means or scales")
@@ -250,6 +291,8 @@ def check_transformer(transformer, where: str) -> int:
 
     if type(transformer) is not ColumnTransformer:
         _refuse(where, f"a {type(transformer).__name__} where the feature transformer belongs")
+    if transformer.n_jobs not in (None, 1):
+        _refuse(where, "a transformer that runs its own parallel jobs")
     for _, part, _ in transformer.transformers_:
         if isinstance(part, str):
             if part != "drop":
@@ -282,6 +325,15 @@ def check_estimator(model, where: str, n_features: int | None = None) -> None:
         if model.coef_.shape != (1, n) or model.intercept_.shape != (1,):
             _refuse(where, "a logistic regression with coefficients of the wrong shape")
     elif type(model) is HistGradientBoostingClassifier:
+        from sklearn._loss._loss import CyHalfBinomialLoss
+        from sklearn._loss.link import LogitLink
+        from sklearn._loss.loss import HalfBinomialLoss
+
+        loss = model._loss
+        if type(loss) is not HalfBinomialLoss or type(loss.closs) is not CyHalfBinomialLoss:
+            _refuse(where, "gradient boosting with a loss other than the binomial one it is fitted with")
+        if type(loss.link) is not LogitLink:
+            _refuse(where, "gradient boosting with a link other than the logit")
         categorical = model.is_categorical_
         if model._preprocessor is not None or (categorical is not None and categorical.any()):
             _refuse(where, "native categorical features, which this pipeline never builds")
@@ -297,6 +349,8 @@ def check_estimator(model, where: str, n_features: int | None = None) -> None:
                 _refuse(where, "a categorical split, which this pipeline never builds")
             _check_nodes(nodes["left"], nodes["right"], nodes["feature_idx"], nodes["is_leaf"] != 0, n, where)
     elif type(model) is RandomForestClassifier:
+        if model.n_jobs not in (None, 1):
+            _refuse(where, "a forest that runs its own parallel jobs (train saves it with none)")
         if model.n_outputs_ != 1:
             _refuse(where, "a forest with several outputs")
         for tree_model in model.estimators_:
@@ -354,7 +408,7 @@ PYFUNC_KEYS = {"env", "loader_module", "model_path", "predict_fn", "python_versi
 SKLEARN_KEYS = {"code", "pickled_model", "serialization_format", "sklearn_version", "skops_trusted_types"}
 
 
-def check_package(model_dir: str | Path) -> None:
+def check_package(model_dir: str | Path, shown: str | None = None) -> None:
     """Refuse an MLflow model directory unless it is exactly the kind `package` writes: a
     scikit-learn flavor serialized with skops (pickle runs code on load), no custom code, no
     extra files for MLflow to load, `predict_proba` as the served method, trusted types and
@@ -362,12 +416,13 @@ def check_package(model_dir: str | Path) -> None:
     import yaml
 
     model_dir = Path(model_dir)
+    label = shown or str(model_dir)
     try:
         mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text())
         flavors = mlmodel["flavors"]
         sklearn, pyfunc = flavors["sklearn"], flavors["python_function"]
     except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
-        raise UntrustedFileError(f"{model_dir}: not an MLflow scikit-learn model ({exc})") from None
+        raise UntrustedFileError(f"{label}: not an MLflow scikit-learn model ({exc})") from None
     problems = []
     for where, found, allowed in (
         ("MLmodel", mlmodel, MLMODEL_KEYS),
@@ -393,8 +448,8 @@ def check_package(model_dir: str | Path) -> None:
     if file != pyfunc.get("model_path") or not isinstance(file, str) or "/" in file or file.startswith("."):
         problems.append(f"model file {file!r}")
     if problems:
-        raise UntrustedFileError(f"{model_dir}: not a package this pipeline writes: {'; '.join(problems)}")
-    load_skops(model_dir / file)  # the types and the trees, before MLflow opens the file
+        raise UntrustedFileError(f"{label}: not a package this pipeline writes: {'; '.join(problems)}")
+    load_skops(model_dir / file, shown=f"{label}/{file}")  # types, places and arrays, before MLflow opens it
 
 
 def load_package(uri: str | Path):
@@ -402,13 +457,14 @@ def load_package(uri: str | Path):
     `check_package`: a registry model is downloaded first and checked where it lies."""
     import mlflow.pyfunc
 
-    local = Path(uri)
-    if local.is_dir():
-        check_package(local)
-        return mlflow.pyfunc.load_model(str(local))
-    import mlflow.artifacts
+    import shutil
 
     with tempfile.TemporaryDirectory(prefix="reprokit-package-") as tmp:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=str(uri), dst_path=tmp))
-        check_package(local)
+        if Path(uri).is_dir():  # a private copy: what is checked is what MLflow then reads
+            local = Path(shutil.copytree(uri, Path(tmp) / "package", symlinks=False))
+        else:
+            import mlflow.artifacts
+
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=str(uri), dst_path=tmp))
+        check_package(local, shown=str(uri))
         return mlflow.pyfunc.load_model(str(local))

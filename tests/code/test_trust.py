@@ -269,7 +269,7 @@ def test_a_model_of_a_kind_the_pipeline_never_trains_is_refused_though_its_type_
     tree = DecisionTreeClassifier(max_depth=2).fit(features, np.arange(len(features)) % 2)
     path = tmp_path / "model.skops"
     path.write_bytes(sio.dumps(Pipeline([("features", pipeline.steps[0][1]), ("model", tree)])))
-    with pytest.raises(UntrustedFileError, match="a DecisionTreeClassifier as the model"):
+    with pytest.raises(UntrustedFileError, match="DecisionTreeClassifier at .*never puts them there"):
         load_skops(path)
 
 
@@ -313,3 +313,50 @@ def test_tree_records_with_renamed_fields_are_refused(fitted_pipeline):
     )
     with pytest.raises(UntrustedFileError, match="not laid out as scikit-learn's"):
         check_model(tampered, "model.skops")
+
+
+def test_numeric_categories_out_of_order_are_refused(tmp_path, fitted_pipeline):
+    """The encoder finds a numeric value by binary search: with categories out of order it
+    answers one column past the output, and the densifying code wrote past its buffer."""
+    import copy
+
+    pipeline, _ = fitted_pipeline
+    tampered = copy.deepcopy(pipeline)
+    encoder = dict((name, part) for name, part, _ in tampered.steps[0][1].transformers_)["cat"]
+    encoder.categories_[0] = np.arange(len(encoder.categories_[0]), 0, -1).astype("float64")
+    path = tmp_path / "model.skops"
+    path.write_bytes(sio.dumps(tampered))
+    with pytest.raises(UntrustedFileError, match="numeric categories are not in increasing order"):
+        load_skops(path)
+
+
+def test_an_allowed_object_in_a_place_the_pipeline_never_puts_it_is_refused(tmp_path, fitted_pipeline):
+    """A forest's tree is an allowed type; as gradient boosting's loss, `predict_proba` would
+    call its compiled code with indices nobody checked."""
+    import copy
+
+    from sklearn.tree import DecisionTreeClassifier
+
+    pipeline, inputs = fitted_pipeline
+    tampered = copy.deepcopy(pipeline)
+    features = pipeline.steps[0][1].transform(inputs)
+    tampered.steps[1][1]._loss = DecisionTreeClassifier(max_depth=1).fit(features, np.arange(len(features)) % 2)
+    path = tmp_path / "model.skops"
+    path.write_bytes(sio.dumps(tampered))
+    with pytest.raises(UntrustedFileError, match=r"DecisionTreeClassifier at \S+/_loss.*never puts them there"):
+        load_skops(path)
+
+
+def test_a_package_is_checked_and_opened_from_one_private_copy(package_dir, tmp_path, monkeypatch):
+    """What is checked is what MLflow reads: a swap of the directory's file after the check
+    cannot reach the loaded model."""
+    import mlflow.pyfunc
+
+    source, inputs = package_dir
+    copy_dir = tmp_path / "package"
+    shutil.copytree(source, copy_dir)
+    opened = []
+    real_load = mlflow.pyfunc.load_model
+    monkeypatch.setattr(mlflow.pyfunc, "load_model", lambda path: opened.append(path) or real_load(path))
+    load_package(copy_dir)
+    assert opened and not str(opened[0]).startswith(str(copy_dir))
