@@ -28,28 +28,25 @@ from typing import Any
 
 from reprokit.stage import StageError
 
-# Python and numpy values that carry data, never behaviour.
-DATA_TYPES = frozenset(
-    {f"builtins.{name}" for name in ("dict", "list", "tuple", "str", "int", "float", "bool", "NoneType", "slice")}
-    | {"numpy.ndarray", "numpy.dtype"}
-    | {
-        f"numpy.{name}"
-        for name in (
-            "bool_", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-            "float16", "float32", "float64", "longdouble", "complex64", "complex128", "str_", "object_",
-        )
-    }
+# Python and numpy values that carry data, never behaviour, each with the one way skops may
+# rebuild it: none of these calls a constructor that could take attacker-chosen arguments
+# (`numpy.ndarray` rebuilt from a list would allocate any shape, uninitialised).
+NUMPY_SCALARS = (
+    "bool_", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+    "float16", "float32", "float64", "longdouble", "complex64", "complex128", "str_", "object_",
 )  # fmt: skip
+DATA_PAIRS = frozenset(
+    {("builtins.dict", "DictNode"), ("builtins.list", "ListNode"), ("builtins.tuple", "TupleNode")}
+    | {("builtins.slice", "SliceNode"), ("numpy.ndarray", "NdArrayNode"), ("numpy.dtype", "DTypeNode")}
+    | {(f"builtins.{name}", "JsonNode") for name in ("str", "int", "float", "bool", "NoneType")}
+    | {(f"builtins.{name}", "TypeNode") for name in ("str", "int", "float", "bool")}
+    | {(f"numpy.{name}", loader) for name in NUMPY_SCALARS for loader in ("NdArrayNode", "TypeNode")}
+)
+DATA_TYPES = frozenset(name for name, _ in DATA_PAIRS)
 
 
 class UntrustedFileError(StageError):
     """A model file names a type the pipeline never builds, or is not a model file it writes."""
-
-
-# How skops may rebuild plain data: none of these loaders calls a constructor of its type.
-SAFE_DATA_LOADERS = frozenset(
-    {"JsonNode", "DictNode", "ListNode", "TupleNode", "SliceNode", "NdArrayNode", "DTypeNode", "TypeNode"}
-)
 
 
 def archive_placements(data: bytes, where: str = "model file") -> set[tuple[str, str, str]]:
@@ -63,16 +60,17 @@ def archive_placements(data: bytes, where: str = "model file") -> set[tuple[str,
         raise UntrustedFileError(f"{where}: not a skops model file ({exc})") from None
     found: set[tuple[str, str, str]] = set()
 
-    def walk(node: Any, path: str) -> None:
+    def walk(node: Any, path: str, exact: bool = False) -> None:
         if isinstance(node, dict):
             if "__class__" in node or "__module__" in node or "__loader__" in node:
                 name = f"{node.get('__module__')}.{node.get('__class__')}"
                 found.add((path, name, str(node.get("__loader__"))))
+            tuple_node = node.get("__loader__") == "TupleNode"  # a tuple's slots mean different things
             for key, value in node.items():
-                walk(value, f"{path}/{key}")
+                walk(value, f"{path}/{key}", exact=tuple_node and key == "content")
         elif isinstance(node, list):
-            for value in node:
-                walk(value, f"{path}/*")
+            for index, value in enumerate(node):
+                walk(value, f"{path}/{index if exact else '*'}")
 
     walk(schema, "")
     return found
@@ -121,7 +119,7 @@ def _synthetic_inputs(rows: int = 60):
 
 
 def _is_data(name: str, loader: str) -> bool:
-    return name in DATA_TYPES and loader in SAFE_DATA_LOADERS
+    return (name, loader) in DATA_PAIRS
 
 
 @functools.cache
@@ -158,7 +156,7 @@ def trusted_nodes() -> frozenset[tuple[str, str]]:
     """The allowed (type, loader) pairs: objects as the reference dumps hold them, and plain
     data rebuilt without constructors."""
     objects = {(name, loader) for _, name, loader in trusted_placements()}
-    return frozenset(objects | {(name, loader) for name in DATA_TYPES for loader in SAFE_DATA_LOADERS})
+    return frozenset(objects | DATA_PAIRS)
 
 
 def trusted_types() -> frozenset[str]:
@@ -243,7 +241,7 @@ def _check_encoder(encoder, where: str) -> None:
     import numpy as np
 
     n = encoder.n_features_in_
-    if encoder._infrequent_enabled or len(encoder.categories_) != n:
+    if type(n) is not int or encoder._infrequent_enabled or len(encoder.categories_) != n:
         _refuse(where, "an encoder with infrequent categories or the wrong number of category lists")
     if any(not isinstance(c, np.ndarray) or c.ndim != 1 for c in encoder.categories_):
         _refuse(where, "an encoder whose categories are not flat arrays")
@@ -257,11 +255,19 @@ def _check_encoder(encoder, where: str) -> None:
     for drops in (encoder.drop_idx_, encoder._drop_idx_after_grouping):
         if drops is None:
             continue
-        if not _vector(drops, n) or any(
-            d is not None and not (0 <= int(d) < len(c)) for d, c in zip(drops, encoder.categories_, strict=True)
+        if (
+            not _vector(drops, n)
+            or drops.dtype.kind not in "iuO"
+            or any(
+                d is not None and (not isinstance(d, (int, np.integer)) or not 0 <= int(d) < len(c))
+                for d, c in zip(drops, encoder.categories_, strict=True)
+            )
         ):
             _refuse(where, "an encoder that drops categories it does not have")
-    if list(encoder._n_features_outs) != list(encoder._compute_n_features_outs()):
+    widths = encoder._n_features_outs  # transform does list arithmetic on it: a list of ints, exactly
+    if type(widths) is not list or any(type(w) is not int for w in widths):
+        _refuse(where, "an encoder whose cached output widths are not a list of integers")
+    if widths != list(encoder._compute_n_features_outs()):
         _refuse(where, "an encoder whose output width does not follow from its categories")
 
 
@@ -270,6 +276,8 @@ def _check_step(step, where: str) -> None:
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     n = step.n_features_in_
+    if type(n) is not int:
+        _refuse(where, "a feature step whose input width is not an integer")
     if type(step) is SimpleImputer:
         if not _vector(step.statistics_, n):
             _refuse(where, "an imputer with the wrong number of fill values")
@@ -317,6 +325,8 @@ def check_estimator(model, where: str, n_features: int | None = None) -> None:
     from sklearn.tree import DecisionTreeClassifier
 
     n = model.n_features_in_ if hasattr(model, "n_features_in_") else None
+    if type(n) is not int:
+        _refuse(where, "a model whose input width is not an integer")
     if n_features is not None and n != n_features:
         _refuse(where, f"a model expecting {n} features after a transformer making {n_features}")
     if len(getattr(model, "classes_", ())) != 2:

@@ -360,3 +360,43 @@ def test_a_package_is_checked_and_opened_from_one_private_copy(package_dir, tmp_
     monkeypatch.setattr(mlflow.pyfunc, "load_model", lambda path: opened.append(path) or real_load(path))
     load_package(copy_dir)
     assert opened and not str(opened[0]).startswith(str(copy_dir))
+
+
+def test_cached_encoder_widths_must_be_a_list_of_integers(tmp_path, fitted_pipeline):
+    """Saved as an array, equal in value, the widths made `[0] + widths` add instead of
+    prepend: both features got the same offset and the densifying code wrote past its buffer."""
+    import copy
+
+    pipeline, _ = fitted_pipeline
+    tampered = copy.deepcopy(pipeline)
+    encoder = dict((name, part) for name, part, _ in tampered.steps[0][1].transformers_)["cat"]
+    encoder._n_features_outs = np.array(encoder._n_features_outs)
+    path = tmp_path / "model.skops"
+    path.write_bytes(sio.dumps(tampered))
+    with pytest.raises(UntrustedFileError, match="cached output widths are not a list of integers"):
+        load_skops(path)
+
+
+def test_plain_data_rebuilt_by_a_constructor_is_refused(tmp_path, fitted_pipeline):
+    """`numpy.ndarray` rebuilt from a list calls `np.ndarray(shape)`: any size, uninitialised."""
+    pipeline, _ = fitted_pipeline
+    changed = []
+
+    def array_from_list(node):
+        if isinstance(node, dict):
+            if not changed and node.get("__class__") == "ndarray" and node.get("__loader__") == "NdArrayNode":
+                node.clear()
+                node.update({"__class__": "ndarray", "__module__": "numpy", "__loader__": "ListNode", "content": []})
+                changed.append(True)
+                return
+            for value in node.values():
+                array_from_list(value)
+        elif isinstance(node, list):
+            for value in node:
+                array_from_list(value)
+
+    path = tmp_path / "model.skops"
+    path.write_bytes(rewrite_schema(sio.dumps(pipeline), array_from_list))
+    assert changed
+    with pytest.raises(UntrustedFileError, match=r"numpy.ndarray by ListNode"):
+        load_skops(path)
