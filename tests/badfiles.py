@@ -28,6 +28,11 @@ def edited(edit) -> bytes:
     return csv_text(frame).encode()
 
 
+def with_value(column: str, row: int, value) -> bytes:
+    """The plain table with one cell of `column` set to `value`."""
+    return edited(lambda f: f.__setitem__(column, f[column].where(f.index != row, value)))
+
+
 def one_class(frame):
     frame["defaulted"] = 0
 
@@ -52,12 +57,12 @@ CORPUS = {
     "html page": ("loans.csv", b"<!DOCTYPE html>\n<html><body>Not found</body></html>\n", ["HTML"]),
     "+inf in a numeric column": (
         "loans.csv",
-        edited(lambda f: f.__setitem__("amount", f["amount"].where(f.index != 3, "inf"))),
+        with_value("amount", 3, "inf"),
         ["'amount'", "finite"],
     ),
     "-inf in a numeric column": (
         "loans.csv",
-        edited(lambda f: f.__setitem__("amount", f["amount"].where(f.index != 8, "-inf"))),
+        with_value("amount", 8, "-inf"),
         ["'amount'", "finite"],
     ),
     "one class only": ("loans.csv", edited(one_class), ["'defaulted'", "1: 0, 0: 200"]),
@@ -65,12 +70,12 @@ CORPUS = {
     "duplicate ids": ("loans.csv", edited(duplicate_ids), ["'loan_id'", "unique"]),
     "text in a numeric column": (
         "loans.csv",
-        edited(lambda f: f.__setitem__("amount", f["amount"].where(f.index != 2, "abc"))),
+        with_value("amount", 2, "abc"),
         ["'amount'", "abc"],
     ),
     "date in a numeric column": (
         "loans.csv",
-        edited(lambda f: f.__setitem__("amount", f["amount"].where(f.index != 2, "2024-01-31"))),
+        with_value("amount", 2, "2024-01-31"),
         ["'amount'", "2024-01-31"],
     ),
     "all-null required column": (
@@ -85,7 +90,7 @@ CORPUS = {
     ),
     "unknown target label": (
         "loans.csv",
-        edited(lambda f: f.__setitem__("defaulted", f["defaulted"].where(f.index != 1, 7))),
+        with_value("defaulted", 1, 7),
         ["'defaulted'", "isin"],
     ),
     "extra column": (
@@ -96,12 +101,12 @@ CORPUS = {
     "missing column": ("loans.csv", edited(lambda f: f.pop("age")), ["'age' is required by the contract but missing"]),
     "value below the minimum": (
         "loans.csv",
-        edited(lambda f: f.__setitem__("age", f["age"].where(f.index != 0, 3))),
+        with_value("age", 0, 3),
         ["'age'", "greater_than_or_equal_to(18)"],
     ),
     "binary column with a third value": (
         "loans.csv",
-        edited(lambda f: f.__setitem__("owns_home", f["owns_home"].where(f.index != 0, 2))),
+        with_value("owns_home", 0, 2),
         ["'owns_home'", "isin"],
     ),
     "a directory instead of a file": ("loans.csv", "directory", ["is a directory"]),

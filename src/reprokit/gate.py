@@ -154,10 +154,7 @@ def compare_with_champion(
     result: dict[str, Any] = {"rows": 0}
     try:
         seen = set(map(str, train_index))
-        if (
-            version.tags.get(tracking.TRAIN_INDEX_TAG)
-            != hashlib.md5(tracking.train_index_listing(train_index).encode()).hexdigest()
-        ):
+        if version.tags.get(tracking.TRAIN_INDEX_TAG) != tracking.train_index_md5(train_index):
             seen |= champion_train_index(version)
     except StageError as exc:
         return {**result, "why": str(exc)}
@@ -186,7 +183,7 @@ def check_split(tracking_params, package_dir: str, train_file: str, train_index)
     mlflow, _ = tracking._open(tracking_params)
     version = tracking.find_version(mlflow.MlflowClient(), tracking_params.registered_model, dvc_md5(package_dir))
     recorded = version.tags.get(tracking.TRAIN_INDEX_TAG) if version is not None else None
-    local = hashlib.md5(tracking.train_index_listing(train_index).encode()).hexdigest()
+    local = tracking.train_index_md5(train_index)
     if recorded is not None and recorded != local:
         raise StageError(
             f"{train_file} is not the split {package_dir} was trained on (version {version.version} records "

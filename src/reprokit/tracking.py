@@ -202,7 +202,7 @@ def log_run(
         listing = None
         if "train" in datasets:
             listing = train_index_listing(datasets["train"][1].index)
-            tags[TRAIN_INDEX_TAG] = hashlib.md5(listing.encode()).hexdigest()
+            tags[TRAIN_INDEX_TAG] = train_index_md5(datasets["train"][1].index)
         if os.environ.get("DVC_EXP_NAME"):
             tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
         client = mlflow.MlflowClient()
@@ -246,6 +246,11 @@ def train_index_listing(index) -> str:
     import json
 
     return json.dumps(sorted(map(str, index)))
+
+
+def train_index_md5(index) -> str:
+    """The split identity: md5 of `train_index_listing`."""
+    return hashlib.md5(train_index_listing(index).encode()).hexdigest()
 
 
 def flat_metrics(metrics: dict[str, Any], subgroups: dict[str, Any]) -> dict[str, float]:

@@ -225,6 +225,27 @@ def rewrite_schema(data: bytes, edit) -> bytes:
     return out.getvalue()
 
 
+def rewrite_nodes(data: bytes, matches, replace, limit: int | None = None) -> tuple[bytes, int]:
+    """The archive with each schema node that `matches` changed in place by `replace` (at most
+    `limit` of them), and how many were changed."""
+    changed = 0
+
+    def walk(node):
+        nonlocal changed
+        if isinstance(node, dict):
+            if matches(node) and (limit is None or changed < limit):
+                replace(node)
+                changed += 1
+                return
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    return rewrite_schema(data, walk), changed
+
+
 @pytest.fixture(scope="module")
 def fitted_pipeline():
     pipeline, _, inputs, _ = loan_pipeline(rows=200, iterations=5)
@@ -237,25 +258,22 @@ def test_an_allowed_type_rebuilt_by_its_constructor_is_refused(tmp_path, fitted_
     pipeline, _ = fitted_pipeline
 
     def through_constructor(node):
-        if isinstance(node, dict):
-            if node.get("__class__") == "TreePredictor" and node.get("__loader__") == "ObjectNode":
-                state = node["content"]["content"]
-                node["__loader__"] = "ConstructorFromReduceNode"
-                node["content"] = {
-                    "__class__": "tuple",
-                    "__module__": "builtins",
-                    "__loader__": "TupleNode",
-                    "content": [state["nodes"], state["binned_left_cat_bitsets"], state["raw_left_cat_bitsets"]],
-                }
-                return
-            for value in node.values():
-                through_constructor(value)
-        elif isinstance(node, list):
-            for value in node:
-                through_constructor(value)
+        state = node["content"]["content"]
+        node["__loader__"] = "ConstructorFromReduceNode"
+        node["content"] = {
+            "__class__": "tuple",
+            "__module__": "builtins",
+            "__loader__": "TupleNode",
+            "content": [state["nodes"], state["binned_left_cat_bitsets"], state["raw_left_cat_bitsets"]],
+        }
+
+    def is_predictor(node):
+        return node.get("__class__") == "TreePredictor" and node.get("__loader__") == "ObjectNode"
 
     path = tmp_path / "model.skops"
-    path.write_bytes(rewrite_schema(sio.dumps(pipeline), through_constructor))
+    data, changed = rewrite_nodes(sio.dumps(pipeline), is_predictor, through_constructor)
+    path.write_bytes(data)
+    assert changed
     with pytest.raises(UntrustedFileError, match="TreePredictor by ConstructorFromReduceNode"):
         load_skops(path)
 
@@ -380,23 +398,17 @@ def test_cached_encoder_widths_must_be_a_list_of_integers(tmp_path, fitted_pipel
 def test_plain_data_rebuilt_by_a_constructor_is_refused(tmp_path, fitted_pipeline):
     """`numpy.ndarray` rebuilt from a list calls `np.ndarray(shape)`: any size, uninitialised."""
     pipeline, _ = fitted_pipeline
-    changed = []
 
     def array_from_list(node):
-        if isinstance(node, dict):
-            if not changed and node.get("__class__") == "ndarray" and node.get("__loader__") == "NdArrayNode":
-                node.clear()
-                node.update({"__class__": "ndarray", "__module__": "numpy", "__loader__": "ListNode", "content": []})
-                changed.append(True)
-                return
-            for value in node.values():
-                array_from_list(value)
-        elif isinstance(node, list):
-            for value in node:
-                array_from_list(value)
+        node.clear()
+        node.update({"__class__": "ndarray", "__module__": "numpy", "__loader__": "ListNode", "content": []})
+
+    def is_array(node):
+        return node.get("__class__") == "ndarray" and node.get("__loader__") == "NdArrayNode"
 
     path = tmp_path / "model.skops"
-    path.write_bytes(rewrite_schema(sio.dumps(pipeline), array_from_list))
-    assert changed
+    data, changed = rewrite_nodes(sio.dumps(pipeline), is_array, array_from_list, limit=1)
+    path.write_bytes(data)
+    assert changed == 1
     with pytest.raises(UntrustedFileError, match=r"numpy.ndarray by ListNode"):
         load_skops(path)
