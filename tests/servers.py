@@ -156,11 +156,28 @@ def postgres() -> Iterator[str]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def wait_healthy(url: str, process: subprocess.Popen, timeout: float, what: str, log: Path) -> None:
+    """Wait until `url` answers 200; fail with the end of the server's log if it exits or times out."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}: {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not answer within {timeout} s: {log.read_text()[-2000:]}")
+        time.sleep(0.2)
+
+
 @contextmanager
 def mlflow_server(backend_uri: str, artifacts: str, env: dict[str, str], log: Path) -> Iterator[str]:
     """A real `mlflow server` process (one worker, no job runner); yields its URL."""
-    import urllib.request
-
     port = free_port()
     out = open(log, "wb")
     process = subprocess.Popen(
@@ -186,19 +203,7 @@ def mlflow_server(backend_uri: str, artifacts: str, env: dict[str, str], log: Pa
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"mlflow server exited with {process.returncode}: see {log}")
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"mlflow server did not answer within 90 s: see {log}")
-            time.sleep(0.5)
+        wait_healthy(f"{url}/health", process, 90, "mlflow server", log)
         yield url
     finally:
         stop(process)
@@ -223,3 +228,25 @@ def tracking_server(workdir: Path) -> Iterator[dict[str, str]]:
         }
         with mlflow_server(database, "s3://mlflow/artifacts", server_env, workdir / "mlflow.log") as url:
             yield {"MLFLOW_TRACKING_URI": url, "S3_ENDPOINT": s3, "DATABASE_URI": database}
+
+
+@contextmanager
+def scoring_service(args: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None):
+    """A real `python -m reprokit.serve` process; yields (base URL, process) once it is ready."""
+    port = free_port()
+    out = open(log, "wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "reprokit.serve", *args, "--port", str(port)],
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(f"{url}/health/ready", process, 120, "the scoring service", log)
+        yield url, process
+    finally:
+        stop(process)
+        out.close()

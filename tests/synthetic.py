@@ -82,6 +82,17 @@ def loan_pipeline(rows: int = 300, iterations: int = 20):
     return Pipeline([("features", transformer), ("model", model)]), test, inputs_of(test, contract), train_x
 
 
+def package_loans(pipeline, inputs, out, expected=None, example=None, threshold: float = 0.5) -> None:
+    """Package a loans pipeline with the `package` stage's own function (served
+    probabilities must equal `expected`, by default the pipeline's own)."""
+    from reprokit.contract import parse_contract
+    from reprokit.package import save_package
+
+    expected = pipeline.predict_proba(inputs)[:, 1] if expected is None else expected
+    contract = parse_contract(loans_contract())
+    save_package(pipeline, contract, inputs, out, expected, threshold, example=example)
+
+
 def markdown_rows(text: str) -> dict[str, list[str]]:
     """A markdown report's table rows: first cell (without direction arrows) -> other cells."""
     rows = {}

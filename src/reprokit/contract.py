@@ -93,6 +93,35 @@ class Contract:
                 return feature
         raise KeyError(name)
 
+    def to_mapping(self) -> dict[str, Any]:
+        """The contract as `dataset.yaml` would hold it (`parse_contract` reads it back),
+        leaving out optional keys at their defaults."""
+
+        def spec(feature: Feature) -> dict[str, Any]:
+            defaults = Feature(name=feature.name, type=feature.type)
+            if feature.type == "binary":
+                defaults = dataclasses.replace(defaults, values=(0, 1))
+            out: dict[str, Any] = {"type": feature.type}
+            for field in ("nullable", "values", "min", "max", "fill_missing", "subgroup", "subgroup_bins"):
+                value = getattr(feature, field)
+                if value != getattr(defaults, field) and not (field == "subgroup" and feature.subgroup_bins):
+                    out[field] = list(value) if isinstance(value, tuple) else value
+            return out
+
+        source_defaults = Source(uri=self.source.uri)
+        source = {
+            field.name: list(value) if isinstance(value, tuple) else value
+            for field in dataclasses.fields(Source)
+            if (value := getattr(self.source, field.name)) != getattr(source_defaults, field.name)
+            or field.name == "uri"
+        }
+        return {
+            "name": self.name,
+            "source": source,
+            "target": dataclasses.asdict(self.target),
+            "features": {feature.name: spec(feature) for feature in self.features},
+        }
+
 
 def _take(data: dict[str, Any], allowed: set[str], required: set[str], where: str) -> dict[str, Any]:
     if not isinstance(data, dict):
@@ -229,6 +258,12 @@ class DeclaredContract:
 
     def __init__(self, contract: Contract, stage: str, declared: tuple[str, ...], where: str = CONTRACT_FILE):
         self._contract, self._stage, self._declared, self._where = contract, stage, tuple(declared), where
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The whole contract (`Contract.to_mapping`): the stage must declare every key."""
+        for key in ("name", "source", "target", "features"):
+            require_declared(self._stage, self._where, self._declared, key)
+        return self._contract.to_mapping()
 
     def __getattr__(self, attr: str) -> Any:
         key = _ATTRIBUTE_KEYS.get(attr)

@@ -41,6 +41,7 @@ from reprokit.config import GateParams, load_section
 from reprokit.contract import load_contract
 from reprokit.inference import inputs_of, served_proba, thread_budget
 from reprokit.metrics import rounded, subgroup_metrics
+from reprokit.scoring import conform
 from reprokit.stage import StageError, add_debug_option, run_stage
 from reprokit.trust import load_package
 
@@ -164,7 +165,7 @@ def compare_with_champion(
         return {**result, "why": f"only {result['rows']} test rows are outside both training sets"}
     try:
         model = load_package(f"models:/{tracking_params.registered_model}/{version.version}")
-        champion_proba = served_proba(model, inputs.loc[unseen], n_threads)
+        champion_proba = served_proba(model, conform(inputs.loc[unseen], model), n_threads)
     except Exception as exc:  # a refused package, or one that cannot score today's columns
         return {**result, "why": f"champion version {version.version} could not score the rows: {exc}"}
     result["champion_auc"] = auc(y[unseen], champion_proba)
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
         train_index = pd.read_parquet(args.train, columns=[contract.target.column]).index
         inputs, y = inputs_of(test, contract), test[contract.target.column].to_numpy()
         package = load_package(args.package)
-        proba = served_proba(package, inputs, n_threads)
+        proba = served_proba(package, conform(inputs, package), n_threads)
         features = [contract.feature(name) for name in contract.subgroups]
         groups = subgroup_metrics(test, y, proba, features, evaluation.threshold, evaluation.min_subgroup_size)
         gap, gap_note = groups["max_auc_gap"], ""
@@ -236,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
             comparison = compare_with_champion(
                 tracking_params, champion[1], test, inputs, y, proba, train_index, n_threads
             )
-        latency = p95_ms(single_row_times_ms(package, inputs, params.latency_samples, n_threads))
+        latency = p95_ms(single_row_times_ms(package, conform(inputs, package), params.latency_samples, n_threads))
         result = verdict(params, auc(y, proba), gap, latency, comparison, gap_note)
         if not features:
             result["checks"]["max_subgroup_auc_gap"]["note"] = gap_note

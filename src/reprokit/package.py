@@ -35,7 +35,8 @@ from reprokit.artifacts import (
 )
 from reprokit.config import StageParams
 from reprokit.contract import Contract, load_stage_contract
-from reprokit.inference import inputs_of, load_pipeline, served_proba, thread_budget
+from reprokit.inference import inputs_of, load_pipeline, served_proba
+from reprokit.scoring import conform, input_schema, signature_inputs
 from reprokit.stage import StageError, add_debug_option, run_stage
 
 # The keys this stage reads: exactly its params in dvc.yaml (tests/code/test_pipeline_definition.py).
@@ -122,10 +123,20 @@ def synthetic_example(contract: Contract, rows: int = EXAMPLE_ROWS) -> pd.DataFr
 
 
 def save_package(
-    pipeline, inputs: pd.DataFrame, out_dir: Path, expected: np.ndarray, n_threads: int = 1, example=None
+    pipeline,
+    contract: Contract,
+    inputs: pd.DataFrame,
+    out_dir: Path,
+    expected: np.ndarray,
+    threshold: float,
+    n_threads: int = 1,
+    example=None,
 ) -> None:
     """Save `pipeline` as an MLflow model directory at `out_dir`.
 
+    The input signature follows the contract (`reprokit.scoring.input_schema`), and the
+    contract and decision `threshold` travel in the model's metadata, so a service or batch
+    scorer holding only the package checks records and labels them as the pipeline does.
     `example` is the input example stored in the package (default: the first rows of
     `inputs`; the stage passes a synthetic one unless `package.input_example: real`).
     The directory is built and canonicalized beside `out_dir`, loaded back as MLflow
@@ -133,11 +144,14 @@ def save_package(
     only then does it replace `out_dir`. On any failure the old package stays."""
     import mlflow.sklearn
     import skops.io as sio
-    from mlflow.models import infer_signature
 
-    example = inputs.head(EXAMPLE_ROWS) if example is None else example
-    with thread_budget(n_threads), quiet_schema_hints():
-        signature = infer_signature(inputs, pipeline.predict_proba(inputs.head(50)))
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    example = signature_inputs(inputs.head(EXAMPLE_ROWS) if example is None else example, contract)
+    signature = ModelSignature(
+        inputs=input_schema(contract), outputs=Schema([TensorSpec(np.dtype("float64"), (-1, 2))])
+    )
     trusted = sorted(sio.get_untrusted_types(data=sio.dumps(pipeline)))
     with fresh_dir(out_dir) as staged, quiet_schema_hints():
         mlflow.sklearn.save_model(
@@ -149,6 +163,7 @@ def save_package(
             input_example=example,
             pip_requirements=pinned_requirements(),
             pyfunc_predict_fn="predict_proba",
+            metadata={"reprokit": {"contract": contract.to_mapping(), "threshold": threshold}},
         )
         canonicalize_model_dir(staged)
         check_served(staged, inputs, expected, n_threads)
@@ -158,7 +173,8 @@ def served_probabilities(model_dir: Path, inputs: pd.DataFrame, n_threads: int =
     """Positive-class probabilities from the directory, loaded as MLflow serving does."""
     from reprokit.trust import load_package
 
-    return served_proba(load_package(model_dir), inputs, n_threads)
+    model = load_package(model_dir)
+    return served_proba(model, conform(inputs, model), n_threads)
 
 
 def check_served(model_dir: Path, inputs: pd.DataFrame, expected: np.ndarray, n_threads: int = 1) -> None:
@@ -259,7 +275,9 @@ def main(argv: list[str] | None = None) -> None:
         out_dir = Path(args.package_out)
         real_rows = params.value("package.input_example") == "real"
         example = inputs.head(EXAMPLE_ROWS) if real_rows else synthetic_example(contract)
-        save_package(pipeline, inputs, out_dir, expected["probability"].to_numpy(), n_threads, example)
+        threshold = params.value("evaluate.threshold")
+        proba = expected["probability"].to_numpy()
+        save_package(pipeline, contract, inputs, out_dir, proba, threshold, n_threads, example)
         metrics = json.loads(Path(args.evaluation).read_text())
         subgroups = json.loads(Path(args.subgroups).read_text())
         hashes = {path: md5_file(path) for path in (args.train, args.test, args.model, args.transformer)}

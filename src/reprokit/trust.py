@@ -402,6 +402,7 @@ def check_model(obj: Any, where: str) -> None:
 MLMODEL_KEYS = {
     "flavors",
     "is_signature_from_type_hint",
+    "metadata",
     "mlflow_version",
     "model_id",
     "model_size_bytes",

@@ -12,12 +12,11 @@ from reprokit.package import (
     model_card,
     pinned_requirements,
     python_minor,
-    save_package,
     served_probabilities,
     synthetic_example,
 )
 from reprokit.stage import StageError
-from synthetic import loan_pipeline
+from synthetic import loan_pipeline, package_loans
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +27,7 @@ def pipeline_and_inputs():
 
 def save(pipeline, inputs, out, expected=None) -> None:
     """Package as the stage does: the served probabilities must equal evaluate's."""
-    save_package(pipeline, inputs, out, pipeline.predict_proba(inputs)[:, 1] if expected is None else expected)
+    package_loans(pipeline, inputs, out, expected)
 
 
 def test_package_is_byte_stable_and_serves_the_pipeline(tmp_path, pipeline_and_inputs):
@@ -117,7 +116,7 @@ def test_the_synthetic_input_example_follows_the_contract_and_holds_no_real_row(
     real = make_loans()[contract.feature_names].astype({"age": "float64", "owns_home": "float64"})
     assert example.merge(real, how="inner").empty
     pipeline, inputs = pipeline_and_inputs
-    save_package(pipeline, inputs, tmp_path / "p", pipeline.predict_proba(inputs)[:, 1], example=example)
+    package_loans(pipeline, inputs, tmp_path / "p", example=example)
     stored = json.loads((tmp_path / "p" / "input_example.json").read_text())
     assert stored["data"] == example.to_numpy().tolist()
     assert served_probabilities(tmp_path / "p", example).shape == (5,)

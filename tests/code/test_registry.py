@@ -16,10 +16,10 @@ from reprokit.estimators import fit
 from reprokit.featurize import fit_transform
 from reprokit.gate import p95_ms, single_row_times_ms, verdict
 from reprokit.inference import inputs_of
-from reprokit.package import save_package
 from reprokit.prepare import split, to_model_table, validate
+from reprokit.scoring import conform
 from reprokit.stage import StageError
-from synthetic import loans_contract, make_loans
+from synthetic import loans_contract, make_loans, package_loans
 
 GATE = GateParams(0.8, 0.01, 0.1, 50.0, 20, False)
 
@@ -118,7 +118,7 @@ def publish(root, loan_data, iterations: int) -> tuple[dict, Pipeline]:
         ]
     )
     out = root / f"pkg-{iterations}"
-    save_package(pipeline, inputs, out, pipeline.predict_proba(inputs)[:, 1])
+    package_loans(pipeline, inputs, out)
     train_x.to_parquet(root / f"train-{iterations}.parquet")
     datasets = {"train": (f"train-{iterations}.parquet", train_x)}  # the version's split identity
     return tracking.log_run("params.yaml", "dataset.yaml", {}, [], str(out), datasets, []), pipeline
@@ -147,7 +147,8 @@ def run_gate(root, loan_data, package: str, min_auc: float) -> dict:
     gate_main(["--train", train, "--test", "test.parquet", "--package", package, "--out", "gate.json"])
     result = json.loads((root / "gate.json").read_text())
     # Every figure is the package's own, scored now: nothing is read from a metrics file.
-    proba = np.asarray(mlflow.pyfunc.load_model(str(root / package)).predict(inputs))[:, 1]
+    model = mlflow.pyfunc.load_model(str(root / package))
+    proba = np.asarray(model.predict(conform(inputs, model)))[:, 1]
     y = test["defaulted"].to_numpy()
     assert result["checks"]["min_test_roc_auc"]["value"] == round(roc_auc_score(y, proba), 6)
     evaluation = load_section("evaluate", root / "params.yaml")
@@ -211,7 +212,7 @@ def test_promote_requires_a_passed_gate_and_rollback_restores_the_previous_champ
     champion = mlflow.pyfunc.load_model(f"models:/{name}@champion")
     inputs = loan_data[2]
     np.testing.assert_array_equal(
-        np.asarray(champion.predict(inputs))[:, 1], first_pipeline.predict_proba(inputs)[:, 1]
+        np.asarray(champion.predict(conform(inputs, champion)))[:, 1], first_pipeline.predict_proba(inputs)[:, 1]
     )
 
 
@@ -245,9 +246,9 @@ def test_the_champion_is_compared_only_on_rows_neither_model_trained_on(store, l
 
     champion = mlflow.pyfunc.load_model("models:/synthetic_loans/1")
     y, inputs = test["defaulted"].to_numpy(), challenger_data[2]
-    champion_auc = roc_auc_score(y[unseen], np.asarray(champion.predict(inputs[unseen]))[:, 1])
+    champion_auc = roc_auc_score(y[unseen], np.asarray(champion.predict(conform(inputs[unseen], champion)))[:, 1])
     challenger = mlflow.pyfunc.load_model(str(root / "pkg-30"))
-    challenger_auc = roc_auc_score(y[unseen], np.asarray(challenger.predict(inputs[unseen]))[:, 1])
+    challenger_auc = roc_auc_score(y[unseen], np.asarray(challenger.predict(conform(inputs[unseen], challenger)))[:, 1])
     assert degradation["value"] == round(round(champion_auc, 6) - round(challenger_auc, 6), 6)
 
 

@@ -10,7 +10,7 @@ import skops.io as sio
 import yaml
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
-from synthetic import loan_pipeline, loans_contract
+from synthetic import loan_pipeline, loans_contract, package_loans
 
 from reprokit.artifacts import save_skops
 from reprokit.config import MODEL_KINDS, FeaturizeParams, TrainParams
@@ -111,11 +111,10 @@ def test_every_model_kind_round_trips(tmp_path, kind, scale):
 def package_dir(tmp_path_factory):
     """A real package written by the `package` stage's own function."""
     from reprokit.inference import predict_proba
-    from reprokit.package import save_package
 
     pipeline, test, inputs, _ = loan_pipeline(rows=200, iterations=5)
     out = tmp_path_factory.mktemp("package") / "package"
-    save_package(pipeline, inputs, out, predict_proba(pipeline, inputs, 1))
+    package_loans(pipeline, inputs, out, predict_proba(pipeline, inputs, 1))
     return out, inputs
 
 
@@ -128,8 +127,11 @@ def tampered(package_dir, tmp_path, edit) -> str:
 
 
 def test_a_package_loads_through_the_check(package_dir):
+    from reprokit.scoring import conform
+
     path, inputs = package_dir
-    assert np.asarray(load_package(path).predict(inputs)).shape == (len(inputs), 2)
+    model = load_package(path)
+    assert np.asarray(model.predict(conform(inputs, model))).shape == (len(inputs), 2)
 
 
 def test_a_package_whose_mlmodel_trusts_eval_is_refused(package_dir, tmp_path):

@@ -1,0 +1,345 @@
+"""Batch scoring: `python -m reprokit.score IN OUT [--model MODEL]`.
+
+IN is a CSV (optionally gzipped) or Parquet file, a local path or any URL fsspec reads
+(s3://, https://). It is read in chunks of `--chunk-rows`, so memory stays flat whatever
+its size; every chunk is checked against the package's contract (`reprokit.scoring`:
+the same policy as the service and the package's signature) and scored under the thread
+budget. OUT (Parquet) gets, per scorable row, the row key (the contract's id column when
+the file has it, else `row`, the 0-based row number in IN), `probability`, `label` (at the
+package's threshold), `model_version` and `warnings` (null when none). Rows that cannot be
+scored are not dropped: they go to the rejects file (default: OUT with `.rejects.parquet`)
+with the row key, the `reason` and their feature values as text. Both files are written
+beside their final names and renamed at the end, and are byte-identical from run to run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+
+from reprokit.stage import StageError, add_debug_option, run_stage
+
+log = logging.getLogger("reprokit.score")
+
+ROW_KEY = "row"
+
+
+def file_format(path: str) -> str:
+    """`csv` or `parquet`, from the file name."""
+    name = path.lower().rsplit("?", 1)[0]
+    if name.endswith((".parquet", ".pq")):
+        return "parquet"
+    if name.endswith((".csv", ".csv.gz", ".txt", ".txt.gz")):
+        return "csv"
+    raise StageError(f"{path}: cannot tell the format from the name; expected .csv, .csv.gz or .parquet")
+
+
+@contextlib.contextmanager
+def opened(path: str) -> Iterator[Any]:
+    """A binary file object for a local path or an fsspec URL (gzip by suffix)."""
+    import fsspec
+
+    try:
+        with fsspec.open(path, "rb", compression="infer") as handle:
+            yield handle
+    except FileNotFoundError:
+        raise StageError(f"{path}: no such file") from None
+
+
+def chunks(path: str, columns: list[str], numeric: set[str], rows: int, careful: bool) -> Iterator[pd.DataFrame]:
+    """The file's `columns` (those present) in chunks of about `rows` rows, as pandas columns.
+
+    A CSV's numeric columns are parsed as float64 by pyarrow; in `careful` mode every column
+    is read as text and numbers are converted here, so one unparseable value rejects its row
+    instead of failing the read."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    with opened(path) as handle:
+        if file_format(path) == "parquet":
+            try:
+                reader = pq.ParquetFile(handle)
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise StageError(f"{path}: not a readable Parquet file ({exc})") from None
+            present = [c for c in columns if c in reader.schema_arrow.names]
+            for batch in reader.iter_batches(batch_size=rows, columns=present):
+                yield batch.to_pandas()
+            return
+        header = pacsv.open_csv(handle, read_options=pacsv.ReadOptions(block_size=1 << 16))
+        names = header.schema.names
+        handle.seek(0)
+        present = [c for c in columns if c in names]
+        types = {c: (pa.string() if careful or c not in numeric else pa.float64()) for c in present}
+        reader = pacsv.open_csv(
+            handle,
+            read_options=pacsv.ReadOptions(block_size=1 << 22),
+            convert_options=pacsv.ConvertOptions(
+                column_types=types,
+                include_columns=present,
+                null_values=[""],
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+        pending: list[pd.DataFrame] = []
+        held = 0
+        for batch in reader:
+            frame = batch.to_pandas()
+            if careful:
+                frame = parse_numbers(frame, numeric)
+            pending.append(frame)
+            held += len(frame)
+            while held >= rows:
+                whole = pd.concat(pending, ignore_index=True) if len(pending) > 1 else pending[0]
+                yield whole.iloc[:rows].reset_index(drop=True)
+                rest = whole.iloc[rows:].reset_index(drop=True)
+                pending, held = ([rest] if len(rest) else []), len(rest)
+        if held:
+            yield pd.concat(pending, ignore_index=True) if len(pending) > 1 else pending[0]
+
+
+def parse_numbers(frame: pd.DataFrame, numeric: set[str]) -> pd.DataFrame:
+    """Text columns that hold numbers, converted; a value that is not a number stays as text
+    (so the contract check rejects that row and names the column)."""
+    for name in numeric & set(frame.columns):
+        text = frame[name].astype(object)
+        numbers = pd.to_numeric(text, errors="coerce")
+        bad = text.notna() & numbers.isna()
+        if bad.any():
+            values = numbers.astype(object)
+            values[bad] = text[bad]
+            frame[name] = values
+        else:
+            frame[name] = numbers.astype("float64")
+    return frame
+
+
+def output_table(keys: pd.Series, proba: np.ndarray, predicted: list[Any], version: str, warnings: list[list[str]]):
+    import pyarrow as pa
+
+    notes = [None] * len(warnings)
+    for i in np.flatnonzero(np.not_equal(warnings, None)):
+        notes[i] = "; ".join(warnings[i])
+    return pa.table(
+        {
+            keys.name: pa.array(keys.to_numpy(), from_pandas=True),
+            "probability": pa.array(proba, type=pa.float64()),
+            "label": pa.array(predicted),
+            "model_version": pa.array([version] * len(proba), type=pa.string()),
+            "warnings": pa.array(notes, type=pa.string()),
+        }
+    )
+
+
+def rejects_table(keys: pd.Series, frame: pd.DataFrame, features: list[str], reasons: list[str]):
+    import pyarrow as pa
+
+    columns = {keys.name: pa.array(keys.to_numpy(), from_pandas=True), "reason": pa.array(reasons, type=pa.string())}
+    for name in features:
+        values = frame[name] if name in frame else pd.Series([None] * len(frame), dtype=object)
+        text = [None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values]
+        columns[name] = pa.array(text, type=pa.string())
+    return pa.table(columns)
+
+
+class AtomicParquet:
+    """A Parquet file written beside its final path and renamed into place on `commit` (a
+    URL is written in place: an object store's upload appears whole or not at all)."""
+
+    def __init__(self, path: str) -> None:
+        self.path, self.writer, self.handle = path, None, None
+        self.local = "://" not in path
+        self.temp = f"{path}.tmp-{os.getpid()}" if self.local else path
+
+    def write(self, table) -> None:
+        import pyarrow.parquet as pq
+
+        if self.writer is None:
+            if self.local:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                self.writer = pq.ParquetWriter(self.temp, table.schema, compression="zstd")
+            else:
+                import fsspec
+
+                self.handle = fsspec.open(self.path, "wb").open()
+                self.writer = pq.ParquetWriter(self.handle, table.schema, compression="zstd")
+        self.writer.write_table(table.cast(self.writer.schema))
+
+    def commit(self, empty_schema) -> None:
+        if self.writer is None:
+            self.write(empty_schema.empty_table())
+        self.writer.close()
+        if self.handle is not None:
+            self.handle.close()
+        if self.local:
+            os.replace(self.temp, self.path)
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            with contextlib.suppress(Exception):
+                self.writer.close()
+        if self.local:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.temp)
+
+
+def score_file(model, source: str, out: str, rejects: str, chunk_rows: int) -> tuple[int, int, int]:
+    """Score `source` into `out` and `rejects`; returns (rows read, rows scored, rows warned)."""
+    try:
+        return _score_file(model, source, out, rejects, chunk_rows, careful=False)
+    except _NeedsCareful:
+        log.info("%s: some numeric values are not numbers; reading every column as text", source)
+        return _score_file(model, source, out, rejects, chunk_rows, careful=True)
+
+
+class _NeedsCareful(Exception):
+    pass
+
+
+def _score_file(model, source: str, out: str, rejects: str, chunk_rows: int, careful: bool) -> tuple[int, int, int]:
+    import pyarrow as pa
+
+    from reprokit.scoring import InputError, check_records, is_text, labels
+
+    contract = model.contract
+    features = contract.feature_names
+    id_column = contract.source.id_column
+    numeric = {f.name for f in contract.features if not is_text(f)}
+    wanted = features + ([id_column] if id_column and id_column not in features else [])
+    scored_file, rejected_file = AtomicParquet(out), AtomicParquet(rejects)
+    read = scored = warned = 0
+    key_name = None
+    try:
+        for frame in chunks(source, wanted, numeric, chunk_rows, careful):
+            if key_name is None:
+                key_name = id_column if id_column and id_column in frame.columns else ROW_KEY
+            keys = (
+                frame[key_name] if key_name != ROW_KEY else pd.Series(np.arange(read, read + len(frame)), name=ROW_KEY)
+            )
+            keys = keys.rename(key_name).reset_index(drop=True)
+            try:
+                checked = check_records({c: frame[c] for c in frame.columns}, len(frame), contract)
+            except InputError as exc:
+                raise StageError(f"{source}: {exc}") from None
+            ok = checked.ok
+            proba = model.probabilities(checked.inputs[ok].reset_index(drop=True))
+            warnings = checked.warnings[ok]
+            scored_file.write(
+                output_table(
+                    keys[ok].reset_index(drop=True),
+                    proba,
+                    labels(proba, model.threshold, contract),
+                    model.version,
+                    warnings,
+                )
+            )
+            if not ok.all():
+                bad = ~ok
+                reasons = list(checked.rejected[bad])
+                rejected_file.write(
+                    rejects_table(
+                        keys[bad].reset_index(drop=True), frame[bad].reset_index(drop=True), features, reasons
+                    )
+                )
+            read += len(frame)
+            scored += int(ok.sum())
+            warned += int(np.count_nonzero(np.not_equal(warnings, None)))
+    except pa.ArrowInvalid as exc:
+        scored_file.abort()
+        rejected_file.abort()
+        if not careful and "CSV conversion error" in str(exc):
+            raise _NeedsCareful() from None
+        raise StageError(f"{source}: cannot read it ({exc})") from None
+    except BaseException:
+        scored_file.abort()
+        rejected_file.abort()
+        raise
+    key_type = pa.int64() if key_name in (None, ROW_KEY) else pa.string()
+    key_name = key_name or ROW_KEY
+    label_type = pa.string() if isinstance(contract.target.positive, str) else pa.int64()
+    scored_file.commit(
+        pa.schema(
+            [
+                (key_name, key_type),
+                ("probability", pa.float64()),
+                ("label", label_type),
+                ("model_version", pa.string()),
+                ("warnings", pa.string()),
+            ]
+        )
+    )
+    reject_fields = [(key_name, key_type), ("reason", pa.string())] + [(name, pa.string()) for name in features]
+    rejected_file.commit(pa.schema(reject_fields))
+    return read, scored, warned
+
+
+def load_model(uri: str):
+    """`ScoringModel.load`, with every reason it can fail as one error line."""
+    from mlflow.exceptions import MlflowException
+
+    from reprokit.scoring import InputError, ScoringModel
+
+    try:
+        return ScoringModel.load(uri)
+    except (InputError, MlflowException, OSError) as exc:
+        raise StageError(f"{uri}: cannot load the model ({exc})") from None
+
+
+def default_rejects(out: str) -> str:
+    base = out[: -len(".parquet")] if out.endswith(".parquet") else out
+    return f"{base}.rejects.parquet"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_debug_option(parser)
+    parser.add_argument("input", help="CSV (.csv, .csv.gz) or Parquet file: a path or an fsspec URL")
+    parser.add_argument("output", help="Parquet file of scores")
+    parser.add_argument("--model", default="models/package", help="package directory or models:/<name>@<alias>")
+    parser.add_argument("--rejects", default=None, help="Parquet file of rejected rows (default: OUT.rejects.parquet)")
+    parser.add_argument("--chunk-rows", type=int, default=100_000, help="rows per chunk (memory stays flat)")
+    parser.add_argument("--params", default="params.yaml", help="base.n_threads is the thread budget (if present)")
+    parser.add_argument("--threads", type=int, default=None, help="thread budget (default: params' base.n_threads)")
+    args = parser.parse_args(argv)
+    if args.chunk_rows < 1:
+        parser.error("--chunk-rows must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+
+    def body() -> str:
+        from reprokit.inference import thread_budget
+
+        n_threads = args.threads
+        if n_threads is None:
+            n_threads = 1
+            if os.path.exists(args.params):
+                from reprokit.config import load_section
+
+                n_threads = load_section("base", args.params).n_threads
+        rejects = args.rejects or default_rejects(args.output)
+        if len({args.input, args.output, rejects}) < 3:
+            raise StageError("the input, output and rejects files must be three different files")
+        with thread_budget(n_threads):
+            model = load_model(args.model)
+            read, scored, warned = score_file(model, args.input, args.output, rejects, args.chunk_rows)
+        return (
+            f"{args.input}: {read} rows, {scored} scored into {args.output} by version {model.version} "
+            f"({warned} with warnings), {read - scored} rejected into {rejects}"
+        )
+
+    run_stage("score", body, debug=args.debug)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""A service started on `models:/<name>@champion`: it follows the alias as it moves, without
+dropping a request, and scores `@challenger` in its shadow without changing a response.
+A real MLflow registry (SQLite store) holds two versions logged as the `package` stage logs them."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import threading
+import time
+
+import httpx
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from reprokit import tracking
+from reprokit.trust import load_package
+from servers import scoring_service
+
+NAME = "telco_customer_churn"
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory, repo, telco_package, telco_splits, telco_contract):
+    """Versions 1 (the default gradient boosting) and 2 (logistic regression) of the telco
+    model; champion -> 1, challenger -> 2."""
+    from sklearn.pipeline import Pipeline
+
+    from reprokit.config import FeaturizeParams, TrainParams, load_section
+    from reprokit.estimators import fit
+    from reprokit.featurize import fit_transform
+    from reprokit.inference import inputs_of, predict_proba
+    from reprokit.package import save_package, synthetic_example
+
+    root = tmp_path_factory.mktemp("registry")
+    shutil.copy(repo / "params.yaml", root / "params.yaml")
+    shutil.copy(repo / "dataset.yaml", root / "dataset.yaml")
+    _, train, test, _ = telco_splits
+    transformer, train_x, _ = fit_transform(train, test, telco_contract, FeaturizeParams(True, "median"))
+    base = load_section("train", repo / "params.yaml")
+    params = TrainParams(
+        "logistic_regression", base.hist_gradient_boosting, base.random_forest, base.logistic_regression
+    )
+    other = Pipeline([("features", transformer), ("model", fit(train_x, "churn", params, 0))])
+    inputs = inputs_of(test, telco_contract)
+    second = root / "package-2"
+    save_package(
+        other,
+        telco_contract,
+        inputs,
+        second,
+        predict_proba(other, inputs, 1),
+        0.5,
+        1,
+        synthetic_example(telco_contract),
+    )
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    with contextlib.chdir(root):
+        mlflow.set_tracking_uri(uri)
+        try:
+            for package in (telco_package, second):
+                shutil.copytree(package, root / "models" / "package", dirs_exist_ok=False)
+                tracking.log_run("params.yaml", "dataset.yaml", {}, [], "models/package", {}, [])
+                shutil.rmtree(root / "models" / "package")
+            client = mlflow.MlflowClient()
+            client.set_registered_model_alias(NAME, "champion", "1")
+            assert str(client.get_model_version_by_alias(NAME, "challenger").version) == "2"
+        finally:
+            mlflow.set_tracking_uri(None)
+    return root, uri
+
+
+def rows_of(telco_splits, telco_contract, n=20):
+    _, _, test, _ = telco_splits
+    frame = test[telco_contract.feature_names].head(n)
+    frame = frame.astype({c: "int64" for c in telco_contract.names_of("integer", "binary")})
+    return json.loads(frame.to_json(orient="records"))
+
+
+def scores(client, records):
+    answer = client.post("/invocations", json={"instances": records})
+    assert answer.status_code == 200, answer.text
+    return answer.json()["predictions"]
+
+
+def metric(text: str, name: str) -> float:
+    return float(next(line.split()[-1] for line in text.splitlines() if line.startswith(name)))
+
+
+def test_alias_moves_are_followed_without_a_lost_request_and_shadow_changes_nothing(
+    registry, tmp_path, telco_splits, telco_contract
+):
+    root, uri = registry
+    env = {"MLFLOW_TRACKING_URI": uri}
+    records = rows_of(telco_splits, telco_contract)
+    with contextlib.chdir(root):
+        mlflow.set_tracking_uri(uri)
+        try:
+            expected = {
+                v: np.asarray(load_package(f"models:/{NAME}/{v}").predict(pd.DataFrame(records)))[:, 1] for v in "12"
+            }
+        finally:
+            mlflow.set_tracking_uri(None)
+    assert not np.array_equal(expected["1"], expected["2"])
+    args = [f"models:/{NAME}@champion", "--poll-seconds", "0.3", "--shadow", "challenger"]
+    with scoring_service(args, tmp_path / "serve.log", env=env, cwd=root) as (url, _):
+        with httpx.Client(base_url=url, timeout=60) as client:
+            deadline = time.monotonic() + 120
+            while client.get("/version").json().get("shadow_version") != "2":
+                assert time.monotonic() < deadline, "the shadow model never loaded"
+                time.sleep(0.1)
+            assert client.get("/version").json()["model_version"] == "1"
+            # Shadow scoring leaves every response as the served version alone would give it.
+            first = scores(client, records)
+            assert {p["model_version"] for p in first} == {"1"}
+            np.testing.assert_array_equal([p["probability"] for p in first], expected["1"])
+            # Load while the alias moves: every request answered, each by one version, exactly.
+            answers, stop = [], threading.Event()
+
+            def load():
+                with httpx.Client(base_url=url, timeout=60) as own:
+                    while not stop.is_set():
+                        answer = own.post("/invocations", json={"instances": records})
+                        answers.append(answer)
+
+            workers = [threading.Thread(target=load) for _ in range(3)]
+            for worker in workers:
+                worker.start()
+            time.sleep(1.0)
+            mlflow.MlflowClient(tracking_uri=uri).set_registered_model_alias(NAME, "champion", "2")
+            deadline = time.monotonic() + 120
+            while client.get("/version").json()["model_version"] != "2":
+                assert time.monotonic() < deadline, "the alias move was never followed"
+                time.sleep(0.1)
+            time.sleep(1.0)
+            stop.set()
+            for worker in workers:
+                worker.join(60)
+            text = client.get("/metrics").text
+    assert answers and all(a.status_code == 200 for a in answers)
+    seen = set()
+    for answer in answers:
+        predictions = answer.json()["predictions"]
+        (version,) = {p["model_version"] for p in predictions}
+        np.testing.assert_array_equal([p["probability"] for p in predictions], expected[version])
+        seen.add(version)
+    assert seen == {"1", "2"}
+    assert metric(text, "reprokit_model_swaps_total") == 1
+    assert 'reprokit_model_info{model_version="2"} 1.0' in text and 'model_version="1"} 1.0' not in text
+    compared = metric(text, "reprokit_shadow_records_total")
+    assert compared > 0 and metric(text, "reprokit_shadow_score_difference_count") == compared
+    assert 0.0 <= metric(text, "reprokit_shadow_label_agreement_ratio") <= 1.0

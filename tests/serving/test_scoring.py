@@ -1,0 +1,161 @@
+"""The input policy (`reprokit.scoring.check_records`) and the compiled transformation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reprokit.compiled import compile_pipeline, verify
+from reprokit.config import MODEL_KINDS, FeaturizeParams, TrainParams, load_section
+from reprokit.contract import parse_contract
+from reprokit.inference import inputs_of
+from reprokit.scoring import InputError, ScoringModel, check_records, probe_records
+from synthetic import loans_contract
+
+
+def records(contract, **changes):
+    """One valid loans record (columns of one value), with `changes` applied."""
+    base = {"income": 52000.5, "amount": 12000.0, "age": 41, "region": "north", "purpose": "car", "owns_home": 1}
+    return {name: [value] for name, value in {**base, **changes}.items()}
+
+
+@pytest.fixture(scope="module")
+def loans():
+    return parse_contract(loans_contract())
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "problem"),
+    [
+        ({"income": "52000"}, "income", "expected a number, got text"),
+        ({"age": 41.5}, "age", "expected a whole number"),
+        ({"age": True}, "age", "expected a number, got true/false"),
+        ({"amount": float("inf")}, "amount", "not a finite number"),
+        ({"amount": 10**400}, "amount", "not a finite number"),
+        ({"region": 3}, "region", "expected text, got a number"),
+        ({"purpose": ["car"]}, "purpose", "expected text, got a list"),
+        ({"amount": None}, "amount", "null where the contract requires a value"),
+        ({"region": None}, "region", "null where the contract requires a value"),
+    ],
+)
+def test_a_record_of_the_wrong_type_or_null_is_rejected_naming_the_field(loans, change, field, problem):
+    checked = check_records(records(loans, **change), 1, loans)
+    assert checked.rejected[0] == f"{field}: {problem}"
+    assert not checked.ok[0] and checked.warnings[0] is None
+
+
+def test_values_outside_the_contract_are_scored_with_a_warning(loans):
+    checked = check_records(records(loans, region="mars", age=130, income=-5.0), 1, loans)
+    assert checked.ok[0]
+    assert checked.warnings[0] == [
+        "income: outside the contract's range [0, None]",
+        "age: outside the contract's range [18, 120]",
+        "region: a category the contract does not list",
+    ]
+
+
+def test_a_text_binary_outside_its_two_values_is_rejected():
+    """The pipeline's binary encoder cannot encode a third value, so it is not scored."""
+    spec = loans_contract()
+    spec["features"]["owns_home"] = {"type": "binary", "values": ["no", "yes"]}
+    contract = parse_contract(spec)
+    checked = check_records(records(contract, owns_home="maybe"), 1, contract)
+    assert checked.rejected[0] == "owns_home: not one of the contract's two values ['no', 'yes']"
+
+
+def test_missing_columns(loans):
+    columns = records(loans)
+    del columns["age"], columns["purpose"]
+    with pytest.raises(InputError, match="missing required column.s.: age, purpose"):
+        check_records(columns, 1, loans)
+    spec = loans_contract()
+    spec["features"]["age"]["nullable"] = True
+    contract = parse_contract(spec)
+    checked = check_records({k: v for k, v in records(contract).items() if k != "age"}, 1, contract)
+    assert checked.ok[0] and np.isnan(checked.inputs["age"][0])  # an absent nullable column is null
+
+
+def test_a_message_never_holds_the_offending_value(loans):
+    checked = check_records(records(loans, income="SECRET-VALUE", region=12345), 1, loans)
+    assert "SECRET" not in checked.rejected[0] and "12345" not in checked.rejected[0]
+
+
+def test_columns_from_a_file_are_checked_the_same_way(loans):
+    """Typed pandas columns (a file) and Python lists (JSON) give the same verdicts."""
+    lists = {
+        "income": [1.0, None, 3.0],
+        "amount": [5.0, 6.0, 7.0],
+        "age": [30, 40, 50.5],
+        "region": ["north", "mars", None],
+        "purpose": ["car", "home", "car"],
+        "owns_home": [0, 1, 1],
+    }
+    frame = pd.DataFrame(lists).astype({"region": "str", "purpose": "str"})
+    for columns in (lists, {name: frame[name] for name in frame}):
+        checked = check_records(columns, 3, loans)
+        assert list(checked.rejected) == [None, None, "age: expected a whole number"]
+        assert list(checked.warnings)[:2] == [None, ["region: a category the contract does not list"]]
+
+
+def fitted_pipelines(telco_splits, telco_contract, repo):
+    from sklearn.pipeline import Pipeline
+
+    from reprokit.estimators import fit
+    from reprokit.featurize import fit_transform
+
+    _, train, test, _ = telco_splits
+    base = load_section("train", repo / "params.yaml")
+    for scale in (True, False):
+        transformer, train_x, _ = fit_transform(train, test, telco_contract, FeaturizeParams(scale, "median"))
+        for kind in MODEL_KINDS:
+            params = TrainParams(kind, base.hist_gradient_boosting, base.random_forest, base.logistic_regression)
+            yield (
+                f"{kind}-scale={scale}",
+                Pipeline([("features", transformer), ("model", fit(train_x, "churn", params, 0))]),
+            )
+
+
+def test_the_compiled_pipeline_gives_exactly_the_pipelines_probabilities(telco_splits, telco_contract, repo):
+    _, _, test, _ = telco_splits
+    inputs = inputs_of(test, telco_contract)
+    probes = probe_records(telco_contract)
+    for name, pipeline in fitted_pipelines(telco_splits, telco_contract, repo):
+        compiled = compile_pipeline(pipeline)
+        assert compiled is not None, name
+        assert verify(compiled, pipeline, probes), name
+        np.testing.assert_array_equal(compiled.predict_proba(inputs), pipeline.predict_proba(inputs), err_msg=name)
+        assert np.array_equal(compiled.features(inputs), pipeline[0].transform(inputs).to_numpy()), name
+
+
+def test_text_binaries_and_nulls_compile_exactly():
+    from synthetic import loan_pipeline
+
+    pipeline, _, inputs, _ = loan_pipeline(rows=200, iterations=5)
+    compiled = compile_pipeline(pipeline)
+    contract = parse_contract(loans_contract())
+    assert verify(compiled, pipeline, probe_records(contract))
+    np.testing.assert_array_equal(compiled.predict_proba(inputs), pipeline.predict_proba(inputs))
+
+
+def test_a_pipeline_of_another_shape_is_not_compiled(telco_pipeline, telco_splits, telco_contract):
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    assert compile_pipeline(Pipeline([("features", StandardScaler()), ("model", telco_pipeline[1])])) is None
+    assert not verify(None, telco_pipeline, probe_records(telco_contract))
+
+
+def test_a_wrong_compiled_step_is_caught_by_verify(telco_pipeline, telco_contract):
+    """`verify` is what stands between a compiled mistake and a served score."""
+    compiled = compile_pipeline(telco_pipeline)
+    steps = list(compiled.steps)
+    compiled.steps = steps[1:] + steps[:1]  # the same blocks in the wrong order
+    assert not verify(compiled, telco_pipeline, probe_records(telco_contract))
+
+
+def test_the_scoring_model_reads_contract_threshold_and_version_from_the_package(telco_package, telco_contract):
+    model = ScoringModel.load(str(telco_package))
+    assert model.contract.feature_names == telco_contract.feature_names
+    assert model.threshold == 0.5 and model.compiled is not None
+    assert model.version.startswith("package-") and len(model.version) == len("package-") + 12

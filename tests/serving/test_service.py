@@ -1,0 +1,295 @@
+"""The scoring service, a real `python -m reprokit.serve` process over HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from reprokit.trust import load_package
+from servers import scoring_service
+
+SECRET = "SECRET-INPUT-7f3a"
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, telco_package):
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with scoring_service([str(telco_package), "--max-body-bytes", "200000"], log) as (url, _):
+        with httpx.Client(base_url=url, timeout=60) as client:
+            yield client
+
+
+@pytest.fixture(scope="module")
+def pyfunc(telco_package):
+    return load_package(telco_package)
+
+
+@pytest.fixture(scope="module")
+def rows(telco_splits, telco_contract):
+    """Test rows as a client holds them: JSON-ready records of the contract's columns."""
+    _, _, test, _ = telco_splits
+    frame = (
+        test[telco_contract.feature_names]
+        .head(40)
+        .astype({n: "int64" for n in telco_contract.names_of("integer", "binary")})
+    )
+    return json.loads(frame.to_json(orient="records"))
+
+
+def expected(pyfunc, records) -> np.ndarray:
+    return np.asarray(pyfunc.predict(pd.DataFrame(records)))[:, 1]
+
+
+def post(client, body, **kwargs):
+    return client.post(
+        "/invocations", content=json.dumps(body).encode(), headers={"content-type": "application/json"}, **kwargs
+    )
+
+
+@pytest.mark.parametrize("wire", ["dataframe_split", "dataframe_records", "instances"])
+def test_every_mlflow_wire_format_scores_as_pyfunc_does(service, pyfunc, rows, wire):
+    if wire == "dataframe_split":
+        columns = list(rows[0])
+        body = {wire: {"columns": columns, "data": [[r[c] for c in columns] for r in rows]}}
+    else:
+        body = {wire: rows}
+    answer = post(service, body)
+    assert answer.status_code == 200, answer.text
+    predictions = answer.json()["predictions"]
+    proba = np.array([p["probability"] for p in predictions])
+    np.testing.assert_array_equal(proba, expected(pyfunc, rows))
+    assert [p["label"] for p in predictions] == ["Yes" if p >= 0.5 else "No" for p in proba]
+    version = service.get("/version").json()["model_version"]
+    assert {p["model_version"] for p in predictions} == {version} == {answer.headers["x-model-version"]}
+    assert all(p["warnings"] == [] for p in predictions) and "x-reprokit-warnings" not in answer.headers
+
+
+def test_an_mlflow_client_payload_works_unchanged(service, pyfunc, rows):
+    """What MLflow's own client sends: `pandas.DataFrame.to_json(orient="split")` under dataframe_split."""
+    from mlflow.models.utils import convert_input_example_to_serving_input
+
+    payload = convert_input_example_to_serving_input(pd.DataFrame(rows[:3]))
+    answer = service.post("/invocations", content=payload, headers={"content-type": "application/json"})
+    assert answer.status_code == 200, answer.text
+    proba = [p["probability"] for p in answer.json()["predictions"]]
+    np.testing.assert_array_equal(proba, expected(pyfunc, rows[:3]))
+
+
+def test_values_outside_the_contract_are_scored_with_a_warning_as_pyfunc_scores_them(service, pyfunc, rows):
+    odd = [{**rows[0], "contract": "Three year", "tenure": 500}, rows[1]]
+    answer = post(service, {"instances": odd})
+    assert answer.status_code == 200 and answer.headers["x-reprokit-warnings"] == "1"
+    first, second = answer.json()["predictions"]
+    assert first["warnings"] == [
+        "tenure: outside the contract's range [0, 120]",
+        "contract: a category the contract does not list",
+    ]
+    assert second["warnings"] == []
+    np.testing.assert_array_equal([first["probability"], second["probability"]], expected(pyfunc, odd))
+
+
+def test_health_version_and_metrics(service, rows):
+    assert service.get("/health/live").json() == {"status": "live"}
+    ready = service.get("/health/ready").json()
+    assert ready["status"] == "ready" and ready["model_version"].startswith("package-")
+    version = service.get("/version").json()
+    assert version["threshold"] == 0.5 and version["compiled"] is True
+    post(service, {"instances": rows[:5]})
+    text = service.get("/metrics").text
+    v = version["model_version"]
+    assert f'reprokit_model_info{{model_version="{v}"}} 1.0' in text
+    assert 'reprokit_requests_total{route="/invocations",status="200"}' in text
+    assert 'reprokit_request_seconds_bucket{le="0.01",route="/invocations"}' in text
+    assert "reprokit_batch_rows_bucket" in text
+    assert f'reprokit_predicted_score_bucket{{le="0.5",model_version="{v}"}}' in text
+
+
+def test_the_openapi_schema_describes_the_contracts_records(service, telco_contract):
+    schema = service.get("/openapi.json").json()
+    body = schema["paths"]["/invocations"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    formats = {next(iter(option["properties"])) for option in body["oneOf"]}
+    assert formats == {"dataframe_split", "dataframe_records", "instances"}
+    record = next(o for o in body["oneOf"] if "instances" in o["properties"])["properties"]["instances"]["items"]
+    assert set(record["properties"]) == set(telco_contract.feature_names)
+    assert record["properties"]["tenure"]["type"] == "integer" and record["properties"]["tenure"]["maximum"] == 120
+    assert "total_charges" not in record["required"] and "tenure" in record["required"]  # nullable: optional
+    assert record["additionalProperties"] is False
+
+
+def bad_requests(rows):
+    record = rows[0]
+    return {
+        "missing field": (422, {"instances": [{k: v for k, v in record.items() if k != "tenure"}]}, "tenure"),
+        "extra field": (422, {"instances": [{**record, "customer_name": SECRET}]}, "customer_name"),
+        "mistyped": (422, {"instances": [{**record, "tenure": SECRET}]}, "tenure"),
+        "null not allowed": (422, {"instances": [{**record, "contract": None}]}, "contract"),
+        "empty list": (422, {"instances": []}, "no records"),
+        "no wire format": (422, {"records": [record]}, "dataframe_split"),
+        "split rows of the wrong width": (422, {"dataframe_split": {"columns": ["tenure"], "data": [[1, 2]]}}, "data"),
+        "not an object": (422, [record], "JSON object"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing field",
+        "extra field",
+        "mistyped",
+        "null not allowed",
+        "empty list",
+        "no wire format",
+        "split rows of the wrong width",
+        "not an object",
+    ],
+)
+def test_bad_input_gets_a_4xx_naming_the_problem_without_echo_or_trace(service, rows, case):
+    status, body, named = bad_requests(rows)[case]
+    answer = post(service, body)
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"] == "application/json"
+    assert named in answer.text
+    assert SECRET not in answer.text and "Traceback" not in answer.text
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "status", "named"),
+    [
+        (b'{"instances": [', "application/json", 400, "not valid JSON"),
+        (b"tenure=1", "text/plain", 415, "application/json"),
+        (b"x" * 300_000, "application/json", 413, "larger than 200000 bytes"),
+    ],
+)
+def test_unreadable_bodies_get_a_4xx(service, content, content_type, status, named):
+    answer = service.post("/invocations", content=content, headers={"content-type": content_type})
+    assert answer.status_code == status and named in answer.json()["error"]
+
+
+def test_a_chunked_body_over_the_limit_is_refused_too(service):
+    def parts():
+        for _ in range(40):
+            yield b" " * 10_000
+
+    answer = service.post("/invocations", content=parts(), headers={"content-type": "application/json"})
+    assert answer.status_code == 413
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzzed_requests_never_get_a_5xx(service, rows, data):
+    """Records that start valid and get fields replaced, dropped or added, wrapped in any
+    wire format, or arbitrary JSON: always an answer below 500."""
+    fields = list(rows[0])
+    records = []
+    for _ in range(data.draw(st.integers(0, 3))):
+        record = dict(data.draw(st.sampled_from(rows)))
+        for name in data.draw(st.lists(st.sampled_from(fields), max_size=3)):
+            record[name] = data.draw(json_values)
+        for name in data.draw(st.lists(st.sampled_from(fields), max_size=2)):
+            record.pop(name, None)
+        if data.draw(st.booleans()):
+            record[data.draw(st.text(max_size=5))] = data.draw(json_values)
+        records.append(record)
+    body = data.draw(
+        st.sampled_from(["instances", "dataframe_records", "split", "any"]).map(
+            lambda kind: {"instances": records, "dataframe_records": records}.get(kind)
+        )
+    )
+    payload = {"instances": records} if body is None else body
+    if data.draw(st.booleans()):
+        payload = data.draw(json_values)
+    answer = post(service, payload)
+    assert answer.status_code < 500, answer.text
+    assert "Traceback" not in answer.text
+
+
+def test_the_service_is_healthy_after_fuzzing(service, rows):
+    assert service.get("/health/ready").status_code == 200
+    assert post(service, {"instances": rows[:1]}).status_code == 200
+    answered = [line for line in service.get("/metrics").text.splitlines() if "/invocations" in line]
+    assert answered and not [line for line in answered if 'status="5' in line]  # no 5xx ever
+
+
+def test_concurrent_single_records_are_micro_batched(tmp_path, telco_package, pyfunc, rows):
+    """Eight clients at once: the records share model calls, and each gets its own answer."""
+    args = [str(telco_package), "--max-wait-ms", "2000", "--max-batch", "64"]
+    with scoring_service(args, tmp_path / "serve.log") as (url, _):
+        with httpx.Client(base_url=url, timeout=60) as client:
+            with ThreadPoolExecutor(8) as pool:
+                answers = list(pool.map(lambda r: post(client, {"instances": [r]}), rows[:8]))
+            metrics = client.get("/metrics").text
+    proba = [a.json()["predictions"][0]["probability"] for a in answers]
+    np.testing.assert_array_equal(proba, expected(pyfunc, rows[:8]))
+    calls = float(
+        next(line.split()[1] for line in metrics.splitlines() if line.startswith("reprokit_batch_rows_count"))
+    )
+    rows_scored = float(
+        next(line.split()[1] for line in metrics.splitlines() if line.startswith("reprokit_batch_rows_sum"))
+    )
+    # Warm-up is not counted; 8 records, fewer model calls than requests.
+    assert rows_scored == 8 and calls < 8
+
+
+def test_graceful_shutdown_finishes_the_request_in_flight(tmp_path, telco_package, pyfunc, rows):
+    big = (rows * 250)[:10_000]  # long enough to be still in flight when the signal comes
+    args = [str(telco_package), "--max-body-bytes", "50000000"]
+    with scoring_service(args, tmp_path / "serve.log") as (url, process):
+        result = {}
+
+        def send():
+            with httpx.Client(base_url=url, timeout=120) as client:
+                result["answer"] = post(client, {"instances": big})
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        deadline = time.monotonic() + 60
+        with httpx.Client(base_url=url, timeout=10) as client:
+            while "reprokit_requests_in_flight 1.0" not in client.get("/metrics").text:
+                assert time.monotonic() < deadline, "the request never arrived"
+                time.sleep(0.005)
+        process.send_signal(signal.SIGTERM)
+        sender.join(120)
+        # uvicorn finishes the requests in flight, then re-raises the signal it caught
+        assert process.wait(60) in (0, -signal.SIGTERM)
+    assert "Traceback" not in (tmp_path / "serve.log").read_text()
+    answer = result["answer"]
+    assert answer.status_code == 200
+    proba = [p["probability"] for p in answer.json()["predictions"]]
+    np.testing.assert_array_equal(proba, expected(pyfunc, big))
+
+
+def test_several_workers_share_one_metrics_view(tmp_path, telco_package, pyfunc, rows):
+    with scoring_service([str(telco_package), "--workers", "2"], tmp_path / "serve.log") as (url, _):
+        with httpx.Client(base_url=url, timeout=60) as client:
+            deadline = time.monotonic() + 120
+            while client.get("/metrics").text.count("reprokit_model_info{") < 2:
+                assert time.monotonic() < deadline, "the second worker never loaded the model"
+                time.sleep(0.2)
+            answers = [post(client, {"instances": [r]}) for r in rows[:20]]
+            text = client.get("/metrics").text
+    np.testing.assert_array_equal(
+        [a.json()["predictions"][0]["probability"] for a in answers], expected(pyfunc, rows[:20])
+    )
+    served = [
+        line
+        for line in text.splitlines()
+        if line.startswith('reprokit_requests_total{route="/invocations",status="200"')
+    ]
+    assert sum(float(line.split()[-1]) for line in served) == 20  # counted across both processes
