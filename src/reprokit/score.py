@@ -285,7 +285,8 @@ def load_model(uri: str):
     """`ScoringModel.load`, with every reason it can fail as one error line."""
     from mlflow.exceptions import MlflowException
 
-    from reprokit.scoring import InputError, ScoringModel
+    from reprokit.scoring import InputError
+    from reprokit.scoring_model import ScoringModel
 
     try:
         return ScoringModel.load(uri)

@@ -36,7 +36,8 @@ import pandas as pd
 from starlette.requests import Request  # resolved by FastAPI at run time: module level
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from reprokit.scoring import SCORE_BINS, InputError, ScoringModel, check_records, is_text, is_whole, labels
+from reprokit.scoring import SCORE_BINS, InputError, check_records, is_text, is_whole, labels
+from reprokit.scoring_model import ScoringModel, resolve
 
 log = logging.getLogger("reprokit.serve")
 
@@ -278,7 +279,6 @@ class Scorer:
 
     async def follow(self, uri: str) -> None:
         """Poll the alias; when it moves, load and warm up the new version, then swap."""
-        from reprokit.scoring import resolve
 
         loop = asyncio.get_running_loop()
         while True:
@@ -302,8 +302,6 @@ class Scorer:
         loop = asyncio.get_running_loop()
         while True:
             try:
-                from reprokit.scoring import resolve
-
                 _, version = await loop.run_in_executor(None, resolve, uri)
                 if self.shadow is None or version != self.shadow.version:
                     self.shadow = await loop.run_in_executor(None, self.load, uri)

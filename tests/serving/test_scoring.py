@@ -10,7 +10,8 @@ from reprokit.compiled import compile_pipeline, verify
 from reprokit.config import MODEL_KINDS, FeaturizeParams, TrainParams, load_section
 from reprokit.contract import parse_contract
 from reprokit.inference import inputs_of
-from reprokit.scoring import InputError, ScoringModel, check_records, probe_records
+from reprokit.scoring import InputError, check_records, probe_records
+from reprokit.scoring_model import ScoringModel
 from synthetic import loans_contract
 
 

@@ -1,0 +1,75 @@
+"""A package loaded for scoring: the service's and batch scoring's view of `models/package`
+or a registry version, with its contract, threshold and version, the fitted pipeline and
+its compiled form (`reprokit.compiled`), used only where it gives the same probabilities."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from reprokit.contract import Contract
+from reprokit.scoring import InputError, probe_records
+
+
+@dataclasses.dataclass
+class ScoringModel:
+    """A package ready to score: its contract, threshold and version, the fitted pipeline and
+    its compiled form (used only where it was shown to give the same probabilities)."""
+
+    uri: str
+    version: str
+    contract: Contract
+    threshold: float
+    pipeline: Any
+    compiled: Any
+
+    @classmethod
+    def load(cls, uri: str) -> "ScoringModel":
+        """Load a package directory or a `models:/name@alias` / `models:/name/version` URI
+        (checked by `reprokit.trust.load_package`); an alias is resolved to its version first."""
+        from reprokit.compiled import compile_pipeline, verify
+        from reprokit.contract import parse_contract
+        from reprokit.trust import load_package
+
+        target, version = resolve(uri)
+        model = load_package(target)
+        meta = (model.metadata.metadata or {}).get("reprokit")
+        if not isinstance(meta, dict) or "contract" not in meta or "threshold" not in meta:
+            raise InputError(f"{uri}: the package does not carry its contract and threshold; re-run `dvc repro`")
+        contract = parse_contract(meta["contract"], where=f"{uri} (MLmodel metadata)")
+        order = model.metadata.get_input_schema().input_names()
+        if sorted(order) != sorted(contract.feature_names):
+            raise InputError(f"{uri}: the signature's columns differ from the contract's features")
+        by_name = {f.name: f for f in contract.features}
+        contract = dataclasses.replace(contract, features=tuple(by_name[name] for name in order))
+        pipeline = model.get_raw_model()
+        compiled = compile_pipeline(pipeline)
+        if not verify(compiled, pipeline, probe_records(contract)):
+            compiled = None
+        version = version or f"package-{model.metadata.model_uuid[:12]}"
+        return cls(uri, version, contract, float(meta["threshold"]), pipeline, compiled)
+
+    def probabilities(self, inputs: pd.DataFrame) -> np.ndarray:
+        """Positive-class probabilities of checked records (call under the thread budget)."""
+        if len(inputs) == 0:
+            return np.empty(0, dtype="float64")
+        return (self.compiled or self.pipeline).predict_proba(inputs)[:, 1]
+
+
+def resolve(uri: str) -> tuple[str, str | None]:
+    """The loadable URI and registry version of `uri`: `models:/name@alias` becomes
+    `models:/name/<version the alias points to now>`; a directory has no registry version."""
+    if not str(uri).startswith("models:/"):
+        return str(uri), None
+    path = str(uri)[len("models:/") :]
+    if "@" in path:
+        import mlflow
+
+        name, alias = path.split("@", 1)
+        version = mlflow.MlflowClient().get_model_version_by_alias(name, alias).version
+        return f"models:/{name}/{version}", str(version)
+    name, _, version = path.partition("/")
+    return str(uri), version or None
