@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import hashlib
 import subprocess
 import sys
@@ -181,3 +182,45 @@ def test_memory_stays_flat_as_the_file_grows(tmp_path, raw_csv, telco_package):
     assert resource.RUSAGE_SELF is not None
     # 140,860 rows against 14,086: the model and libraries dominate; the rows add little.
     assert peaks[20] < peaks[2] * 1.5, peaks
+
+
+def test_an_s3_file_in_and_out(tmp_path, raw_csv, telco_package):
+    """fsspec URLs both ways, against a real S3-compatible server (moto) on 127.0.0.1; the
+    endpoint and credentials come from the environment, as for any AWS client."""
+    import os
+
+    from servers import moto_s3, s3_client
+
+    with moto_s3(log=tmp_path / "moto.log") as endpoint:
+        client = s3_client(endpoint)
+        client.create_bucket(Bucket="batches")
+        client.put_object(Bucket="batches", Key="in/customers.csv", Body=raw_csv.read_bytes())
+        env = {
+            **os.environ,
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "reprokit.score",
+                "s3://batches/in/customers.csv",
+                "s3://batches/out/scores.parquet",
+                "--model",
+                str(telco_package),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr
+        remote = client.get_object(Bucket="batches", Key="out/scores.parquet")["Body"].read()
+        rejects = client.get_object(Bucket="batches", Key="out/scores.rejects.parquet")["Body"].read()
+    local = tmp_path / "local.parquet"
+    assert score(raw_csv, local, "--model", telco_package).returncode == 0
+    assert remote == local.read_bytes()  # the same bytes wherever they are written
+    assert len(pd.read_parquet(io.BytesIO(rejects))) == 0
