@@ -216,19 +216,28 @@ def _score_file(model, source: str, out: str, rejects: str, chunk_rows: int, car
     wanted = features + ([id_column] if id_column and id_column not in features else [])
     scored_file, rejected_file = AtomicParquet(out), AtomicParquet(rejects)
     read = scored = warned = 0
-    key_name = None
-    try:
+
+    def checked_chunks() -> Iterator[tuple[pd.DataFrame, pd.Series, Any]]:
+        """Each chunk with its row keys and contract check (run ahead in another thread)."""
+        offset, key_name = 0, None
         for frame in chunks(source, wanted, numeric, chunk_rows, careful):
             if key_name is None:
                 key_name = id_column if id_column and id_column in frame.columns else ROW_KEY
-            keys = (
-                frame[key_name] if key_name != ROW_KEY else pd.Series(np.arange(read, read + len(frame)), name=ROW_KEY)
-            )
-            keys = keys.rename(key_name).reset_index(drop=True)
+            if key_name == ROW_KEY:
+                keys = pd.Series(np.arange(offset, offset + len(frame)), name=ROW_KEY)
+            else:
+                keys = frame[key_name].rename(key_name).reset_index(drop=True)
             try:
                 checked = check_records({c: frame[c] for c in frame.columns}, len(frame), contract)
             except InputError as exc:
                 raise StageError(f"{source}: {exc}") from None
+            offset += len(frame)
+            yield frame, keys, checked
+
+    key_name = None
+    try:
+        for frame, keys, checked in ahead(checked_chunks()):
+            key_name = keys.name
             ok = checked.ok
             proba = model.probabilities(checked.inputs[ok].reset_index(drop=True))
             warnings = checked.warnings[ok]
@@ -292,6 +301,46 @@ def load_model(uri: str):
         return ScoringModel.load(uri)
     except (InputError, MlflowException, OSError) as exc:
         raise StageError(f"{uri}: cannot load the model ({exc})") from None
+
+
+def ahead(items: Iterator[Any], depth: int = 1) -> Iterator[Any]:
+    """`items`, produced in a background thread up to `depth` ahead of the consumer: the next
+    chunk is read and checked while this one is scored (both release the GIL for most of it)."""
+    import queue
+    import threading
+
+    done = object()
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        slots.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put((done, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            slots.put((done, exc))
+
+    worker = threading.Thread(target=produce, name="read-ahead", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, error = slots.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join()
 
 
 def default_rejects(out: str) -> str:
