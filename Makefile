@@ -20,8 +20,8 @@ repro: setup ## Set up, then run the full pipeline (dvc repro)
 test: setup ## Set up, then run every test suite
 	$(RUN) pytest
 
-test-fast: setup ## Set up, then run the tests without the end-to-end and runner suites
-	$(RUN) pytest -m "not e2e and not runner"
+test-fast: setup ## Set up, then run the tests without the end-to-end, runner and container suites
+	$(RUN) pytest -m "not e2e and not runner and not container"
 
 bench: setup ## Measure pipeline timings into bench/results.json
 	$(RUN) python bench/pipeline.py
