@@ -380,12 +380,17 @@ def main(argv: list[str] | None = None) -> None:
         rejects = args.rejects or default_rejects(args.output)
         if len({args.input, args.output, rejects}) < 3:
             raise StageError("the input, output and rejects files must be three different files")
+        import time
+
         with thread_budget(n_threads):
             model = load_model(args.model)
+            started = time.perf_counter()
             read, scored, warned = score_file(model, args.input, args.output, rejects, args.chunk_rows)
+            seconds = time.perf_counter() - started
         return (
             f"{args.input}: {read} rows, {scored} scored into {args.output} by version {model.version} "
-            f"({warned} with warnings), {read - scored} rejected into {rejects}"
+            f"({warned} with warnings), {read - scored} rejected into {rejects}; "
+            f"{seconds:.2f} s after loading the model ({read / max(seconds, 1e-9):,.0f} rows/s)"
         )
 
     run_stage("score", body, debug=args.debug)
