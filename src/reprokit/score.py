@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import logging
 import os
-from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -53,12 +52,23 @@ def opened(path: str) -> Iterator[Any]:
         raise StageError(f"{path}: no such file") from None
 
 
-def chunks(path: str, columns: list[str], numeric: set[str], rows: int, careful: bool) -> Iterator[pd.DataFrame]:
+# The blanks pandas reads as null (`pandas.read_csv`'s defaults): the prepare stage, `pyfunc` on
+# `pd.read_csv` and batch scoring all agree on what a missing value looks like in a CSV.
+NULL_TOKENS = sorted(
+    ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A"]
+    + ["NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
+)
+
+
+def chunks(
+    path: str, columns: list[str], numeric: set[str], rows: int, careful: bool, source=None
+) -> Iterator[pd.DataFrame]:
     """The file's `columns` (those present) in chunks of about `rows` rows, as pandas columns.
 
-    A CSV's numeric columns are parsed as float64 by pyarrow; in `careful` mode every column
-    is read as text and numbers are converted here, so one unparseable value rejects its row
-    instead of failing the read."""
+    A CSV is read with the contract's delimiter and encoding (`source`) and pandas' null
+    tokens; its numeric columns are parsed as float64 by pyarrow, the others kept as text. In
+    `careful` mode numbers are converted here instead, so one unparseable value rejects its
+    row rather than failing the read."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
@@ -73,20 +83,27 @@ def chunks(path: str, columns: list[str], numeric: set[str], rows: int, careful:
             for batch in reader.iter_batches(batch_size=rows, columns=present):
                 yield batch.to_pandas()
             return
-        header = pacsv.open_csv(handle, read_options=pacsv.ReadOptions(block_size=1 << 16))
-        names = header.schema.names
-        handle.seek(0)
+        delimiter = getattr(source, "delimiter", ",")
+        encoding = getattr(source, "encoding", "utf-8")
+        parse = pacsv.ParseOptions(delimiter=delimiter)
+        with opened(path) as first:  # its own handle: the reader reads ahead in the background
+            header = pacsv.open_csv(
+                first, read_options=pacsv.ReadOptions(block_size=1 << 16, encoding=encoding), parse_options=parse
+            )
+            names = header.schema.names
+            header.close()
         present = [c for c in columns if c in names]
         types = {c: (pa.string() if careful or c not in numeric else pa.float64()) for c in present}
         reader = pacsv.open_csv(
             handle,
-            read_options=pacsv.ReadOptions(block_size=1 << 22),
+            read_options=pacsv.ReadOptions(block_size=1 << 22, encoding=encoding),
+            parse_options=parse,
             convert_options=pacsv.ConvertOptions(
                 column_types=types,
                 include_columns=present,
-                null_values=[""],
+                null_values=NULL_TOKENS,
                 strings_can_be_null=True,
-                quoted_strings_can_be_null=False,
+                quoted_strings_can_be_null=True,
             ),
         )
         pending: list[pd.DataFrame] = []
@@ -122,73 +139,92 @@ def parse_numbers(frame: pd.DataFrame, numeric: set[str]) -> pd.DataFrame:
     return frame
 
 
-def output_table(keys: pd.Series, proba: np.ndarray, predicted: list[Any], version: str, warnings: list[list[str]]):
+def output_schema(key, label_type):
+    import pyarrow as pa
+
+    fields = [key, ("probability", pa.float64()), ("label", label_type), ("model_version", pa.string())]
+    return pa.schema(fields + [("warnings", pa.string())])
+
+
+def rejects_schema(key, features: list[str]):
+    import pyarrow as pa
+
+    return pa.schema([key, ("reason", pa.string())] + [(name, pa.string()) for name in features])
+
+
+def key_array(keys: pd.Series):
+    """Row numbers as int64; an id column's values as text (whatever type each chunk gives)."""
+    import pyarrow as pa
+
+    if keys.name == ROW_KEY:
+        return pa.array(keys.to_numpy(), type=pa.int64())
+    return pa.array([None if pd.isna(v) else str(v) for v in keys], type=pa.string())
+
+
+def output_table(schema, keys: pd.Series, proba: np.ndarray, predicted: list[Any], version: str, warnings):
     import pyarrow as pa
 
     notes = [None] * len(warnings)
     for i in np.flatnonzero(np.not_equal(warnings, None)):
         notes[i] = "; ".join(warnings[i])
-    return pa.table(
-        {
-            keys.name: pa.array(keys.to_numpy(), from_pandas=True),
-            "probability": pa.array(proba, type=pa.float64()),
-            "label": pa.array(predicted),
-            "model_version": pa.array([version] * len(proba), type=pa.string()),
-            "warnings": pa.array(notes, type=pa.string()),
-        }
-    )
+    columns = [
+        key_array(keys),
+        pa.array(proba, type=pa.float64()),
+        pa.array(predicted, type=schema.field("label").type),
+        pa.array([version] * len(proba), type=pa.string()),
+        pa.array(notes, type=pa.string()),
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
-def rejects_table(keys: pd.Series, frame: pd.DataFrame, features: list[str], reasons: list[str]):
+def rejects_table(schema, keys: pd.Series, frame: pd.DataFrame, features: list[str], reasons: list[str]):
     import pyarrow as pa
 
-    columns = {keys.name: pa.array(keys.to_numpy(), from_pandas=True), "reason": pa.array(reasons, type=pa.string())}
+    columns = [key_array(keys), pa.array(reasons, type=pa.string())]
     for name in features:
         values = frame[name] if name in frame else pd.Series([None] * len(frame), dtype=object)
-        text = [None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values]
-        columns[name] = pa.array(text, type=pa.string())
-    return pa.table(columns)
+        columns.append(pa.array([None if pd.isna(v) else str(v) for v in values], type=pa.string()))
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 class AtomicParquet:
-    """A Parquet file written beside its final path and renamed into place on `commit` (a
-    URL is written in place: an object store's upload appears whole or not at all)."""
+    """A Parquet file of a fixed schema, written beside its final path (a local path or an
+    fsspec URL) and moved into place on `commit`; `abort` removes it, so a failed run leaves
+    no partial output anywhere."""
 
-    def __init__(self, path: str) -> None:
-        self.path, self.writer, self.handle = path, None, None
-        self.local = "://" not in path
-        self.temp = f"{path}.tmp-{os.getpid()}" if self.local else path
+    def __init__(self, path: str, schema) -> None:
+        import fsspec
+
+        self.path, self.schema, self.writer, self.handle = path, schema, None, None
+        self.fs, self.target = fsspec.core.url_to_fs(path)
+        self.temp = f"{self.target}.tmp-{os.getpid()}"
 
     def write(self, table) -> None:
         import pyarrow.parquet as pq
 
         if self.writer is None:
-            if self.local:
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-                self.writer = pq.ParquetWriter(self.temp, table.schema, compression="zstd")
-            else:
-                import fsspec
+            parent = os.path.dirname(self.target)
+            if parent:
+                self.fs.makedirs(parent, exist_ok=True)
+            self.handle = self.fs.open(self.temp, "wb")
+            self.writer = pq.ParquetWriter(self.handle, self.schema, compression="zstd")
+        self.writer.write_table(table)
 
-                self.handle = fsspec.open(self.path, "wb").open()
-                self.writer = pq.ParquetWriter(self.handle, table.schema, compression="zstd")
-        self.writer.write_table(table.cast(self.writer.schema))
-
-    def commit(self, empty_schema) -> None:
+    def commit(self) -> None:
         if self.writer is None:
-            self.write(empty_schema.empty_table())
+            self.write(self.schema.empty_table())
         self.writer.close()
-        if self.handle is not None:
-            self.handle.close()
-        if self.local:
-            os.replace(self.temp, self.path)
+        self.handle.close()
+        self.fs.mv(self.temp, self.target)
 
     def abort(self) -> None:
-        if self.writer is not None:
+        for close in (self.writer, self.handle):
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    close.close()
+        if self.handle is not None:
             with contextlib.suppress(Exception):
-                self.writer.close()
-        if self.local:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(self.temp)
+                self.fs.rm(self.temp)
 
 
 def score_file(model, source: str, out: str, rejects: str, chunk_rows: int) -> tuple[int, int, int]:
@@ -214,19 +250,18 @@ def _score_file(model, source: str, out: str, rejects: str, chunk_rows: int, car
     id_column = contract.source.id_column
     numeric = {f.name for f in contract.features if not is_text(f)}
     wanted = features + ([id_column] if id_column and id_column not in features else [])
-    scored_file, rejected_file = AtomicParquet(out), AtomicParquet(rejects)
+    label_type = pa.string() if isinstance(contract.target.positive, str) else pa.int64()
     read = scored = warned = 0
+    files: list[AtomicParquet] = []
 
     def checked_chunks() -> Iterator[tuple[pd.DataFrame, pd.Series, Any]]:
         """Each chunk with its row keys and contract check (run ahead in another thread)."""
-        offset, key_name = 0, None
-        for frame in chunks(source, wanted, numeric, chunk_rows, careful):
-            if key_name is None:
-                key_name = id_column if id_column and id_column in frame.columns else ROW_KEY
-            if key_name == ROW_KEY:
-                keys = pd.Series(np.arange(offset, offset + len(frame)), name=ROW_KEY)
+        offset = 0
+        for frame in chunks(source, wanted, numeric, chunk_rows, careful, contract.source):
+            if id_column and id_column in frame.columns:
+                keys = frame[id_column].rename(id_column).reset_index(drop=True)
             else:
-                keys = frame[key_name].rename(key_name).reset_index(drop=True)
+                keys = pd.Series(np.arange(offset, offset + len(frame)), name=ROW_KEY)
             try:
                 checked = check_records({c: frame[c] for c in frame.columns}, len(frame), contract)
             except InputError as exc:
@@ -234,59 +269,52 @@ def _score_file(model, source: str, out: str, rejects: str, chunk_rows: int, car
             offset += len(frame)
             yield frame, keys, checked
 
-    key_name = None
+    def open_files(key_name: str) -> tuple[AtomicParquet, AtomicParquet]:
+        key = (key_name, pa.int64() if key_name == ROW_KEY else pa.string())
+        files.extend(
+            [AtomicParquet(out, output_schema(key, label_type)), AtomicParquet(rejects, rejects_schema(key, features))]
+        )
+        return files[0], files[1]
+
     try:
         for frame, keys, checked in ahead(checked_chunks()):
-            key_name = keys.name
+            scored_file, rejected_file = files or open_files(keys.name)
             ok = checked.ok
             proba = model.probabilities(checked.inputs[ok].reset_index(drop=True))
             warnings = checked.warnings[ok]
+            predicted = labels(proba, model.threshold, contract)
             scored_file.write(
                 output_table(
-                    keys[ok].reset_index(drop=True),
-                    proba,
-                    labels(proba, model.threshold, contract),
-                    model.version,
-                    warnings,
+                    scored_file.schema, keys[ok].reset_index(drop=True), proba, predicted, model.version, warnings
                 )
             )
             if not ok.all():
                 bad = ~ok
-                reasons = list(checked.rejected[bad])
                 rejected_file.write(
                     rejects_table(
-                        keys[bad].reset_index(drop=True), frame[bad].reset_index(drop=True), features, reasons
+                        rejected_file.schema,
+                        keys[bad].reset_index(drop=True),
+                        frame[bad].reset_index(drop=True),
+                        features,
+                        list(checked.rejected[bad]),
                     )
                 )
             read += len(frame)
             scored += int(ok.sum())
             warned += int(np.count_nonzero(np.not_equal(warnings, None)))
+        scored_file, rejected_file = files or open_files(ROW_KEY)
+        scored_file.commit()
+        rejected_file.commit()
     except pa.ArrowInvalid as exc:
-        scored_file.abort()
-        rejected_file.abort()
+        for file in files:
+            file.abort()
         if not careful and "CSV conversion error" in str(exc):
             raise _NeedsCareful() from None
         raise StageError(f"{source}: cannot read it ({exc})") from None
     except BaseException:
-        scored_file.abort()
-        rejected_file.abort()
+        for file in files:
+            file.abort()
         raise
-    key_type = pa.int64() if key_name in (None, ROW_KEY) else pa.string()
-    key_name = key_name or ROW_KEY
-    label_type = pa.string() if isinstance(contract.target.positive, str) else pa.int64()
-    scored_file.commit(
-        pa.schema(
-            [
-                (key_name, key_type),
-                ("probability", pa.float64()),
-                ("label", label_type),
-                ("model_version", pa.string()),
-                ("warnings", pa.string()),
-            ]
-        )
-    )
-    reject_fields = [(key_name, key_type), ("reason", pa.string())] + [(name, pa.string()) for name in features]
-    rejected_file.commit(pa.schema(reject_fields))
     return read, scored, warned
 
 
@@ -313,20 +341,24 @@ def ahead(items: Iterator[Any], depth: int = 1) -> Iterator[Any]:
     slots: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
+    def offer(entry) -> bool:
+        """Hand `entry` over unless the consumer has stopped (then never block)."""
+        while not stop.is_set():
+            try:
+                slots.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        slots.put((item, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not offer((item, None)):
                     return
-            slots.put((done, None))
+            offer((done, None))
         except BaseException as exc:  # handed to the consumer, raised there
-            slots.put((done, exc))
+            offer((done, exc))
 
     worker = threading.Thread(target=produce, name="read-ahead", daemon=True)
     worker.start()

@@ -101,15 +101,7 @@ def test_bad_rows_go_to_the_rejects_file_with_their_reasons(tmp_path, raw_csv, t
 
 def test_an_id_column_keys_the_output(tmp_path, raw_csv, telco_package, telco_contract):
     """With `source.id_column` in the package's contract, rows are keyed by it."""
-    import shutil
-
-    import yaml
-
-    package = tmp_path / "package"
-    shutil.copytree(telco_package, package)
-    mlmodel = yaml.safe_load((package / "MLmodel").read_text())
-    mlmodel["metadata"]["reprokit"]["contract"]["source"]["id_column"] = "customer"
-    (package / "MLmodel").write_text(yaml.safe_dump(mlmodel))
+    package = with_contract(telco_package, tmp_path, lambda contract: contract["source"].update(id_column="customer"))
     raw = pd.read_csv(raw_csv).head(30)
     raw.insert(0, "customer", [f"C{i:04d}" for i in range(30)])
     raw.to_parquet(tmp_path / "in.parquet")
@@ -148,8 +140,6 @@ def test_a_missing_file_and_an_unknown_format_are_one_error(tmp_path, telco_pack
 
 def test_memory_stays_flat_as_the_file_grows(tmp_path, raw_csv, telco_package):
     """Peak RSS for 10x the rows grows by far less than 10x: the file is streamed in chunks."""
-    import resource
-
     raw = pd.read_csv(raw_csv)
     peaks = {}
     for copies in (2, 20):
@@ -179,7 +169,6 @@ def test_memory_stays_flat_as_the_file_grows(tmp_path, raw_csv, telco_package):
         )
         assert done.returncode == 0, done.stderr
         peaks[copies] = int(done.stderr.split("PEAK ")[1].split()[0])
-    assert resource.RUSAGE_SELF is not None
     # 140,860 rows against 14,086: the model and libraries dominate; the rows add little.
     assert peaks[20] < peaks[2] * 1.5, peaks
 
@@ -224,3 +213,90 @@ def test_an_s3_file_in_and_out(tmp_path, raw_csv, telco_package):
     assert score(raw_csv, local, "--model", telco_package).returncode == 0
     assert remote == local.read_bytes()  # the same bytes wherever they are written
     assert len(pd.read_parquet(io.BytesIO(rejects))) == 0
+
+
+def with_contract(telco_package, tmp_path, edit):
+    """A copy of the package whose carried contract is edited (as another dataset.yaml would make it)."""
+    import shutil
+
+    import yaml
+
+    package = tmp_path / "package"
+    shutil.copytree(telco_package, package)
+    mlmodel = yaml.safe_load((package / "MLmodel").read_text())
+    edit(mlmodel["metadata"]["reprokit"]["contract"])
+    (package / "MLmodel").write_text(yaml.safe_dump(mlmodel))
+    return package
+
+
+def test_rejects_in_several_chunks_and_a_first_chunk_all_rejected(tmp_path, raw_csv, telco_package, pyfunc):
+    raw = pd.read_csv(raw_csv).head(12).astype({"contract": object})
+    raw.loc[[0, 1, 2, 10], "contract"] = None  # chunk 1 (rows 0-2) holds no scorable row
+    raw.to_csv(tmp_path / "in.csv", index=False)
+    done = score(tmp_path / "in.csv", tmp_path / "out.parquet", "--model", telco_package, "--chunk-rows", "3")
+    assert done.returncode == 0, done.stderr
+    scored, rejects = pd.read_parquet(tmp_path / "out.parquet"), pd.read_parquet(tmp_path / "out.rejects.parquet")
+    assert rejects["row"].tolist() == [0, 1, 2, 10] and scored["row"].tolist() == [3, 4, 5, 6, 7, 8, 9, 11]
+    assert str(scored["label"].dtype) in ("str", "string", "object") and set(scored["label"]) <= {"Yes", "No"}
+    good = raw.drop(index=[0, 1, 2, 10])
+    np.testing.assert_array_equal(scored["probability"], np.asarray(pyfunc.predict(good))[:, 1])
+
+
+def test_a_file_where_every_row_is_rejected_keeps_its_column_types(tmp_path, raw_csv, telco_package):
+    raw = pd.read_csv(raw_csv).head(5).assign(contract=None)
+    raw.to_csv(tmp_path / "in.csv", index=False)
+    assert score(tmp_path / "in.csv", tmp_path / "out.parquet", "--model", telco_package).returncode == 0
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(tmp_path / "out.parquet")
+    assert [str(t) for t in schema.types] == ["int64", "double", "string", "string", "string"]
+    assert pq.read_metadata(tmp_path / "out.parquet").num_rows == 0
+    assert len(pd.read_parquet(tmp_path / "out.rejects.parquet")) == 5
+
+
+def test_a_failure_part_way_leaves_no_output_and_does_not_hang(tmp_path, raw_csv, telco_package):
+    """A broken line in a later block of a large CSV: one error, no partial file, prompt exit."""
+    text = raw_csv.read_text()
+    header, body = text.split("\n", 1)
+    (tmp_path / "in.csv").write_text(header + "\n" + body * 6 + "1,2,3\n" + body)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "reprokit.score",
+            str(tmp_path / "in.csv"),
+            str(tmp_path / "out.parquet"),
+            "--model",
+            str(telco_package),
+            "--chunk-rows",
+            "5000",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1 and "cannot read it" in done.stderr and "Traceback" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
+
+
+def test_csv_blanks_delimiter_and_encoding_are_read_as_pandas_and_the_contract_say(
+    tmp_path, raw_csv, telco_package, pyfunc
+):
+    """`NA` reads as null in batch scoring as in `pd.read_csv`; the contract's delimiter and
+    encoding apply, as in the prepare stage."""
+    raw = pd.read_csv(raw_csv).head(30).astype({"total_charges": object})
+    raw.loc[4, "total_charges"] = "NA"
+    raw.to_csv(tmp_path / "na.csv", index=False)
+    done = score(tmp_path / "na.csv", tmp_path / "na.parquet", "--model", telco_package)
+    assert done.returncode == 0 and "30 scored" in done.stderr, done.stderr
+    expected = np.asarray(pyfunc.predict(pd.read_csv(tmp_path / "na.csv")))[:, 1]
+    np.testing.assert_array_equal(pd.read_parquet(tmp_path / "na.parquet")["probability"], expected)
+
+    def semicolons(contract):
+        contract["source"].update(delimiter=";", encoding="latin-1")
+
+    package = with_contract(telco_package, tmp_path, semicolons)
+    (tmp_path / "semi.csv").write_bytes(pd.read_csv(tmp_path / "na.csv").to_csv(index=False, sep=";").encode("latin-1"))
+    done = score(tmp_path / "semi.csv", tmp_path / "semi.parquet", "--model", package)
+    assert done.returncode == 0, done.stderr
+    np.testing.assert_array_equal(pd.read_parquet(tmp_path / "semi.parquet")["probability"], expected)
