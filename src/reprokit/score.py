@@ -381,7 +381,9 @@ def default_rejects(out: str) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m reprokit.score", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_debug_option(parser)
     parser.add_argument("input", help="CSV (.csv, .csv.gz) or Parquet file: a path or an fsspec URL")
     parser.add_argument("output", help="Parquet file of scores")

@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import signal
 import socket
 import sys
 import time
@@ -70,6 +71,7 @@ class Settings:
     max_batch: int = 64
     max_wait_ms: float = 2.0
     max_body_bytes: int = 1 << 20
+    max_records: int = 10_000
     poll_seconds: float = 10.0
     shadow: str | None = None
     graceful_seconds: float = 30.0
@@ -131,29 +133,31 @@ def check_names(names: list[str], features: list[str]) -> None:
         _raise([{"field": name[:80], "problem": "not a field of the contract"} for name in shown])
 
 
-def check_payload(columns: dict[str, list[Any]], n: int, model: ScoringModel):
-    """Checked records, or a 422 listing every problem (record, field, problem)."""
+def check_payload(columns: dict[str, list[Any]], n: int, model: ScoringModel, max_records: int):
+    """Checked records, or a 4xx listing the first problems (record, field, problem)."""
     if n == 0:
         raise BadRequest(422, "no records: send at least one")
+    if n > max_records:
+        raise BadRequest(413, f"{n} records: at most {max_records} per request (--max-records)")
     problems = []
     nullable = {f.name for f in model.contract.features if f.nullable}
     for name, values in columns.items():
-        if any(value is _MISSING for value in values):
-            for i, value in enumerate(values):
-                if value is _MISSING:
-                    if name not in nullable:
-                        problems.append({"record": i, "field": name, "problem": "missing required field"})
-                    values[i] = None
+        absent = [i for i, value in enumerate(values) if value is _MISSING]
+        for i in absent:
+            values[i] = None
+        if absent and name not in nullable:
+            problems += [
+                {"record": i, "field": name, "problem": "missing required field"} for i in absent[:MAX_PROBLEMS]
+            ]
     try:
         checked = check_records(columns, n, model.contract)
     except InputError as exc:
         raise BadRequest(422, str(exc)) from None
     seen = {(p["record"], p["field"]) for p in problems}
-    for i, reason in enumerate(checked.rejected):
-        if reason is not None:
-            field, _, problem = reason.partition(": ")
-            if (i, field) not in seen:
-                problems.append({"record": i, "field": field, "problem": problem})
+    for i in np.flatnonzero(~checked.ok)[:MAX_PROBLEMS]:
+        field, _, problem = checked.rejected[i].partition(": ")
+        if (int(i), field) not in seen:
+            problems.append({"record": int(i), "field": field, "problem": problem})
     if problems:
         problems.sort(key=lambda p: (p["record"], p["field"]))
         _raise(problems[:MAX_PROBLEMS])
@@ -170,7 +174,7 @@ class Metrics:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = CollectorRegistry(auto_describe=True)
-        multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+        self.multiprocess = multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
         if multiprocess:
             from prometheus_client import multiprocess as mp
 
@@ -220,7 +224,9 @@ class Metrics:
 
     def show_version(self, old: str | None, new: str) -> None:
         if old is not None:
-            self.model_info.remove(old)
+            self.model_info.labels(old).set(0)
+            if not self.multiprocess:  # (worker processes' shared files cannot drop a label)
+                self.model_info.remove(old)
         self.model_info.labels(new).set(1)
 
 
@@ -262,7 +268,11 @@ class Scorer:
         while self.model is None:
             try:
                 model = await asyncio.get_running_loop().run_in_executor(self.executor, self.load, self.settings.model)
-            except Exception as exc:  # noqa: BLE001 - keep trying; readiness says not ready
+            except Exception as exc:  # noqa: BLE001 - a registry may recover: retry; readiness says not ready
+                if not self.settings.model.startswith("models:/"):  # a directory will not get better: stop
+                    log.error("cannot load %s: %s", self.settings.model, exc)
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    return
                 log.error(
                     "cannot load %s: %s; retrying in %.0f s", self.settings.model, exc, self.settings.poll_seconds
                 )
@@ -310,9 +320,10 @@ class Scorer:
                 log.error("shadow %s unavailable: %s", uri, exc)
             await asyncio.sleep(self.settings.poll_seconds)
 
-    async def score(self, inputs: pd.DataFrame) -> tuple[np.ndarray, ScoringModel]:
+    async def score(self, inputs: pd.DataFrame, model: ScoringModel) -> np.ndarray:
+        """Probabilities of records checked against `model`, by that same model."""
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put((inputs, future))
+        await self.queue.put((inputs, future, model))
         return await future
 
     async def batches(self) -> None:
@@ -333,23 +344,31 @@ class Scorer:
                     break
                 items.append(item)
                 rows += len(item[0])
-            model, shadow = self.model, self.shadow
-            frame = items[0][0] if len(items) == 1 else pd.concat([i[0] for i in items], ignore_index=True)
-            try:
-                proba = await loop.run_in_executor(self.executor, model.probabilities, frame)
-            except Exception as exc:  # noqa: BLE001 - handed to each waiting request
-                for _, future in items:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            self.metrics.batch_rows.observe(rows)
-            start = 0
-            for inputs, future in items:
+            groups: dict[int, list] = {}  # by the model each request was checked against (a swap may fall between)
+            for item in items:
+                groups.setdefault(id(item[2]), []).append(item)
+            for group in groups.values():
+                await self.run_batch(group, loop)
+
+    async def run_batch(self, items: list, loop) -> None:
+        """Score one batch of requests checked against the same model; resolve their futures."""
+        model, shadow = items[0][2], self.shadow
+        frame = items[0][0] if len(items) == 1 else pd.concat([i[0] for i in items], ignore_index=True)
+        try:
+            proba = await loop.run_in_executor(self.executor, model.probabilities, frame)
+        except Exception as exc:  # noqa: BLE001 - handed to each waiting request
+            for _, future, _ in items:
                 if not future.done():
-                    future.set_result((proba[start : start + len(inputs)], model))
-                start += len(inputs)
-            if shadow is not None:
-                loop.run_in_executor(self.executor, self.compare, shadow, model, frame, proba)
+                    future.set_exception(exc)
+            return
+        self.metrics.batch_rows.observe(len(frame))
+        start = 0
+        for inputs, future, _ in items:
+            if not future.done():
+                future.set_result(proba[start : start + len(inputs)])
+            start += len(inputs)
+        if shadow is not None:
+            loop.run_in_executor(self.executor, self.compare, shadow, model, frame, proba)
 
     def compare(self, shadow: ScoringModel, model: ScoringModel, frame: pd.DataFrame, proba: np.ndarray) -> None:
         """Score the batch with the shadow model and record the agreement (prediction thread)."""
@@ -370,7 +389,8 @@ class Scorer:
     async def stop(self) -> None:
         for task in self.tasks:
             task.cancel()
-        self.executor.shutdown(wait=True)
+        # A load still waiting on the registry must not hold the shutdown up.
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
 
 def limit_threads(n_threads: int) -> None:
@@ -472,10 +492,14 @@ def create_app(settings: Settings | None = None):
                 except orjson.JSONDecodeError:
                     raise BadRequest(400, "the body is not valid JSON") from None
                 columns, n = parse_payload(payload, model.contract.feature_names)
-                checked = check_payload(columns, n, model)
+                if n > 256:  # a large request is checked off the event loop: health checks keep answering
+                    checked = await asyncio.to_thread(check_payload, columns, n, model, settings.max_records)
+                else:
+                    checked = check_payload(columns, n, model, settings.max_records)
             except BadRequest as exc:
                 return refuse(exc)
-            proba, used = await scorer.score(checked.inputs)
+            proba = await scorer.score(checked.inputs, model)
+            used = model
         finally:
             scorer.in_flight -= 1
             metrics.in_flight.dec()
@@ -580,7 +604,9 @@ def request_schema(model: ScoringModel) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None = None) -> Settings:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m reprokit.serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("model", nargs="?", default=Settings.model, help="package directory or models:/<name>@<alias>")
     parser.add_argument("--host", default=Settings.host, help="address to listen on (default: loopback only)")
     parser.add_argument("--port", type=int, default=Settings.port)
@@ -590,6 +616,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     parser.add_argument("--max-batch", type=int, default=Settings.max_batch, help="rows per model call")
     parser.add_argument("--max-wait-ms", type=float, default=Settings.max_wait_ms, help="longest wait for a batch")
     parser.add_argument("--max-body-bytes", type=int, default=Settings.max_body_bytes)
+    parser.add_argument("--max-records", type=int, default=Settings.max_records, help="records per request")
     parser.add_argument("--poll-seconds", type=float, default=Settings.poll_seconds, help="alias check interval")
     parser.add_argument("--shadow", default=None, help="alias scored beside the served model (e.g. challenger)")
     parser.add_argument("--graceful-seconds", type=float, default=Settings.graceful_seconds)
@@ -598,14 +625,24 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     if n_threads is None:
         n_threads = 1
         if os.path.exists(args.params):
-            from reprokit.config import load_section
+            from reprokit.config import ConfigError, load_section
 
-            n_threads = load_section("base", args.params).n_threads
+            try:
+                n_threads = load_section("base", args.params).n_threads
+            except ConfigError as exc:
+                parser.error(str(exc))
+    if not args.model.startswith("models:/") and not os.path.isfile(os.path.join(args.model, "MLmodel")):
+        parser.error(
+            f"{args.model}: not a package directory (no MLmodel); run `dvc repro` or give models:/<name>@<alias>"
+        )
+    if not 0 < args.port < 65536:
+        parser.error(f"--port must be between 1 and 65535, got {args.port}")
     for name, value, low in (
         ("--workers", args.workers, 1),
         ("--threads", n_threads, 1),
         ("--max-batch", args.max_batch, 1),
         ("--max-body-bytes", args.max_body_bytes, 1),
+        ("--max-records", args.max_records, 1),
     ):
         if value < low:
             parser.error(f"{name} must be at least {low}")
@@ -623,6 +660,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms,
         max_body_bytes=args.max_body_bytes,
+        max_records=args.max_records,
         poll_seconds=args.poll_seconds,
         shadow=args.shadow,
         graceful_seconds=args.graceful_seconds,

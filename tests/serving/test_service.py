@@ -194,8 +194,8 @@ json_values = st.recursive(
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_fuzzed_requests_never_get_a_5xx(service, rows, data):
-    """Records that start valid and get fields replaced, dropped or added, wrapped in any
-    wire format, or arbitrary JSON: always an answer below 500."""
+    """Records that start valid and get fields replaced, dropped or added, sent in each wire
+    format (split rows ragged or not), or arbitrary JSON: always an answer below 500."""
     fields = list(rows[0])
     records = []
     for _ in range(data.draw(st.integers(0, 3))):
@@ -207,14 +207,17 @@ def test_fuzzed_requests_never_get_a_5xx(service, rows, data):
         if data.draw(st.booleans()):
             record[data.draw(st.text(max_size=5))] = data.draw(json_values)
         records.append(record)
-    body = data.draw(
-        st.sampled_from(["instances", "dataframe_records", "split", "any"]).map(
-            lambda kind: {"instances": records, "dataframe_records": records}.get(kind)
-        )
-    )
-    payload = {"instances": records} if body is None else body
-    if data.draw(st.booleans()):
+    kind = data.draw(st.sampled_from(["instances", "dataframe_records", "dataframe_split", "any JSON"]))
+    if kind == "dataframe_split":
+        columns = data.draw(st.one_of(st.just(fields), st.lists(st.sampled_from(fields + ["extra"]), max_size=5)))
+        table = [[record.get(c) for c in columns] for record in records]
+        if table and data.draw(st.booleans()):
+            table[0] = table[0][:-1] or [data.draw(json_values)]  # a ragged row
+        payload = {kind: {"columns": columns, "data": table}}
+    elif kind == "any JSON":
         payload = data.draw(json_values)
+    else:
+        payload = {kind: records}
     answer = post(service, payload)
     assert answer.status_code < 500, answer.text
     assert "Traceback" not in answer.text
@@ -293,3 +296,37 @@ def test_several_workers_share_one_metrics_view(tmp_path, telco_package, pyfunc,
         if line.startswith('reprokit_requests_total{route="/invocations",status="200"')
     ]
     assert sum(float(line.split()[-1]) for line in served) == 20  # counted across both processes
+
+
+def test_too_many_records_and_many_bad_ones_are_refused_cheaply(service, rows):
+    """The record limit, and a request of many empty records: one short answer listing the
+    first problems, while health checks keep answering."""
+    answer = post(service, {"instances": [{}] * 10_001})
+    assert answer.status_code == 413 and "at most 10000" in answer.json()["error"]
+    answer = post(service, {"instances": [{}] * 9_000})
+    assert answer.status_code == 422 and len(answer.json()["problems"]) == 20
+    assert service.get("/health/live").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["/nonexistent/package"], "not a package directory"),
+        (["--port", "99999"], "--port must be between 1 and 65535"),
+        (["--max-batch", "0"], "--max-batch must be at least 1"),
+        (["--shadow", "challenger"], "--shadow needs a registry model"),
+    ],
+)
+def test_bad_settings_are_one_clear_error(tmp_path, telco_package, args, message):
+    import subprocess
+    import sys
+
+    model = [] if args[0].startswith("/") else [str(telco_package)]
+    done = subprocess.run(
+        [sys.executable, "-m", "reprokit.serve", *model, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
