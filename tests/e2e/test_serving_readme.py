@@ -36,7 +36,14 @@ def test_the_serving_section_runs_as_written(copy_of, tmp_path):
     clone.run("bash", "-c", make_csv)
     python = blocks(text, "python")[0]
     clone.run("python", "-c", python + "\nprint('OK')")
-    serve, request, batch = blocks(text, "bash")
+    bash = blocks(text, "bash")
+
+    def block_with(word: str) -> str:
+        (found,) = [b for b in bash if word in b]
+        return found
+
+    # (the container block is the container suite's)
+    serve, request, batch = block_with("python -m reprokit.serve"), block_with("curl"), block_with("reprokit.score")
     (start,) = commands(serve)
     port = free_port()
     log = tmp_path / "serve.log"
