@@ -15,9 +15,14 @@ import pytest
 from reprokit.trust import load_package
 
 
-def score(*args, cwd=None) -> subprocess.CompletedProcess:
+def score(*args, env=None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python -m reprokit.score ARGS` as a user runs it."""
     return subprocess.run(
-        [sys.executable, "-m", "reprokit.score", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600
+        [sys.executable, "-m", "reprokit.score", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
     )
 
 
@@ -191,20 +196,8 @@ def test_an_s3_file_in_and_out(tmp_path, raw_csv, telco_package):
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": "us-east-1",
         }
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "reprokit.score",
-                "s3://batches/in/customers.csv",
-                "s3://batches/out/scores.parquet",
-                "--model",
-                str(telco_package),
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=600,
+        done = score(
+            "s3://batches/in/customers.csv", "s3://batches/out/scores.parquet", "--model", telco_package, env=env
         )
         assert done.returncode == 0, done.stderr
         remote = client.get_object(Bucket="batches", Key="out/scores.parquet")["Body"].read()
@@ -259,21 +252,8 @@ def test_a_failure_part_way_leaves_no_output_and_does_not_hang(tmp_path, raw_csv
     text = raw_csv.read_text()
     header, body = text.split("\n", 1)
     (tmp_path / "in.csv").write_text(header + "\n" + body * 6 + "1,2,3\n" + body)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "reprokit.score",
-            str(tmp_path / "in.csv"),
-            str(tmp_path / "out.parquet"),
-            "--model",
-            str(telco_package),
-            "--chunk-rows",
-            "5000",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    done = score(
+        tmp_path / "in.csv", tmp_path / "out.parquet", "--model", telco_package, "--chunk-rows", 5000, timeout=300
     )
     assert done.returncode == 1 and "cannot read it" in done.stderr and "Traceback" not in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
