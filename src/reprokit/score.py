@@ -404,13 +404,9 @@ def main(argv: list[str] | None = None) -> None:
     def body() -> str:
         from reprokit.inference import thread_budget
 
-        n_threads = args.threads
-        if n_threads is None:
-            n_threads = 1
-            if os.path.exists(args.params):
-                from reprokit.config import load_section
+        from reprokit.scoring_model import thread_budget_setting
 
-                n_threads = load_section("base", args.params).n_threads
+        n_threads = thread_budget_setting(args.threads, args.params)
         rejects = args.rejects or default_rejects(args.output)
         if len({args.input, args.output, rejects}) < 3:
             raise StageError("the input, output and rejects files must be three different files")

@@ -73,3 +73,17 @@ def resolve(uri: str) -> tuple[str, str | None]:
         return f"models:/{name}/{version}", str(version)
     name, _, version = path.partition("/")
     return str(uri), version or None
+
+
+def thread_budget_setting(threads: int | None, params_file: str) -> int:
+    """The scoring commands' thread budget: `--threads` if given, else `base.n_threads` of the
+    params file when there is one, else 1 (a package served away from the repository)."""
+    import os
+
+    if threads is not None:
+        return threads
+    if not os.path.exists(params_file):
+        return 1
+    from reprokit.config import load_section
+
+    return load_section("base", params_file).n_threads

@@ -621,16 +621,13 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     parser.add_argument("--shadow", default=None, help="alias scored beside the served model (e.g. challenger)")
     parser.add_argument("--graceful-seconds", type=float, default=Settings.graceful_seconds)
     args = parser.parse_args(argv)
-    n_threads = args.threads
-    if n_threads is None:
-        n_threads = 1
-        if os.path.exists(args.params):
-            from reprokit.config import ConfigError, load_section
+    from reprokit.config import ConfigError
+    from reprokit.scoring_model import thread_budget_setting
 
-            try:
-                n_threads = load_section("base", args.params).n_threads
-            except ConfigError as exc:
-                parser.error(str(exc))
+    try:
+        n_threads = thread_budget_setting(args.threads, args.params)
+    except ConfigError as exc:
+        parser.error(str(exc))
     if not args.model.startswith("models:/") and not os.path.isfile(os.path.join(args.model, "MLmodel")):
         parser.error(
             f"{args.model}: not a package directory (no MLmodel); run `dvc repro` or give models:/<name>@<alias>"
