@@ -103,10 +103,11 @@ def write_json(path: str | Path, data: Any) -> None:
     write_bytes_atomic(path, text.encode())
 
 
-def write_parquet(frame, path: str | Path) -> None:
-    """Parquet with the index kept and no writer-dependent statistics that vary by run."""
+def write_parquet(frame, path: str | Path, index: bool = True) -> None:
+    """Parquet (with the index kept, unless not `index`) and no writer-dependent statistics
+    that vary by run."""
     buffer = io.BytesIO()
-    frame.to_parquet(buffer, engine="pyarrow", index=True, compression="zstd")
+    frame.to_parquet(buffer, engine="pyarrow", index=index, compression="zstd")
     write_bytes_atomic(path, buffer.getvalue())
 
 

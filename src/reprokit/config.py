@@ -123,6 +123,48 @@ class GateParams:
     enforce: bool
 
 
+@dataclasses.dataclass(frozen=True)
+class BatchesParams:
+    location_shift_sd: float  # numeric columns moved by this many reference standard deviations
+    scale_factor: float  # numeric columns' spread around their mean multiplied by this
+    category_share: float  # share of rows whose first categorical column becomes its rarest value
+    new_category_share: float  # share of rows whose first categorical column gets a value no one has seen
+    null_share: float  # share of rows whose nullable columns become null
+    label_swap_share: float  # share of positive labels swapped with as many negative ones
+
+    def __post_init__(self) -> None:
+        for name in ("category_share", "new_category_share", "null_share", "label_swap_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"{PARAMS_FILE}: batches.{name} must be between 0 and 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class MonitorParams:
+    batch: str  # the batch the monitor stage checks
+    alpha: float  # significance level, after the multiple-testing correction
+    correction: str  # benjamini_hochberg | bonferroni
+    bins: int  # reference quantile bins of a numeric column
+    psi_warn: float  # effect-size floor: a column drifts only at or above this PSI
+    psi_alert: float
+    missing_rate_warn: float  # a null rate change at least this large (and significant) warns
+    drifted_share_alert: float  # share of drifted columns that makes an alert
+    max_auc_drop: float  # a significant AUC fall at least this large (batches with labels) alerts
+    max_score_rows: int  # the scores' comparison uses a seeded sample of at most this many rows
+    enforce: bool  # exit non-zero on an alert
+
+    def __post_init__(self) -> None:
+        if self.correction not in ("benjamini_hochberg", "bonferroni"):
+            raise ConfigError(
+                f"{PARAMS_FILE}: monitor.correction is {self.correction!r}; expected benjamini_hochberg or bonferroni"
+            )
+        if not 0 < self.alpha < 1:
+            raise ConfigError(f"{PARAMS_FILE}: monitor.alpha must be between 0 and 1, got {self.alpha}")
+        if self.bins < 2 or self.max_score_rows < 1:
+            raise ConfigError(f"{PARAMS_FILE}: monitor.bins must be at least 2 and monitor.max_score_rows at least 1")
+        if not 0 < self.psi_warn <= self.psi_alert:
+            raise ConfigError(f"{PARAMS_FILE}: monitor.psi_warn must be above 0 and at most monitor.psi_alert")
+
+
 def _check_type(value: Any, hint: Any, where: str) -> Any:
     origin = typing.get_origin(hint) or hint
     if origin in (typing.Union, types.UnionType):  # `X | None`: null or an X
@@ -183,6 +225,8 @@ _SECTIONS: dict[str, type] = {
     "package": PackageParams,
     "tracking": TrackingParams,
     "gate": GateParams,
+    "batches": BatchesParams,
+    "monitor": MonitorParams,
 }
 
 
@@ -243,11 +287,13 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 __all__ = [
     "BaseParams",
+    "BatchesParams",
     "ConfigError",
     "EvaluateParams",
     "FeaturizeParams",
     "GateParams",
     "MODEL_KINDS",
+    "MonitorParams",
     "PackageParams",
     "SplitParams",
     "StageParams",

@@ -60,6 +60,34 @@ NULL_TOKENS = sorted(
 )
 
 
+def column_names(path: str, source=None) -> list[str]:
+    """The column names of a CSV (read with the contract's delimiter and encoding, `source`)
+    or Parquet file."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    with opened(path) as handle:  # its own handle: a reader of the rows reads ahead in the background
+        if file_format(path) == "parquet":
+            try:
+                schema = pq.ParquetFile(handle).schema_arrow
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise StageError(f"{path}: not a readable Parquet file ({exc})") from None
+            index = {c for c in (schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)}
+            return [name for name in schema.names if name not in index]  # a pandas index is not data
+        try:
+            header = pacsv.open_csv(
+                handle,
+                read_options=pacsv.ReadOptions(block_size=1 << 16, encoding=getattr(source, "encoding", "utf-8")),
+                parse_options=pacsv.ParseOptions(delimiter=getattr(source, "delimiter", ",")),
+            )
+        except pa.ArrowInvalid as exc:
+            raise StageError(f"{path}: cannot read it as CSV ({exc})") from None
+        names = header.schema.names
+        header.close()
+        return list(names)
+
+
 def chunks(
     path: str, columns: list[str], numeric: set[str], rows: int, careful: bool, source=None
 ) -> Iterator[pd.DataFrame]:
@@ -83,15 +111,9 @@ def chunks(
             for batch in reader.iter_batches(batch_size=rows, columns=present):
                 yield batch.to_pandas()
             return
-        delimiter = getattr(source, "delimiter", ",")
         encoding = getattr(source, "encoding", "utf-8")
-        parse = pacsv.ParseOptions(delimiter=delimiter)
-        with opened(path) as first:  # its own handle: the reader reads ahead in the background
-            header = pacsv.open_csv(
-                first, read_options=pacsv.ReadOptions(block_size=1 << 16, encoding=encoding), parse_options=parse
-            )
-            names = header.schema.names
-            header.close()
+        parse = pacsv.ParseOptions(delimiter=getattr(source, "delimiter", ","))
+        names = column_names(path, source)
         present = [c for c in columns if c in names]
         types = {c: (pa.string() if careful or c not in numeric else pa.float64()) for c in present}
         reader = pacsv.open_csv(

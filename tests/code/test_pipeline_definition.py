@@ -12,7 +12,9 @@ import yaml
 
 from reprokit.config import flatten
 
-STAGES = ("prepare", "featurize", "train", "evaluate", "package")
+STAGES = ("prepare", "featurize", "train", "evaluate", "package", "batches", "monitor")
+# Options of a stage's command that are not paths.
+FLAGS = {"contract", "params", "debug", "enforce", "webhook_required"}
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,7 @@ def paths(entries) -> list[str]:
     return [next(iter(e)) if isinstance(e, dict) else e for e in entries or []]
 
 
-def test_the_graph_is_prepare_featurize_train_evaluate_package(pipeline):
+def test_the_graph_is_the_five_model_stages_then_the_monitor(pipeline):
     assert tuple(pipeline["stages"]) == STAGES
 
 
@@ -58,11 +60,14 @@ def test_every_listed_param_exists(pipeline, files, name):
 @pytest.mark.parametrize("name", STAGES)
 def test_every_path_in_the_command_is_a_dep_or_out_and_back(pipeline, name):
     stage = pipeline["stages"][name]
+    # The monitor's batch is a param: `${monitor.batch}` in both its command and its deps.
+    stage = {**stage, "cmd": stage["cmd"].replace("${monitor.batch}", "BATCH")}
+    deps = [d.replace("${monitor.batch}", "BATCH") for d in stage["deps"]]
     module_name, _, args = stage_args(stage)
     assert module_name == f"reprokit.{name}"
-    arg_paths = {v for k, v in vars(args).items() if k not in ("contract", "params", "debug")}
+    arg_paths = {v for k, v in vars(args).items() if k not in FLAGS}
     outs = set(paths(stage.get("outs"))) | set(paths(stage.get("metrics"))) | set(paths(stage.get("plots")))
-    data_deps = {d for d in stage["deps"] if not d.startswith("src/") and "${" not in d and d != "uv.lock"}
+    data_deps = {d for d in deps if not d.startswith("src/") and "${" not in d and d != "uv.lock"}
     if name == "evaluate":  # one folder argument, one declared plot per file in it
         outs = {o for o in outs if not o.startswith(args.plots_dir + "/")} | {args.plots_dir}
     assert args.contract == "dataset.yaml" and args.params == "params.yaml"
@@ -154,7 +159,22 @@ def test_plots_render_files_that_evaluate_writes(repo, pipeline):
     assert set(declared) == written
     for props in declared.values():
         assert props["cache"] is False and props["x"] and props["y"] and props["template"] and props["title"]
-    assert pipeline["plots"] == [args.images_dir]
+    monitor_images = stage_args(pipeline["stages"]["monitor"] | {"cmd": "bin/python -m reprokit.monitor B"})[
+        2
+    ].images_dir
+    assert pipeline["plots"] == [args.images_dir, "metrics/monitor_images"]
+    assert monitor_images == "reports/monitor/B/images"  # the command's default, away from the stage's
+
+
+def test_the_monitor_plots_every_file_it_writes_with_the_shipped_template(repo, pipeline):
+    """`dvc plots show` draws each column's shares with the project's template (reference and
+    batch side by side); the template file is committed."""
+    ((path, props),) = pipeline["stages"]["monitor"]["plots"][0].items()
+    _, _, args = stage_args({"cmd": pipeline["stages"]["monitor"]["cmd"].replace("${monitor.batch}", "B")})
+    assert path == args.plots_dir and props["cache"] is False
+    assert (repo / props["template"]).is_file() and props["x"] == "share" and props["y"] == "bin"
+    written = {p.stem for p in (repo / args.plots_dir).glob("*.json")}
+    assert written == set(yaml.safe_load((repo / "dataset.yaml").read_text())["features"]) | {"prediction", "churn"}
 
 
 def test_every_output_is_ignored_by_git_through_dvc(repo, pipeline):
@@ -173,7 +193,9 @@ def test_every_tunable_param_reruns_some_stage(pipeline, files):
         entry for stage in pipeline["stages"].values() for entry in stage.get("params", []) if isinstance(entry, str)
     ]
     tunable = [
-        k for k in files["params.yaml"] if k.split(".")[0] in ("base", "split", "featurize", "train", "evaluate")
+        k
+        for k in files["params.yaml"]
+        if k.split(".")[0] in ("base", "split", "featurize", "train", "evaluate", "batches", "monitor")
     ]
     for key in tunable:
         assert any(key == entry or key.startswith(entry + ".") for entry in listed), f"no stage re-runs on {key}"

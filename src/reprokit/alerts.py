@@ -1,0 +1,99 @@
+"""Post a monitor verdict to a webhook: the hook for alerting and retraining.
+
+The URL comes from the environment (`REPROKIT_MONITOR_WEBHOOK`), never from a tracked
+file, so a secret in it stays out of git and DVC. The body is JSON: the verdict, the
+drifted columns, the figures, the dataset and batch, and the model version. Each attempt
+has a timeout (`REPROKIT_MONITOR_WEBHOOK_TIMEOUT`, seconds, default 5) and failed
+attempts are retried (`REPROKIT_MONITOR_WEBHOOK_RETRIES`, default 3) with a doubling
+pause. A webhook that cannot be reached is logged and the check goes on, unless the caller
+requires it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from reprokit.stage import StageError
+
+log = logging.getLogger("reprokit.alerts")
+
+URL_VARIABLE = "REPROKIT_MONITOR_WEBHOOK"
+
+
+def _setting(name: str, default: float, cast) -> Any:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = cast(raw)
+    except ValueError:
+        raise StageError(f"environment variable {name} must be a number, got {raw!r}") from None
+    if value < 0:
+        raise StageError(f"environment variable {name} must not be negative, got {raw!r}")
+    return value
+
+
+def verdict_body(figures: dict[str, Any], dataset: dict[str, Any]) -> dict[str, Any]:
+    """The JSON body a webhook receives."""
+    return {
+        "verdict": figures["verdict"],
+        "drifted_columns": figures["drifted_columns"],
+        "missing_changed": figures["missing_changed"],
+        "figures": {
+            "rows": figures["rows"],
+            "rejected_rows": figures["rejected_rows"],
+            "drifted_share": figures["drifted_share"],
+            "prediction_psi": figures["prediction"]["psi"],
+            "features": {name: entry["psi"] for name, entry in figures["features"].items()},
+            "labels": figures["labels"],
+        },
+        "dataset": dataset,
+        "model_version": figures.get("model_version"),
+    }
+
+
+def post_verdict(figures: dict[str, Any], dataset: dict[str, Any], required: bool = False) -> bool:
+    """Post the verdict to the webhook in the environment, if any; True when it was delivered.
+    A failure raises `StageError` when `required`, else it is logged."""
+    url = os.environ.get(URL_VARIABLE, "").strip()
+    if not url:
+        if required:
+            raise StageError(f"--webhook-required, but {URL_VARIABLE} is not set")
+        return False
+    if not url.startswith(("http://", "https://")):
+        raise StageError(f"{URL_VARIABLE} must be an http:// or https:// URL")
+    timeout = _setting(f"{URL_VARIABLE}_TIMEOUT", 5.0, float)
+    retries = int(_setting(f"{URL_VARIABLE}_RETRIES", 3, int))
+    data = json.dumps(verdict_body(figures, dataset), sort_keys=True).encode()
+    problem = ""
+    for attempt in range(retries + 1):
+        if attempt:
+            time.sleep(min(0.5 * 2 ** (attempt - 1), 8.0))
+        request = urllib.request.Request(
+            url, data=data, method="POST", headers={"Content-Type": "application/json", "User-Agent": "reprokit"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http(s) checked above
+                response.read()
+            log.info("posted the verdict %r to the webhook", figures["verdict"])
+            return True
+        except urllib.error.HTTPError as exc:
+            problem = f"HTTP {exc.code}"
+            if exc.code < 500 and exc.code != 429:  # the request is wrong: retrying will not help
+                break
+        except (urllib.error.URLError, OSError) as exc:
+            problem = str(getattr(exc, "reason", exc))
+    # The URL may hold a token: name the host only.
+    host = urllib.parse.urlsplit(url).hostname
+    message = f"could not post the verdict to the webhook at {host} ({problem}) after {attempt + 1} attempt(s)"
+    if required:
+        raise StageError(message)
+    log.warning("%s; the check goes on", message)
+    return False

@@ -1,0 +1,166 @@
+"""Drift statistics: how far a batch's distribution is from the reference's, and whether
+that distance is more than chance.
+
+Every comparison gives a test's p-value (two-sample Kolmogorov-Smirnov on numbers,
+chi-square on categories and null rates) and an effect size, the population stability
+index (PSI) on reference bins. A column drifts only when both agree: its p-value, corrected
+for testing many columns at once, is below `alpha`, and its PSI reaches the warning level.
+On a large batch every test rejects the smallest shift; the PSI floor is what keeps a
+million rows with a negligible shift quiet.
+
+Bins: numbers use the reference's quantiles (repeated edges merged, so an integer column
+with few values gets one bin per value); categories use the reference's and the contract's
+values, and each category only the batch has is a bin of its own; scores use the fixed
+`reprokit.scoring.SCORE_BINS` the scoring service's histogram uses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import numpy as np
+
+# A bin's share is never taken below this in the PSI (an empty bin would make it infinite).
+MIN_SHARE = 1e-4
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """One column's reference-vs-batch comparison: the bins with both samples' shares, the
+    test and its p-value, and the PSI."""
+
+    test: str
+    p_value: float
+    psi: float
+    bins: tuple[str, ...]
+    reference: tuple[float, ...]
+    current: tuple[float, ...]
+    reference_rows: int
+    current_rows: int
+
+
+def psi(reference_counts: np.ndarray, current_counts: np.ndarray) -> float:
+    """Population stability index of two count vectors over the same bins."""
+    ref = np.maximum(reference_counts / max(reference_counts.sum(), 1), MIN_SHARE)
+    cur = np.maximum(current_counts / max(current_counts.sum(), 1), MIN_SHARE)
+    return float(np.sum((cur - ref) * np.log(cur / ref)))
+
+
+def chi_square_p(reference_counts: np.ndarray, current_counts: np.ndarray) -> float:
+    """p-value of the chi-square test of homogeneity of two count vectors (bins both empty
+    are left out; a single bin, or an empty sample, gives 1)."""
+    from scipy.stats import chi2_contingency
+
+    table = np.vstack([reference_counts, current_counts]).astype("float64")
+    table = table[:, table.sum(axis=0) > 0]
+    if table.shape[1] < 2 or (table.sum(axis=1) == 0).any():
+        return 1.0
+    return float(chi2_contingency(table, correction=False).pvalue)
+
+
+def quantile_edges(reference: np.ndarray, bins: int) -> np.ndarray:
+    """Inner bin edges at the reference's quantiles, repeated edges merged."""
+    if len(reference) == 0:
+        return np.empty(0)
+    edges = np.quantile(reference, np.arange(1, bins) / bins, method="linear")
+    return np.unique(edges)
+
+
+def bin_labels(edges: np.ndarray) -> tuple[str, ...]:
+    """Readable labels of the bins `np.searchsorted(edges, x, side="right")` numbers."""
+    if len(edges) == 0:
+        return ("all",)
+    shown = [f"{e:.6g}" for e in edges]
+    return (f"< {shown[0]}",) + tuple(f"[{a}, {b})" for a, b in zip(shown[:-1], shown[1:], strict=True)) + (f">= {shown[-1]}",)
+
+
+def compare_numbers(reference: np.ndarray, current: np.ndarray, bins: int) -> Comparison:
+    """Non-null numbers: KS test, PSI on the reference's quantile bins."""
+    from scipy.stats import ks_2samp
+
+    reference, current = reference[~np.isnan(reference)], current[~np.isnan(current)]
+    edges = quantile_edges(reference, bins)
+    ref_counts = np.bincount(np.searchsorted(edges, reference, side="right"), minlength=len(edges) + 1)
+    cur_counts = np.bincount(np.searchsorted(edges, current, side="right"), minlength=len(edges) + 1)
+    if len(reference) and len(current):
+        method = "exact" if max(len(reference), len(current)) <= 2000 else "asymp"
+        p_value = float(ks_2samp(reference, current, method=method).pvalue)
+    else:
+        p_value = 1.0
+    return _comparison("kolmogorov_smirnov", p_value, bin_labels(edges), ref_counts, cur_counts)
+
+
+def compare_categories(reference: Any, current: Any, known: Sequence[Any]) -> Comparison:
+    """Non-null categories (arrays or pandas Series, categorical ones counted fast):
+    chi-square test, PSI on the categories (`known` first, then the reference's others,
+    then each category only the batch has)."""
+    import pandas as pd
+
+    def counts(values) -> pd.Series:
+        series = values if isinstance(values, pd.Series) else pd.Series(values, dtype=object)
+        counted = series.value_counts(sort=False, dropna=True)
+        return counted[counted > 0]
+
+    ref_counts, cur_counts = counts(reference), counts(current)
+    order = list(dict.fromkeys(list(known) + sorted(ref_counts.index, key=str) + sorted(cur_counts.index, key=str)))
+    ref = ref_counts.reindex(order, fill_value=0).to_numpy(dtype="int64")
+    cur = cur_counts.reindex(order, fill_value=0).to_numpy(dtype="int64")
+    return _comparison("chi_square", chi_square_p(ref, cur), tuple(str(v) for v in order), ref, cur)
+
+
+def compare_scores(reference: np.ndarray, current: np.ndarray, edges: Sequence[float]) -> Comparison:
+    """Predicted probabilities: KS test, PSI on fixed bins (`edges` are upper bounds; the
+    last one is 1.0)."""
+    from scipy.stats import ks_2samp
+
+    inner = np.asarray(edges[:-1], dtype="float64")
+    ref_counts = np.bincount(np.searchsorted(inner, reference, side="left"), minlength=len(edges))
+    cur_counts = np.bincount(np.searchsorted(inner, current, side="left"), minlength=len(edges))
+    labels = tuple(f"<= {e:g}" for e in edges)
+    p_value = float(ks_2samp(reference, current, method="asymp").pvalue) if len(current) else 1.0
+    return _comparison("kolmogorov_smirnov", p_value, labels, ref_counts, cur_counts)
+
+
+def compare_rates(reference_hits: int, reference_rows: int, current_hits: int, current_rows: int) -> Comparison:
+    """A proportion (nulls, positive labels): chi-square test of the 2x2 table, PSI on the
+    two bins."""
+    ref = np.array([reference_rows - reference_hits, reference_hits])
+    cur = np.array([current_rows - current_hits, current_hits])
+    return _comparison("chi_square", chi_square_p(ref, cur), ("no", "yes"), ref, cur)
+
+
+def _comparison(test: str, p_value: float, labels: tuple[str, ...], ref: np.ndarray, cur: np.ndarray) -> Comparison:
+    ref_total, cur_total = int(ref.sum()), int(cur.sum())
+    return Comparison(
+        test=test,
+        p_value=p_value if np.isfinite(p_value) else 1.0,
+        psi=psi(ref, cur),
+        bins=labels,
+        reference=tuple(float(c) / max(ref_total, 1) for c in ref),
+        current=tuple(float(c) / max(cur_total, 1) for c in cur),
+        reference_rows=ref_total,
+        current_rows=cur_total,
+    )
+
+
+CORRECTIONS = ("benjamini_hochberg", "bonferroni")
+
+
+def adjust(p_values: Sequence[float], method: str) -> np.ndarray:
+    """p-values corrected for testing them together: Bonferroni (family-wise error) or
+    Benjamini-Hochberg (false discovery rate), each capped at 1."""
+    p = np.asarray(p_values, dtype="float64")
+    m = len(p)
+    if m == 0:
+        return p
+    if method == "bonferroni":
+        return np.minimum(p * m, 1.0)
+    if method != "benjamini_hochberg":
+        raise ValueError(f"unknown correction {method!r}; expected one of {', '.join(CORRECTIONS)}")
+    order = np.argsort(p, kind="stable")
+    scaled = p[order] * m / np.arange(1, m + 1)
+    adjusted = np.minimum.accumulate(scaled[::-1])[::-1]
+    out = np.empty(m)
+    out[order] = np.minimum(adjusted, 1.0)
+    return out
