@@ -9,7 +9,8 @@ features and target (labels as the source writes them), like a batch from produc
   of the reference's standard deviation, or spread around its mean (kept within the
   contract's range, integers rounded);
 - `category_share`: the first categorical column set to its rarest value on a share of rows;
-- `new_category`: the first categorical column set to a value nobody has seen on a share of rows;
+- `new_category`: the first categorical column set to a value nobody has seen on a share of rows
+  (these two only when the contract has a categorical feature);
 - `more_nulls`: the nullable columns nulled on a share of rows (with none nullable, the
   first numeric column: rows that break the contract);
 - `concept_shift`: features untouched, a share of positive labels swapped with as many
@@ -27,7 +28,7 @@ import pandas as pd
 from reprokit.artifacts import fresh_dir, write_parquet
 from reprokit.config import StageParams
 from reprokit.contract import load_stage_contract
-from reprokit.stage import StageError, add_debug_option, run_stage
+from reprokit.stage import add_debug_option, run_stage
 
 # The keys this stage reads: exactly its params in dvc.yaml (tests/code/test_pipeline_definition.py).
 PARAMS = ("base.seed", "batches")
@@ -78,8 +79,6 @@ def make_batch(kind: str, held_out: pd.DataFrame, reference: pd.DataFrame, contr
             spread = (batch[feature.name].astype("float64") - mean) * params.scale_factor
             batch[feature.name] = _bounded(feature, mean + spread)
     elif kind in ("category_share", "new_category"):
-        if not categorical:
-            raise StageError("dataset.yaml: the demo batches need a categorical feature")
         feature = categorical[0]
         column = batch[feature.name].astype(object)
         if kind == "category_share":
@@ -128,14 +127,12 @@ def main(argv: list[str] | None = None) -> None:
         stage_params = StageParams("batches", PARAMS, args.params)
         params, seed = stage_params.section("batches"), stage_params.value("base.seed")
         reference, held_out = pd.read_parquet(args.train), pd.read_parquet(args.test)
+        kinds = [k for k in KINDS if k not in ("category_share", "new_category") or contract.names_of("categorical")]
         with fresh_dir(args.out_dir) as out_dir:
-            for kind in KINDS:
-                write_parquet(
-                    make_batch(kind, held_out, reference, contract, params, seed),
-                    Path(out_dir) / f"{kind}.parquet",
-                    index=False,
-                )
-        return f"{len(KINDS)} batches of {len(held_out)} rows in {args.out_dir}"
+            for kind in kinds:
+                batch = make_batch(kind, held_out, reference, contract, params, seed)
+                write_parquet(batch, Path(out_dir) / f"{kind}.parquet", index=False)
+        return f"{len(kinds)} batches of {len(held_out)} rows in {args.out_dir}: {', '.join(kinds)}"
 
     run_stage("batches", body, debug=args.debug)
 

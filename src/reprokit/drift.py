@@ -63,8 +63,8 @@ def quantile_edges(reference: np.ndarray, bins: int) -> np.ndarray:
     """Inner bin edges at the reference's quantiles, repeated edges merged."""
     if len(reference) == 0:
         return np.empty(0)
-    edges = np.quantile(reference, np.arange(1, bins) / bins, method="linear")
-    return np.unique(edges)
+    edges = np.unique(np.quantile(reference, np.arange(1, bins) / bins, method="linear"))
+    return edges[edges > reference.min()]  # no bin below the smallest value: it would stay empty
 
 
 def bin_labels(edges: np.ndarray) -> tuple[str, ...]:
@@ -72,7 +72,11 @@ def bin_labels(edges: np.ndarray) -> tuple[str, ...]:
     if len(edges) == 0:
         return ("all",)
     shown = [f"{e:.6g}" for e in edges]
-    return (f"< {shown[0]}",) + tuple(f"[{a}, {b})" for a, b in zip(shown[:-1], shown[1:], strict=True)) + (f">= {shown[-1]}",)
+    return (
+        (f"< {shown[0]}",)
+        + tuple(f"[{a}, {b})" for a, b in zip(shown[:-1], shown[1:], strict=True))
+        + (f">= {shown[-1]}",)
+    )
 
 
 def compare_numbers(reference: np.ndarray, current: np.ndarray, bins: int) -> Comparison:

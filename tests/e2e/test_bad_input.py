@@ -78,4 +78,4 @@ def test_every_bad_file_stops_at_prepare_and_loses_nothing(make_clone, tmp_path)
     assert len(KINDS) >= 20
     make_loans(650, seed=9).to_csv(clone.root / SOURCE, index=False)  # the corrected table
     done = clone.dvc("repro")
-    assert ran_stages(done.stdout) == ["prepare", "featurize", "train", "evaluate", "package"]
+    assert ran_stages(done.stdout) == ["prepare", "featurize", "train", "evaluate", "package", "batches", "monitor"]

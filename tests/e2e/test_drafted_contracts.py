@@ -33,7 +33,7 @@ def test_a_drafted_contract_runs_end_to_end(make_clone, table):
     contract = read_yaml(clone.root / "dataset.yaml")
     assert contract["name"] == table and contract["source"]["uri"] == uri
     done = clone.dvc("repro")
-    assert ran_stages(done.stdout) == ["prepare", "featurize", "train", "evaluate", "package"]
+    assert ran_stages(done.stdout) == ["prepare", "featurize", "train", "evaluate", "package", "batches", "monitor"]
     metrics = json.loads((clone.root / "metrics/metrics.json").read_text())
     subgroups = json.loads((clone.root / "metrics/subgroups.json").read_text())
     print(f"{table}: drafted in {drafted_in:.2f} s, test ROC AUC {metrics['test']['roc_auc']}")

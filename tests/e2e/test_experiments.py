@@ -120,7 +120,7 @@ def test_every_tunable_param_can_be_set_from_the_command_line(copy_of):
         "-S",
         "featurize.scale_numeric=false",
     )
-    assert ran_stages(done.stdout) == ["featurize", "train", "evaluate", "package"]
+    assert ran_stages(done.stdout) == ["featurize", "train", "evaluate", "package", "monitor"]
     params = yaml.safe_load((clone.root / "params.yaml").read_text())
     assert params["train"]["model"] == "logistic_regression" and params["train"]["logistic_regression"]["C"] == 0.3
     assert json.loads((clone.root / "metrics/evaluation.json").read_text())["threshold"] == 0.4

@@ -31,7 +31,7 @@ def test_reverting_a_param_is_served_from_the_run_cache(copy_of):
     clone = copy_of("run-cache")
     before = git_kept_and_cached(clone)
     clone.write_params(lambda p: p["train"]["hist_gradient_boosting"].update(learning_rate=0.1))
-    assert ran_stages(clone.dvc("repro").stdout) == ["train", "evaluate", "package"]
+    assert ran_stages(clone.dvc("repro").stdout) == ["train", "evaluate", "package", "monitor"]
     clone.git("checkout", "--", "params.yaml")
     done = clone.dvc("repro")
     assert ran_stages(done.stdout) == []  # no stage command ran
@@ -145,7 +145,7 @@ def test_two_repros_at_once_the_second_stops_with_the_lock_message(copy_of):
     assert "Unable to acquire lock" in second.stderr or "is busy, it is being blocked by" in second.stderr
     assert first.wait(timeout=600) == 0, "".join(lines)
     reader.join(timeout=10)
-    assert ran_stages("".join(lines)) == ["prepare", "featurize", "train", "evaluate", "package"]
+    assert ran_stages("".join(lines)) == ["prepare", "featurize", "train", "evaluate", "package", "batches", "monitor"]
     assert clone.file_hashes(locked) == locked
 
 

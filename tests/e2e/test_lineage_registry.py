@@ -155,7 +155,7 @@ def test_tracking_disabled_runs_without_mlflow(copy_of):
     clone = copy_of("no-tracking")
     (clone.root / "mlflow.db").unlink()
     clone.write_params(lambda p: (p["tracking"].update(enabled=False), p["evaluate"].update(threshold=0.45)))
-    assert ran_stages(clone.dvc("repro").stdout) == ["evaluate", "package"]
+    assert ran_stages(clone.dvc("repro").stdout) == ["evaluate", "package", "monitor"]
     assert not (clone.root / "mlflow.db").exists()
 
 

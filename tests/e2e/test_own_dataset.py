@@ -26,7 +26,7 @@ def loans_clone(make_clone):
     make_loans(600).to_csv(clone.root / "data/raw/loans.csv", index=False)
     (clone.root / "dataset.yaml").write_text(readme_contract(clone.root))
     done = clone.dvc("repro")
-    assert ran_stages(done.stdout) == ["prepare", "featurize", "train", "evaluate", "package"]
+    assert ran_stages(done.stdout) == ["prepare", "featurize", "train", "evaluate", "package", "batches", "monitor"]
     clone.git("add", "-A")  # the small source table in git, beside params, dvc.lock and metrics
     clone.git("commit", "-qm", "Train on the loans table")  # git keeps params, dvc.lock and metrics
     return clone

@@ -11,7 +11,7 @@ from dvcclone import ran_stages
 
 pytestmark = pytest.mark.e2e
 
-STAGES = ["prepare", "featurize", "train", "evaluate", "package"]
+STAGES = ["prepare", "featurize", "train", "evaluate", "package", "batches", "monitor"]
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +66,11 @@ def test_noop_repro_runs_nothing(clone, first_state):
     assert ran_stages(clone.dvc("repro").stdout) == []
 
 
-def test_changing_a_train_param_reruns_only_train_evaluate_package(clone, first_state):
+def test_changing_a_train_param_reruns_only_train_evaluate_package_monitor(clone, first_state):
     locked, before = first_state
     clone.write_params(lambda p: p["train"]["hist_gradient_boosting"].update(learning_rate=0.1))
     done = clone.dvc("repro")
-    assert ran_stages(done.stdout) == ["train", "evaluate", "package"]
+    assert ran_stages(done.stdout) == ["train", "evaluate", "package", "monitor"]
     assert "Stage 'prepare' didn't change, skipping" in done.stdout
     assert "Stage 'featurize' didn't change, skipping" in done.stdout
     after = clone.file_hashes(clone.locked_outputs())

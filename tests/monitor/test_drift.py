@@ -1,0 +1,136 @@
+"""The drift statistics, and the monitor's false-alarm rate and power on seeded trials."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reprokit import drift
+from reprokit.config import load_section
+from reprokit.scoring import SCORE_BINS
+
+
+def test_psi_is_zero_for_equal_shares_and_matches_the_formula():
+    assert drift.psi(np.array([10, 20, 30]), np.array([1, 2, 3])) == 0.0
+    ref, cur = np.array([50, 50]), np.array([80, 20])
+    expected = (0.8 - 0.5) * math.log(0.8 / 0.5) + (0.2 - 0.5) * math.log(0.2 / 0.5)
+    assert drift.psi(ref, cur) == pytest.approx(expected, rel=1e-12)
+    # an empty bin counts as a small share, never an infinite PSI
+    assert math.isfinite(drift.psi(np.array([100, 0]), np.array([50, 50])))
+
+
+def test_corrections_match_scipy_and_the_definition():
+    from scipy.stats import false_discovery_control
+
+    p = np.random.default_rng(3).random(40) ** 3
+    np.testing.assert_allclose(drift.adjust(p, "benjamini_hochberg"), false_discovery_control(p), rtol=1e-12)
+    np.testing.assert_allclose(drift.adjust(p, "bonferroni"), np.minimum(p * 40, 1))
+    with pytest.raises(ValueError, match="unknown correction"):
+        drift.adjust(p, "holm")
+
+
+def test_integer_columns_get_one_bin_per_value_when_they_have_few():
+    ref = np.repeat([0.0, 1.0, 2.0], 100)
+    comparison = drift.compare_numbers(ref, ref.copy(), bins=10)
+    assert comparison.bins == ("< 1", "[1, 2)", ">= 2")
+    assert comparison.psi == 0 and comparison.p_value == 1.0
+
+
+def test_each_category_only_the_batch_has_is_a_bin_of_its_own():
+    ref = ["a"] * 50 + ["b"] * 50
+    cur = ["a"] * 40 + ["b"] * 40 + ["new"] * 10 + ["newer"] * 10 + [None] * 5
+    comparison = drift.compare_categories(ref, cur, known=["a", "b", "c"])
+    assert comparison.bins == ("a", "b", "c", "new", "newer")
+    assert comparison.current == (0.4, 0.4, 0.0, 0.1, 0.1)  # nulls are the null rate's business
+    assert comparison.current_rows == 100 and comparison.p_value < 1e-4
+
+
+def test_score_bins_are_the_services_histogram_buckets():
+    """A Prometheus bucket `le=b` holds scores <= b: the monitor bins scores the same way, so
+    an alert on live scores compares like with like."""
+    scores = np.array([0.0, 0.05, 0.050001, 0.999, 1.0])
+    comparison = drift.compare_scores(scores, scores, SCORE_BINS)
+    assert comparison.bins[0] == "<= 0.05" and comparison.bins[-1] == "<= 1" and len(comparison.bins) == 20
+    shares = dict(zip(comparison.bins, comparison.reference, strict=True))
+    assert shares["<= 0.05"] == 0.4 and shares["<= 0.1"] == 0.2 and shares["<= 1"] == 0.4
+
+
+# --- seeded trials on the real data (reprokit.drift_trials) ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def trials(repo, telco_package, telco_splits):
+    from reprokit.drift_trials import population
+    from reprokit.inference import thread_budget
+    from reprokit.scoring_model import ScoringModel
+
+    _, train, test, _ = telco_splits
+    with thread_budget(1):
+        model = ScoringModel.load(str(telco_package))
+        pop = population(model, [train, test], len(train))
+    return model, pop, load_section("monitor", repo / "params.yaml")
+
+
+def test_same_distribution_batches_raise_no_more_alarms_than_the_configured_level(trials):
+    """200 seeded batches from 500 to 1M rows, each drawn from the rows the reference did not
+    take: every alarm is a false one. A million rows from a finite table differ "significantly"
+    from any sample of it; the PSI floor is what keeps them quiet."""
+    from reprokit.drift_trials import run
+    from reprokit.inference import thread_budget
+
+    model, pop, params = trials
+    plan = {500: 80, 5_000: 60, 50_000: 40, 1_000_000: 20}
+    with thread_budget(1):
+        results = {n: run(model, pop, [n], count, params)[str(n)] for n, count in plan.items()}
+    alarms = sum(r["alarms"] for r in results.values())
+    assert sum(plan.values()) == 200
+    assert alarms / 200 <= params.alpha, results
+
+
+def test_a_negligible_shift_in_a_million_rows_is_significant_but_raises_no_alarm(trials):
+    """The known weakness of plain KS on big data: the tests reject a shift of half a percent
+    of a standard deviation at this size. The effect-size floor keeps the verdict `ok`."""
+    from reprokit.drift_trials import shifted
+    from reprokit.monitor import drift_figures, verdict_of
+
+    model, pop, params = trials
+    rng = np.random.default_rng(0)
+    batch = shifted(pop, pop.inputs.iloc[rng.integers(0, len(pop.inputs), 1_000_000)], "location", 0.005, rng)
+    everything = np.ones(len(pop.inputs), dtype=bool)
+    figures, _ = drift_figures(
+        pop.contract, pop.inputs, everything, batch, np.ones(len(batch), dtype=bool), pop.scores, pop.scores, params
+    )
+    numeric = ["monthly_charges", "total_charges"]
+    assert all(figures["features"][name]["p_adjusted"] < params.alpha for name in numeric), figures["features"]
+    assert verdict_of(figures, params)["verdict"] == "ok", {
+        k: v for k, v in figures["features"].items() if v["level"] != "ok"
+    } | {"missing": figures["missing_changed"], "prediction": figures["prediction"]}
+    strict = dataclasses.replace(params, psi_warn=1e-6, psi_alert=1.0)  # no floor: plain significance
+    figures, _ = drift_figures(
+        pop.contract, pop.inputs, everything, batch, np.ones(len(batch), dtype=bool), pop.scores, pop.scores, strict
+    )
+    assert verdict_of(figures, strict)["verdict"] != "ok"
+
+
+@pytest.mark.parametrize(
+    "shift", [("location", 0.25), ("scale", 1.4), ("category", 0.25), ("nulls", 0.1)], ids=lambda s: s[0]
+)
+def test_every_kind_of_shift_is_caught_in_a_batch_of_5000(trials, shift):
+    from reprokit.drift_trials import run
+    from reprokit.inference import thread_budget
+
+    model, pop, params = trials
+    with thread_budget(1):
+        result = run(model, pop, [5_000], 10, params, shift=shift)["5000"]
+    assert result["alarms"] == 10, result
+
+
+def test_categorical_columns_count_the_same_as_text_or_pandas_categories():
+    values = ["a", "b", None, "c", "a"]
+    plain = drift.compare_categories(values, values[::-1], ["a", "b"])
+    fast = drift.compare_categories(pd.Series(values, dtype="category"), values[::-1], ["a", "b"])
+    assert plain == fast

@@ -1,0 +1,247 @@
+"""`python -m reprokit.batches` and `python -m reprokit.monitor BATCH` as a user runs them, on
+the real data, in a project folder of their own; the webhook against a real HTTP server."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from reprokit.artifacts import write_parquet
+
+NUMERIC = ["tenure", "monthly_charges", "total_charges"]
+
+
+def run(cwd: Path, module: str, *args, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", module, *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture(scope="module")
+def project(repo, tmp_path_factory, telco_splits, telco_package):
+    """A project folder as `dvc repro` leaves it: contract, params, prepared splits, package,
+    and the demo batches made by their command."""
+    root = tmp_path_factory.mktemp("project")
+    _, train, test, _ = telco_splits
+    for name in ("dataset.yaml", "params.yaml"):
+        shutil.copy(repo / name, root / name)
+    (root / "data/prepared").mkdir(parents=True)
+    write_parquet(train, root / "data/prepared/train.parquet")
+    write_parquet(test, root / "data/prepared/test.parquet")
+    shutil.copytree(telco_package, root / "models/package")
+    done = run(root, "reprokit.batches")
+    assert done.returncode == 0, done.stderr
+    return root
+
+
+def monitor(
+    project: Path, batch: str, *args, env=None, out: str | None = None
+) -> tuple[dict, subprocess.CompletedProcess]:
+    out = out or f"reports/monitor/{Path(batch).name.split('.')[0]}"
+    done = run(project, "reprokit.monitor", batch, "--metrics-out", f"{out}/monitor.json", *args, env=env)
+    path = project / out / "monitor.json"
+    return (json.loads(path.read_text()) if path.exists() else {}), done
+
+
+def test_the_held_out_batch_raises_no_alarm(project):
+    figures, done = monitor(project, "data/batches/no_drift.parquet")
+    assert done.returncode == 0, done.stderr
+    assert figures["verdict"] == "ok" and figures["drifted_columns"] == [] and figures["rows"] == 1409
+    assert figures["labels"]["auc_drop"] == 0.0  # the held-out split is the AUC's reference
+    assert "no_drift.parquet: ok" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "kind, drifted, missing",
+    [
+        ("numeric_location", NUMERIC, []),
+        ("numeric_scale", NUMERIC, []),
+        ("category_share", ["multiple_lines"], []),
+        ("new_category", ["multiple_lines"], []),
+        ("more_nulls", [], ["total_charges"]),
+    ],
+)
+def test_every_shifted_demo_batch_is_caught_in_the_right_columns(project, kind, drifted, missing):
+    figures, done = monitor(project, f"data/batches/{kind}.parquet")
+    assert done.returncode == 0, done.stderr
+    assert figures["verdict"] != "ok"
+    assert figures["drifted_columns"] == drifted and figures["missing_changed"] == missing
+    images = {p.name for p in (project / f"reports/monitor/{kind}/images").iterdir()}
+    assert images == {"prediction.png"} | {f"{name}.png" for name in drifted}
+
+
+def test_an_unseen_category_is_a_bin_of_its_own_in_the_plot_data(project):
+    monitor(project, "data/batches/new_category.parquet")
+    rows = json.loads((project / "reports/monitor/new_category/distributions/multiple_lines.json").read_text())
+    current = {r["bin"]: r["share"] for r in rows if r["sample"] == "current"}
+    reference = {r["bin"]: r["share"] for r in rows if r["sample"] == "reference"}
+    assert current["new multiple_lines"] == pytest.approx(0.1, abs=0.001) and reference["new multiple_lines"] == 0
+
+
+def test_a_concept_shift_is_seen_only_by_the_labels(project):
+    """Features and scores as before; the labels' meaning changed: only the AUC can tell."""
+    figures, done = monitor(project, "data/batches/concept_shift.parquet")
+    assert done.returncode == 0, done.stderr
+    assert figures["drifted_columns"] == [] and figures["prediction"]["level"] == "ok"
+    assert figures["labels"]["label_level"] == "ok"  # the positive rate did not move either
+    assert figures["labels"]["auc_level"] == "alert" and figures["labels"]["auc_drop"] > 0.1
+    assert figures["verdict"] == "alert"
+
+
+def test_outputs_are_byte_identical_from_run_to_run(project):
+    for out in ("reports/a", "reports/b"):
+        _, done = monitor(project, "data/batches/numeric_location.parquet", out=out)
+        assert done.returncode == 0, done.stderr
+    a, b = project / "reports/a", project / "reports/b"
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert len(files) > 20
+    assert [(a / f).read_bytes() for f in files] == [(b / f).read_bytes() for f in files]
+    assert sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file()) == files
+
+
+def test_enforce_mode_fails_on_an_alert_after_writing_the_figures(project):
+    figures, done = monitor(project, "data/batches/numeric_location.parquet", "--enforce", out="reports/enforced")
+    assert done.returncode == 1
+    assert figures["verdict"] == "alert"  # written before failing: the evidence is there
+    assert "Traceback" not in done.stderr and "enforced" in done.stderr
+    _, done = monitor(project, "data/batches/no_drift.parquet", "--enforce", out="reports/enforced-ok")
+    assert done.returncode == 0, done.stderr
+
+
+def test_missing_and_unknown_columns_are_named(project, tmp_path):
+    batch = pd.read_parquet(project / "data/batches/no_drift.parquet")
+    batch = batch.drop(columns=["tenure", "contract"]).assign(loyalty_points=1)
+    path = tmp_path / "odd.parquet"
+    batch.to_parquet(path, index=False)
+    _, done = monitor(project, str(path))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    error = done.stderr.strip().splitlines()[-1]
+    assert "missing the contract's feature column(s) tenure, contract" in error
+    assert "column(s) the contract does not know: loyalty_points" in error
+
+
+def test_rows_that_break_the_contract_are_reported_not_crashed_on(project, tmp_path):
+    """A CSV as it comes, with rows the contract refuses: counted with their reasons."""
+    batch = pd.read_parquet(project / "data/batches/no_drift.parquet")
+    batch = batch.astype({"tenure": object, "monthly_charges": object})
+    batch.loc[0, "tenure"] = "twelve"
+    batch.loc[1, "monthly_charges"] = None
+    batch.loc[2, "tenure"] = 3.5
+    path = tmp_path / "broken.csv"
+    batch.to_csv(path, index=False)
+    figures, done = monitor(project, str(path))
+    assert done.returncode == 0, done.stderr
+    assert figures["rows"] == 1409 and figures["rejected_rows"] == 3
+    reasons = figures["rejected_reasons"]
+    assert reasons == {
+        "monthly_charges: null where the contract requires a value": 1,
+        "tenure: expected a number, got text": 1,
+        "tenure: expected a whole number": 1,
+    }
+    assert "3 break the contract" in done.stderr
+
+
+def test_a_csv_batch_gives_the_figures_of_the_same_parquet_batch(project, tmp_path):
+    path = tmp_path / "numeric_location.csv"
+    pd.read_parquet(project / "data/batches/numeric_location.parquet").to_csv(path, index=False)
+    from_csv, done = monitor(project, str(path), out="reports/csv")
+    assert done.returncode == 0, done.stderr
+    from_parquet, _ = monitor(project, "data/batches/numeric_location.parquet", out="reports/parquet")
+    assert from_csv == from_parquet
+
+
+# --- the webhook ------------------------------------------------------------------------------
+
+
+class Hook:
+    """A real HTTP server on 127.0.0.1 that records each POST and answers with the next status."""
+
+    def __init__(self, statuses: list[int]):
+        self.bodies: list[dict] = []
+        self.statuses = list(statuses)
+        hook = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - the standard library's name
+                length = int(self.headers["Content-Length"])
+                hook.bodies.append(json.loads(self.rfile.read(length)))
+                self.send_response(hook.statuses.pop(0) if hook.statuses else 200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/secret-token"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture()
+def hook():
+    hooks = []
+
+    def start(statuses=()):
+        hooks.append(Hook(list(statuses)))
+        return hooks[-1]
+
+    yield start
+    for h in hooks:
+        h.close()
+
+
+def test_the_verdict_is_posted_to_the_webhook(project, hook):
+    server = hook()
+    figures, done = monitor(
+        project, "data/batches/new_category.parquet", env={"REPROKIT_MONITOR_WEBHOOK": server.url}, out="reports/hook"
+    )
+    assert done.returncode == 0, done.stderr
+    (body,) = server.bodies
+    assert body["verdict"] == figures["verdict"] == "alert"
+    assert body["drifted_columns"] == ["multiple_lines"]
+    assert body["figures"]["features"]["multiple_lines"] == figures["features"]["multiple_lines"]["psi"]
+    assert body["dataset"]["name"] == "telco_customer_churn" and len(body["dataset"]["batch_md5"]) == 32
+    assert body["model_version"] == figures["model_version"]
+
+
+def test_a_failing_webhook_is_retried(project, hook):
+    server = hook([503, 500])
+    env = {"REPROKIT_MONITOR_WEBHOOK": server.url, "REPROKIT_MONITOR_WEBHOOK_RETRIES": "3"}
+    _, done = monitor(project, "data/batches/no_drift.parquet", "--webhook-required", env=env, out="reports/retry")
+    assert done.returncode == 0, done.stderr
+    assert len(server.bodies) == 3  # two failures, then delivered
+
+
+def test_a_webhook_that_is_down_never_fails_the_check_unless_required(project, hook):
+    server = hook()
+    url = server.url
+    server.close()  # nothing listens there now
+    env = {
+        "REPROKIT_MONITOR_WEBHOOK": url,
+        "REPROKIT_MONITOR_WEBHOOK_RETRIES": "1",
+        "REPROKIT_MONITOR_WEBHOOK_TIMEOUT": "2",
+    }
+    figures, done = monitor(project, "data/batches/no_drift.parquet", env=env, out="reports/down")
+    assert done.returncode == 0, done.stderr
+    assert figures["verdict"] == "ok" and "could not post the verdict to the webhook at 127.0.0.1" in done.stderr
+    _, done = monitor(project, "data/batches/no_drift.parquet", "--webhook-required", env=env, out="reports/down2")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "could not post the verdict" in done.stderr and "secret-token" not in done.stderr
