@@ -151,6 +151,8 @@ class MonitorParams:
     max_auc_drop: float  # a significant AUC fall at least this large (batches with labels) alerts
     max_score_rows: int  # the scores' comparison uses a seeded sample of at most this many rows
     enforce: bool  # exit non-zero on an alert
+    live_window: str  # the Prometheus rules' window over the service's live scores (e.g. 1h)
+    live_min_scores: int  # the rules alert only once the window holds this many scores
 
     def __post_init__(self) -> None:
         if self.correction not in ("benjamini_hochberg", "bonferroni"):
@@ -161,6 +163,10 @@ class MonitorParams:
             raise ConfigError(f"{PARAMS_FILE}: monitor.alpha must be between 0 and 1, got {self.alpha}")
         if self.bins < 2 or self.max_score_rows < 1:
             raise ConfigError(f"{PARAMS_FILE}: monitor.bins must be at least 2 and monitor.max_score_rows at least 1")
+        import re
+
+        if not re.fullmatch(r"[0-9]+[smhd]", self.live_window):
+            raise ConfigError(f"{PARAMS_FILE}: monitor.live_window must be a duration like 30m or 1h")
         if not 0 < self.psi_warn <= self.psi_alert:
             raise ConfigError(f"{PARAMS_FILE}: monitor.psi_warn must be above 0 and at most monitor.psi_alert")
 

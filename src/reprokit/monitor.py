@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from reprokit.artifacts import fresh_dir, md5_file, write_json
+from reprokit.artifacts import fresh_dir, md5_file, write_bytes_atomic, write_json
 from reprokit.config import StageParams
 from reprokit.contract import load_stage_contract
 from reprokit.stage import StageError, add_debug_option, run_stage
@@ -120,7 +120,8 @@ def level_of(psi: float, significant: bool, params) -> str:
 
 
 def monitor(model, reference: pd.DataFrame, holdout: pd.DataFrame | None, batch: pd.DataFrame, params, seed: int):
-    """The monitor's figures (a JSON-ready mapping) and each column's comparison.
+    """The monitor's figures (a JSON-ready mapping), each column's comparison, and the
+    reference's scores.
 
     `model` is a `ScoringModel`; `reference` and `holdout` are prepared splits (the holdout
     gives the reference AUC when the batch has labels); `batch` holds the feature columns
@@ -152,7 +153,7 @@ def monitor(model, reference: pd.DataFrame, holdout: pd.DataFrame | None, batch:
             comparisons[target.column] = labels.pop("comparison")
             figures["labels"] = labels
     figures.update(verdict_of(figures, params))
-    return figures, comparisons
+    return figures, comparisons, ref_scores
 
 
 def drift_figures(contract, ref: pd.DataFrame, ref_ok, cur: pd.DataFrame, ok, ref_scores, cur_scores, params):
@@ -333,6 +334,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--metrics-out", default=None, help="figures (default: reports/monitor/<batch>/monitor.json)")
     parser.add_argument("--plots-dir", default=None, help="distribution data (default: beside the figures)")
     parser.add_argument("--images-dir", default=None, help="PNG images (default: beside the figures)")
+    parser.add_argument(
+        "--rules-out", default=None, help="Prometheus rules for live score drift against this reference (YAML)"
+    )
     parser.add_argument("--enforce", action="store_true", help="exit non-zero on an alert (also: monitor.enforce)")
     parser.add_argument("--webhook-required", action="store_true", help="fail when the webhook cannot be reached")
     args = parser.parse_args(argv)
@@ -361,7 +365,7 @@ def main(argv: list[str] | None = None) -> None:
         holdout = pd.read_parquet(args.holdout) if args.holdout and Path(args.holdout).exists() else None
         with thread_budget(n_threads):
             model = load_model(args.model)
-            figures, comparisons = monitor(model, reference, holdout, batch, params, seed)
+            figures, comparisons, reference_scores = monitor(model, reference, holdout, batch, params, seed)
         figures["model_version"] = model.version
         write_json(args.metrics_out, figures)
         with fresh_dir(args.plots_dir) as plots_dir:
@@ -369,6 +373,11 @@ def main(argv: list[str] | None = None) -> None:
                 write_json(plots_dir / f"{name}.json", distribution_rows(comparison))
         with fresh_dir(args.images_dir) as images_dir:
             save_images(comparisons, ["prediction"] + figures["drifted_columns"], images_dir)
+        if args.rules_out:
+            from reprokit.alerts import prometheus_rules
+
+            rules = prometheus_rules(reference_scores, params, model.version)
+            write_bytes_atomic(args.rules_out, rules.encode())
         summary = (
             f"{args.batch}: {figures['verdict']}; {figures['rows']} rows ({figures['rejected_rows']} break the "
             f"contract); drifted: {', '.join(figures['drifted_columns']) or 'none'}; "

@@ -5,47 +5,16 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
-import shutil
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from reprokit.artifacts import write_parquet
+from commands import run
 
 NUMERIC = ["tenure", "monthly_charges", "total_charges"]
-
-
-def run(cwd: Path, module: str, *args, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", module, *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, **(env or {})},
-    )
-
-
-@pytest.fixture(scope="module")
-def project(repo, tmp_path_factory, telco_splits, telco_package):
-    """A project folder as `dvc repro` leaves it: contract, params, prepared splits, package,
-    and the demo batches made by their command."""
-    root = tmp_path_factory.mktemp("project")
-    _, train, test, _ = telco_splits
-    for name in ("dataset.yaml", "params.yaml"):
-        shutil.copy(repo / name, root / name)
-    (root / "data/prepared").mkdir(parents=True)
-    write_parquet(train, root / "data/prepared/train.parquet")
-    write_parquet(test, root / "data/prepared/test.parquet")
-    shutil.copytree(telco_package, root / "models/package")
-    done = run(root, "reprokit.batches")
-    assert done.returncode == 0, done.stderr
-    return root
 
 
 def monitor(

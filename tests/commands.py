@@ -1,0 +1,20 @@
+"""Run the project's commands as a user does: `python -m MODULE ARGS` in a project folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def run(cwd: Path, module: str, *args, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGS` in `cwd`, with `env` added to this environment."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+    )
