@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-WORKFLOWS = ("ci.yaml", "cml.yaml")
+WORKFLOWS = ("ci.yaml", "cml.yaml", "monitor.yaml")
 
 
 def load(repo: Path, name: str) -> dict:
@@ -101,8 +101,15 @@ def test_secrets_reach_only_the_steps_that_need_them(repo, name):
         if step.get("run") == ".ci/pull":  # storage credentials: read-only, only to the pull
             assert secrets == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
             assert "GITHUB_TOKEN" not in str(step["env"])
+        elif step.get("run", "").startswith(".ci/monitor "):
+            # The monitor reads the batch (read-only storage) and posts to the webhook; it runs
+            # only the default branch's code (schedule, dispatch), never a pull request's.
+            assert secrets == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "REPROKIT_MONITOR_WEBHOOK"}
+            assert not {"pull_request", "pull_request_target"} & set(workflow[True]), name
+            assert "GITHUB_TOKEN" not in str(step["env"])
         else:  # the token, only where no repository code runs
-            assert secrets == {"REPO_TOKEN"} and step["env"]["REPO_TOKEN"] == "${{ secrets.GITHUB_TOKEN }}"
+            ((variable, value),) = ((k, v) for k, v in step["env"].items() if k in secrets)
+            assert variable in ("REPO_TOKEN", "GH_TOKEN") and value == "${{ secrets.GITHUB_TOKEN }}"
             assert not runs_repository_code(job), job_name
     for scope in ("env",):
         assert "secrets." not in yaml.safe_dump(workflow.get(scope, {}))

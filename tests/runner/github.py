@@ -6,7 +6,9 @@ first on `PATH`; no virtual environment activated, nothing of the test run's own
 `uses:` steps are emulated: checkout is the fresh clone (which must not keep a token),
 setup-python adds the interpreter's folder to `PATH`, upload-artifact requires its path
 to exist and keeps a copy, download-artifact restores that copy. The CML install step
-puts a recording `cml` stand-in on `PATH` (the npm package cannot be installed here).
+puts a recording `cml` stand-in on `PATH` (the npm package cannot be installed here), and
+every job has a recording `gh` stand-in (GitHub's CLI, preinstalled on runners). A step's
+`$GITHUB_OUTPUT` becomes `steps.<id>.outputs`, a job's `outputs` become `needs.<job>.outputs`.
 `${{ }}` expressions are evaluated from the contexts given; an unknown one fails.
 """
 
@@ -69,6 +71,18 @@ def render(value: Any, contexts: dict[str, Any]) -> str:
     return EXPRESSION.sub(lambda m: evaluate(m.group(1), contexts), str(value))
 
 
+GH_STAND_IN = """#!/usr/bin/env bash
+# Recording stand-in for GitHub's CLI: keeps its arguments, token presence and the body file.
+set -euo pipefail
+log={log}
+printf '%s\\n' "$@" > "$log/args"
+[[ -n "${{GH_TOKEN:-}}" ]] && echo yes > "$log/token"
+prev=""
+for arg in "$@"; do [[ "$prev" == "--body-file" ]] && cp "$arg" "$log/body.md"; prev="$arg"; done
+echo "https://github.com/acme/reprokit/pull/8"
+"""
+
+
 CML_STAND_IN = """#!/usr/bin/env bash
 # Recording stand-in for the CML command line: keeps its arguments, token presence and posted file.
 set -euo pipefail
@@ -96,11 +110,21 @@ class Runner:
             (self.toolcache / name).symlink_to(base_interpreter())
         self.cml_log = self.root / "cml-log"
         self.cml_log.mkdir()
+        self.gh_log = self.root / "gh-log"
+        self.gh_log.mkdir()
+        self.gh_bin = self.root / "gh-bin"
+        self.gh_bin.mkdir()
+        (self.gh_bin / "gh").write_text(GH_STAND_IN.format(log=self.gh_log))
+        (self.gh_bin / "gh").chmod(0o755)
+        (self.root / "runner-temp").mkdir()
+        self.contexts.setdefault("runner", {"temp": str(self.root / "runner-temp")})
+        self.contexts.setdefault("needs", {})
+        self.contexts.setdefault("inputs", {})
 
     def job_env(self, workspace: Path) -> dict[str, str]:
         github = self.contexts["github"]
         return machine_settings() | {
-            "PATH": RUNNER_PATH,
+            "PATH": f"{self.gh_bin}:{RUNNER_PATH}",
             "HOME": self.home,
             "LANG": "C.UTF-8",
             "CI": "true",
@@ -126,6 +150,7 @@ class Runner:
         for scope in (workflow.get("env", {}), job.get("env", {})):
             env.update({k: render(v, self.contexts) for k, v in scope.items()})
         outputs = []
+        self.contexts["steps"] = {}
         for step in job["steps"]:
             if "if" in step:
                 assert render("${{ " + step["if"] + " }}", self.contexts) == "true", step
@@ -157,6 +182,9 @@ class Runner:
                 env["PATH"] = f"{tools}:{env['PATH']}"
             else:
                 step_env = {**env, **{k: render(v, self.contexts) for k, v in step.get("env", {}).items()}}
+                github_output = self.root / "runner-temp" / f"output-{job_name}-{len(outputs)}"
+                github_output.write_text("")
+                step_env["GITHUB_OUTPUT"] = str(github_output)
                 done = subprocess.run(
                     ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
                     cwd=workspace,
@@ -168,6 +196,11 @@ class Runner:
                 output = done.stdout + done.stderr
                 assert done.returncode == 0, f"step {step.get('name', step['run'])!r} failed:\n{output[-6000:]}"
                 outputs.append(output)
+                if "id" in step:
+                    pairs = [line.split("=", 1) for line in github_output.read_text().splitlines() if "=" in line]
+                    self.contexts["steps"][step["id"]] = {"outputs": dict(pairs)}
+        job_outputs = {k: render(v, self.contexts) for k, v in job.get("outputs", {}).items()}
+        self.contexts["needs"][job_name] = {"outputs": job_outputs}
         return outputs
 
 
