@@ -1,0 +1,41 @@
+"""The retraining pull request's preparation (`reprokit.retrain`), on the real params file."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from reprokit.retrain import branch_name, set_batch
+from reprokit.stage import StageError
+
+
+def test_set_batch_changes_only_the_monitor_batch_and_keeps_every_comment(repo):
+    text = (repo / "params.yaml").read_text()
+    updated = set_batch(text, "s3://bucket/batches/2026-11-26.parquet")
+    assert yaml.safe_load(updated)["monitor"]["batch"] == "s3://bucket/batches/2026-11-26.parquet"
+    changed = [(a, b) for a, b in zip(text.splitlines(), updated.splitlines(), strict=True) if a != b]
+    assert len(changed) == 1 and "# the batch the monitor stage checks" in changed[0][1]
+    data = yaml.safe_load(updated)
+    del data["monitor"]["batch"]
+    original = yaml.safe_load(text)
+    del original["monitor"]["batch"]
+    assert data == original
+
+
+def test_a_batch_name_yaml_would_misread_is_quoted(repo):
+    updated = set_batch((repo / "params.yaml").read_text(), "batches/week 48: late.csv")
+    assert yaml.safe_load(updated)["monitor"]["batch"] == "batches/week 48: late.csv"
+
+
+def test_params_without_a_monitor_batch_are_an_error():
+    with pytest.raises(StageError, match="no monitor.batch"):
+        set_batch("base:\n  seed: 1\n", "x.parquet")
+
+
+def test_branch_names_are_safe_and_follow_the_batch(tmp_path):
+    batch = tmp_path / "b.parquet"
+    batch.write_bytes(b"one")
+    first = branch_name(str(batch))
+    batch.write_bytes(b"two")
+    assert first != branch_name(str(batch)) and first.startswith("retrain/drift-")
+    assert branch_name("s3://bucket/week 48.parquet?versionId=3") == "retrain/drift-week-48.parquet"
