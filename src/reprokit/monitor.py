@@ -367,6 +367,7 @@ def main(argv: list[str] | None = None) -> None:
             model = load_model(args.model)
             figures, comparisons, reference_scores = monitor(model, reference, holdout, batch, params, seed)
         figures["model_version"] = model.version
+        figures["batch"] = args.batch
         write_json(args.metrics_out, figures)
         with fresh_dir(args.plots_dir) as plots_dir:
             for name, comparison in comparisons.items():

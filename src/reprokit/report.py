@@ -40,6 +40,7 @@ METRICS_FILES = (
 )
 METRICS_TITLES = ("Metrics", "All evaluation figures", "Subgroup metrics", "Data quality")
 GATE_FILE = "metrics/gate.json"
+MONITOR_FILE = "metrics/monitor.json"
 CURVES = {
     "roc": ("metrics/plots/roc.json", "fpr", "tpr", "False positive rate", "True positive rate"),
     "precision_recall": ("metrics/plots/precision_recall.json", "recall", "precision", "Recall", "Precision"),
@@ -243,6 +244,32 @@ def gate_section(gate: Any) -> list[str]:
     return lines
 
 
+def drift_section(base: Any, head: Any) -> list[str]:
+    """The monitor's verdict on its batch, base and head, and the drift figures that changed
+    (PSI per column and of the scores, null rates, the label figures), folded."""
+    if not isinstance(head, dict) or "verdict" not in head:
+        return []
+    base = base if isinstance(base, dict) and "verdict" in base else {}
+    mark = {"ok": "✅", "warn": "⚠️", "alert": "🚨"}.get(head["verdict"], "")
+    drifted = ", ".join(f"`{name}`" for name in head.get("drifted_columns", [])) or "none"
+    before = f" (base: `{base['verdict']}`{' on `' + base['batch'] + '`' if base.get('batch') else ''})" if base else ""
+    lines = [
+        f"## Drift (`{MONITOR_FILE}`)",
+        "",
+        f"Verdict on `{head.get('batch', 'the batch')}`: **{mark} {head['verdict']}**{before}. Drifted columns: {drifted}.",
+        "",
+    ]
+    wanted = (".psi", "drifted_share", "rejected_rows", ".current_rate", "auc_drop", "roc_auc_current", "level")
+    old = {k: v for k, v in numeric_leaves(base).items() if k.endswith(wanted)}
+    new = {k: v for k, v in numeric_leaves(head).items() if k.endswith(wanted)}
+    changed = {k for k in set(old) | set(new) if old.get(k) != new.get(k)}
+    if changed:
+        table = ["| figure | base | head | change |", "| --- | ---: | ---: | ---: |"]
+        table += metric_rows({k: old[k] for k in changed if k in old}, {k: new[k] for k in changed if k in new})
+        lines += ["<details><summary>Drift figures that changed</summary>", "", *table, "", "</details>", ""]
+    return lines
+
+
 def build_report(base: str, root: Path, out_dir: Path, images_note: str | None = None) -> str:
     """Write the report and its images into `out_dir`; return the markdown.
 
@@ -272,6 +299,7 @@ def build_report(base: str, root: Path, out_dir: Path, images_note: str | None =
             lines += [f"## {title} (`{path}`)", "", *table, ""]
         else:  # long tables fold away in the pull-request comment
             lines += [f"<details><summary>{title} (<code>{path}</code>)</summary>", "", *table, "", "</details>", ""]
+    lines += drift_section(read_side(base_rev, root, MONITOR_FILE), read_side(None, root, MONITOR_FILE))
     lines += gate_section(read_side(None, root, GATE_FILE))
     images = compare_plots(base_rev, root, out_dir)
     if images:

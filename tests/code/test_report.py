@@ -203,3 +203,37 @@ def test_dvc_tracked_detail_of_the_base_comes_from_the_dvc_cache(repo):
     path.unlink()  # a fresh CI checkout that pulled only the head's outputs
     rows = markdown_rows(build_report("HEAD~1", repo, repo / "out"))
     assert rows["max_auc_gap"][:2] == ["—", "0.0400"]
+
+
+def monitor_figures(verdict: str, psi: float, drifted: list[str]) -> dict:
+    return {
+        "verdict": verdict,
+        "level": ["ok", "warn", "alert"].index(verdict),
+        "batch": "data/batches/latest.parquet",
+        "drifted_columns": drifted,
+        "drifted_share": len(drifted) / 2,
+        "features": {"tenure": {"psi": psi, "p_adjusted": 0.5}, "contract": {"psi": 0.01, "p_adjusted": 0.9}},
+        "prediction": {"psi": psi / 2},
+    }
+
+
+def test_the_drift_verdict_and_changed_figures_are_reported(repo):
+    commit(
+        repo,
+        {"params.yaml": "a: 1\n", "dvc.lock": "x\n", "metrics/monitor.json": monitor_figures("ok", 0.02, [])},
+        "one",
+    )
+    (repo / "metrics/monitor.json").write_text(json.dumps(monitor_figures("alert", 0.4, ["tenure"])))
+    text = build_report("main", repo, repo / "out")
+    assert (
+        "Verdict on `data/batches/latest.parquet`: **🚨 alert** (base: `ok` on `data/batches/latest.parquet`)" in text
+    )
+    assert "Drifted columns: `tenure`." in text
+    rows = markdown_rows(text)
+    assert rows["features.tenure.psi"] == ["0.0200", "0.4000", "+0.3800"]
+    assert "features.contract.psi" not in rows and "features.tenure.p_adjusted" not in rows  # unchanged, or not drift
+
+
+def test_no_monitor_figures_no_drift_section(repo):
+    commit(repo, {"params.yaml": "a: 1\n", "dvc.lock": "x\n", "metrics/metrics.json": metrics(0.8, 0.6)}, "one")
+    assert "## Drift" not in build_report("main", repo, repo / "out")
