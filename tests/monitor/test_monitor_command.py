@@ -130,6 +130,7 @@ def test_a_csv_batch_gives_the_figures_of_the_same_parquet_batch(project, tmp_pa
     from_csv, done = monitor(project, str(path), out="reports/csv")
     assert done.returncode == 0, done.stderr
     from_parquet, _ = monitor(project, "data/batches/numeric_location.parquet", out="reports/parquet")
+    assert from_csv.pop("batch") == str(path) and from_parquet.pop("batch") == "data/batches/numeric_location.parquet"
     assert from_csv == from_parquet
 
 
