@@ -11,6 +11,7 @@ requires it.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
@@ -40,6 +41,18 @@ def _setting(name: str, default: float, cast) -> Any:
     return value
 
 
+def redact(location: str) -> str:
+    """A batch's path or URL as it may be shown: without a URL's user, password and query
+    (a presigned URL's signature, a token)."""
+    parts = urllib.parse.urlsplit(location)
+    if not parts.scheme or len(parts.scheme) == 1:  # a local path (or a Windows drive letter)
+        return location
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
 def verdict_body(figures: dict[str, Any], dataset: dict[str, Any]) -> dict[str, Any]:
     """The JSON body a webhook receives."""
     return {
@@ -67,8 +80,13 @@ def post_verdict(figures: dict[str, Any], dataset: dict[str, Any], required: boo
         if required:
             raise StageError(f"--webhook-required, but {URL_VARIABLE} is not set")
         return False
-    if not url.startswith(("http://", "https://")):
-        raise StageError(f"{URL_VARIABLE} must be an http:// or https:// URL")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise StageError(f"{URL_VARIABLE} must be an http:// or https:// URL with a host")
     timeout = _setting(f"{URL_VARIABLE}_TIMEOUT", 5.0, float)
     retries = int(_setting(f"{URL_VARIABLE}_RETRIES", 3, int))
     data = json.dumps(verdict_body(figures, dataset), sort_keys=True).encode()
@@ -88,10 +106,14 @@ def post_verdict(figures: dict[str, Any], dataset: dict[str, Any], required: boo
             problem = f"HTTP {exc.code}"
             if exc.code < 500 and exc.code != 429:  # the request is wrong: retrying will not help
                 break
-        except (urllib.error.URLError, OSError) as exc:
-            problem = str(getattr(exc, "reason", exc))
+        except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
+            problem = (
+                type(exc).__name__
+                if isinstance(exc, (http.client.HTTPException, ValueError))
+                else str(getattr(exc, "reason", exc))
+            )
     # The URL may hold a token: name the host only.
-    host = urllib.parse.urlsplit(url).hostname
+    host = parts.hostname
     message = f"could not post the verdict to the webhook at {host} ({problem}) after {attempt + 1} attempt(s)"
     if required:
         raise StageError(message)

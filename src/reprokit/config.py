@@ -147,6 +147,9 @@ class MonitorParams:
     psi_warn: float  # effect-size floor: a column drifts only at or above this PSI
     psi_alert: float
     missing_rate_warn: float  # a null rate change at least this large (and significant) warns
+    missing_rate_alert: float  # ... and one at least this large is an alert
+    rejected_share_warn: float  # this share of rows breaking the contract warns
+    min_rows: int  # a smaller batch is too small to judge: an error, not a verdict
     drifted_share_alert: float  # share of drifted columns that makes an alert
     max_auc_drop: float  # a significant AUC fall at least this large (batches with labels) alerts
     max_score_rows: int  # the scores' comparison uses a seeded sample of at most this many rows
@@ -161,6 +164,10 @@ class MonitorParams:
             )
         if not 0 < self.alpha < 1:
             raise ConfigError(f"{PARAMS_FILE}: monitor.alpha must be between 0 and 1, got {self.alpha}")
+        if self.min_rows < 1 or not 0 < self.missing_rate_warn <= self.missing_rate_alert:
+            raise ConfigError(
+                f"{PARAMS_FILE}: monitor.min_rows must be at least 1, and 0 < missing_rate_warn <= missing_rate_alert"
+            )
         if self.bins < 2 or self.max_score_rows < 1:
             raise ConfigError(f"{PARAMS_FILE}: monitor.bins must be at least 2 and monitor.max_score_rows at least 1")
         import re

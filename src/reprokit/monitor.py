@@ -2,7 +2,8 @@
 still look like the training data, and did the model's scores (and, when the batch has
 labels, its accuracy) move?
 
-Compared with the reference (the prepared train split), column by column
+Compared with the reference (the prepared train split; for the scores, the held-out test
+split's, scored by the package like any batch), column by column
 (`reprokit.drift`): numbers by the Kolmogorov-Smirnov test and the PSI on the reference's
 quantile bins; categories and binaries by the chi-square test and the PSI on categories;
 every column's null rate by the chi-square test; the packaged model's scores by both, on
@@ -16,9 +17,10 @@ test split's: a change of the label's meaning leaves the features and scores as 
 Verdict: `alert` when a column or the scores reach `psi_alert`, when the share of drifted
 columns reaches `drifted_share_alert`, when the positive rate shifts by `psi_alert`, or when
 the AUC falls by `max_auc_drop` or more (significantly); `warn` when anything drifted
-below that; else `ok`. Rows that break the contract are counted with their reasons and left
-out, never a crash; a column missing from the batch, or one the contract does not know,
-is an error naming it.
+below that (a null rate up to `missing_rate_alert`), or when `rejected_share_warn` of the
+rows break the contract; else `ok`. Rows that break the contract are counted with their
+reasons and left out, never a crash; a column missing from the batch, one the contract
+does not know, or a batch of fewer than `min_rows` rows is an error naming it.
 
 Outputs: the figures as JSON (DVC metrics: `dvc metrics diff` and the pull-request report
 show drift), reference-vs-batch shares per column (DVC plots) and a PNG per drifted column
@@ -65,10 +67,15 @@ def read_batch(path: str, contract) -> pd.DataFrame:
     names: every feature present, nothing the contract does not know."""
     import pyarrow as pa
 
+    from reprokit.alerts import redact
     from reprokit.score import chunks, column_names
     from reprokit.scoring import is_text
 
-    names = column_names(path, contract.source)
+    shown = redact(path)  # a URL's credentials never reach a message
+    try:
+        names = column_names(path, contract.source)
+    except StageError as exc:
+        raise StageError(str(exc).replace(path, shown)) from None
     known = set(contract.feature_names) | {contract.target.column} | set(contract.source.drop_columns)
     if contract.source.id_column:
         known.add(contract.source.id_column)
@@ -80,7 +87,7 @@ def read_batch(path: str, contract) -> pd.DataFrame:
     if unknown:
         problems.append(f"column(s) the contract does not know: {', '.join(unknown)}")
     if problems:
-        raise StageError(f"{path}: {'; '.join(problems)}")
+        raise StageError(f"{shown}: {'; '.join(problems)}")
     wanted = contract.feature_names + [name for name in (contract.target.column,) if name in names]
     numeric = {f.name for f in contract.features if not is_text(f)}
     for careful in (False, True):
@@ -89,19 +96,29 @@ def read_batch(path: str, contract) -> pd.DataFrame:
             break
         except pa.ArrowInvalid as exc:
             if careful or "CSV conversion error" not in str(exc):
-                raise StageError(f"{path}: cannot read it ({exc})") from None
-    if not frames:
-        return pd.DataFrame({name: pd.Series(dtype=object) for name in wanted})
-    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+                raise StageError(f"{shown}: cannot read it ({str(exc).replace(path, shown)})") from None
+    batch = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0] if frames else None
+    if batch is None or len(batch) == 0:
+        raise StageError(f"{shown}: the batch has no rows: nothing to compare")
+    return batch
 
 
 def label_values(values: pd.Series, target) -> tuple[np.ndarray, np.ndarray]:
-    """0/1 labels and a mask of the rows that have one (the contract's positive and negative
-    labels, or 1/0; anything else is no label)."""
-    positive = values.map(lambda v: v == target.positive or (isinstance(v, (int, np.integer)) and v == 1))
-    negative = values.map(lambda v: v == target.negative or (isinstance(v, (int, np.integer)) and v == 0))
-    has = (positive | negative).to_numpy(dtype=bool) & values.notna().to_numpy()
-    return positive.to_numpy(dtype=bool).astype("int8"), has
+    """0/1 labels and a mask of the rows that have one: the contract's positive and negative
+    labels, however the file typed them (`Yes`, `1`, `1.0`, `True` for a positive label of 1),
+    or 1 and 0; anything else is no label."""
+
+    def spellings(label, number: int) -> set[str]:
+        texts = {str(label).strip(), str(number), f"{number}.0"}
+        if isinstance(label, (bool, np.bool_)) or label in (0, 1):
+            texts |= {str(bool(label)), str(int(label)), f"{int(label)}.0"}
+        return texts
+
+    positive, negative = spellings(target.positive, 1), spellings(target.negative, 0)
+    text = np.array([str(v).strip() for v in values], dtype=object)
+    is_positive = np.isin(text, list(positive))
+    is_negative = np.isin(text, list(negative)) & ~is_positive
+    return is_positive.astype("int8"), is_positive | is_negative
 
 
 def auc_standard_error(auc: float, positives: int, negatives: int) -> float:
@@ -121,22 +138,33 @@ def level_of(psi: float, significant: bool, params) -> str:
 
 def monitor(model, reference: pd.DataFrame, holdout: pd.DataFrame | None, batch: pd.DataFrame, params, seed: int):
     """The monitor's figures (a JSON-ready mapping), each column's comparison, and the
-    reference's scores.
+    reference scores.
 
-    `model` is a `ScoringModel`; `reference` and `holdout` are prepared splits (the holdout
-    gives the reference AUC when the batch has labels); `batch` holds the feature columns
-    and maybe the target. Call under the thread budget."""
+    `model` is a `ScoringModel`; `reference` (the train split) is the features' reference;
+    `holdout` (the test split), when given, is the scores' reference (scores of rows the
+    model never saw, as a batch's are) and the AUC's; `batch` holds the feature columns and
+    maybe the target. Call under the thread budget."""
     from reprokit.scoring import InputError, check_records
 
     contract = model.contract
-    try:
-        ref = check_records({c: reference[c] for c in contract.feature_names}, len(reference), contract)
-        cur = check_records({c: batch[c] for c in contract.feature_names}, len(batch), contract)
-    except InputError as exc:
-        raise StageError(str(exc)) from None
-    ok, ref_ok = np.equal(cur.rejected, None), np.equal(ref.rejected, None)
-    # Scores: the reference's, and a seeded sample of the batch's scorable rows.
-    ref_scores = model.probabilities(ref.inputs[ref_ok].reset_index(drop=True))
+
+    def checked(frame: pd.DataFrame):
+        try:
+            result = check_records({c: frame[c] for c in contract.feature_names}, len(frame), contract)
+        except InputError as exc:
+            raise StageError(str(exc)) from None
+        return result, np.equal(result.rejected, None)
+
+    (ref, ref_ok), (cur, ok) = checked(reference), checked(batch)
+    held = None
+    if holdout is not None:
+        hold, hold_ok = checked(holdout)
+        held = (
+            holdout[contract.target.column].to_numpy()[hold_ok],
+            model.probabilities(hold.inputs[hold_ok].reset_index(drop=True)),
+        )
+    ref_scores = held[1] if held else model.probabilities(ref.inputs[ref_ok].reset_index(drop=True))
+    # The batch's scores: a seeded sample of its scorable rows.
     rows = np.flatnonzero(ok)
     if len(rows) > params.max_score_rows:
         rows = np.sort(np.random.default_rng(seed).choice(rows, params.max_score_rows, replace=False))
@@ -148,8 +176,17 @@ def monitor(model, reference: pd.DataFrame, holdout: pd.DataFrame | None, batch:
     figures["rejected_reasons"] = dict(sorted(reasons.items()))
     target = contract.target
     if target.column in batch.columns:
-        labels = label_drift(model, reference, holdout, batch, rows, cur_scores, params)
-        if labels is not None:
+        labels = label_drift(
+            target, reference[target.column].to_numpy(), held, batch[target.column], rows, cur_scores, params
+        )
+        if labels is None:
+            log.warning(
+                "%s: no scored row has a label the contract knows (%s or %s)",
+                target.column,
+                target.positive,
+                target.negative,
+            )
+        else:
             comparisons[target.column] = labels.pop("comparison")
             figures["labels"] = labels
     figures.update(verdict_of(figures, params))
@@ -195,12 +232,16 @@ def drift_figures(contract, ref: pd.DataFrame, ref_ok, cur: pd.DataFrame, ok, re
             "level": level_of(comparison.psi, bool(adjusted[i] < params.alpha), params),
         }
         ref_rate, cur_rate = rates[i]
-        changed = null_adjusted[i] < params.alpha and abs(cur_rate - ref_rate) >= params.missing_rate_warn
+        change = abs(cur_rate - ref_rate) if null_adjusted[i] < params.alpha else 0.0
         missing[feature.name] = {
             "reference_rate": figure(ref_rate),
             "current_rate": figure(cur_rate),
             "p_adjusted": figure(null_adjusted[i]),
-            "level": "warn" if changed else "ok",
+            "level": "alert"
+            if change >= params.missing_rate_alert
+            else "warn"
+            if change >= params.missing_rate_warn
+            else "ok",
         }
     scores = compare_scores(ref_scores, cur_scores, SCORE_BINS)
     comparisons["prediction"] = scores
@@ -231,32 +272,34 @@ def drift_figures(contract, ref: pd.DataFrame, ref_ok, cur: pd.DataFrame, ok, re
 
 def verdict_of(figures: dict[str, Any], params) -> dict[str, Any]:
     """The overall verdict: the worst level of any column, null rate, the scores and the
-    labels, raised to `alert` when the share of drifted columns reaches its threshold."""
+    labels (and at least `warn` when `rejected_share_warn` of the rows break the contract), raised to `alert` when the
+    share of drifted columns reaches its threshold."""
     components = [entry["level"] for entry in figures["features"].values()]
     components += [entry["level"] for entry in figures["missing"].values()] + [figures["prediction"]["level"]]
     labels = figures["labels"]
     components += [labels["label_level"], labels["auc_level"]] if labels else []
+    if figures["rows"] and figures["rejected_rows"] / figures["rows"] >= params.rejected_share_warn:
+        components.append("warn")  # rows that break the contract
     verdict = max(components, key=LEVELS.index, default="ok")
     if figures["drifted_share"] >= params.drifted_share_alert:
         verdict = "alert"
     return {"verdict": verdict, "level": LEVELS.index(verdict)}
 
 
-def label_drift(model, reference, holdout, batch, rows, scores, params) -> dict[str, Any] | None:
-    """The positive rate against the reference's, and the ROC AUC against the held-out test
-    split's (significant by Hanley and McNeil's standard errors), on the batch's labelled
-    scored rows; None when no scored row has a label."""
+def label_drift(target, ref_y: np.ndarray, held, labels: pd.Series, rows, scores, params) -> dict[str, Any] | None:
+    """The positive rate against the reference's (`ref_y`), and the ROC AUC against the
+    held-out split's (`held`: its labels and scores; significant by Hanley and McNeil's
+    standard errors), on the batch's labelled scored rows; None when none has a label."""
     from sklearn.metrics import roc_auc_score
 
     from reprokit.drift import compare_rates
-    from reprokit.scoring import check_records
 
-    target = model.contract.target
-    y, has = label_values(batch[target.column].iloc[rows].reset_index(drop=True), target)
+    if len(rows) == 0:
+        return None
+    y, has = label_values(labels.iloc[rows].reset_index(drop=True), target)
     if not has.any():
         return None
     y, scores = y[has], scores[has]
-    ref_y = reference[target.column].to_numpy()
     rate = compare_rates(int(ref_y.sum()), len(ref_y), int(y.sum()), len(y))
     result: dict[str, Any] = {
         "labelled_rows": int(has.sum()),
@@ -268,11 +311,8 @@ def label_drift(model, reference, holdout, batch, rows, scores, params) -> dict[
         "auc_level": "ok",
         "comparison": rate,
     }
-    if holdout is not None and 0 < y.sum() < len(y):
-        checked = check_records({c: holdout[c] for c in model.contract.feature_names}, len(holdout), model.contract)
-        kept = np.equal(checked.rejected, None)
-        hold_y = holdout[target.column].to_numpy()[kept]
-        hold_scores = model.probabilities(checked.inputs[kept].reset_index(drop=True))
+    if held is not None and 0 < y.sum() < len(y):
+        hold_y, hold_scores = held
         ref_auc, auc = roc_auc_score(hold_y, hold_scores), roc_auc_score(y, scores)
         se = math.hypot(
             auc_standard_error(ref_auc, int(hold_y.sum()), int(len(hold_y) - hold_y.sum())),
@@ -352,7 +392,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
 
     def body() -> str:
-        from reprokit.alerts import post_verdict
+        from reprokit.alerts import post_verdict, redact
         from reprokit.inference import thread_budget
         from reprokit.score import load_model
 
@@ -361,13 +401,17 @@ def main(argv: list[str] | None = None) -> None:
         params = stage_params.section("monitor")
         seed, n_threads = stage_params.value("base.seed"), stage_params.value("base.n_threads")
         batch = read_batch(args.batch, contract)
+        if len(batch) < params.min_rows:
+            raise StageError(
+                f"{redact(args.batch)}: {len(batch)} rows, fewer than monitor.min_rows ({params.min_rows}): too few to judge"
+            )
         reference = pd.read_parquet(args.reference)
         holdout = pd.read_parquet(args.holdout) if args.holdout and Path(args.holdout).exists() else None
         with thread_budget(n_threads):
             model = load_model(args.model)
             figures, comparisons, reference_scores = monitor(model, reference, holdout, batch, params, seed)
         figures["model_version"] = model.version
-        figures["batch"] = args.batch
+        figures["batch"] = redact(args.batch)
         write_json(args.metrics_out, figures)
         with fresh_dir(args.plots_dir) as plots_dir:
             for name, comparison in comparisons.items():
@@ -380,11 +424,11 @@ def main(argv: list[str] | None = None) -> None:
             rules = prometheus_rules(reference_scores, params, model.version)
             write_bytes_atomic(args.rules_out, rules.encode())
         summary = (
-            f"{args.batch}: {figures['verdict']}; {figures['rows']} rows ({figures['rejected_rows']} break the "
+            f"{redact(args.batch)}: {figures['verdict']}; {figures['rows']} rows ({figures['rejected_rows']} break the "
             f"contract); drifted: {', '.join(figures['drifted_columns']) or 'none'}; "
             f"scores PSI {figures['prediction']['psi']}"
         )
-        dataset = {"name": model.contract.name, "batch": args.batch}
+        dataset = {"name": model.contract.name, "batch": redact(args.batch)}
         if Path(args.batch).is_file():
             dataset["batch_md5"] = md5_file(args.batch)
         post_verdict(figures, dataset, required=args.webhook_required)

@@ -252,11 +252,15 @@ def drift_section(base: Any, head: Any) -> list[str]:
     base = base if isinstance(base, dict) and "verdict" in base else {}
     mark = {"ok": "✅", "warn": "⚠️", "alert": "🚨"}.get(head["verdict"], "")
     drifted = ", ".join(f"`{name}`" for name in head.get("drifted_columns", [])) or "none"
-    before = f" (base: `{base['verdict']}`{' on `' + base['batch'] + '`' if base.get('batch') else ''})" if base else ""
+    before = ""
+    if base:
+        on = f" on `{base['batch']}`" if base.get("batch") else ""
+        before = f" (base: `{base['verdict']}`{on})"
+    verdict = f"**{mark} {head['verdict']}**{before}"
     lines = [
         f"## Drift (`{MONITOR_FILE}`)",
         "",
-        f"Verdict on `{head.get('batch', 'the batch')}`: **{mark} {head['verdict']}**{before}. Drifted columns: {drifted}.",
+        f"Verdict on `{head.get('batch', 'the batch')}`: {verdict}. Drifted columns: {drifted}.",
         "",
     ]
     wanted = (".psi", "drifted_share", "rejected_rows", ".current_rate", "auc_drop", "roc_auc_current", "level")

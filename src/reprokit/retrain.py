@@ -30,19 +30,32 @@ log = logging.getLogger("reprokit.retrain")
 
 
 def set_batch(params_text: str, batch: str) -> str:
-    """`params.yaml` text with `monitor.batch` set to `batch`, everything else kept as it is."""
-    pattern = re.compile(r"^(monitor:[^\n]*\n(?:[ \t]+[^\n]*\n|\n)*?[ \t]+batch:[ \t]*)(\S+)", re.M)
-    quoted = json.dumps(batch) if re.search(r"[\s#:'\"]", batch) else batch
-    updated, count = pattern.subn(lambda m: m.group(1) + quoted, params_text, count=1)
+    """`params.yaml` text with `monitor.batch` set to `batch` (double-quoted), everything else
+    kept as it is, comments included. A URL with credentials or a query is refused: the file
+    is committed."""
+    import yaml
+
+    from reprokit.alerts import redact
+
+    if redact(batch) != batch:
+        raise StageError(f"{redact(batch)}: a URL with credentials or a query cannot go into params.yaml")
+    scalar = r'"(?:[^"\\]|\\.)*"|\'(?:[^\']|\'\')*\'|[^\s#]+'
+    pattern = re.compile(r"^(monitor:[^\n]*\n(?:[ \t]+[^\n]*\n|\n)*?[ \t]+batch:[ \t]*)(" + scalar + ")", re.M)
+    updated, count = pattern.subn(lambda m: m.group(1) + json.dumps(batch), params_text, count=1)
     if count != 1:
         raise StageError("params.yaml: no monitor.batch to point at the new batch")
+    if yaml.safe_load(updated)["monitor"]["batch"] != batch:  # never a params file YAML reads otherwise
+        raise StageError(f"params.yaml: could not write monitor.batch as {batch!r}")
     return updated
 
 
 def pull_request_text(figures: dict, batch: str) -> tuple[str, str]:
     """The pull request's title and body."""
     drifted = figures["drifted_columns"]
-    title = f"Retrain: drift alert on {Path(batch.rsplit('?', 1)[0]).name}"
+    from reprokit.alerts import redact
+
+    batch = redact(batch)
+    title = f"Retrain: drift alert on {Path(batch).name}"
     lines = [
         f"The scheduled monitor raised an **{figures['verdict']}** on `{batch}` "
         f"({figures['rows']} rows, {figures['rejected_rows']} breaking the contract), "

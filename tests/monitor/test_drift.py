@@ -75,44 +75,48 @@ def trials(repo, telco_package, telco_splits):
     return model, pop, load_section("monitor", repo / "params.yaml")
 
 
-def test_same_distribution_batches_raise_no_more_alarms_than_the_configured_level(trials):
-    """200 seeded batches from 500 to 1M rows, each drawn from the rows the reference did not
-    take: every alarm is a false one. A million rows from a finite table differ "significantly"
-    from any sample of it; the PSI floor is what keeps them quiet."""
+@pytest.mark.parametrize("size, count", [(500, 200), (5_000, 200), (50_000, 200), (1_000_000, 20)])
+def test_same_distribution_batches_raise_no_more_alarms_than_the_configured_level(trials, size, count):
+    """Seeded batches drawn from the rows the reference did not take, with replacement: every
+    alarm is a false one. At most `alpha` of 200 batches per size (a million rows: 20 here,
+    200 in bench/monitor.py). A million rows resampled from the ~1,400 rows left over differ
+    "significantly" from the reference on some column; the PSI floor is what keeps them quiet."""
     from reprokit.drift_trials import run
     from reprokit.inference import thread_budget
 
     model, pop, params = trials
-    plan = {500: 80, 5_000: 60, 50_000: 40, 1_000_000: 20}
     with thread_budget(1):
-        results = {n: run(model, pop, [n], count, params)[str(n)] for n, count in plan.items()}
-    alarms = sum(r["alarms"] for r in results.values())
-    assert sum(plan.values()) == 200
-    assert alarms / 200 <= params.alpha, results
+        result = run(model, pop, [size], count, params)
+    assert result[str(size)]["alarms"] <= params.alpha * result[str(size)]["trials"], result
 
 
-def test_a_negligible_shift_in_a_million_rows_is_significant_but_raises_no_alarm(trials):
-    """The known weakness of plain KS on big data: the tests reject a shift of half a percent
-    of a standard deviation at this size. The effect-size floor keeps the verdict `ok`."""
+def test_a_negligible_shift_between_two_million_row_samples_is_significant_but_raises_no_alarm(trials):
+    """The known weakness of plain KS on big data. A reference and a batch of a million rows
+    each, drawn independently from the real rows with a little noise on the numbers (so they
+    are continuous); the batch's numbers moved by 2% of a standard deviation. The tests reject
+    that shift; the effect-size floor keeps the verdict `ok`, and without it, it would not be."""
     from reprokit.drift_trials import shifted
     from reprokit.monitor import drift_figures, verdict_of
 
     model, pop, params = trials
     rng = np.random.default_rng(0)
-    batch = shifted(pop, pop.inputs.iloc[rng.integers(0, len(pop.inputs), 1_000_000)], "location", 0.005, rng)
-    everything = np.ones(len(pop.inputs), dtype=bool)
-    figures, _ = drift_figures(
-        pop.contract, pop.inputs, everything, batch, np.ones(len(batch), dtype=bool), pop.scores, pop.scores, params
-    )
-    numeric = ["monthly_charges", "total_charges"]
+    numeric = ["tenure", "monthly_charges", "total_charges"]
+
+    def sample():
+        frame = pop.inputs.iloc[rng.integers(0, len(pop.inputs), 1_000_000)].reset_index(drop=True)
+        for name in numeric:
+            frame[name] = frame[name] + rng.normal(0, 0.1 * pop.inputs[name].std(), len(frame))
+        return frame
+
+    reference, batch = sample(), shifted(pop, sample(), "location", 0.02, rng)
+    everything = np.ones(1_000_000, dtype=bool)
+    scores = pop.scores  # the scores are not the question here
+    figures, _ = drift_figures(pop.contract, reference, everything, batch, everything, scores, scores, params)
     assert all(figures["features"][name]["p_adjusted"] < params.alpha for name in numeric), figures["features"]
-    assert verdict_of(figures, params)["verdict"] == "ok", {
-        k: v for k, v in figures["features"].items() if v["level"] != "ok"
-    } | {"missing": figures["missing_changed"], "prediction": figures["prediction"]}
+    assert all(figures["features"][name]["psi"] < 0.01 for name in numeric), figures["features"]
+    assert verdict_of(figures, params)["verdict"] == "ok", figures["features"]
     strict = dataclasses.replace(params, psi_warn=1e-6, psi_alert=1.0)  # no floor: plain significance
-    figures, _ = drift_figures(
-        pop.contract, pop.inputs, everything, batch, np.ones(len(batch), dtype=bool), pop.scores, pop.scores, strict
-    )
+    figures, _ = drift_figures(pop.contract, reference, everything, batch, everything, scores, scores, strict)
     assert verdict_of(figures, strict)["verdict"] != "ok"
 
 

@@ -122,6 +122,46 @@ def test_rows_that_break_the_contract_are_reported_not_crashed_on(project, tmp_p
         "tenure: expected a whole number": 1,
     }
     assert "3 break the contract" in done.stderr
+    assert figures["verdict"] == "ok"  # 3 rows of 1409 are under rejected_share_warn (1%)
+
+
+def test_a_batch_whose_every_row_breaks_the_contract_is_reported(project, tmp_path):
+    batch = pd.read_parquet(project / "data/batches/no_drift.parquet").astype({"tenure": object})
+    batch["tenure"] = "unknown"
+    path = tmp_path / "all-bad.csv"
+    batch.to_csv(path, index=False)
+    figures, done = monitor(project, str(path), out="reports/all-bad")
+    assert done.returncode == 0, done.stderr
+    assert figures["rejected_rows"] == 1409 and figures["labels"] is None
+    assert figures["rejected_reasons"] == {"tenure: expected a number, got text": 1409}
+    assert figures["missing_changed"] == ["tenure"] and figures["verdict"] == "alert"  # no tenure is readable
+
+
+def test_labels_written_as_numbers_or_text_are_read_alike(project, tmp_path):
+    """A CSV's `1`/`0` labels are text to the reader: the concept shift is still seen."""
+    batch = pd.read_parquet(project / "data/batches/concept_shift.parquet")
+    batch["churn"] = (batch["churn"] == "Yes").astype(int)
+    path = tmp_path / "numbered.csv"
+    batch.to_csv(path, index=False)
+    figures, done = monitor(project, str(path), out="reports/numbered")
+    assert done.returncode == 0, done.stderr
+    assert figures["labels"]["labelled_rows"] == 1409 and figures["labels"]["auc_level"] == "alert"
+
+
+def test_a_batch_too_small_to_judge_is_an_error(project, tmp_path):
+    path = tmp_path / "tiny.parquet"
+    pd.read_parquet(project / "data/batches/no_drift.parquet").head(99).to_parquet(path, index=False)
+    _, done = monitor(project, str(path), out="reports/tiny")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "99 rows, fewer than monitor.min_rows (100): too few to judge" in done.stderr
+
+
+def test_an_empty_batch_is_an_error_not_a_verdict(project, tmp_path):
+    path = tmp_path / "empty.csv"
+    pd.read_parquet(project / "data/batches/no_drift.parquet").head(0).to_csv(path, index=False)
+    _, done = monitor(project, str(path), out="reports/empty")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "the batch has no rows" in done.stderr.strip().splitlines()[-1]
 
 
 def test_a_csv_batch_gives_the_figures_of_the_same_parquet_batch(project, tmp_path):
@@ -215,3 +255,30 @@ def test_a_webhook_that_is_down_never_fails_the_check_unless_required(project, h
     _, done = monitor(project, "data/batches/no_drift.parquet", "--webhook-required", env=env, out="reports/down2")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "could not post the verdict" in done.stderr and "secret-token" not in done.stderr
+
+
+def test_a_webhook_that_answers_garbage_is_a_warning_not_a_crash(project):
+    """Not HTTP at all (a typo'd port pointing at another service)."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def answer():
+        for _ in range(2):
+            connection, _ = listener.accept()
+            connection.recv(65536)
+            connection.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+            connection.close()
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
+    env = {"REPROKIT_MONITOR_WEBHOOK": url, "REPROKIT_MONITOR_WEBHOOK_RETRIES": "1"}
+    try:
+        figures, done = monitor(project, "data/batches/no_drift.parquet", env=env, out="reports/garbage")
+    finally:
+        listener.close()
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "could not post the verdict to the webhook at 127.0.0.1" in done.stderr

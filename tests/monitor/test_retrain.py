@@ -39,3 +39,28 @@ def test_branch_names_are_safe_and_follow_the_batch(tmp_path):
     batch.write_bytes(b"two")
     assert first != branch_name(str(batch)) and first.startswith("retrain/drift-")
     assert branch_name("s3://bucket/week 48.parquet?versionId=3") == "retrain/drift-week-48.parquet"
+
+
+@pytest.mark.parametrize("batch", ["[w48].csv", "@b.csv", "*x.csv", "%x.csv", "true", "a: b.csv", 'say "hi".csv'])
+def test_any_batch_name_survives_being_written_twice(repo, batch):
+    once = set_batch((repo / "params.yaml").read_text(), "batches/week 48: late.csv")
+    twice = set_batch(once, batch)
+    assert yaml.safe_load(twice)["monitor"]["batch"] == batch
+
+
+@pytest.mark.parametrize(
+    "url", ["https://user:token@example.com/b.csv", "s3://bucket/b.parquet?X-Amz-Signature=abc", "https://h/b?token=1"]
+)
+def test_a_url_with_credentials_never_goes_into_params(repo, url):
+    with pytest.raises(StageError, match="cannot go into params.yaml") as caught:
+        set_batch((repo / "params.yaml").read_text(), url)
+    assert "token" not in str(caught.value) and "Signature" not in str(caught.value)
+
+
+def test_redact_keeps_paths_and_drops_credentials_and_queries():
+    from reprokit.alerts import redact
+
+    assert redact("data/batches/x.parquet") == "data/batches/x.parquet"
+    assert redact("/abs/x.csv") == "/abs/x.csv"
+    assert redact("https://user:secret@host:8443/b/x.csv?sig=1#f") == "https://host:8443/b/x.csv"
+    assert redact("s3://bucket/x.parquet?X-Amz-Signature=abc") == "s3://bucket/x.parquet"
