@@ -49,7 +49,9 @@ class Clone:
                 if out["md5"].endswith(".dir"):
                     digest = out["md5"][:-4]
                     listing = self.root / ".dvc/cache/files/md5" / digest[:2] / (digest[2:] + ".dir")
-                    if not listing.exists():  # a `cache: false` directory: git keeps it, DVC lists no files
+                    # A `cache: false` directory: git keeps it (and restores it); DVC lists no files,
+                    # except in its run-cache copy, which only the clone that ran the stage has.
+                    if not listing.exists() or self.git("ls-files", out["path"]):
                         continue
                     entries = json.loads(listing.read_text())
                     outs.update({f"{out['path']}/{e['relpath']}": e["md5"] for e in entries})
