@@ -82,7 +82,7 @@ def column_names(path: str, source=None) -> list[str]:
                 parse_options=pacsv.ParseOptions(delimiter=getattr(source, "delimiter", ",")),
             )
         except pa.ArrowInvalid as exc:
-            raise StageError(f"{path}: cannot read it as CSV ({exc})") from None
+            raise StageError(f"{path}: cannot read it ({exc})") from None
         names = header.schema.names
         header.close()
         return list(names)
