@@ -72,9 +72,10 @@ def verdict_body(figures: dict[str, Any], dataset: dict[str, Any]) -> dict[str, 
     }
 
 
-def post_verdict(figures: dict[str, Any], dataset: dict[str, Any], required: bool = False) -> bool:
-    """Post the verdict to the webhook in the environment, if any; True when it was delivered.
-    A failure raises `StageError` when `required`, else it is logged."""
+def post_verdict(figures: dict[str, Any], name: str, batch: str, required: bool = False) -> bool:
+    """Post the verdict on `batch` of dataset `name` to the webhook in the environment, if
+    any; True when it was delivered. A failure raises `StageError` when `required`, else it
+    is logged."""
     url = os.environ.get(URL_VARIABLE, "").strip()
     if not url:
         if required:
@@ -87,6 +88,11 @@ def post_verdict(figures: dict[str, Any], dataset: dict[str, Any], required: boo
         parts = None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise StageError(f"{URL_VARIABLE} must be an http:// or https:// URL with a host")
+    dataset = {"name": name, "batch": redact(batch)}
+    if os.path.isfile(batch):  # read only when there is somewhere to post it
+        from reprokit.artifacts import md5_file
+
+        dataset["batch_md5"] = md5_file(batch)
     timeout = _setting(f"{URL_VARIABLE}_TIMEOUT", 5.0, float)
     retries = int(_setting(f"{URL_VARIABLE}_RETRIES", 3, int))
     data = json.dumps(verdict_body(figures, dataset), sort_keys=True).encode()
@@ -138,10 +144,11 @@ def prometheus_rules(reference_scores, params, version: str) -> str:
     import numpy as np
     import yaml
 
-    from reprokit.drift import MIN_SHARE, compare_scores
+    from reprokit.drift import MIN_SHARE, score_counts
     from reprokit.scoring import SCORE_BINS
 
-    shares = compare_scores(np.asarray(reference_scores), np.asarray(reference_scores), SCORE_BINS).reference
+    counts = score_counts(np.asarray(reference_scores), SCORE_BINS)
+    shares = counts / max(int(counts.sum()), 1)
     window = params.live_window
     total = f"sum(increase({SCORE_METRIC}_count[{window}]))"
     rules: list[dict] = []

@@ -113,14 +113,18 @@ def compare_categories(reference: Any, current: Any, known: Sequence[Any]) -> Co
     return _comparison("chi_square", chi_square_p(ref, cur), tuple(str(v) for v in order), ref, cur)
 
 
+def score_counts(scores: np.ndarray, edges: Sequence[float]) -> np.ndarray:
+    """How many scores fall in each bin (`edges` are upper bounds, as a Prometheus `le`)."""
+    inner = np.asarray(edges[:-1], dtype="float64")
+    return np.bincount(np.searchsorted(inner, scores, side="left"), minlength=len(edges))
+
+
 def compare_scores(reference: np.ndarray, current: np.ndarray, edges: Sequence[float]) -> Comparison:
     """Predicted probabilities: KS test, PSI on fixed bins (`edges` are upper bounds; the
     last one is 1.0)."""
     from scipy.stats import ks_2samp
 
-    inner = np.asarray(edges[:-1], dtype="float64")
-    ref_counts = np.bincount(np.searchsorted(inner, reference, side="left"), minlength=len(edges))
-    cur_counts = np.bincount(np.searchsorted(inner, current, side="left"), minlength=len(edges))
+    ref_counts, cur_counts = score_counts(reference, edges), score_counts(current, edges)
     labels = tuple(f"<= {e:g}" for e in edges)
     p_value = float(ks_2samp(reference, current, method="asymp").pvalue) if len(current) else 1.0
     return _comparison("kolmogorov_smirnov", p_value, labels, ref_counts, cur_counts)

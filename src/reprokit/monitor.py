@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from reprokit.artifacts import fresh_dir, md5_file, write_bytes_atomic, write_json
+from reprokit.artifacts import fresh_dir, write_bytes_atomic, write_json
 from reprokit.config import StageParams
 from reprokit.contract import load_stage_contract
 from reprokit.stage import StageError, add_debug_option, run_stage
@@ -403,7 +403,8 @@ def main(argv: list[str] | None = None) -> None:
         batch = read_batch(args.batch, contract)
         if len(batch) < params.min_rows:
             raise StageError(
-                f"{redact(args.batch)}: {len(batch)} rows, fewer than monitor.min_rows ({params.min_rows}): too few to judge"
+                f"{redact(args.batch)}: {len(batch)} rows, fewer than monitor.min_rows "
+                f"({params.min_rows}): too few to judge"
             )
         reference = pd.read_parquet(args.reference)
         holdout = pd.read_parquet(args.holdout) if args.holdout and Path(args.holdout).exists() else None
@@ -428,10 +429,7 @@ def main(argv: list[str] | None = None) -> None:
             f"contract); drifted: {', '.join(figures['drifted_columns']) or 'none'}; "
             f"scores PSI {figures['prediction']['psi']}"
         )
-        dataset = {"name": model.contract.name, "batch": redact(args.batch)}
-        if Path(args.batch).is_file():
-            dataset["batch_md5"] = md5_file(args.batch)
-        post_verdict(figures, dataset, required=args.webhook_required)
+        post_verdict(figures, model.contract.name, args.batch, required=args.webhook_required)
         if figures["verdict"] == "alert" and (args.enforce or params.enforce):
             raise StageError(f"{summary} (enforced: an alert fails the check; see {args.metrics_out})")
         return summary
