@@ -59,8 +59,9 @@ def loans_contract(uri: str = "data/raw/loans.csv") -> dict:
     }
 
 
-def loan_pipeline(rows: int = 300, iterations: int = 20):
-    """The real prepare -> featurize -> train functions on `make_loans(rows)`.
+def loan_pipeline(rows: int = 300, iterations: int = 20, spec: dict | None = None):
+    """The real prepare -> featurize -> train functions on `make_loans(rows)` (under the
+    contract `spec`, by default `loans_contract()`).
 
     Returns (pipeline, prepared test split, raw test inputs, featurized train split).
     """
@@ -73,7 +74,7 @@ def loan_pipeline(rows: int = 300, iterations: int = 20):
     from reprokit.prepare import split, to_model_table, validate
     from reprokit.estimators import fit
 
-    contract = parse_contract(loans_contract())
+    contract = parse_contract(spec or loans_contract())
     table = to_model_table(validate(make_loans(rows), contract, "loans"), contract)
     train, test = split(table, "defaulted", 0.25, 0)
     transformer, train_x, _ = fit_transform(train, test, contract, FeaturizeParams(True, "median"))
@@ -82,14 +83,16 @@ def loan_pipeline(rows: int = 300, iterations: int = 20):
     return Pipeline([("features", transformer), ("model", model)]), test, inputs_of(test, contract), train_x
 
 
-def package_loans(pipeline, inputs, out, expected=None, example=None, threshold: float = 0.5) -> None:
+def package_loans(
+    pipeline, inputs, out, expected=None, example=None, threshold: float = 0.5, spec: dict | None = None
+) -> None:
     """Package a loans pipeline with the `package` stage's own function (served
     probabilities must equal `expected`, by default the pipeline's own)."""
     from reprokit.contract import parse_contract
     from reprokit.package import save_package
 
     expected = pipeline.predict_proba(inputs)[:, 1] if expected is None else expected
-    contract = parse_contract(loans_contract())
+    contract = parse_contract(spec or loans_contract())
     save_package(pipeline, contract, inputs, out, expected, threshold, example=example)
 
 

@@ -46,6 +46,22 @@ def build_transformer(contract: Contract, params: FeaturizeParams):
     return transformer.set_output(transform="pandas")
 
 
+def served_pipeline(transformer, model):
+    """The package's pipeline: the fitted `transformer` and `model`, after an `inputs` step
+    that makes a nullable feature optional. It reindexes the records to the transformer's
+    columns, so an absent column arrives as nulls, and makes every column an object column,
+    so an absent text column is nulls of text rather than a float column the encoder cannot
+    compare with its categories. Values are unchanged (a float64 or int64 value converts back
+    to the same number), so the probabilities are those of the plain two-step pipeline.
+    Built from scikit-learn and pandas alone: the package needs no reprokit to load."""
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    columns = [str(name) for name in transformer.feature_names_in_]
+    inputs = FunctionTransformer(pd.DataFrame, kw_args={"columns": columns, "dtype": object})
+    return Pipeline([("inputs", inputs), ("features", transformer), ("model", model)])
+
+
 def build_model(params: TrainParams, seed: int, n_threads: int = 1):
     """An unfitted estimator of the kind and hyperparameters in `params`."""
     hyper = params.hyperparams

@@ -132,7 +132,9 @@ def save_package(
     n_threads: int = 1,
     example=None,
 ) -> None:
-    """Save `pipeline` as an MLflow model directory at `out_dir`.
+    """Save `pipeline` (fitted transformer then model) as an MLflow model directory at
+    `out_dir`, behind the `inputs` step that makes nullable features optional
+    (`reprokit.estimators.served_pipeline`).
 
     The input signature follows the contract (`reprokit.scoring.input_schema`), and the
     contract and decision `threshold` travel in the model's metadata, so a service or batch
@@ -148,6 +150,9 @@ def save_package(
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
+    from reprokit.estimators import served_pipeline
+
+    pipeline = served_pipeline(pipeline.named_steps["features"], pipeline.named_steps["model"])
     example = signature_inputs(inputs.head(EXAMPLE_ROWS) if example is None else example, contract)
     signature = ModelSignature(
         inputs=input_schema(contract), outputs=Schema([TensorSpec(np.dtype("float64"), (-1, 2))])

@@ -58,10 +58,11 @@ def mlflow_type(feature: Feature) -> str:
 
 
 def input_schema(contract: Contract):
-    """The package's MLflow input schema: one column per feature, typed as `mlflow_type`."""
+    """The package's MLflow input schema: one column per feature, typed as `mlflow_type`;
+    a nullable feature is optional (the package's `inputs` step fills it with nulls)."""
     from mlflow.types import ColSpec, Schema
 
-    return Schema([ColSpec(mlflow_type(f), f.name) for f in contract.features])
+    return Schema([ColSpec(mlflow_type(f), f.name, required=not f.nullable) for f in contract.features])
 
 
 def signature_inputs(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:

@@ -131,7 +131,7 @@ def trusted_placements() -> frozenset[tuple[str, str, str]]:
     from sklearn.pipeline import Pipeline
 
     from reprokit.config import MODEL_KINDS, FeaturizeParams, TrainParams
-    from reprokit.estimators import build_model, build_transformer
+    from reprokit.estimators import build_model, build_transformer, served_pipeline
 
     contract = _synthetic_contract()
     inputs, y = _synthetic_inputs()
@@ -147,8 +147,9 @@ def trusted_placements() -> frozenset[tuple[str, str, str]]:
         found |= archive_placements(sio.dumps(transformer))
         for kind in MODEL_KINDS:
             model = build_model(TrainParams(kind, **small), seed=0).fit(features, y)
-            pipeline = Pipeline([("features", transformer), ("model", model)])
+            pipeline = Pipeline([("features", transformer), ("model", model)])  # packages before `inputs`
             found |= archive_placements(sio.dumps(model)) | archive_placements(sio.dumps(pipeline))
+            found |= archive_placements(sio.dumps(served_pipeline(transformer, model)))
     return frozenset(entry for entry in found if not _is_data(entry[1], entry[2]))
 
 
@@ -378,6 +379,19 @@ def check_estimator(model, where: str, n_features: int | None = None) -> None:
         _refuse(where, f"a {type(model).__name__} as the model")
 
 
+def check_inputs_step(step, transformer, where: str) -> None:
+    """The package's `inputs` step exactly as `reprokit.estimators.served_pipeline` builds it:
+    `pandas.DataFrame` called with the transformer's own columns and the object dtype."""
+    import pandas as pd
+    from sklearn.preprocessing import FunctionTransformer
+
+    expected = FunctionTransformer(
+        pd.DataFrame, kw_args={"columns": [str(name) for name in transformer.feature_names_in_], "dtype": object}
+    ).get_params()
+    if type(step) is not FunctionTransformer or step.get_params() != expected:
+        _refuse(where, "an inputs step other than the one the package builds")
+
+
 def check_model(obj: Any, where: str) -> None:
     """The loaded object is one of the three things this pipeline saves (a feature
     transformer, a model, or the package's pipeline of both), with every fitted array that
@@ -387,10 +401,13 @@ def check_model(obj: Any, where: str) -> None:
     from sklearn.pipeline import Pipeline
 
     if type(obj) is Pipeline:
-        if [name for name, _ in obj.steps] != ["features", "model"]:
-            _refuse(where, "a pipeline whose steps are not features then model")
-        width = check_transformer(obj.steps[0][1], where)
-        check_estimator(obj.steps[1][1], where, width)
+        names = [name for name, _ in obj.steps]
+        if names not in (["inputs", "features", "model"], ["features", "model"]):
+            _refuse(where, "a pipeline whose steps are not (inputs,) features then model")
+        width = check_transformer(obj.named_steps["features"], where)
+        if names[0] == "inputs":
+            check_inputs_step(obj.named_steps["inputs"], obj.named_steps["features"], where)
+        check_estimator(obj.named_steps["model"], where, width)
     elif type(obj) is ColumnTransformer:
         check_transformer(obj, where)
     else:

@@ -414,3 +414,28 @@ def test_plain_data_rebuilt_by_a_constructor_is_refused(tmp_path, fitted_pipelin
     assert changed == 1
     with pytest.raises(UntrustedFileError, match=r"numpy.ndarray by ListNode"):
         load_skops(path)
+
+
+@pytest.mark.parametrize(
+    "kw_args",
+    [{"columns": ["income"], "dtype": object}, {"columns": None}, {"columns": None, "dtype": "float32"}],
+    ids=["fewer-columns", "no-dtype", "other-dtype"],
+)
+def test_a_package_inputs_step_other_than_the_one_package_builds_is_refused(tmp_path, fitted_pipeline, kw_args):
+    """The `inputs` step calls `pandas.DataFrame`, an allowed type: only with the transformer's
+    own columns and the object dtype, as `served_pipeline` builds it."""
+    import pandas as pd
+
+    from reprokit.estimators import served_pipeline
+
+    pipeline, inputs = fitted_pipeline
+    served = served_pipeline(pipeline.steps[0][1], pipeline.steps[1][1])
+    path = tmp_path / "model.skops"
+    path.write_bytes(sio.dumps(served))
+    np.testing.assert_array_equal(load_skops(path).predict_proba(inputs), pipeline.predict_proba(inputs))
+    columns = kw_args["columns"] or list(served.named_steps["inputs"].kw_args["columns"])
+    served.named_steps["inputs"].kw_args = {**kw_args, "columns": columns}
+    assert served.named_steps["inputs"].func is pd.DataFrame
+    path.write_bytes(sio.dumps(served))
+    with pytest.raises(UntrustedFileError, match="an inputs step other than the one the package builds"):
+        load_skops(path)

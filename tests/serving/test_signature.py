@@ -13,9 +13,9 @@ import yaml
 
 from reprokit.contract import parse_contract
 from reprokit.inference import inputs_of
-from reprokit.scoring import input_schema, mlflow_type
+from reprokit.scoring import input_schema, mlflow_type, signature_inputs
 from reprokit.trust import load_package
-from synthetic import loans_contract
+from synthetic import loan_pipeline, loans_contract, package_loans
 
 
 def signature_types(package) -> dict[str, str]:
@@ -71,3 +71,30 @@ def test_pyfunc_takes_a_raw_csv_row_and_json_records(served, telco_splits, telco
     records = json.loads(table[telco_contract.feature_names].to_json(orient="records"))
     assert isinstance(records[0]["tenure"], int) and isinstance(records[0]["female"], int)
     np.testing.assert_array_equal(np.asarray(served.predict(pd.DataFrame(records)))[:, 1], expected)
+
+
+def test_pyfunc_takes_records_without_their_optional_columns(served, telco_splits, telco_contract, telco_pipeline):
+    _, _, test, _ = telco_splits
+    inputs = inputs_of(test, telco_contract)
+    expected = telco_pipeline.predict_proba(inputs.assign(total_charges=np.nan))[:, 1]
+    absent = test.drop(columns=["churn", "total_charges"])
+    np.testing.assert_array_equal(np.asarray(served.predict(absent))[:, 1], expected)
+    with pytest.raises(Exception, match="tenure"):  # a required column stays required
+        served.predict(test.drop(columns=["churn", "tenure"]))
+
+
+def test_absent_optional_text_and_binary_columns_score_as_nulls(tmp_path):
+    spec = loans_contract()
+    spec["features"]["region"]["nullable"] = True
+    spec["features"]["owns_home"]["nullable"] = True
+    pipeline, _, inputs, _ = loan_pipeline(spec=spec)
+    package_loans(pipeline, inputs, tmp_path / "package", spec=spec)
+    schema = load_package(tmp_path / "package").metadata.get_input_schema()
+    assert schema.optional_input_names() == ["income", "region", "owns_home"]
+    served = load_package(tmp_path / "package")
+    inputs = signature_inputs(inputs, parse_contract(spec))  # `age` as whole numbers, as clients send it
+    nulls = inputs.assign(income=np.nan, region=None, owns_home=np.nan)
+    expected = pipeline.predict_proba(nulls)[:, 1]
+    absent = inputs.drop(columns=["income", "region", "owns_home"])
+    np.testing.assert_array_equal(np.asarray(served.predict(absent))[:, 1], expected)
+    np.testing.assert_array_equal(np.asarray(served.predict(nulls))[:, 1], expected)
