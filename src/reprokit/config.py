@@ -63,6 +63,18 @@ class SplitParams:
 
 
 @dataclasses.dataclass(frozen=True)
+class ScaleParams:
+    rows: int  # 0: off; else the data's rows after enlarging (reprokit.scale)
+    jitter: float  # numeric copies move by this many column standard deviations (Gaussian)
+
+    def __post_init__(self) -> None:
+        if self.rows < 0:
+            raise ConfigError(f"{PARAMS_FILE}: scale.rows must be 0 (off) or a number of rows")
+        if self.jitter < 0:
+            raise ConfigError(f"{PARAMS_FILE}: scale.jitter must be at least 0")
+
+
+@dataclasses.dataclass(frozen=True)
 class FeaturizeParams:
     scale_numeric: bool
     numeric_impute: str
@@ -90,7 +102,12 @@ class EvaluateParams:
     threshold: float
     calibration_bins: int
     importance_repeats: int
+    importance_max_rows: int  # permutation importance on a seeded sample of at most this many test rows
     min_subgroup_size: int  # smaller groups are reported but left out of the AUC gap
+
+    def __post_init__(self) -> None:
+        if self.importance_max_rows < 1:
+            raise ConfigError(f"{PARAMS_FILE}: evaluate.importance_max_rows must be at least 1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,6 +249,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 _SECTIONS: dict[str, type] = {
     "base": BaseParams,
     "split": SplitParams,
+    "scale": ScaleParams,
     "featurize": FeaturizeParams,
     "train": TrainParams,
     "evaluate": EvaluateParams,

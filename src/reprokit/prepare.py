@@ -19,7 +19,7 @@ from reprokit.sources import load_source
 from reprokit.stage import StageError, add_debug_option, run_stage
 
 # The keys this stage reads: exactly its params in dvc.yaml (tests/code/test_pipeline_definition.py).
-PARAMS = ("base.seed", "split.test_size")
+PARAMS = ("base.seed", "split.test_size", "scale.rows", "scale.jitter")
 CONTRACT = ("name", "source", "target", "features")
 
 MAX_EXAMPLES = 5
@@ -120,8 +120,11 @@ def split(
     return table.loc[in_train], table.loc[table.index.isin(test_idx)]
 
 
-def prepare(raw: pd.DataFrame, contract: Contract, test_size: float, seed: int, source: str):
-    """Validate, clean and split; return (train, test, data-quality summary)."""
+def prepare(
+    raw: pd.DataFrame, contract: Contract, test_size: float, seed: int, source: str, scale: tuple[int, float] = (0, 0.0)
+):
+    """Validate, clean and split, then enlarge the splits to `scale` = (rows, jitter) when
+    rows is not 0 (`reprokit.scale`); return (train, test, data-quality summary)."""
     present = [c for c in contract.drop_columns if c in raw.columns]
     frame = raw.drop(columns=present).reset_index(drop=True)
     frame = validate(frame, contract, source)
@@ -129,6 +132,14 @@ def prepare(raw: pd.DataFrame, contract: Contract, test_size: float, seed: int, 
     table = to_model_table(frame, contract)
     labels = {1: contract.target.positive, 0: contract.target.negative}
     train, test = split(table, contract.target.column, test_size, seed, where=source, labels=labels)
+    rows, jitter = scale
+    if rows:
+        from reprokit.scale import enlarge, grown_sizes
+
+        train_rows, test_rows = grown_sizes(train, test, rows)
+        first_test_key = len(raw) + train_rows - len(train)  # copies' row numbers follow the source's
+        train = enlarge(train, train_rows, contract, jitter, (seed, 0), first_key=len(raw))
+        test = enlarge(test, test_rows, contract, jitter, (seed, 1), first_key=first_test_key)
     target = contract.target.column
     summary = {
         "dataset": contract.name,
@@ -136,6 +147,7 @@ def prepare(raw: pd.DataFrame, contract: Contract, test_size: float, seed: int, 
         "rows_out": int(len(table)),
         "columns_dropped": present,
         **report,
+        **({"scaled_to": {"rows": rows, "jitter": jitter}} if rows else {}),
         "rows": {"train": int(len(train)), "test": int(len(test))},
         "positive_rate": {
             "all": round(float(table[target].mean()), 6),
@@ -165,8 +177,9 @@ def main(argv: list[str] | None = None) -> None:
         contract = load_stage_contract("prepare", CONTRACT, args.contract)
         params = StageParams("prepare", PARAMS, args.params)
         seed, test_size = params.value("base.seed"), params.value("split.test_size")
+        scale = params.value("scale.rows"), params.value("scale.jitter")
         raw = load_source(contract.source)
-        train, test, summary = prepare(raw, contract, test_size, seed, source=contract.source.uri)
+        train, test, summary = prepare(raw, contract, test_size, seed, source=contract.source.uri, scale=scale)
         write_parquet(train, args.train_out)
         write_parquet(test, args.test_out)
         write_json(args.quality_out, summary)

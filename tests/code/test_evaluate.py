@@ -109,6 +109,21 @@ def test_importance_finds_the_signal(loan_model, loans_contract_obj):
     assert importance == permutation_importance(pipeline, inputs, test["defaulted"].to_numpy(), repeats=3, seed=0)
 
 
+def test_importance_on_a_bounded_seeded_sample(loan_model, loans_contract_obj):
+    """With more test rows than `max_rows`, importance is that of a seeded sample of them:
+    the same at every run, and equal to importance computed on that sample directly."""
+    pipeline, test = loan_model
+    inputs, y = inputs_of(test, loans_contract_obj), test["defaulted"].to_numpy()
+    sampled = permutation_importance(pipeline, inputs, y, repeats=3, seed=0, max_rows=40)
+    assert sampled == permutation_importance(pipeline, inputs, y, repeats=3, seed=0, max_rows=40)
+    rows = np.sort(np.random.default_rng(0).choice(len(inputs), size=40, replace=False))
+    assert sampled == permutation_importance(pipeline, inputs.iloc[rows], y[rows], repeats=3, seed=0)
+    assert sampled != permutation_importance(pipeline, inputs, y, repeats=3, seed=0)
+    assert permutation_importance(pipeline, inputs, y, repeats=3, seed=0, max_rows=len(inputs)) == (
+        permutation_importance(pipeline, inputs, y, repeats=3, seed=0)
+    )
+
+
 def test_images_are_written_and_reproducible(tmp_path):
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 100)
