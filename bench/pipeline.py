@@ -80,7 +80,8 @@ def set_tracking(root: Path, enabled: bool) -> None:
 
 
 def floor_repo(root: Path, into: Path) -> Path:
-    """A copy of the stage graph whose commands only create their declared outputs."""
+    """A copy of the stage graph whose commands only create their declared outputs (a
+    directory output: the files it holds in `root`, reproduced)."""
     floor = into / "floor"
     shutil.copytree(
         root, floor, ignore=shutil.ignore_patterns(".dvc", ".git", "data", "models", "metrics", "mlflow.db")
@@ -92,8 +93,10 @@ def floor_repo(root: Path, into: Path) -> Path:
             path = next(iter(entry)) if isinstance(entry, dict) else entry
             if Path(path).suffix:
                 writes.append(f"mkdir -p {shlex.quote(str(Path(path).parent))} && echo x > {shlex.quote(path)}")
-            else:
-                writes.append(f"mkdir -p {shlex.quote(path)} && echo x > {shlex.quote(path)}/x")
+            else:  # the files the real output holds (another stage may depend on one), or one
+                names = sorted(f.name for f in (root / path).glob("*") if f.is_file()) or ["x"]
+                files = " ".join(shlex.quote(f"{path}/{name}") for name in names)
+                writes.append(f"mkdir -p {shlex.quote(path)} && for f in {files}; do echo x > $f; done")
         stage["cmd"] = " && ".join(writes)
     pipeline.pop("plots", None)
     (floor / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
