@@ -98,6 +98,28 @@ class TrainParams:
 
 
 @dataclasses.dataclass(frozen=True)
+class TuneParams:
+    model: str  # the model kind searched: its train.<model> hyperparameters are the base
+    folds: int  # stratified, shuffled with base.seed, on the prepared train split
+    backend: str  # loky (processes on this machine) | dask (a cluster: --scheduler ADDRESS)
+    n_jobs: int  # parallel (candidate, fold) tasks
+    grid: dict[str, list[Any]]  # hyperparameter -> the values tried
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_KINDS:
+            raise ConfigError(f"{PARAMS_FILE}: tune.model is {self.model!r}; expected one of {', '.join(MODEL_KINDS)}")
+        if self.folds < 2:
+            raise ConfigError(f"{PARAMS_FILE}: tune.folds must be at least 2")
+        if self.backend not in ("loky", "dask"):
+            raise ConfigError(f"{PARAMS_FILE}: tune.backend must be loky or dask, got {self.backend!r}")
+        if self.n_jobs < 1:
+            raise ConfigError(f"{PARAMS_FILE}: tune.n_jobs must be at least 1")
+        for key, values in self.grid.items():
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"{PARAMS_FILE}: tune.grid.{key} must be a non-empty list of values")
+
+
+@dataclasses.dataclass(frozen=True)
 class EvaluateParams:
     threshold: float
     calibration_bins: int
@@ -252,6 +274,7 @@ _SECTIONS: dict[str, type] = {
     "scale": ScaleParams,
     "featurize": FeaturizeParams,
     "train": TrainParams,
+    "tune": TuneParams,
     "evaluate": EvaluateParams,
     "package": PackageParams,
     "tracking": TrackingParams,

@@ -1,4 +1,4 @@
-"""Batch scoring: `python -m reprokit.score IN OUT [--model MODEL]`.
+"""Batch scoring: `python -m reprokit.score IN OUT [--model MODEL] [--engine local|dask]`.
 
 IN is a CSV (optionally gzipped) or Parquet file, a local path or any URL fsspec reads
 (s3://, https://). It is read in chunks of `--chunk-rows`, so memory stays flat whatever
@@ -10,6 +10,13 @@ package's threshold), `model_version` and `warnings` (null when none). Rows that
 scored are not dropped: they go to the rejects file (default: OUT with `.rejects.parquet`)
 with the row key, the `reason` and their feature values as text. Both files are written
 beside their final names and renamed at the end, and are byte-identical from run to run.
+
+A partitioned dataset (IN a directory of Parquet files, local or fsspec URL) is scored
+partition by partition into the same relative paths under the directory OUT (rejects under
+OUT.rejects), each exactly as a single file is: in this process, or with `--engine dask
+--scheduler ADDRESS` on a Dask cluster (`dask.bag` `map_partitions`, the model loaded once
+per worker), with byte-identical files either way. Each file is atomic; after a failure the
+partitions already done stay.
 """
 
 from __future__ import annotations
@@ -340,6 +347,74 @@ def _score_file(model, source: str, out: str, rejects: str, chunk_rows: int, car
     return read, scored, warned
 
 
+def partition_files(source: str) -> list[str] | None:
+    """The `.parquet` files of a partitioned dataset (a directory, a local path or an fsspec
+    URL), as paths relative to it, sorted; None when `source` is not a directory."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(source)
+    if not fs.isdir(root):
+        return None
+    root = root.rstrip("/")
+    found = [path for path in fs.find(root) if path.lower().endswith((".parquet", ".pq"))]
+    return sorted(path[len(root) + 1 :] for path in found)
+
+
+def partition_jobs(source: str, out: str, rejects: str) -> list[tuple[str, str, str]]:
+    """(input, output, rejects) of every partition: the same relative path in each directory."""
+    names = partition_files(source)
+    if names is None:
+        raise StageError(f"{source}: a partitioned dataset is a directory of .parquet files")
+    if not names:
+        raise StageError(f"{source}: no .parquet files in it")
+    join = lambda base, name: f"{base.rstrip('/')}/{name}"  # noqa: E731
+    return [(join(source, name), join(out, name), join(rejects, name)) for name in names]
+
+
+def score_partitions(
+    uri: str, jobs: list[tuple[str, str, str]], chunk_rows: int, n_threads: int, scheduler: str | None
+) -> tuple[int, int, int, str]:
+    """Score every partition, each into its own output and rejects file exactly as `score_file`
+    scores one file: in this process (`scheduler` None) or on a Dask cluster, where
+    `map_partitions` gives each task a partition and a worker loads the model once.
+    Returns (rows read, scored, warned, model version)."""
+    from reprokit.scoring_model import resolve
+
+    target, version = resolve(uri)  # an alias is resolved once: every partition gets one version
+    if scheduler is None:
+        totals = _score_jobs(jobs, target, chunk_rows, n_threads)
+    else:
+        import dask.bag
+        from distributed import Client
+
+        from reprokit.score import _score_jobs as work  # by reference, also when this module is __main__:
+        # the workers then import reprokit.score, whose model cache lives as long as they do
+
+        try:
+            client = Client(scheduler, timeout="30s")
+        except OSError as exc:
+            raise StageError(f"Dask scheduler {scheduler}: cannot connect ({exc})") from None
+        with client:
+            bag = dask.bag.from_sequence(jobs, npartitions=len(jobs))
+            totals = bag.map_partitions(work, target, chunk_rows, n_threads).compute()
+    read, scored, warned = (sum(t[i] for t in totals) for i in range(3))
+    return read, scored, warned, totals[0][3] if totals else (version or "")
+
+
+_WORKER_MODELS: dict[str, Any] = {}
+
+
+def _score_jobs(jobs, uri: str, chunk_rows: int, n_threads: int) -> list[tuple[int, int, int, str]]:
+    """Score `jobs` with the model at `uri`, loaded once per process (a Dask worker keeps it)."""
+    from reprokit.inference import thread_budget
+
+    with thread_budget(n_threads):
+        if uri not in _WORKER_MODELS:
+            _WORKER_MODELS[uri] = load_model(uri)
+        model = _WORKER_MODELS[uri]
+        return [(*score_file(model, source, out, rejects, chunk_rows), model.version) for source, out, rejects in jobs]
+
+
 def load_model(uri: str):
     """`ScoringModel.load`, with every reason it can fail as one error line."""
     from mlflow.exceptions import MlflowException
@@ -414,9 +489,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--chunk-rows", type=int, default=100_000, help="rows per chunk (memory stays flat)")
     parser.add_argument("--params", default="params.yaml", help="base.n_threads is the thread budget (if present)")
     parser.add_argument("--threads", type=int, default=None, help="thread budget (default: params' base.n_threads)")
+    parser.add_argument(
+        "--engine",
+        choices=("local", "dask"),
+        default="local",
+        help="dask: IN and OUT are partitioned datasets (directories), scored on the cluster at --scheduler",
+    )
+    parser.add_argument("--scheduler", help="the Dask scheduler's address, e.g. tcp://10.0.0.5:8786 (--engine dask)")
     args = parser.parse_args(argv)
     if args.chunk_rows < 1:
         parser.error("--chunk-rows must be at least 1")
+    if args.engine == "dask" and not args.scheduler:
+        parser.error("--engine dask needs --scheduler ADDRESS (a running Dask scheduler)")
     return args
 
 
@@ -429,10 +513,28 @@ def main(argv: list[str] | None = None) -> None:
         from reprokit.scoring_model import thread_budget_setting
 
         n_threads = thread_budget_setting(args.threads, args.params)
-        rejects = args.rejects or default_rejects(args.output)
+        jobs = None
+        if args.engine == "dask" or partition_files(args.input) is not None:
+            rejects = args.rejects or f"{args.output.rstrip('/')}.rejects"
+            if len({args.input.rstrip("/"), args.output.rstrip("/"), rejects.rstrip("/")}) < 3:
+                raise StageError("the input, output and rejects directories must be three different directories")
+            jobs = partition_jobs(args.input, args.output, rejects)
+        else:
+            rejects = args.rejects or default_rejects(args.output)
         if len({args.input, args.output, rejects}) < 3:
             raise StageError("the input, output and rejects files must be three different files")
         import time
+
+        if jobs is not None:
+            started = time.perf_counter()
+            scheduler = args.scheduler if args.engine == "dask" else None
+            read, scored, warned, version = score_partitions(args.model, jobs, args.chunk_rows, n_threads, scheduler)
+            seconds = time.perf_counter() - started
+            return (
+                f"{args.input}: {len(jobs)} partitions, {read} rows, {scored} scored into {args.output} by version "
+                f"{version} ({warned} with warnings), {read - scored} rejected into {rejects} ({args.engine}; "
+                f"{seconds:.2f} s with loading the model)"
+            )
 
         with thread_budget(n_threads):
             model = load_model(args.model)

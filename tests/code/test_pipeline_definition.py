@@ -162,7 +162,7 @@ def test_plots_render_files_that_evaluate_writes(repo, pipeline):
     monitor_images = stage_args(pipeline["stages"]["monitor"] | {"cmd": "bin/python -m reprokit.monitor B"})[
         2
     ].images_dir
-    assert pipeline["plots"] == [args.images_dir, "metrics/monitor_images"]
+    assert pipeline["plots"][:2] == [args.images_dir, "metrics/monitor_images"]
     assert monitor_images == "reports/monitor/B/images"  # the command's default, away from the stage's
 
 
@@ -210,3 +210,15 @@ def test_no_output_is_persisted(pipeline):
             if isinstance(entry, dict):
                 ((path, options),) = entry.items()
                 assert not options.get("persist"), f"{name}: {path}"
+
+
+def test_the_grid_search_results_are_declared_where_tune_writes_them(pipeline):
+    """`python -m reprokit.tune` is a command, not a stage; its default outputs are the
+    top-level metrics and plot `dvc metrics show` and `dvc plots show` read."""
+    from reprokit.tune import parse_args
+
+    args = parse_args([])
+    assert pipeline["metrics"] == [args.out]
+    ((path, props),) = pipeline["plots"][2].items()
+    assert path == args.plot_out and props["x"] == "cv_roc_auc" and props["y"] == "params"
+    assert "tune" not in pipeline["stages"]
