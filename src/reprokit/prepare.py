@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from reprokit.artifacts import write_json, write_parquet
-from reprokit.config import StageParams
+from reprokit.config import ScaleParams, StageParams
 from reprokit.contract import Contract, build_schema, load_stage_contract
 from reprokit.sources import load_source
 from reprokit.stage import StageError, add_debug_option, run_stage
@@ -177,7 +177,8 @@ def main(argv: list[str] | None = None) -> None:
         contract = load_stage_contract("prepare", CONTRACT, args.contract)
         params = StageParams("prepare", PARAMS, args.params)
         seed, test_size = params.value("base.seed"), params.value("split.test_size")
-        scale = params.value("scale.rows"), params.value("scale.jitter")
+        scale = ScaleParams(params.value("scale.rows"), params.value("scale.jitter"))  # checks both
+        scale = scale.rows, scale.jitter
         raw = load_source(contract.source)
         train, test, summary = prepare(raw, contract, test_size, seed, source=contract.source.uri, scale=scale)
         write_parquet(train, args.train_out)

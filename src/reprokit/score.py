@@ -283,11 +283,13 @@ def _score_file(model, source: str, out: str, rejects: str, chunk_rows: int, car
     read = scored = warned = 0
     files: list[AtomicParquet] = []
 
+    keyed = bool(id_column) and id_column in column_names(source, contract.source)
+
     def checked_chunks() -> Iterator[tuple[pd.DataFrame, pd.Series, Any]]:
         """Each chunk with its row keys and contract check (run ahead in another thread)."""
         offset = 0
         for frame in chunks(source, wanted, numeric, chunk_rows, careful, contract.source):
-            if id_column and id_column in frame.columns:
+            if keyed:
                 keys = frame[id_column].rename(id_column).reset_index(drop=True)
             else:
                 keys = pd.Series(np.arange(offset, offset + len(frame)), name=ROW_KEY)
@@ -331,7 +333,7 @@ def _score_file(model, source: str, out: str, rejects: str, chunk_rows: int, car
             read += len(frame)
             scored += int(ok.sum())
             warned += int(np.count_nonzero(np.not_equal(warnings, None)))
-        scored_file, rejected_file = files or open_files(ROW_KEY)
+        scored_file, rejected_file = files or open_files(id_column if keyed else ROW_KEY)
         scored_file.commit()
         rejected_file.commit()
     except pa.ArrowInvalid as exc:
@@ -352,12 +354,44 @@ def partition_files(source: str) -> list[str] | None:
     URL), as paths relative to it, sorted; None when `source` is not a directory."""
     import fsspec
 
+    if str(source).startswith(("http://", "https://")):
+        return None  # a web server lists no folders: a URL there is one file
     fs, root = fsspec.core.url_to_fs(source)
     if not fs.isdir(root):
         return None
     root = root.rstrip("/")
-    found = [path for path in fs.find(root) if path.lower().endswith((".parquet", ".pq"))]
-    return sorted(path[len(root) + 1 :] for path in found)
+    names = [path[len(root) + 1 :] for path in fs.find(root) if path.lower().endswith((".parquet", ".pq"))]
+    # `_temporary/`, `.ipynb_checkpoints/`, `_SUCCESS`...: writers' bookkeeping, not data
+    return sorted(name for name in names if not any(part.startswith(("_", ".")) for part in name.split("/")))
+
+
+def location(path: str) -> str:
+    """`path` as one canonical string: a local path absolute with links resolved, a URL as
+    its protocol and path (so two spellings of one place compare equal)."""
+    import fsspec
+
+    fs, target = fsspec.core.url_to_fs(path)
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    if protocol in ("file", "local"):
+        return os.path.realpath(target)
+    return f"{protocol}://{target.rstrip('/')}"
+
+
+def check_apart(input_dir: str, out: str, rejects: str) -> None:
+    """Refuse a partitioned run whose input, output and rejects directories are one, or one
+    inside another (outputs would overwrite the input, or be read as input next time)."""
+    places = {"input": location(input_dir), "output": location(out), "rejects": location(rejects)}
+    for a, first in places.items():
+        for b, second in places.items():
+            if a < b and (first == second or first.startswith(second + "/") or second.startswith(first + "/")):
+                raise StageError(
+                    f"the {a} and {b} directories ({first}, {second}) overlap: give three separate directories"
+                )
+
+
+def absolute(path: str) -> str:
+    """A local path made absolute (a Dask worker may run in another folder); a URL as it is."""
+    return path if "://" in str(path) else os.path.abspath(path)
 
 
 def partition_jobs(source: str, out: str, rejects: str) -> list[tuple[str, str, str]]:
@@ -381,6 +415,8 @@ def score_partitions(
     from reprokit.scoring_model import resolve
 
     target, version = resolve(uri)  # an alias is resolved once: every partition gets one version
+    if not target.startswith("models:/"):
+        target = absolute(target)
     if scheduler is None:
         totals = _score_jobs(jobs, target, chunk_rows, n_threads)
     else:
@@ -398,10 +434,28 @@ def score_partitions(
             bag = dask.bag.from_sequence(jobs, npartitions=len(jobs))
             totals = bag.map_partitions(work, target, chunk_rows, n_threads).compute()
     read, scored, warned = (sum(t[i] for t in totals) for i in range(3))
-    return read, scored, warned, totals[0][3] if totals else (version or "")
+    versions = sorted({t[3] for t in totals})
+    if len(versions) > 1:
+        raise StageError(f"the partitions were scored by different model versions {versions}: the model changed")
+    return read, scored, warned, versions[0] if versions else (version or "")
 
 
-_WORKER_MODELS: dict[str, Any] = {}
+# The models this process has loaded, by identity: a registry version, or a package directory
+# with the `model_uuid` its MLmodel file holds now (a rebuilt package is loaded again).
+_WORKER_MODELS: dict[tuple[str, str], Any] = {}
+WORKER_LOADS = [0]  # models this process has loaded (tests read it on Dask workers)
+
+
+def _model_identity(uri: str) -> tuple[str, str]:
+    if uri.startswith("models:/"):
+        return uri, ""
+    import yaml
+
+    try:
+        with open(os.path.join(uri, "MLmodel"), encoding="utf-8") as handle:
+            return uri, str((yaml.safe_load(handle) or {}).get("model_uuid"))
+    except (OSError, yaml.YAMLError, AttributeError):
+        return uri, ""  # load_model then says what is wrong
 
 
 def _score_jobs(jobs, uri: str, chunk_rows: int, n_threads: int) -> list[tuple[int, int, int, str]]:
@@ -409,9 +463,11 @@ def _score_jobs(jobs, uri: str, chunk_rows: int, n_threads: int) -> list[tuple[i
     from reprokit.inference import thread_budget
 
     with thread_budget(n_threads):
-        if uri not in _WORKER_MODELS:
-            _WORKER_MODELS[uri] = load_model(uri)
-        model = _WORKER_MODELS[uri]
+        identity = _model_identity(uri)
+        if identity not in _WORKER_MODELS:
+            _WORKER_MODELS[identity] = load_model(uri)
+            WORKER_LOADS[0] += 1
+        model = _WORKER_MODELS[identity]
         return [(*score_file(model, source, out, rejects, chunk_rows), model.version) for source, out, rejects in jobs]
 
 
@@ -516,9 +572,8 @@ def main(argv: list[str] | None = None) -> None:
         jobs = None
         if args.engine == "dask" or partition_files(args.input) is not None:
             rejects = args.rejects or f"{args.output.rstrip('/')}.rejects"
-            if len({args.input.rstrip("/"), args.output.rstrip("/"), rejects.rstrip("/")}) < 3:
-                raise StageError("the input, output and rejects directories must be three different directories")
-            jobs = partition_jobs(args.input, args.output, rejects)
+            check_apart(args.input, args.output, rejects)
+            jobs = partition_jobs(absolute(args.input), absolute(args.output), absolute(rejects))
         else:
             rejects = args.rejects or default_rejects(args.output)
         if len({args.input, args.output, rejects}) < 3:

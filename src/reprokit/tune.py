@@ -15,7 +15,8 @@ same table: every task is seeded and single-threaded. The test split is never re
 Writes `metrics/tune.json` (the best candidate and the current one: DVC metrics) and
 `metrics/tune_cv.json` (the table, one row per candidate: a DVC plot), logs a parent
 MLflow run with one child run per candidate when tracking is enabled, and prints the
-`dvc exp run -S ...` line that trains the best candidate.
+`dvc exp run -S ...` line that trains the best candidate. The prepared data must not be
+enlarged (`scale.rows: 0`): copies of a row in both folds would reward memorising it.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from reprokit.config import ConfigError, StageParams
 from reprokit.contract import Contract, load_stage_contract
 from reprokit.stage import StageError, add_debug_option, run_stage
 
-PARAMS = ("base.seed", "featurize", "train", "tune", "tracking")
+PARAMS = ("base.seed", "scale.rows", "featurize", "train", "tune", "tracking")
 CONTRACT = ("name", "features", "target")
 
 log = logging.getLogger("reprokit.tune")
@@ -134,9 +135,14 @@ def _check(train, seed: int) -> None:
 
 
 def exp_run_line(model: str, best: dict[str, Any], current: dict[str, Any]) -> str:
-    """The `dvc exp run` line that trains `best` (only the values that differ from params)."""
-    changed = {key: value for key, value in best.items() if current.get(key) != value}
-    sets = [f"-S 'train.model={model}'"] + [f"-S 'train.{model}.{key}={json.dumps(v)}'" for key, v in changed.items()]
+    """The `dvc exp run` line that trains `best` (only the values that differ from params).
+    DVC applies `-S` as Hydra overrides, which refuse a new key unless it starts with `+`."""
+    sets = [f"-S 'train.model={model}'"]
+    for key, value in best.items():
+        if key not in current:
+            sets.append(f"-S '+train.{model}.{key}={json.dumps(value)}'")
+        elif current[key] != value:
+            sets.append(f"-S 'train.{model}.{key}={json.dumps(value)}'")
     return "dvc exp run " + " ".join(sets)
 
 
@@ -207,9 +213,14 @@ def main(argv: list[str] | None = None) -> None:
         seed = params.value("base.seed")
         featurize, train, tune = params.section("featurize"), params.section("train"), params.section("tune")
         backend = args.backend or tune.backend
-        n_jobs = args.n_jobs or tune.n_jobs
+        n_jobs = tune.n_jobs if args.n_jobs is None else args.n_jobs
         if n_jobs < 1:
             raise ConfigError("--n-jobs must be at least 1")
+        if params.value("scale.rows"):
+            raise ConfigError(
+                f"{args.params}: scale.rows is on; its copies of a row would sit in both a fit fold and a scored "
+                "fold, so cross-validation would reward memorising them: tune with scale.rows: 0"
+            )
         train = _with_model(train, tune.model)
         split = pd.read_parquet(args.train)
         from reprokit.inference import inputs_of
@@ -221,7 +232,10 @@ def main(argv: list[str] | None = None) -> None:
                 raise ConfigError("--backend dask needs --scheduler ADDRESS (a running Dask scheduler)")
             from distributed import Client
 
-            client = Client(args.scheduler, timeout="30s")
+            try:
+                client = Client(args.scheduler, timeout="30s")
+            except OSError as exc:
+                raise StageError(f"Dask scheduler {args.scheduler}: cannot connect ({exc})") from None
         try:
             table = search(inputs, y, contract, featurize, train, tune, seed, backend, n_jobs)
         finally:

@@ -439,3 +439,36 @@ def test_a_package_inputs_step_other_than_the_one_package_builds_is_refused(tmp_
     path.write_bytes(sio.dumps(served))
     with pytest.raises(UntrustedFileError, match="an inputs step other than the one the package builds"):
         load_skops(path)
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda step: setattr(step, "validate", True),
+        lambda step: setattr(step, "inverse_func", step.func),
+        lambda step: setattr(step, "feature_names_out", "one-to-one"),
+        lambda step: setattr(step, "func", FunctionTransformer().func),
+    ],
+    ids=["validate", "inverse_func", "feature_names_out", "other-func"],
+)
+def test_an_inputs_step_with_other_settings_is_refused(tmp_path, fitted_pipeline, tamper):
+    from reprokit.estimators import served_pipeline
+
+    pipeline, _ = fitted_pipeline
+    served = served_pipeline(pipeline.steps[0][1], pipeline.steps[1][1])
+    tamper(served.named_steps["inputs"])
+    path = tmp_path / "model.skops"
+    path.write_bytes(sio.dumps(served))
+    with pytest.raises(UntrustedFileError):
+        load_skops(path)
+
+
+def test_an_inputs_step_out_of_place_is_refused(tmp_path, fitted_pipeline):
+    from reprokit.estimators import served_pipeline
+
+    pipeline, _ = fitted_pipeline
+    served = served_pipeline(pipeline.steps[0][1], pipeline.steps[1][1])
+    path = tmp_path / "model.skops"
+    path.write_bytes(sio.dumps(Pipeline([served.steps[1], served.steps[0], served.steps[2]])))
+    with pytest.raises(UntrustedFileError):
+        load_skops(path)

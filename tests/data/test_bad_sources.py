@@ -25,7 +25,7 @@ def run_prepare(root, uri: str, caplog, *extra: str, **source) -> int:
     regions = contract["features"]["region"]["values"]
     contract["features"]["region"]["values"] = [*regions, "norté"]
     (root / "dataset.yaml").write_text(yaml.safe_dump(contract))
-    (root / "params.yaml").write_text("base: {seed: 1}\nsplit: {test_size: 0.2}\n")
+    (root / "params.yaml").write_text("base: {seed: 1}\nsplit: {test_size: 0.2}\nscale: {rows: 0, jitter: 0.05}\n")
     args = ["--contract", str(root / "dataset.yaml"), "--params", str(root / "params.yaml")]
     args += ["--train-out", str(root / "out/train.parquet"), "--test-out", str(root / "out/test.parquet")]
     args += ["--quality-out", str(root / "out/quality.json"), *extra]

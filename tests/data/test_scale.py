@@ -83,8 +83,13 @@ def test_the_same_rows_at_every_run_and_other_rows_for_another_seed(scaled, telc
     again_train, again_test, _ = prepare(raw, telco_contract, 0.2, 42, "telco", scale=(ROWS, 0.05))
     pd.testing.assert_frame_equal(again_train, big_train)
     pd.testing.assert_frame_equal(again_test, big_test)
-    other, _, _ = prepare(raw, telco_contract, 0.2, 7, "telco", scale=(ROWS, 0.05))
-    assert not other.index.equals(big_train.index) or not other.equals(big_train)
+    from reprokit.scale import enlarge
+
+    train = big_train[big_train.index < len(raw)]  # the originals
+    one = enlarge(train, 20_000, telco_contract, 0.05, (42, 0), first_key=len(raw))
+    pd.testing.assert_frame_equal(one, enlarge(train, 20_000, telco_contract, 0.05, (42, 0), first_key=len(raw)))
+    other = enlarge(train, 20_000, telco_contract, 0.05, (7, 0), first_key=len(raw))
+    assert not other.iloc[len(train) :].equals(one.iloc[len(train) :])  # another seed, other copies
 
 
 def test_nulls_stay_null_and_id_keys_get_a_copy_number():

@@ -93,13 +93,14 @@ def test_the_dask_engine_writes_the_same_bytes_per_partition(tmp_path, dataset, 
     after = executed(cluster)
     assert sum(after.values()) > sum(before.values())  # the partitions were scored on the workers
 
-    def models():
+    def loads():
         from reprokit import score as module
 
-        return sorted(module._WORKER_MODELS)
+        return module.WORKER_LOADS[0]
 
-    loaded = [entry for entry in worker_state(cluster, models).values() if entry]
-    assert loaded and all(len(entry) == 1 for entry in loaded)  # loaded once per worker, kept
+    # three partitions on two workers: one worker scored two of them, with the model it kept
+    loaded = worker_state(cluster, loads)
+    assert sum(loaded.values()) >= 1 and all(count <= 1 for count in loaded.values())
 
 
 def test_the_dask_engine_reads_and_writes_s3(tmp_path, dataset, local_run, telco_package):
@@ -144,3 +145,15 @@ def test_no_scheduler_or_no_partitions_is_one_error(tmp_path, telco_package):
     (tmp_path / "empty").mkdir()
     done = score(tmp_path / "empty", tmp_path / "out", "--model", telco_package)
     assert done.returncode == 1 and "no .parquet files in it" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_overlapping_directories_are_refused_before_anything_is_written(tmp_path, dataset, telco_package):
+    import shutil
+
+    copy = tmp_path / "batch"
+    shutil.copytree(dataset, copy)
+    before = sorted(p.relative_to(copy) for p in copy.rglob("*"))
+    for out in (copy / "scores", f"{tmp_path}/./batch", tmp_path):
+        done = score(copy, out, "--model", telco_package)
+        assert done.returncode == 1 and "overlap" in done.stderr and "Traceback" not in done.stderr, out
+    assert sorted(p.relative_to(copy) for p in copy.rglob("*")) == before

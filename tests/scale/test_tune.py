@@ -18,7 +18,7 @@ from dasks import executed
 from reprokit.artifacts import write_parquet
 
 REPO_FILES = ("params.yaml", "dataset.yaml")
-GRID = {"max_iter": [20, 40], "max_leaf_nodes": [3, 7]}
+GRID = {"max_iter": [20, 40], "max_leaf_nodes": [3, 7], "max_features": [0.5]}  # max_features: a new key
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,18 @@ def test_the_best_candidate_is_printed_as_a_dvc_exp_run_line_and_applied_on_requ
     assert "-S 'train.model=hist_gradient_boosting'" in line
     params = yaml.safe_load((workdir / "params.yaml").read_text())["train"]["hist_gradient_boosting"]
     for key, value in result["best"]["params"].items():
-        assert (f"-S 'train.hist_gradient_boosting.{key}={value}'" in line) == (params[key] != value)
+        assert (f"-S 'train.hist_gradient_boosting.{key}={value}'" in line) == (params.get(key, value) != value)
+    # the line as DVC applies `-S` (Hydra overrides, which refuse new keys without `+`)
+    import shlex
+
+    from dvc.utils.hydra import apply_overrides
+
+    overridden = tmp_path / "params.yaml"
+    shutil.copy(workdir / "params.yaml", overridden)
+    words = shlex.split(line)
+    apply_overrides(str(overridden), [words[i + 1] for i, word in enumerate(words) if word == "-S"])
+    trained = yaml.safe_load(overridden.read_text())["train"]["hist_gradient_boosting"]
+    assert {k: trained[k] for k in result["best"]["params"]} == result["best"]["params"]
     copy = tmp_path / "copy"
     shutil.copytree(workdir, copy, ignore=shutil.ignore_patterns("mlflow.db", "mlruns"))
     done = tune(copy, "--apply", "--n-jobs", "1")
@@ -127,3 +138,12 @@ def test_a_bad_grid_value_is_one_error_naming_it(workdir, tmp_path):
 def test_the_dask_backend_needs_a_scheduler_address(workdir):
     done = tune(workdir, "--backend", "dask")
     assert done.returncode == 1 and "--scheduler ADDRESS" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_tuning_on_enlarged_data_is_refused(workdir, tmp_path):
+    copy = tmp_path / "scaled"
+    shutil.copytree(workdir, copy, ignore=shutil.ignore_patterns("mlflow.db", "mlruns", "*.json"))
+    params = (copy / "params.yaml").read_text()
+    (copy / "params.yaml").write_text(params.replace("\n  rows: 0 ", "\n  rows: 100000 ", 1))
+    done = tune(copy)
+    assert done.returncode == 1 and "scale.rows is on" in done.stderr and "Traceback" not in done.stderr
