@@ -43,7 +43,8 @@ def test_the_serving_section_runs_as_written(copy_of, tmp_path):
         return found
 
     # (the container block is the container suite's)
-    serve, request, batch = block_with("python -m reprokit.serve"), block_with("curl"), block_with("reprokit.score")
+    serve, request = block_with("python -m reprokit.serve"), block_with("curl")
+    batch, partitioned = [b for b in bash if "reprokit.score" in b]
     (start,) = commands(serve)
     port = free_port()
     log = tmp_path / "serve.log"
@@ -78,3 +79,8 @@ def test_the_serving_section_runs_as_written(copy_of, tmp_path):
     )
     clone.run("python", "-c", check)
     assert np.isfinite(scored["probability"]).all()
+    (score_dir,) = commands(partitioned)  # every demo batch, one output file each
+    clone.run("bash", "-c", score_dir)
+    batches = sorted(p.name for p in (clone.root / "data" / "batches").glob("*.parquet"))
+    assert batches and sorted(p.name for p in (clone.root / "scores").glob("*.parquet")) == batches
+    assert sorted(p.name for p in (clone.root / "scores.rejects").glob("*.parquet")) == batches
