@@ -7,8 +7,9 @@ clone, with tracking to the local SQLite store as a user runs it:
   RSS of its largest process;
 - a no-op `dvc repro`, and DVC's own floor: the same stage graph whose commands only
   create their outputs (`bench/pipeline.py: floor_repo`);
-- the one-process floor: the same stages' `main()` called one after another in a single
-  Python process (no process start-ups, no re-imports, no DVC).
+- the one-process floor: every stage's `main()` called one after another in a single
+  Python process, the same work as the full repro without process start-ups, re-imports
+  and DVC.
 
 Run: `.venv/bin/python bench/scale.py [--rows 10000 100000 1000000 5000000]`. Timings,
 never asserts. Each measurement runs once per size (the large sizes take minutes).
@@ -20,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -34,7 +36,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from pipeline import BIN, clone, environment, floor_repo, wipe_outputs  # noqa: E402
 
-PIPELINE = ("prepare", "featurize", "train", "evaluate", "package")
+PIPELINE = ("prepare", "featurize", "train", "evaluate", "package", "batches", "monitor")
 MEASURE = (
     "import resource, subprocess, sys, time; t = time.perf_counter(); "
     "r = subprocess.run(sys.argv[1:]); t = time.perf_counter() - t; "
@@ -70,8 +72,16 @@ def set_rows(root: Path, rows: int) -> None:
 
 
 def stage_commands(root: Path) -> dict[str, str]:
+    """Every stage's command, in order, with `${section.key}` filled in from params.yaml."""
     stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
-    return {name: " ".join(stages[name]["cmd"].split()) for name in PIPELINE}
+    assert tuple(stages) == PIPELINE, tuple(stages)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+
+    def value(match: re.Match) -> str:
+        section, key = match.group(1).split(".")
+        return str(params[section][key])
+
+    return {name: re.sub(r"\$\{([\w.]+)\}", value, " ".join(stages[name]["cmd"].split())) for name in PIPELINE}
 
 
 def one_process(root: Path, env: dict[str, str], commands: dict[str, str]) -> dict[str, float]:

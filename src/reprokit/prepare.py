@@ -8,8 +8,10 @@ data-quality summary: rows in, rows dropped and why, nulls per column.
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from reprokit.artifacts import write_json, write_parquet
@@ -99,8 +101,6 @@ def split(
     """Deterministic stratified split; rows keep their index, in original order.
 
     `labels` maps the 1/0 target back to the labels as written in the data, for errors."""
-    from sklearn.model_selection import train_test_split
-
     if not 0.0 < test_size < 1.0:
         raise StageError(f"params.yaml: split.test_size must be between 0 and 1, got {test_size}")
     prefix = f"{where}: " if where else ""
@@ -113,11 +113,51 @@ def split(
         raise StageError(
             f"{prefix}target {target!r} needs at least two rows of each class to split; the table has {shown}"
         )
-    train_idx, test_idx = train_test_split(
-        table.index.to_numpy(), test_size=test_size, random_state=seed, stratify=table[target].to_numpy()
-    )
-    in_train = table.index.isin(train_idx)
-    return table.loc[in_train], table.loc[table.index.isin(test_idx)]
+    n_test = math.ceil(test_size * len(table))
+    if min(n_test, len(table) - n_test) < 2:
+        raise StageError(
+            f"{prefix}split.test_size {test_size} of {len(table)} rows leaves {n_test} test and "
+            f"{len(table) - n_test} train rows; each split needs at least one row of each class"
+        )
+    in_test = stratified_test_rows(table[target].to_numpy(), n_test, seed)
+    return table.loc[~in_test], table.loc[in_test]
+
+
+def _approximate_mode(class_counts: np.ndarray, n_draws: int, rng: np.random.RandomState) -> np.ndarray:
+    """scikit-learn's `sklearn.utils.extmath._approximate_mode`: rows to draw from each class,
+    proportional and summing to `n_draws`, remainders' ties broken at random."""
+    continuous = class_counts / class_counts.sum() * n_draws
+    floored = np.floor(continuous)
+    need_to_add = int(n_draws - floored.sum())
+    if need_to_add > 0:
+        remainder = continuous - floored
+        for value in np.sort(np.unique(remainder))[::-1]:
+            (inds,) = np.where(remainder == value)
+            add_now = min(len(inds), need_to_add)
+            floored[rng.choice(inds, size=add_now, replace=False)] += 1
+            need_to_add -= add_now
+            if need_to_add == 0:
+                break
+    return floored.astype(int)
+
+
+def stratified_test_rows(y: np.ndarray, n_test: int, seed: int) -> np.ndarray:
+    """Which rows are test rows: exactly those `sklearn.model_selection.train_test_split(...,
+    test_size=n_test, stratify=y, random_state=seed)` puts in the test split, drawn by the same
+    algorithm from the same random stream (`StratifiedShuffleSplit._iter_indices`). Ported so
+    that `prepare` does not import scikit-learn (about 1 s of its start-up); a test checks
+    the two agree."""
+    n_train = len(y) - n_test
+    _, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    class_rows = np.split(np.argsort(inverse, kind="stable"), np.cumsum(counts)[:-1])
+    rng = np.random.RandomState(seed)
+    n_i = _approximate_mode(counts, n_train, rng)
+    t_i = _approximate_mode(counts - n_i, n_test, rng)
+    test = np.zeros(len(y), dtype=bool)
+    for rows, taken, tested in zip(class_rows, n_i, t_i, strict=True):
+        shuffled = rows.take(rng.permutation(len(rows)), mode="clip")
+        test[shuffled[taken : taken + tested]] = True
+    return test
 
 
 def prepare(

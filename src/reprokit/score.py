@@ -473,14 +473,17 @@ def _score_jobs(jobs, uri: str, chunk_rows: int, n_threads: int) -> list[tuple[i
 
 def load_model(uri: str):
     """`ScoringModel.load`, with every reason it can fail as one error line."""
-    from mlflow.exceptions import MlflowException
-
     from reprokit.scoring import InputError
     from reprokit.scoring_model import ScoringModel
 
+    errors: tuple[type[Exception], ...] = (InputError, OSError)
+    if str(uri).startswith("models:/"):  # only the registry needs MLflow
+        from mlflow.exceptions import MlflowException
+
+        errors += (MlflowException,)
     try:
         return ScoringModel.load(uri)
-    except (InputError, MlflowException, OSError) as exc:
+    except errors as exc:
         raise StageError(f"{uri}: cannot load the model ({exc})") from None
 
 

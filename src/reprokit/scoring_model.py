@@ -29,27 +29,28 @@ class ScoringModel:
     @classmethod
     def load(cls, uri: str) -> "ScoringModel":
         """Load a package directory or a `models:/name@alias` / `models:/name/version` URI
-        (checked by `reprokit.trust.load_package`); an alias is resolved to its version first."""
+        (checked by `reprokit.trust.open_package`, MLflow imported only for the registry); an
+        alias is resolved to its version first."""
         from reprokit.compiled import compile_pipeline, verify
         from reprokit.contract import parse_contract
-        from reprokit.trust import load_package
+        from reprokit.trust import open_package
 
         target, version = resolve(uri)
-        model = load_package(target)
-        meta = (model.metadata.metadata or {}).get("reprokit")
+        package = open_package(target)
+        meta = package.metadata.get("reprokit")
         if not isinstance(meta, dict) or "contract" not in meta or "threshold" not in meta:
             raise InputError(f"{uri}: the package does not carry its contract and threshold; re-run `dvc repro`")
         contract = parse_contract(meta["contract"], where=f"{uri} (MLmodel metadata)")
-        order = model.metadata.get_input_schema().input_names()
+        order = package.input_names
         if sorted(order) != sorted(contract.feature_names):
             raise InputError(f"{uri}: the signature's columns differ from the contract's features")
         by_name = {f.name: f for f in contract.features}
         contract = dataclasses.replace(contract, features=tuple(by_name[name] for name in order))
-        pipeline = model.get_raw_model()
+        pipeline = package.pipeline
         compiled = compile_pipeline(pipeline)
         if not verify(compiled, pipeline, probe_records(contract)):
             compiled = None
-        version = version or f"package-{model.metadata.model_uuid[:12]}"
+        version = version or f"package-{package.model_uuid[:12]}"
         return cls(uri, version, contract, float(meta["threshold"]), pipeline, compiled)
 
     def probabilities(self, inputs: pd.DataFrame) -> np.ndarray:

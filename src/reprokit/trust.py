@@ -8,7 +8,10 @@ where skops reads every type it imports) is in an exact allowlist:
 
 - the types of the estimators this pipeline builds (`reprokit.estimators`), derived
   here by building and fitting every model kind and every transformer variant on a
-  tiny synthetic table, so a new model kind or library version updates the list;
+  tiny synthetic table (`derive_placements`). The derivation takes seconds, so its
+  result is committed as `reprokit/allowlist.py` and every load reads that;
+  `python -m reprokit.trust` writes it again after a new model kind or library version,
+  and a test fails while the two differ;
 - plain data: Python containers and scalars, numpy arrays and their numeric dtypes.
 
 Never a prefix: any other scikit-learn type is refused too. MLflow packages go through
@@ -18,7 +21,7 @@ file says is trusted: that file is written by whoever wrote the artifact.
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import io
 import json
 import tempfile
@@ -122,11 +125,10 @@ def _is_data(name: str, loader: str) -> bool:
     return (name, loader) in DATA_PAIRS
 
 
-@functools.cache
-def trusted_placements() -> frozenset[tuple[str, str, str]]:
-    """The exact allowlist: every (place, type, loader) of an object (not plain data) in a
-    model file the pipeline can write, from reference dumps of every model kind and every
-    transformer variant, alone and as the package's pipeline."""
+def derive_placements() -> frozenset[tuple[str, str, str]]:
+    """Every (place, type, loader) of an object (not plain data) in a model file the pipeline
+    can write, from reference dumps of every model kind and every transformer variant, alone
+    and as the package's pipeline."""
     import skops.io as sio
     from sklearn.pipeline import Pipeline
 
@@ -151,6 +153,25 @@ def trusted_placements() -> frozenset[tuple[str, str, str]]:
             found |= archive_placements(sio.dumps(model)) | archive_placements(sio.dumps(pipeline))
             found |= archive_placements(sio.dumps(served_pipeline(transformer, model)))
     return frozenset(entry for entry in found if not _is_data(entry[1], entry[2]))
+
+
+def trusted_placements() -> frozenset[tuple[str, str, str]]:
+    """The exact allowlist: `derive_placements()` as committed in `reprokit/allowlist.py`."""
+    from reprokit.allowlist import PLACEMENTS
+
+    return PLACEMENTS
+
+
+def allowlist_source(placements: frozenset[tuple[str, str, str]]) -> str:
+    """The text of `reprokit/allowlist.py` holding `placements`."""
+    lines = "".join(f"        {entry!r},\n" for entry in sorted(placements))
+    return (
+        '"""The trust allowlist: `reprokit.trust.derive_placements()`, written by `python -m reprokit.trust`.\n\n'
+        "Generated, do not edit: tests/code/test_trust.py fails while it differs from the derivation\n"
+        '(after a new model kind or a library upgrade, run `python -m reprokit.trust`)."""\n\n'
+        "# ruff: noqa: E501\n# fmt: off\n"
+        f"PLACEMENTS = frozenset(\n    {{\n{lines}    }}\n)\n"
+    )
 
 
 def trusted_nodes() -> frozenset[tuple[str, str]]:
@@ -436,11 +457,12 @@ PYFUNC_KEYS = {"env", "loader_module", "model_path", "predict_fn", "python_versi
 SKLEARN_KEYS = {"code", "pickled_model", "serialization_format", "sklearn_version", "skops_trusted_types"}
 
 
-def check_package(model_dir: str | Path, shown: str | None = None) -> None:
+def check_package(model_dir: str | Path, shown: str | None = None) -> tuple[dict, Any]:
     """Refuse an MLflow model directory unless it is exactly the kind `package` writes: a
     scikit-learn flavor serialized with skops (pickle runs code on load), no custom code, no
     extra files for MLflow to load, `predict_proba` as the served method, trusted types and
-    the skops file's own types all within the allowlist, and well-formed trees."""
+    the skops file's own types all within the allowlist, and well-formed trees. Returns the
+    `MLmodel` file's content and the pipeline, loaded through the same checks."""
     import yaml
 
     model_dir = Path(model_dir)
@@ -477,7 +499,64 @@ def check_package(model_dir: str | Path, shown: str | None = None) -> None:
         problems.append(f"model file {file!r}")
     if problems:
         raise UntrustedFileError(f"{label}: not a package this pipeline writes: {'; '.join(problems)}")
-    load_skops(model_dir / file, shown=f"{label}/{file}")  # types, places and arrays, before MLflow opens it
+    return mlmodel, load_skops(model_dir / file, shown=f"{label}/{file}")  # before MLflow opens it
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m reprokit.trust [--check]`: write the derived allowlist to
+    `reprokit/allowlist.py`, or exit 1 if the committed one differs."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--check", action="store_true", help="only compare; exit 1 if the file differs")
+    args = parser.parse_args(argv)
+    path = Path(__file__).with_name("allowlist.py")
+    placements = derive_placements()
+    text = allowlist_source(placements)
+    current = path.read_text() if path.exists() else ""
+    if args.check:
+        sys.exit(0 if current == text else f"{path}: differs from the derived allowlist; run python -m reprokit.trust")
+    if current != text:
+        path.write_text(text)
+    print(f"{path}: {len(placements)} entries")
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenedPackage:
+    """A checked package without MLflow: what scoring needs from its `MLmodel` file (read
+    as MLflow writes it) and the fitted pipeline that `pyfunc` would wrap."""
+
+    input_names: list[str]
+    metadata: dict
+    model_uuid: str
+    pipeline: Any
+
+
+def _local_copy(uri: str | Path, into: str) -> Path:
+    """A private copy of a package directory (what is checked is what is then read), or a
+    `models:/` URI downloaded from the registry."""
+    import shutil
+
+    if Path(uri).is_dir():
+        return Path(shutil.copytree(uri, Path(into) / "package", symlinks=False))
+    import mlflow.artifacts
+
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=str(uri), dst_path=into))
+
+
+def open_package(uri: str | Path) -> OpenedPackage:
+    """`check_package` for a package directory or a `models:/` URI, and its pipeline as
+    `mlflow.pyfunc.load_model(...).get_raw_model()` gives it, without importing MLflow for a
+    directory (scoring processes then start seconds sooner)."""
+    with tempfile.TemporaryDirectory(prefix="reprokit-package-") as tmp:
+        mlmodel, pipeline = check_package(_local_copy(uri, tmp), shown=str(uri))
+    try:
+        inputs = json.loads(mlmodel["signature"]["inputs"])
+        names = [str(column["name"]) for column in inputs]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UntrustedFileError(f"{uri}: the MLmodel file has no readable input signature ({exc})") from None
+    return OpenedPackage(names, mlmodel.get("metadata") or {}, str(mlmodel.get("model_uuid")), pipeline)
 
 
 def load_package(uri: str | Path):
@@ -485,14 +564,11 @@ def load_package(uri: str | Path):
     `check_package`: a registry model is downloaded first and checked where it lies."""
     import mlflow.pyfunc
 
-    import shutil
-
     with tempfile.TemporaryDirectory(prefix="reprokit-package-") as tmp:
-        if Path(uri).is_dir():  # a private copy: what is checked is what MLflow then reads
-            local = Path(shutil.copytree(uri, Path(tmp) / "package", symlinks=False))
-        else:
-            import mlflow.artifacts
-
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=str(uri), dst_path=tmp))
+        local = _local_copy(uri, tmp)
         check_package(local, shown=str(uri))
         return mlflow.pyfunc.load_model(str(local))
+
+
+if __name__ == "__main__":
+    main()

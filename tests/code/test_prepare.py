@@ -58,6 +58,31 @@ def test_split_rejects_bad_test_size(size):
         split(table, "y", size, 0)
 
 
+@pytest.mark.parametrize(
+    ("rows", "positives", "test_size", "seed"),
+    [(7043, 1869, 0.2, 42), (100, 50, 0.25, 0), (101, 7, 0.3, 1), (5, 2, 0.5, 3), (1000, 333, 0.1, 2026)],
+)
+def test_split_draws_exactly_the_rows_scikit_learn_draws(rows, positives, test_size, seed):
+    """The ported stratified split puts the same rows in test as `train_test_split`, so the
+    default data's splits (and every output after them) are what they were with scikit-learn."""
+    from sklearn.model_selection import train_test_split
+
+    y = np.zeros(rows, dtype="int64")
+    y[np.random.default_rng(seed).choice(rows, positives, replace=False)] = 1
+    table = pd.DataFrame({"x": np.arange(rows), "y": y}, index=pd.Index([f"r{i}" for i in range(rows)]))
+    _, expected = train_test_split(table.index.to_numpy(), test_size=test_size, random_state=seed, stratify=y)
+    train, test = split(table, "y", test_size, seed)
+    assert sorted(test.index) == sorted(expected)
+    assert list(test.index) == [i for i in table.index if i in set(expected)]  # original order kept
+    assert len(train) + len(test) == rows and not set(train.index) & set(test.index)
+
+
+def test_a_test_size_leaving_a_split_too_small_is_one_error():
+    table = pd.DataFrame({"y": [1, 0, 1, 0, 1, 0]})
+    with pytest.raises(StageError, match="leaves 1 test and 5 train rows"):
+        split(table, "y", 0.1, 0)
+
+
 def test_split_needs_both_classes():
     table = pd.DataFrame({"x": range(10), "y": [0] * 10})
     with pytest.raises(StageError, match="at least two rows of each class"):

@@ -20,6 +20,7 @@ from reprokit.trust import (
     archive_types,
     load_package,
     load_skops,
+    trusted_placements,
     trusted_types,
 )
 
@@ -472,3 +473,16 @@ def test_an_inputs_step_out_of_place_is_refused(tmp_path, fitted_pipeline):
     path.write_bytes(sio.dumps(Pipeline([served.steps[1], served.steps[0], served.steps[2]])))
     with pytest.raises(UntrustedFileError):
         load_skops(path)
+
+
+def test_the_committed_allowlist_is_the_derived_one():
+    """Loads read `reprokit/allowlist.py` (deriving takes seconds): it must equal the derivation
+    from this environment's libraries and the pipeline's estimators, byte for byte."""
+    from pathlib import Path
+
+    import reprokit.allowlist
+    from reprokit.trust import allowlist_source, derive_placements
+
+    derived = derive_placements()
+    assert derived == trusted_placements(), "run `python -m reprokit.trust` and commit src/reprokit/allowlist.py"
+    assert Path(reprokit.allowlist.__file__).read_text() == allowlist_source(derived)

@@ -160,3 +160,28 @@ def test_the_scoring_model_reads_contract_threshold_and_version_from_the_package
     assert model.contract.feature_names == telco_contract.feature_names
     assert model.threshold == 0.5 and model.compiled is not None
     assert model.version.startswith("package-") and len(model.version) == len("package-") + 12
+
+
+def test_a_package_directory_is_scored_as_pyfunc_scores_it_without_importing_mlflow(
+    telco_package, telco_splits, telco_contract
+):
+    """Batch scoring and the monitor open a directory without MLflow (seconds of start-up):
+    the same checks, the same pipeline `pyfunc` wraps, the same probabilities."""
+    import subprocess
+    import sys
+
+    import mlflow.pyfunc
+
+    from reprokit.scoring import signature_inputs
+
+    inputs = signature_inputs(telco_splits[2], telco_contract)
+    model = ScoringModel.load(str(telco_package))
+    np.testing.assert_array_equal(
+        model.pipeline.predict_proba(inputs)[:, 1], mlflow.pyfunc.load_model(str(telco_package)).predict(inputs)[:, 1]
+    )
+    probe = (
+        "import sys; from reprokit.scoring_model import ScoringModel; ScoringModel.load(sys.argv[1]); "
+        "print(sorted({name.split('.')[0] for name in sys.modules} & {'mlflow', 'sqlalchemy', 'alembic'}))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe, str(telco_package)], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
