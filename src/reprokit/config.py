@@ -125,11 +125,14 @@ class EvaluateParams:
     calibration_bins: int
     importance_repeats: int
     importance_max_rows: int  # permutation importance on a seeded sample of at most this many test rows
+    train_max_rows: int  # the train split's figures on a seeded sample of at most this many rows
     min_subgroup_size: int  # smaller groups are reported but left out of the AUC gap
 
     def __post_init__(self) -> None:
-        if self.importance_max_rows < 1:
-            raise ConfigError(f"{PARAMS_FILE}: evaluate.importance_max_rows must be at least 1")
+        for name in ("importance_max_rows", "train_max_rows"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{PARAMS_FILE}: evaluate.{name} must be a whole number of at least 1, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,29 +32,45 @@ HEADLINE = {
 }
 
 
+MAX_CURVE_POINTS = 1000  # a curve's points in the git-kept plot files, whatever the test split's size
+
+
+def thinned(n: int, max_points: int = MAX_CURVE_POINTS) -> np.ndarray:
+    """Positions of at most `max_points` of `n` curve points, evenly spaced, both ends kept."""
+    if n <= max_points:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, max_points).round().astype(int))
+
+
 def curves(y: np.ndarray, proba: np.ndarray, bins: int, threshold: float) -> dict[str, list[dict[str, Any]]]:
-    """Rows for DVC plots: ROC, precision-recall, calibration, confusion matrix."""
+    """Rows for DVC plots: ROC, precision-recall (at most `MAX_CURVE_POINTS` each),
+    calibration, and the confusion matrix as the count of each (actual, predicted) pair."""
     from sklearn.calibration import calibration_curve
     from sklearn.metrics import precision_recall_curve, roc_curve
 
     fpr, tpr, roc_thr = roc_curve(y, proba, drop_intermediate=True)
     precision, recall, pr_thr = precision_recall_curve(y, proba, drop_intermediate=True)
     prob_true, prob_pred = calibration_curve(y, proba, n_bins=bins, strategy="uniform")
-    pred = (proba >= threshold).astype(int)
+    counts = np.bincount(2 * np.asarray(y, dtype=int) + (proba >= threshold), minlength=4)
+    roc, pr = thinned(len(fpr)), thinned(len(pr_thr))
     return {
         "roc": [
             {"fpr": rounded(f), "tpr": rounded(t), "threshold": rounded(min(h, 1.0))}
-            for f, t, h in zip(fpr, tpr, roc_thr, strict=True)
+            for f, t, h in zip(fpr[roc], tpr[roc], roc_thr[roc], strict=True)
         ],
         "precision_recall": [
             {"recall": rounded(r), "precision": rounded(p), "threshold": rounded(h)}
-            for r, p, h in zip(recall[:-1], precision[:-1], pr_thr, strict=True)
+            for r, p, h in zip(recall[pr], precision[pr], pr_thr[pr], strict=True)
         ],
         "calibration": [
             {"mean_predicted": rounded(p), "fraction_positive": rounded(t)}
             for p, t in zip(prob_pred, prob_true, strict=True)
         ],
-        "confusion": [{"actual": int(a), "predicted": int(p)} for a, p in zip(y, pred, strict=True)],
+        "confusion": [
+            {"actual": actual, "predicted": predicted, "count": int(counts[2 * actual + predicted])}
+            for actual in (0, 1)
+            for predicted in (0, 1)
+        ],
     }
 
 
@@ -82,6 +98,11 @@ def output_groups(transformer, inputs: list[str]) -> dict[str, list[int]]:
     return groups
 
 
+def seeded_sample(rows: int, max_rows: int, seed: int) -> np.ndarray:
+    """Positions of `max_rows` of `rows` rows, drawn with `seed`, in their original order."""
+    return np.sort(np.random.default_rng(seed).choice(rows, size=max_rows, replace=False))
+
+
 def permutation_importance(
     pipeline, inputs: pd.DataFrame, y: np.ndarray, repeats: int, seed: int, max_rows: int | None = None
 ) -> dict[str, float]:
@@ -96,7 +117,7 @@ def permutation_importance(
     from sklearn.metrics import roc_auc_score
 
     if max_rows is not None and len(inputs) > max_rows:
-        sample = np.sort(np.random.default_rng(seed).choice(len(inputs), size=max_rows, replace=False))
+        sample = seeded_sample(len(inputs), max_rows, seed)
         inputs, y = inputs.iloc[sample], y[sample]
     transformer, model = pipeline.named_steps["features"], pipeline.named_steps["model"]
     features = transformer.transform(inputs)
@@ -158,7 +179,7 @@ def save_images(curve_rows: dict[str, list[dict[str, Any]]], importance: dict[st
 
     matrix = np.zeros((2, 2), dtype=int)
     for row in curve_rows["confusion"]:
-        matrix[row["actual"], row["predicted"]] += 1
+        matrix[row["actual"], row["predicted"]] = row["count"]
     fig, ax = plt.subplots(figsize=(4, 4))
     ax.imshow(matrix, cmap="Blues")
     for (i, j), count in np.ndenumerate(matrix):
@@ -183,9 +204,14 @@ def evaluate(
     bins: int,
     n_threads: int = 1,
     min_subgroup_size: int = 1,
+    train_max_rows: int | None = None,
+    seed: int = 0,
 ):
-    """Everything evaluate reports, as plain data."""
+    """Everything evaluate reports, as plain data. The train split's figures (how much the
+    model overfits) come from a seeded sample of `train_max_rows` rows when it has more."""
     target = contract.target.column
+    if train_max_rows is not None and len(train) > train_max_rows:
+        train = train.iloc[seeded_sample(len(train), train_max_rows, seed)]
     test_x, train_x = inputs_of(test, contract), inputs_of(train, contract)
     y_test, y_train = test[target].to_numpy(), train[target].to_numpy()
     p_test, p_train = predict_proba(pipeline, test_x, n_threads), predict_proba(pipeline, train_x, n_threads)
@@ -245,6 +271,8 @@ def main(argv: list[str] | None = None) -> None:
             params.calibration_bins,
             n_threads,
             params.min_subgroup_size,
+            params.train_max_rows,
+            seed,
         )
         target = contract.target.column
         with thread_budget(n_threads):

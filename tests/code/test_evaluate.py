@@ -71,8 +71,31 @@ def test_curve_rows_are_what_dvc_plots_reads():
     assert roc[0]["fpr"] == 0.0 and roc[-1]["fpr"] == 1.0 and roc[-1]["tpr"] == 1.0
     assert all(0 <= r["threshold"] <= 1 for r in roc)  # roc_curve's first threshold is inf: capped for JSON
     assert len(rows["calibration"]) <= 5
-    assert len(rows["confusion"]) == 200 and set(rows["confusion"][0]) == {"actual", "predicted"}
+    pred = (p >= 0.5).astype(int)
+    assert rows["confusion"] == [
+        {"actual": a, "predicted": b, "count": int(((y == a) & (pred == b)).sum())} for a in (0, 1) for b in (0, 1)
+    ]
     assert all(0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1 for r in rows["precision_recall"])
+
+
+def test_curves_of_a_large_test_split_keep_a_bounded_number_of_points():
+    """At a million rows the git-kept plot files stay small: each curve is thinned evenly to
+    `MAX_CURVE_POINTS`, ends kept; a curve with fewer points is kept whole."""
+    from sklearn.metrics import roc_curve
+
+    from reprokit.evaluate import MAX_CURVE_POINTS
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 200_000)
+    p = np.clip(y * 0.2 + rng.uniform(size=len(y)) * 0.8, 0, 1)
+    rows = curves(y, p, bins=10, threshold=0.5)
+    fpr, tpr, _ = roc_curve(y, p, drop_intermediate=True)
+    assert len(fpr) > MAX_CURVE_POINTS and len(rows["roc"]) == MAX_CURVE_POINTS
+    assert (rows["roc"][0]["fpr"], rows["roc"][-1]["fpr"], rows["roc"][-1]["tpr"]) == (0.0, 1.0, 1.0)
+    assert [r["fpr"] for r in rows["roc"]] == sorted(r["fpr"] for r in rows["roc"])
+    assert len(rows["precision_recall"]) == MAX_CURVE_POINTS and len(rows["confusion"]) == 4
+    small = curves(y[:300], p[:300], bins=10, threshold=0.5)
+    assert len(small["roc"]) == len(roc_curve(y[:300], p[:300], drop_intermediate=True)[0])
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +145,24 @@ def test_importance_on_a_bounded_seeded_sample(loan_model, loans_contract_obj):
     assert permutation_importance(pipeline, inputs, y, repeats=3, seed=0, max_rows=len(inputs)) == (
         permutation_importance(pipeline, inputs, y, repeats=3, seed=0)
     )
+
+
+def test_train_figures_on_a_bounded_seeded_sample(loan_model, loans_contract_obj):
+    """With more train rows than `train_max_rows`, the train figures are those of a seeded
+    sample (bounded cost at millions of rows); the test figures never are."""
+    from reprokit.evaluate import evaluate, seeded_sample
+
+    pipeline, test = loan_model
+    train = test.iloc[::-1]  # any labelled table stands in for the train split
+    args = (pipeline, train, test, loans_contract_obj, 0.5, 5)
+    full, _, _, _ = evaluate(*args)
+    sampled, _, _, _ = evaluate(*args, train_max_rows=50, seed=3)
+    again, _, _, _ = evaluate(*args, train_max_rows=50, seed=3)
+    rows = train.iloc[seeded_sample(len(train), 50, 3)]
+    direct, _, _, _ = evaluate(pipeline, rows, test, loans_contract_obj, 0.5, 5)
+    assert sampled == again and sampled["train"] == direct["train"] and sampled["train"]["n"] == 50
+    assert sampled["test"] == full["test"] and sampled["train"] != full["train"]
+    assert evaluate(*args, train_max_rows=len(train))[0] == full
 
 
 def test_images_are_written_and_reproducible(tmp_path):

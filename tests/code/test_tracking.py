@@ -333,3 +333,29 @@ def test_parallel_writers_share_a_fresh_sqlite_store(project):
     assert sorted(r.data.metrics["m"] for r in runs) == [0.0, 1.0, 2.0, 3.0]
     versions = mlflow.MlflowClient().search_model_versions("name = 'telco_customer_churn'")
     assert sorted(int(v.version) for v in versions) == [1, 2, 3, 4]
+
+
+def test_the_logged_schema_is_the_one_mlflow_infers_from_every_row(telco_splits):
+    """MLflow infers a dataset's schema value by value in Python (minutes for millions of rows);
+    the run logs the schema inferred from a few rows, which must be the same: types from the
+    dtypes, and a column `required` only if no row of all of them is null."""
+    import warnings
+
+    import mlflow
+    import numpy as np
+
+    from reprokit.tracking import dataset_schema
+
+    train = telco_splits[0]
+    late_nulls = train.copy()
+    late_nulls.loc[late_nulls.index[-1], "monthly_charges"] = np.nan  # one null, after the first rows
+    late_nulls["tenure"] = late_nulls["tenure"].astype("Int64")
+    late_nulls.loc[late_nulls.index[500], "tenure"] = pd.NA
+    late_nulls.loc[late_nulls.index[700], "contract"] = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        for frame in (train, late_nulls, train.head(3)):
+            inferred = mlflow.data.from_pandas(frame).schema
+            assert dataset_schema(frame) == inferred
+        optional = {c.name for c in dataset_schema(late_nulls).inputs if not c.required}
+    assert {"monthly_charges", "tenure", "contract"} <= optional
