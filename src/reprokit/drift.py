@@ -88,25 +88,120 @@ def compare_numbers(reference: np.ndarray, current: np.ndarray, bins: int) -> Co
     ref_counts = np.bincount(np.searchsorted(edges, reference, side="right"), minlength=len(edges) + 1)
     cur_counts = np.bincount(np.searchsorted(edges, current, side="right"), minlength=len(edges) + 1)
     if len(reference) and len(current):
-        method = "exact" if max(len(reference), len(current)) <= 2000 else "asymp"
+        method = "exact" if max(len(reference), len(current)) <= KS_EXACT_MAX_ROWS else "asymp"
         p_value = float(ks_2samp(reference, current, method=method).pvalue)
     else:
         p_value = 1.0
     return _comparison("kolmogorov_smirnov", p_value, bin_labels(edges), ref_counts, cur_counts)
 
 
+# Above this many values in either sample, the KS test uses Smirnov's asymptotic distribution,
+# which needs only the statistic and the sample sizes (`ks_from_counts`).
+KS_EXACT_MAX_ROWS = 2000
+
+
+def compare_numbers_counted(reference: np.ndarray, counted: "NumberCounts", bins: int) -> Comparison:
+    """`compare_numbers(reference, current, bins)` from `counted = NumberCounts.of(current,
+    *reference_grid(reference, bins))`, added up over a batch's partitions, instead of the
+    batch's values: the same
+    KS statistic, p-value and bin counts, bit for bit. A sample of at most `KS_EXACT_MAX_ROWS`
+    values on both sides needs the values themselves (`counted.values`)."""
+    reference = reference[~np.isnan(reference)]
+    if max(len(reference), counted.rows) <= KS_EXACT_MAX_ROWS:
+        return compare_numbers(reference, counted.values, bins)
+    edges = quantile_edges(reference, bins)
+    ref_counts = np.bincount(np.searchsorted(edges, reference, side="right"), minlength=len(edges) + 1)
+    p_value = ks_from_counts(reference, counted) if len(reference) and counted.rows else 1.0
+    return _comparison("kolmogorov_smirnov", p_value, bin_labels(edges), ref_counts, counted.bins)
+
+
+@dataclasses.dataclass
+class NumberCounts:
+    """What the KS test and the PSI need of a numeric column's non-null batch values, as counts
+    that add up over partitions: how many values are at most, and below, each distinct
+    reference value, how many fall in each reference quantile bin, and (only while there are
+    few) the values themselves."""
+
+    rows: int
+    at_most: np.ndarray  # at_most[k]: values <= the k-th distinct reference value (as bincounts)
+    below: np.ndarray  # below[k]: values < the k-th distinct reference value (as bincounts)
+    bins: np.ndarray
+    values: np.ndarray | None
+
+    @classmethod
+    def of(cls, current: np.ndarray, grid: np.ndarray, edges: np.ndarray) -> "NumberCounts":
+        """Counts of `current` (nulls left out) at `reference_grid(reference, bins)`."""
+        current = current[~np.isnan(current)]
+        return cls(
+            rows=len(current),
+            at_most=np.bincount(np.searchsorted(grid, current, side="left"), minlength=len(grid) + 1),
+            below=np.bincount(np.searchsorted(grid, current, side="right"), minlength=len(grid) + 1),
+            bins=np.bincount(np.searchsorted(edges, current, side="right"), minlength=len(edges) + 1),
+            values=current if len(current) <= KS_EXACT_MAX_ROWS else None,
+        )
+
+    def __add__(self, other: "NumberCounts") -> "NumberCounts":
+        both = (self.values, other.values)
+        return NumberCounts(
+            rows=self.rows + other.rows,
+            at_most=self.at_most + other.at_most,
+            below=self.below + other.below,
+            bins=self.bins + other.bins,
+            values=None if any(v is None for v in both) else np.concatenate(both),
+        )
+
+
+def reference_grid(reference: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """A numeric reference's distinct non-null values and its quantile bin edges: what a
+    partition's `NumberCounts` are counted at."""
+    reference = reference[~np.isnan(reference)]
+    return np.unique(reference), quantile_edges(reference, bins)
+
+
+def ks_from_counts(reference: np.ndarray, counted: NumberCounts) -> float:
+    """The two-sample KS p-value `scipy.stats.ks_2samp(reference, current, method="asymp")`
+    gives, from counts. Between two distinct reference values the reference's CDF is flat and
+    the batch's rises, so the largest distance is at an end: at a reference value, or just
+    below the next one. Those are distances scipy evaluates too (at the reference value, at
+    the batch's last value below the next), with the same integers divided the same way, so
+    the statistic is the same float; the p-value is then Smirnov's, as scipy computes it."""
+    from scipy.stats import kstwo
+
+    n1, n2 = len(reference), counted.rows
+    grid = np.unique(reference)
+    ref_at_most = np.searchsorted(np.sort(reference), grid, side="right")
+    at_most, below = np.cumsum(counted.at_most)[:-1], np.cumsum(counted.below)[:-1]
+    differences = np.concatenate(
+        [
+            ref_at_most / n1 - at_most / n2,  # at each reference value
+            np.zeros(1) / n1 - below[:1] / n2,  # below the smallest
+            ref_at_most[:-1] / n1 - below[1:] / n2,  # just below each next one
+        ]
+    )
+    statistic = np.abs(differences).max()
+    m, n = sorted([float(n1), float(n2)], reverse=True)
+    return float(np.clip(kstwo.sf(statistic, np.round(m * n / (m + n))), 0, 1))
+
+
+def category_counts(values: Any):
+    """Non-null values counted (a pandas Series by value, categorical ones counted fast)."""
+    import pandas as pd
+
+    series = values if isinstance(values, pd.Series) else pd.Series(values, dtype=object)
+    counted = series.value_counts(sort=False, dropna=True)
+    return counted[counted > 0]
+
+
 def compare_categories(reference: Any, current: Any, known: Sequence[Any]) -> Comparison:
     """Non-null categories (arrays or pandas Series, categorical ones counted fast):
     chi-square test, PSI on the categories (`known` first, then the reference's others,
     then each category only the batch has)."""
-    import pandas as pd
+    return compare_category_counts(category_counts(reference), category_counts(current), known)
 
-    def counts(values) -> pd.Series:
-        series = values if isinstance(values, pd.Series) else pd.Series(values, dtype=object)
-        counted = series.value_counts(sort=False, dropna=True)
-        return counted[counted > 0]
 
-    ref_counts, cur_counts = counts(reference), counts(current)
+def compare_category_counts(ref_counts, cur_counts, known: Sequence[Any]) -> Comparison:
+    """`compare_categories` from both samples' `category_counts` (a batch's added up over
+    its partitions)."""
     order = list(dict.fromkeys(list(known) + sorted(ref_counts.index, key=str) + sorted(cur_counts.index, key=str)))
     ref = ref_counts.reindex(order, fill_value=0).to_numpy(dtype="int64")
     cur = cur_counts.reindex(order, fill_value=0).to_numpy(dtype="int64")

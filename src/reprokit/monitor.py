@@ -28,6 +28,9 @@ and for the scores, all byte-identical from run to run. `--enforce` (or `monitor
 exits non-zero on `alert`. With `REPROKIT_MONITOR_WEBHOOK` set, the verdict is posted there
 as JSON (`reprokit.alerts`); a webhook that is down is logged, not fatal, unless
 `--webhook-required`.
+
+A batch larger than memory, as a partitioned Parquet dataset: `--engine dask --scheduler
+ADDRESS` computes the same figures on a Dask cluster (`reprokit.monitor_dask`).
 """
 
 from __future__ import annotations
@@ -62,9 +65,10 @@ def figure(value: float) -> float:
     return round(value, DIGITS) if math.isfinite(value) else 0.0
 
 
-def read_batch(path: str, contract) -> pd.DataFrame:
+def read_batch(path: str, contract, allow_empty: bool = False) -> pd.DataFrame:
     """The batch's columns (CSV or Parquet, a path or an fsspec URL) after checking their
-    names: every feature present, nothing the contract does not know."""
+    names: every feature present, nothing the contract does not know. No rows is an error
+    unless `allow_empty` (a partition of a larger batch)."""
     import pyarrow as pa
 
     from reprokit.alerts import redact
@@ -98,8 +102,11 @@ def read_batch(path: str, contract) -> pd.DataFrame:
             if careful or "CSV conversion error" not in str(exc):
                 raise StageError(f"{shown}: cannot read it ({str(exc).replace(path, shown)})") from None
     batch = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0] if frames else None
-    if batch is None or len(batch) == 0:
+    if (batch is None or len(batch) == 0) and not allow_empty:
         raise StageError(f"{shown}: the batch has no rows: nothing to compare")
+    if batch is None:
+        present = [name for name in wanted if name in names]
+        batch = pd.DataFrame({name: pd.Series(dtype="float64" if name in numeric else object) for name in present})
     return batch
 
 
@@ -144,53 +151,96 @@ def monitor(model, reference: pd.DataFrame, holdout: pd.DataFrame | None, batch:
     `holdout` (the test split), when given, is the scores' reference (scores of rows the
     model never saw, as a batch's are) and the AUC's; `batch` holds the feature columns and
     maybe the target. Call under the thread budget."""
-    from reprokit.scoring import InputError, check_records
-
     contract = model.contract
-
-    def checked(frame: pd.DataFrame):
-        try:
-            result = check_records({c: frame[c] for c in contract.feature_names}, len(frame), contract)
-        except InputError as exc:
-            raise StageError(str(exc)) from None
-        return result, np.equal(result.rejected, None)
-
-    (ref, ref_ok), (cur, ok) = checked(reference), checked(batch)
-    held = None
-    if holdout is not None:
-        hold, hold_ok = checked(holdout)
-        held = (
-            holdout[contract.target.column].to_numpy()[hold_ok],
-            model.probabilities(hold.inputs[hold_ok].reset_index(drop=True)),
-        )
-    ref_scores = held[1] if held else model.probabilities(ref.inputs[ref_ok].reset_index(drop=True))
-    # The batch's scores: a seeded sample of its scorable rows.
-    rows = np.flatnonzero(ok)
-    if len(rows) > params.max_score_rows:
-        rows = np.sort(np.random.default_rng(seed).choice(rows, params.max_score_rows, replace=False))
+    ref, ref_ok, held, ref_scores = reference_side(model, reference, holdout)
+    cur, ok = checked_records(batch, contract)
+    rows = sample_rows(np.flatnonzero(ok), params.max_score_rows, seed)
     cur_scores = model.probabilities(cur.inputs.iloc[rows].reset_index(drop=True))
     figures, comparisons = drift_figures(contract, ref.inputs, ref_ok, cur.inputs, ok, ref_scores, cur_scores, params)
     reasons: dict[str, int] = {}
     for reason in cur.rejected[~ok]:
         reasons[reason] = reasons.get(reason, 0) + 1
     figures["rejected_reasons"] = dict(sorted(reasons.items()))
-    target = contract.target
-    if target.column in batch.columns:
-        labels = label_drift(
-            target, reference[target.column].to_numpy(), held, batch[target.column], rows, cur_scores, params
+    if contract.target.column in batch.columns:
+        add_labels(
+            figures,
+            comparisons,
+            contract.target,
+            reference,
+            held,
+            batch[contract.target.column].iloc[rows],
+            cur_scores,
+            params,
         )
-        if labels is None:
-            log.warning(
-                "%s: no scored row has a label the contract knows (%s or %s)",
-                target.column,
-                target.positive,
-                target.negative,
-            )
-        else:
-            comparisons[target.column] = labels.pop("comparison")
-            figures["labels"] = labels
     figures.update(verdict_of(figures, params))
     return figures, comparisons, ref_scores
+
+
+def checked_records(frame: pd.DataFrame, contract):
+    """`check_records` of a table's features, and the mask of its scorable rows."""
+    from reprokit.scoring import InputError, check_records
+
+    try:
+        result = check_records({c: frame[c] for c in contract.feature_names}, len(frame), contract)
+    except InputError as exc:
+        raise StageError(str(exc)) from None
+    return result, np.equal(result.rejected, None)
+
+
+def reference_side(model, reference: pd.DataFrame, holdout: pd.DataFrame | None):
+    """The reference's checked inputs and scorable rows, the held-out split's (labels,
+    scores) when given, and the reference scores (the held-out split's, else the train
+    split's)."""
+    contract = model.contract
+    ref, ref_ok = checked_records(reference, contract)
+    held = None
+    if holdout is not None:
+        hold, hold_ok = checked_records(holdout, contract)
+        held = (
+            holdout[contract.target.column].to_numpy()[hold_ok],
+            model.probabilities(hold.inputs[hold_ok].reset_index(drop=True)),
+        )
+    ref_scores = held[1] if held else model.probabilities(ref.inputs[ref_ok].reset_index(drop=True))
+    return ref, ref_ok, held, ref_scores
+
+
+def sample_rows(rows: np.ndarray, max_rows: int, seed: int) -> np.ndarray:
+    """The batch's scored rows: all scorable `rows`, or a seeded sample of `max_rows` of them."""
+    if len(rows) <= max_rows:
+        return rows
+    return np.sort(np.random.default_rng(seed).choice(rows, max_rows, replace=False))
+
+
+def add_labels(figures, comparisons, target, reference, held, labels: pd.Series, scores, params) -> None:
+    """The label figures of the scored rows' `labels` (`label_drift`), when any is known."""
+    result = label_drift(
+        target, reference[target.column].to_numpy(), held, labels, np.arange(len(labels)), scores, params
+    )
+    if result is None:
+        log.warning(
+            "%s: no scored row has a label the contract knows (%s or %s)",
+            target.column,
+            target.positive,
+            target.negative,
+        )
+    else:
+        comparisons[target.column] = result.pop("comparison")
+        figures["labels"] = result
+
+
+def is_number(feature) -> bool:
+    return feature.type in ("numeric", "integer")
+
+
+def known_values(feature) -> list:
+    """A categorical or binary feature's values as the checked inputs hold them."""
+    from reprokit.scoring import is_text
+
+    return list(feature.values) if is_text(feature) else [float(v) for v in feature.values]
+
+
+def numbers(column: pd.Series) -> np.ndarray:
+    return column.to_numpy(dtype="float64", na_value=np.nan)
 
 
 def drift_figures(contract, ref: pd.DataFrame, ref_ok, cur: pd.DataFrame, ok, ref_scores, cur_scores, params):
@@ -198,25 +248,36 @@ def drift_figures(contract, ref: pd.DataFrame, ref_ok, cur: pd.DataFrame, ok, re
     `cur` are checked model inputs (`reprokit.scoring.check_records`), `ref_ok` and `ok`
     their scorable rows (the others count for null rates only), the scores those of the
     scorable rows (or a sample of them)."""
-    from reprokit.drift import adjust, compare_categories, compare_numbers, compare_rates, compare_scores
-    from reprokit.scoring import SCORE_BINS, is_text
+    from reprokit.drift import compare_categories, compare_numbers
 
     comparisons: dict[str, Any] = {}
-    p_values, null_p_values, rates = [], [], []
+    nulls: dict[str, tuple[int, int]] = {}
     for feature in contract.features:
         r, c = ref[feature.name][ref_ok], cur[feature.name][ok]
-        if feature.type in ("numeric", "integer"):
-            comparison = compare_numbers(
-                r.to_numpy(dtype="float64", na_value=np.nan), c.to_numpy(dtype="float64", na_value=np.nan), params.bins
-            )
+        if is_number(feature):
+            comparisons[feature.name] = compare_numbers(numbers(r), numbers(c), params.bins)
         else:
-            known = list(feature.values) if is_text(feature) else [float(v) for v in feature.values]
-            comparison = compare_categories(r, c, known)
-        comparisons[feature.name] = comparison
-        p_values.append(comparison.p_value)
-        ref_nulls, cur_nulls = int(ref[feature.name].isna().sum()), int(cur[feature.name].isna().sum())
-        null_p_values.append(compare_rates(ref_nulls, len(ref), cur_nulls, len(cur)).p_value)
-        rates.append((ref_nulls / max(len(ref), 1), cur_nulls / max(len(cur), 1)))
+            comparisons[feature.name] = compare_categories(r, c, known_values(feature))
+        nulls[feature.name] = (int(ref[feature.name].isna().sum()), int(cur[feature.name].isna().sum()))
+    rows = (len(ref), len(cur), int(np.count_nonzero(ok)))
+    return figures_of(contract, comparisons, nulls, rows, ref_scores, cur_scores, params)
+
+
+def figures_of(
+    contract, comparisons: dict[str, Any], nulls: dict[str, tuple[int, int]], rows, ref_scores, cur_scores, params
+):
+    """`drift_figures` from each feature's comparison and (reference, batch) null count, and
+    the (reference, batch, scorable batch) rows: however the batch was counted."""
+    from reprokit.drift import adjust, compare_rates, compare_scores
+    from reprokit.scoring import SCORE_BINS
+
+    ref_rows, cur_rows, ok_rows = rows
+    p_values, null_p_values, rates = [], [], []
+    for feature in contract.features:
+        p_values.append(comparisons[feature.name].p_value)
+        ref_nulls, cur_nulls = nulls[feature.name]
+        null_p_values.append(compare_rates(ref_nulls, ref_rows, cur_nulls, cur_rows).p_value)
+        rates.append((ref_nulls / max(ref_rows, 1), cur_nulls / max(cur_rows, 1)))
     adjusted = adjust(p_values, params.correction)
     null_adjusted = adjust(null_p_values, params.correction)
 
@@ -256,8 +317,8 @@ def drift_figures(contract, ref: pd.DataFrame, ref_ok, cur: pd.DataFrame, ok, re
     }
     drifted = [name for name, entry in features.items() if entry["level"] != "ok"]
     figures = {
-        "rows": int(len(cur)),
-        "rejected_rows": int(len(cur) - np.count_nonzero(ok)),
+        "rows": int(cur_rows),
+        "rejected_rows": int(cur_rows - ok_rows),
         "rejected_reasons": {},
         "drifted_columns": drifted,
         "drifted_share": figure(len(drifted) / max(len(features), 1)),
@@ -377,15 +438,59 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--rules-out", default=None, help="Prometheus rules for live score drift against this reference (YAML)"
     )
+    parser.add_argument(
+        "--engine",
+        choices=("local", "dask"),
+        default="local",
+        help="dask: BATCH is a partitioned Parquet dataset (a directory), counted on the cluster at --scheduler",
+    )
+    parser.add_argument("--scheduler", help="the Dask scheduler's address, e.g. tcp://10.0.0.5:8786 (--engine dask)")
     parser.add_argument("--enforce", action="store_true", help="exit non-zero on an alert (also: monitor.enforce)")
     parser.add_argument("--webhook-required", action="store_true", help="fail when the webhook cannot be reached")
     args = parser.parse_args(argv)
-    stem = Path(args.batch.rsplit("?", 1)[0]).name.split(".")[0] or "batch"
+    if args.engine == "dask" and not args.scheduler:
+        parser.error("--engine dask needs --scheduler ADDRESS (a running Dask scheduler)")
+    stem = Path(args.batch.rsplit("?", 1)[0].rstrip("/")).name.split(".")[0] or "batch"
     out = Path("reports/monitor") / stem
     args.metrics_out = args.metrics_out or str(out / "monitor.json")
     args.plots_dir = args.plots_dir or str(Path(args.metrics_out).parent / "distributions")
     args.images_dir = args.images_dir or str(Path(args.metrics_out).parent / "images")
     return args
+
+
+def on_dask(args: argparse.Namespace, params, seed: int, n_threads: int):
+    """The figures, comparisons and reference scores of the partitioned batch `args.batch`,
+    counted on the Dask cluster at `args.scheduler` (`reprokit.monitor_dask`); and the model."""
+    from distributed import Client
+
+    from reprokit.alerts import redact
+    from reprokit.inference import thread_budget
+    from reprokit.monitor_dask import monitor_partitioned
+    from reprokit.score import absolute, load_model, partition_files
+    from reprokit.scoring_model import resolve
+
+    shown = redact(args.batch)
+    names = partition_files(args.batch)
+    if names is None:
+        raise StageError(f"{shown}: --engine dask reads a partitioned dataset: a directory of .parquet files")
+    if not names:
+        raise StageError(f"{shown}: no .parquet files in it")
+    files = [f"{absolute(args.batch).rstrip('/')}/{name}" for name in names]
+    target, _ = resolve(args.model)  # an alias is resolved once: the workers load that version
+    target = target if target.startswith("models:/") else absolute(target)
+    reference = pd.read_parquet(args.reference)
+    holdout = pd.read_parquet(args.holdout) if args.holdout and Path(args.holdout).exists() else None
+    try:
+        client = Client(args.scheduler, timeout="30s")
+    except OSError as exc:
+        raise StageError(f"Dask scheduler {args.scheduler}: cannot connect ({exc})") from None
+    with client, thread_budget(n_threads):
+        model = load_model(target)
+        try:
+            result = monitor_partitioned(model, target, reference, holdout, files, params, seed, n_threads)
+        except StageError as exc:
+            raise StageError(f"{shown}: {exc}") from None
+    return (*result, model)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -400,17 +505,20 @@ def main(argv: list[str] | None = None) -> None:
         stage_params = StageParams("monitor", PARAMS, args.params)
         params = stage_params.section("monitor")
         seed, n_threads = stage_params.value("base.seed"), stage_params.value("base.n_threads")
-        batch = read_batch(args.batch, contract)
-        if len(batch) < params.min_rows:
-            raise StageError(
-                f"{redact(args.batch)}: {len(batch)} rows, fewer than monitor.min_rows "
-                f"({params.min_rows}): too few to judge"
-            )
-        reference = pd.read_parquet(args.reference)
-        holdout = pd.read_parquet(args.holdout) if args.holdout and Path(args.holdout).exists() else None
-        with thread_budget(n_threads):
-            model = load_model(args.model)
-            figures, comparisons, reference_scores = monitor(model, reference, holdout, batch, params, seed)
+        if args.engine == "dask":
+            figures, comparisons, reference_scores, model = on_dask(args, params, seed, n_threads)
+        else:
+            batch = read_batch(args.batch, contract)
+            if len(batch) < params.min_rows:
+                raise StageError(
+                    f"{redact(args.batch)}: {len(batch)} rows, fewer than monitor.min_rows "
+                    f"({params.min_rows}): too few to judge"
+                )
+            reference = pd.read_parquet(args.reference)
+            holdout = pd.read_parquet(args.holdout) if args.holdout and Path(args.holdout).exists() else None
+            with thread_budget(n_threads):
+                model = load_model(args.model)
+                figures, comparisons, reference_scores = monitor(model, reference, holdout, batch, params, seed)
         figures["model_version"] = model.version
         figures["batch"] = redact(args.batch)
         write_json(args.metrics_out, figures)

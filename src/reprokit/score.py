@@ -458,16 +458,21 @@ def _model_identity(uri: str) -> tuple[str, str]:
         return uri, ""  # load_model then says what is wrong
 
 
+def worker_model(uri: str):
+    """The model at `uri`, loaded once per process (a Dask worker keeps it)."""
+    identity = _model_identity(uri)
+    if identity not in _WORKER_MODELS:
+        _WORKER_MODELS[identity] = load_model(uri)
+        WORKER_LOADS[0] += 1
+    return _WORKER_MODELS[identity]
+
+
 def _score_jobs(jobs, uri: str, chunk_rows: int, n_threads: int) -> list[tuple[int, int, int, str]]:
-    """Score `jobs` with the model at `uri`, loaded once per process (a Dask worker keeps it)."""
+    """Score `jobs` with the model at `uri`, loaded once per process (`worker_model`)."""
     from reprokit.inference import thread_budget
 
     with thread_budget(n_threads):
-        identity = _model_identity(uri)
-        if identity not in _WORKER_MODELS:
-            _WORKER_MODELS[identity] = load_model(uri)
-            WORKER_LOADS[0] += 1
-        model = _WORKER_MODELS[identity]
+        model = worker_model(uri)
         return [(*score_file(model, source, out, rejects, chunk_rows), model.version) for source, out, rejects in jobs]
 
 

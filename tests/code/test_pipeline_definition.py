@@ -14,7 +14,7 @@ from reprokit.config import flatten
 
 STAGES = ("prepare", "featurize", "train", "evaluate", "package", "batches", "monitor")
 # Options of a stage's command that are not paths.
-FLAGS = {"contract", "params", "debug", "enforce", "webhook_required"}
+FLAGS = {"contract", "params", "debug", "enforce", "webhook_required", "engine", "scheduler"}
 
 
 @pytest.fixture(scope="module")
