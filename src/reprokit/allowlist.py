@@ -1,10 +1,13 @@
 """The trust allowlist: `reprokit.trust.derive_placements()`, written by `python -m reprokit.trust`.
 
 Generated, do not edit: tests/code/test_trust.py fails while it differs from the derivation
-(after a new model kind or a library upgrade, run `python -m reprokit.trust`)."""
+(after a new model kind or a library upgrade, run `python -m reprokit.trust`). With other
+library versions than VERSIONS, `reprokit.trust` derives the allowlist itself."""
 
 # ruff: noqa: E501
 # fmt: off
+VERSIONS = {'numpy': '2.4.6', 'scikit-learn': '1.9.1', 'skops': '0.16.0'}
+
 PLACEMENTS = frozenset(
     {
         ('', 'sklearn.compose._column_transformer.ColumnTransformer', 'ObjectNode'),

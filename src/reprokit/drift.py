@@ -118,13 +118,15 @@ def compare_numbers_counted(reference: np.ndarray, counted: "NumberCounts", bins
 @dataclasses.dataclass
 class NumberCounts:
     """What the KS test and the PSI need of a numeric column's non-null batch values, as counts
-    that add up over partitions: how many values are at most, and below, each distinct
-    reference value, how many fall in each reference quantile bin, and (only while there are
-    few) the values themselves."""
+    that add up over partitions, sparse (at most one entry per distinct reference value,
+    however many rows): how many values lie just above each distinct reference value (at
+    `searchsorted(grid, value, side="left")`), how many equal one, how many fall in each
+    reference quantile bin, and, only while there are at most `KS_EXACT_MAX_ROWS` of them,
+    the values themselves (the exact test needs them)."""
 
     rows: int
-    at_most: np.ndarray  # at_most[k]: values <= the k-th distinct reference value (as bincounts)
-    below: np.ndarray  # below[k]: values < the k-th distinct reference value (as bincounts)
+    slots: tuple[np.ndarray, np.ndarray]  # (positions in the grid, values there), sorted
+    ties: tuple[np.ndarray, np.ndarray]  # (positions of reference values, values equal to them)
     bins: np.ndarray
     values: np.ndarray | None
 
@@ -132,23 +134,42 @@ class NumberCounts:
     def of(cls, current: np.ndarray, grid: np.ndarray, edges: np.ndarray) -> "NumberCounts":
         """Counts of `current` (nulls left out) at `reference_grid(reference, bins)`."""
         current = current[~np.isnan(current)]
+        slot = np.searchsorted(grid, current, side="left")
+        inside = slot < len(grid)
+        tied = slot[inside][grid[slot[inside]] == current[inside]]
         return cls(
             rows=len(current),
-            at_most=np.bincount(np.searchsorted(grid, current, side="left"), minlength=len(grid) + 1),
-            below=np.bincount(np.searchsorted(grid, current, side="right"), minlength=len(grid) + 1),
+            slots=tuple(np.unique(slot, return_counts=True)),
+            ties=tuple(np.unique(tied, return_counts=True)),
             bins=np.bincount(np.searchsorted(edges, current, side="right"), minlength=len(edges) + 1),
             values=current if len(current) <= KS_EXACT_MAX_ROWS else None,
         )
 
     def __add__(self, other: "NumberCounts") -> "NumberCounts":
-        both = (self.values, other.values)
+        rows = self.rows + other.rows
+        keep = rows <= KS_EXACT_MAX_ROWS and self.values is not None and other.values is not None
         return NumberCounts(
-            rows=self.rows + other.rows,
-            at_most=self.at_most + other.at_most,
-            below=self.below + other.below,
+            rows=rows,
+            slots=_sparse_sum(self.slots, other.slots),
+            ties=_sparse_sum(self.ties, other.ties),
             bins=self.bins + other.bins,
-            values=None if any(v is None for v in both) else np.concatenate(both),
+            values=np.concatenate([self.values, other.values]) if keep else None,
         )
+
+    def dense(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(values <= each of the `size` distinct reference values, values < each of them)."""
+        slots, ties = np.zeros(size + 1, dtype="int64"), np.zeros(size + 1, dtype="int64")
+        slots[self.slots[0]], ties[self.ties[0]] = self.slots[1], self.ties[1]
+        # A value equal to the k-th reference value counts as below the (k+1)-th, not the k-th.
+        above = slots - ties + np.concatenate([[0], ties[:-1]])
+        return np.cumsum(slots)[:-1], np.cumsum(above)[:-1]
+
+
+def _sparse_sum(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    positions, where = np.unique(np.concatenate([a[0], b[0]]), return_inverse=True)
+    counts = np.zeros(len(positions), dtype="int64")
+    np.add.at(counts, where, np.concatenate([a[1], b[1]]))
+    return positions, counts
 
 
 def reference_grid(reference: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
@@ -170,7 +191,7 @@ def ks_from_counts(reference: np.ndarray, counted: NumberCounts) -> float:
     n1, n2 = len(reference), counted.rows
     grid = np.unique(reference)
     ref_at_most = np.searchsorted(np.sort(reference), grid, side="right")
-    at_most, below = np.cumsum(counted.at_most)[:-1], np.cumsum(counted.below)[:-1]
+    at_most, below = counted.dense(len(grid))
     differences = np.concatenate(
         [
             ref_at_most / n1 - at_most / n2,  # at each reference value

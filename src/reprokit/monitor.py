@@ -213,9 +213,7 @@ def sample_rows(rows: np.ndarray, max_rows: int, seed: int) -> np.ndarray:
 
 def add_labels(figures, comparisons, target, reference, held, labels: pd.Series, scores, params) -> None:
     """The label figures of the scored rows' `labels` (`label_drift`), when any is known."""
-    result = label_drift(
-        target, reference[target.column].to_numpy(), held, labels, np.arange(len(labels)), scores, params
-    )
+    result = label_drift(target, reference[target.column].to_numpy(), held, labels, scores, params)
     if result is None:
         log.warning(
             "%s: no scored row has a label the contract knows (%s or %s)",
@@ -347,7 +345,7 @@ def verdict_of(figures: dict[str, Any], params) -> dict[str, Any]:
     return {"verdict": verdict, "level": LEVELS.index(verdict)}
 
 
-def label_drift(target, ref_y: np.ndarray, held, labels: pd.Series, rows, scores, params) -> dict[str, Any] | None:
+def label_drift(target, ref_y: np.ndarray, held, labels: pd.Series, scores, params) -> dict[str, Any] | None:
     """The positive rate against the reference's (`ref_y`), and the ROC AUC against the
     held-out split's (`held`: its labels and scores; significant by Hanley and McNeil's
     standard errors), on the batch's labelled scored rows; None when none has a label."""
@@ -355,9 +353,9 @@ def label_drift(target, ref_y: np.ndarray, held, labels: pd.Series, rows, scores
 
     from reprokit.drift import compare_rates
 
-    if len(rows) == 0:
+    if len(labels) == 0:
         return None
-    y, has = label_values(labels.iloc[rows].reset_index(drop=True), target)
+    y, has = label_values(labels.reset_index(drop=True), target)
     if not has.any():
         return None
     y, scores = y[has], scores[has]
@@ -458,7 +456,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def on_dask(args: argparse.Namespace, params, seed: int, n_threads: int):
+def on_dask(args: argparse.Namespace, contract, params, seed: int, n_threads: int):
     """The figures, comparisons and reference scores of the partitioned batch `args.batch`,
     counted on the Dask cluster at `args.scheduler` (`reprokit.monitor_dask`); and the model."""
     from distributed import Client
@@ -476,8 +474,15 @@ def on_dask(args: argparse.Namespace, params, seed: int, n_threads: int):
     if not names:
         raise StageError(f"{shown}: no .parquet files in it")
     files = [f"{absolute(args.batch).rstrip('/')}/{name}" for name in names]
-    target, _ = resolve(args.model)  # an alias is resolved once: the workers load that version
-    target = target if target.startswith("models:/") else absolute(target)
+    if args.model.startswith("models:/"):  # an alias is resolved once: the workers load that version
+        from mlflow.exceptions import MlflowException
+
+        try:
+            target, _ = resolve(args.model)
+        except MlflowException as exc:
+            raise StageError(f"{args.model}: cannot load the model ({exc})") from None
+    else:
+        target = absolute(args.model)
     reference = pd.read_parquet(args.reference)
     holdout = pd.read_parquet(args.holdout) if args.holdout and Path(args.holdout).exists() else None
     try:
@@ -487,7 +492,7 @@ def on_dask(args: argparse.Namespace, params, seed: int, n_threads: int):
     with client, thread_budget(n_threads):
         model = load_model(target)
         try:
-            result = monitor_partitioned(model, target, reference, holdout, files, params, seed, n_threads)
+            result = monitor_partitioned(model, target, reference, holdout, files, contract, params, seed, n_threads)
         except StageError as exc:
             raise StageError(f"{shown}: {exc}") from None
     return (*result, model)
@@ -506,7 +511,7 @@ def main(argv: list[str] | None = None) -> None:
         params = stage_params.section("monitor")
         seed, n_threads = stage_params.value("base.seed"), stage_params.value("base.n_threads")
         if args.engine == "dask":
-            figures, comparisons, reference_scores, model = on_dask(args, params, seed, n_threads)
+            figures, comparisons, reference_scores, model = on_dask(args, contract, params, seed, n_threads)
         else:
             batch = read_batch(args.batch, contract)
             if len(batch) < params.min_rows:

@@ -25,6 +25,8 @@ import argparse
 import contextlib
 import logging
 import os
+import sys
+import threading
 from typing import Any, Iterator
 
 import numpy as np
@@ -458,13 +460,17 @@ def _model_identity(uri: str) -> tuple[str, str]:
         return uri, ""  # load_model then says what is wrong
 
 
+_LOADING = threading.Lock()
+
+
 def worker_model(uri: str):
-    """The model at `uri`, loaded once per process (a Dask worker keeps it)."""
+    """The model at `uri`, loaded once per process (a Dask worker keeps it; its threads take turns)."""
     identity = _model_identity(uri)
-    if identity not in _WORKER_MODELS:
-        _WORKER_MODELS[identity] = load_model(uri)
-        WORKER_LOADS[0] += 1
-    return _WORKER_MODELS[identity]
+    with _LOADING:
+        if identity not in _WORKER_MODELS:
+            _WORKER_MODELS[identity] = load_model(uri)
+            WORKER_LOADS[0] += 1
+        return _WORKER_MODELS[identity]
 
 
 def _score_jobs(jobs, uri: str, chunk_rows: int, n_threads: int) -> list[tuple[int, int, int, str]]:
@@ -481,14 +487,14 @@ def load_model(uri: str):
     from reprokit.scoring import InputError
     from reprokit.scoring_model import ScoringModel
 
-    errors: tuple[type[Exception], ...] = (InputError, OSError)
-    if str(uri).startswith("models:/"):  # only the registry needs MLflow
-        from mlflow.exceptions import MlflowException
-
-        errors += (MlflowException,)
     try:
         return ScoringModel.load(uri)
-    except errors as exc:
+    except Exception as exc:  # MLflow's errors only if it was needed (a registry URI): never imported for them
+        mlflow_errors = sys.modules.get("mlflow.exceptions")
+        if not isinstance(exc, (InputError, OSError)) and not (
+            mlflow_errors and isinstance(exc, mlflow_errors.MlflowException)
+        ):
+            raise
         raise StageError(f"{uri}: cannot load the model ({exc})") from None
 
 

@@ -244,24 +244,30 @@ def log_run(
 
 def schema_sample(frame):
     """A few rows of `frame` from which MLflow infers the schema it infers from all of it:
-    the first rows, and for each column with nulls its first null row (a column is
-    `required` only if it has none). MLflow's inference looks at every value of a text or
-    nullable column in Python (18 s for 800,000 rows); the dtypes decide the types."""
+    the first rows, and for each column its first null and first non-null row (a column is
+    `required` only if it has no null; its type comes from its values). MLflow's inference
+    looks at every value of a text or nullable column in Python (18 s for 800,000 rows)."""
     import pandas as pd
 
-    rows = [frame.head(100)]
+    head = 100
+    rows = [frame.head(head)]
     for column in frame.columns:
         nulls = frame[column].isna().to_numpy()
-        if nulls.any() and not nulls[:100].any():
-            rows.append(frame.iloc[[int(nulls.argmax())]])
+        for wanted in (nulls, ~nulls):
+            if wanted.any() and not wanted[:head].any():
+                rows.append(frame.iloc[[int(wanted.argmax())]])
     return pd.concat(rows) if len(rows) > 1 else rows[0]
 
 
 def dataset_schema(frame):
-    """The schema `mlflow.data.from_pandas(frame).schema` infers, from `schema_sample(frame)`."""
+    """The schema `mlflow.data.from_pandas(frame).schema` infers, from `schema_sample(frame)`
+    (None where MLflow's inference fails, as `from_pandas` then gives)."""
     from mlflow.models import infer_signature
 
-    return infer_signature(schema_sample(frame)).inputs
+    try:
+        return infer_signature(schema_sample(frame)).inputs
+    except Exception:  # whatever MLflow raises for data it cannot type: no schema, as from_pandas does
+        return None
 
 
 def train_index_listing(index) -> str:

@@ -9,8 +9,9 @@ where skops reads every type it imports) is in an exact allowlist:
 - the types of the estimators this pipeline builds (`reprokit.estimators`), derived
   here by building and fitting every model kind and every transformer variant on a
   tiny synthetic table (`derive_placements`). The derivation takes seconds, so its
-  result is committed as `reprokit/allowlist.py` and every load reads that;
-  `python -m reprokit.trust` writes it again after a new model kind or library version,
+  result is committed as `reprokit/allowlist.py` with the library versions it was derived
+  with, and every load reads that (or derives it, with other versions);
+  `python -m reprokit.trust` writes it again after a new model kind or library upgrade,
   and a test fails while the two differ;
 - plain data: Python containers and scalars, numpy arrays and their numeric dtypes.
 
@@ -22,6 +23,7 @@ file says is trusted: that file is written by whoever wrote the artifact.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 import tempfile
@@ -155,21 +157,32 @@ def derive_placements() -> frozenset[tuple[str, str, str]]:
     return frozenset(entry for entry in found if not _is_data(entry[1], entry[2]))
 
 
+def library_versions() -> dict[str, str]:
+    """The versions the allowlist depends on: the libraries that build and dump the models."""
+    from importlib.metadata import version
+
+    return {name: version(name) for name in ("numpy", "scikit-learn", "skops")}
+
+
+@functools.cache
 def trusted_placements() -> frozenset[tuple[str, str, str]]:
-    """The exact allowlist: `derive_placements()` as committed in `reprokit/allowlist.py`."""
-    from reprokit.allowlist import PLACEMENTS
+    """The exact allowlist: `derive_placements()` as committed in `reprokit/allowlist.py`,
+    or derived here (seconds) where the libraries differ from those it was derived with."""
+    from reprokit.allowlist import PLACEMENTS, VERSIONS
 
-    return PLACEMENTS
+    return PLACEMENTS if VERSIONS == library_versions() else derive_placements()
 
 
-def allowlist_source(placements: frozenset[tuple[str, str, str]]) -> str:
-    """The text of `reprokit/allowlist.py` holding `placements`."""
+def allowlist_source(placements: frozenset[tuple[str, str, str]], versions: dict[str, str]) -> str:
+    """The text of `reprokit/allowlist.py` holding `placements`, derived with `versions`."""
     lines = "".join(f"        {entry!r},\n" for entry in sorted(placements))
     return (
         '"""The trust allowlist: `reprokit.trust.derive_placements()`, written by `python -m reprokit.trust`.\n\n'
         "Generated, do not edit: tests/code/test_trust.py fails while it differs from the derivation\n"
-        '(after a new model kind or a library upgrade, run `python -m reprokit.trust`)."""\n\n'
+        "(after a new model kind or a library upgrade, run `python -m reprokit.trust`). With other\n"
+        'library versions than VERSIONS, `reprokit.trust` derives the allowlist itself."""\n\n'
         "# ruff: noqa: E501\n# fmt: off\n"
+        f"VERSIONS = {versions!r}\n\n"
         f"PLACEMENTS = frozenset(\n    {{\n{lines}    }}\n)\n"
     )
 
@@ -513,7 +526,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     path = Path(__file__).with_name("allowlist.py")
     placements = derive_placements()
-    text = allowlist_source(placements)
+    text = allowlist_source(placements, library_versions())
     current = path.read_text() if path.exists() else ""
     if args.check:
         sys.exit(0 if current == text else f"{path}: differs from the derived allowlist; run python -m reprokit.trust")
@@ -535,11 +548,13 @@ class OpenedPackage:
 
 def _local_copy(uri: str | Path, into: str) -> Path:
     """A private copy of a package directory (what is checked is what is then read), or a
-    `models:/` URI downloaded from the registry."""
+    `models:/` (or other MLflow artifact) URI downloaded from the registry."""
     import shutil
 
     if Path(uri).is_dir():
         return Path(shutil.copytree(uri, Path(into) / "package", symlinks=False))
+    if ":/" not in str(uri):  # a local path, not a URI MLflow could download
+        raise StageError(f"{uri}: no such package directory")
     import mlflow.artifacts
 
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=str(uri), dst_path=into))
@@ -556,7 +571,10 @@ def open_package(uri: str | Path) -> OpenedPackage:
         names = [str(column["name"]) for column in inputs]
     except (KeyError, TypeError, ValueError) as exc:
         raise UntrustedFileError(f"{uri}: the MLmodel file has no readable input signature ({exc})") from None
-    return OpenedPackage(names, mlmodel.get("metadata") or {}, str(mlmodel.get("model_uuid")), pipeline)
+    metadata, uuid = mlmodel.get("metadata") or {}, mlmodel.get("model_uuid")
+    if not isinstance(metadata, dict) or not isinstance(uuid, str) or not uuid:
+        raise UntrustedFileError(f"{uri}: the MLmodel file's metadata or model_uuid is not what package writes")
+    return OpenedPackage(names, metadata, uuid, pipeline)
 
 
 def load_package(uri: str | Path):

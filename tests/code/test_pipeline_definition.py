@@ -222,3 +222,27 @@ def test_the_grid_search_results_are_declared_where_tune_writes_them(pipeline):
     ((path, props),) = pipeline["plots"][2].items()
     assert path == args.plot_out and props["x"] == "cv_roc_auc" and props["y"] == "params"
     assert "tune" not in pipeline["stages"]
+
+
+def test_the_confusion_template_is_dvcs_summing_each_rows_count(repo, pipeline):
+    """evaluate writes the confusion matrix as four counts: the template is DVC's own
+    `confusion` template but for summing `count` (1 for a row without one: the per-row
+    files of older commits, so `dvc plots diff` against them still draws their matrix)."""
+    import copy
+    import json
+
+    from dvc_render.vega_templates import ConfusionTemplate
+
+    (props,) = [
+        e["metrics/plots/confusion.json"]
+        for e in pipeline["stages"]["evaluate"]["plots"]
+        if "metrics/plots/confusion.json" in e
+    ]
+    template = json.loads((repo / props["template"]).read_text())
+    transforms = template["spec"]["transform"]
+    assert transforms[0] == {"calculate": "isValid(datum.count) ? datum.count : 1", "as": "count"}
+    assert transforms[1]["aggregate"] == [{"op": "sum", "field": "count", "as": "xy_count"}]
+    dvcs = copy.deepcopy(template)
+    del dvcs["spec"]["transform"][0]
+    dvcs["spec"]["transform"][0]["aggregate"] = [{"op": "count", "as": "xy_count"}]
+    assert dvcs == ConfusionTemplate.DEFAULT_CONTENT

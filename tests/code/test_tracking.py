@@ -352,10 +352,12 @@ def test_the_logged_schema_is_the_one_mlflow_infers_from_every_row(telco_splits)
     late_nulls["tenure"] = late_nulls["tenure"].astype("Int64")
     late_nulls.loc[late_nulls.index[500], "tenure"] = pd.NA
     late_nulls.loc[late_nulls.index[700], "contract"] = None
+    late_nulls["payment_method"] = late_nulls["payment_method"].astype(object)
+    late_nulls.loc[late_nulls.index[:150], "payment_method"] = None  # typed by a value after the first rows
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         for frame in (train, late_nulls, train.head(3)):
             inferred = mlflow.data.from_pandas(frame).schema
             assert dataset_schema(frame) == inferred
         optional = {c.name for c in dataset_schema(late_nulls).inputs if not c.required}
-    assert {"monthly_charges", "tenure", "contract"} <= optional
+    assert {"monthly_charges", "tenure", "contract", "payment_method"} <= optional

@@ -20,6 +20,7 @@ from reprokit.trust import (
     archive_types,
     load_package,
     load_skops,
+    open_package,
     trusted_placements,
     trusted_types,
 )
@@ -135,7 +136,13 @@ def test_a_package_loads_through_the_check(package_dir):
     assert np.asarray(model.predict(conform(inputs, model))).shape == (len(inputs), 2)
 
 
-def test_a_package_whose_mlmodel_trusts_eval_is_refused(package_dir, tmp_path):
+# The two ways a package is opened: with MLflow (the gate, `package`), and without it (the
+# service, batch scoring, the monitor: `ScoringModel.load`). Both refuse every tampered package.
+OPENERS = pytest.mark.parametrize("opener", [load_package, open_package], ids=["load_package", "open_package"])
+
+
+@OPENERS
+def test_a_package_whose_mlmodel_trusts_eval_is_refused(package_dir, tmp_path, opener):
     """The `MLmodel` file inside the artifact is no authority: the one who wrote the artifact wrote it."""
 
     def swap(copy):
@@ -145,7 +152,8 @@ def test_a_package_whose_mlmodel_trusts_eval_is_refused(package_dir, tmp_path):
         (copy / "MLmodel").write_text(yaml.safe_dump(mlmodel))
 
     with pytest.raises(UntrustedFileError, match="builtins.eval"):
-        load_package(tampered(package_dir, tmp_path, swap))
+        opener(tampered(package_dir, tmp_path, swap))
+    assert not (tmp_path / "marker").exists()
 
 
 @pytest.mark.parametrize(
@@ -160,14 +168,41 @@ def test_a_package_whose_mlmodel_trusts_eval_is_refused(package_dir, tmp_path):
         (lambda f: f["python_function"].update(predict_fn="predict"), "predict_fn 'predict'"),
     ],
 )
-def test_a_package_this_pipeline_does_not_write_is_refused(package_dir, tmp_path, change, message):
+@OPENERS
+def test_a_package_this_pipeline_does_not_write_is_refused(package_dir, tmp_path, change, message, opener):
     def edit(copy):
         mlmodel = yaml.safe_load((copy / "MLmodel").read_text())
         change(mlmodel["flavors"])
         (copy / "MLmodel").write_text(yaml.safe_dump(mlmodel))
 
     with pytest.raises(UntrustedFileError, match=message):
-        load_package(tampered(package_dir, tmp_path, edit))
+        opener(tampered(package_dir, tmp_path, edit))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda m: m.update(metadata=["not", "a", "mapping"]), "metadata or model_uuid"),
+        (lambda m: m.pop("model_uuid"), "metadata or model_uuid"),
+        (lambda m: m.pop("signature"), "no readable input signature"),
+    ],
+)
+def test_open_package_refuses_a_package_without_its_metadata(package_dir, tmp_path, change, message):
+    def edit(copy):
+        mlmodel = yaml.safe_load((copy / "MLmodel").read_text())
+        change(mlmodel)
+        (copy / "MLmodel").write_text(yaml.safe_dump(mlmodel))
+
+    with pytest.raises(UntrustedFileError, match=message):
+        open_package(tampered(package_dir, tmp_path, edit))
+
+
+def test_a_missing_package_directory_is_one_clear_error(tmp_path):
+    from reprokit.stage import StageError
+
+    for opener in (load_package, open_package):
+        with pytest.raises(StageError, match="no such package directory"):
+            opener(tmp_path / "pakage")
 
 
 def corrupt_and_reload(tmp_path, model, corrupt):
@@ -481,8 +516,26 @@ def test_the_committed_allowlist_is_the_derived_one():
     from pathlib import Path
 
     import reprokit.allowlist
-    from reprokit.trust import allowlist_source, derive_placements
+    from reprokit.trust import allowlist_source, derive_placements, library_versions
 
     derived = derive_placements()
     assert derived == trusted_placements(), "run `python -m reprokit.trust` and commit src/reprokit/allowlist.py"
-    assert Path(reprokit.allowlist.__file__).read_text() == allowlist_source(derived)
+    assert reprokit.allowlist.VERSIONS == library_versions()
+    assert Path(reprokit.allowlist.__file__).read_text() == allowlist_source(derived, library_versions())
+
+
+def test_with_other_library_versions_the_allowlist_is_derived_not_read(monkeypatch):
+    """An environment with other numpy, scikit-learn or skops versions than the committed
+    allowlist's derives its own (what those versions write), instead of refusing their files."""
+    import reprokit.allowlist
+    from reprokit import trust
+
+    monkeypatch.setattr(reprokit.allowlist, "PLACEMENTS", frozenset())
+    trust.trusted_placements.cache_clear()
+    try:
+        assert trust.trusted_placements() == frozenset()  # the versions match: the file is read
+        monkeypatch.setattr(reprokit.allowlist, "VERSIONS", {**reprokit.allowlist.VERSIONS, "skops": "0.0"})
+        trust.trusted_placements.cache_clear()
+        assert trust.trusted_placements() == trust.derive_placements() != frozenset()
+    finally:
+        trust.trusted_placements.cache_clear()
