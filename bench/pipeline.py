@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
 import statistics
@@ -61,6 +62,18 @@ def clone(into: Path) -> Path:
     root = into / "repo"
     subprocess.run(["git", "clone", "-q", str(REPO), str(root)], check=True)
     return root
+
+
+def stage_commands(root: Path) -> dict[str, str]:
+    """Every stage's command as DVC runs it: `${section.key}` filled in from params.yaml."""
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    params = yaml.safe_load((root / "params.yaml").read_text())
+
+    def value(match: re.Match) -> str:
+        section, key = match.group(1).split(".")
+        return str(params[section][key])
+
+    return {name: re.sub(r"\$\{([\w.]+)\}", value, " ".join(stage["cmd"].split())) for name, stage in stages.items()}
 
 
 def wipe_outputs(root: Path, env: dict[str, str]) -> None:
@@ -140,10 +153,9 @@ def main() -> None:
             full_repros("full_repro_tracking_server", server_env)
         subprocess.run(["git", "checkout", "-q", "params.yaml"], cwd=root, check=True)
         subprocess.run([dvc, "repro"], cwd=root, env=env, check=True, capture_output=True)
-        stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
         results["stage_seconds"] = {
-            name: round(statistics.median(timed(stage["cmd"], root, env, shell=True) for _ in range(args.repeats)), 2)
-            for name, stage in stages.items()
+            name: round(statistics.median(timed(command, root, env, shell=True) for _ in range(args.repeats)), 2)
+            for name, command in stage_commands(root).items()
         }
         noop = [timed([dvc, "repro"], root, env) for _ in range(max(5, args.repeats))]
         params = root / "params.yaml"

@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import shlex
 import subprocess
 import sys
@@ -29,12 +28,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-from pipeline import BIN, clone, environment, floor_repo, wipe_outputs  # noqa: E402
+from pipeline import BIN, clone, environment, floor_repo, stage_commands, wipe_outputs  # noqa: E402
 
 PIPELINE = ("prepare", "featurize", "train", "evaluate", "package", "batches", "monitor")
 MEASURE = (
@@ -71,17 +69,11 @@ def set_rows(root: Path, rows: int) -> None:
     params.write_text(data[:start] + str(rows) + data[end:])
 
 
-def stage_commands(root: Path) -> dict[str, str]:
-    """Every stage's command, in order, with `${section.key}` filled in from params.yaml."""
-    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
-    assert tuple(stages) == PIPELINE, tuple(stages)
-    params = yaml.safe_load((root / "params.yaml").read_text())
-
-    def value(match: re.Match) -> str:
-        section, key = match.group(1).split(".")
-        return str(params[section][key])
-
-    return {name: re.sub(r"\$\{([\w.]+)\}", value, " ".join(stages[name]["cmd"].split())) for name in PIPELINE}
+def pipeline_commands(root: Path) -> dict[str, str]:
+    """Every stage's command, in order (`bench/pipeline.py: stage_commands`)."""
+    commands = stage_commands(root)
+    assert tuple(commands) == PIPELINE, tuple(commands)
+    return commands
 
 
 def one_process(root: Path, env: dict[str, str], commands: dict[str, str]) -> dict[str, float]:
@@ -109,7 +101,7 @@ def one_process(root: Path, env: dict[str, str], commands: dict[str, str]) -> di
 def size(root: Path, env: dict[str, str], floor: Path, rows: int) -> dict[str, object]:
     dvc = str(BIN / "dvc")
     set_rows(root, rows)
-    commands = stage_commands(root)
+    commands = pipeline_commands(root)
     wipe_outputs(root, env)
     full = measured([dvc, "repro"], root, env)
     noop = min(measured([dvc, "repro"], root, env)["s"] for _ in range(3))
