@@ -166,6 +166,15 @@ class GateParams:
 
 
 @dataclasses.dataclass(frozen=True)
+class ServeParams:
+    n_threads: int  # the scoring service's thread budget per worker process (single-row predictions)
+
+    def __post_init__(self) -> None:
+        if self.n_threads < 1:
+            raise ConfigError(f"{PARAMS_FILE}: serve.n_threads must be at least 1, got {self.n_threads}")
+
+
+@dataclasses.dataclass(frozen=True)
 class BatchesParams:
     location_shift_sd: float  # numeric columns moved by this many reference standard deviations
     scale_factor: float  # numeric columns' spread around their mean multiplied by this
@@ -282,6 +291,7 @@ _SECTIONS: dict[str, type] = {
     "package": PackageParams,
     "tracking": TrackingParams,
     "gate": GateParams,
+    "serve": ServeParams,
     "batches": BatchesParams,
     "monitor": MonitorParams,
 }

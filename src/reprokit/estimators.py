@@ -91,7 +91,7 @@ def fit(features: pd.DataFrame, target: str, params: TrainParams, seed: int, n_t
     model = build_model(params, seed, n_threads)
     x, y = features.drop(columns=[target]), features[target].to_numpy()
     try:
-        with thread_budget(n_threads):
+        with thread_budget(n_threads, exact=True):
             model.fit(x, y)
     except InvalidParameterError as exc:
         raise StageError(f"params.yaml: train.{params.model}: {exc}") from None

@@ -12,7 +12,8 @@ from `params.yaml: gate`:
 - `max_subgroup_auc_gap`: the largest AUC gap between subgroups of the challenger's
   test scores (evaluate's rules: groups below `evaluate.min_subgroup_size` left out);
 - `max_p95_latency_ms`: the 95th percentile of single-row prediction time of the
-  packaged model, as served by `mlflow.pyfunc`, is at most this.
+  packaged model, as served by `mlflow.pyfunc` under the service's thread budget
+  (`serve.n_threads`), is at most this.
 A check whose figure cannot be computed fails, and says why.
 
 Writes the verdict, every check's figure, the champion it was measured against and how
@@ -42,6 +43,7 @@ from reprokit.contract import load_contract
 from reprokit.inference import inputs_of, served_proba, thread_budget
 from reprokit.metrics import rounded, subgroup_metrics
 from reprokit.scoring import conform
+from reprokit.scoring_model import thread_budget_setting
 from reprokit.stage import StageError, add_debug_option, run_stage
 from reprokit.trust import load_package
 
@@ -237,10 +239,14 @@ def main(argv: list[str] | None = None) -> None:
             comparison = compare_with_champion(
                 tracking_params, champion[1], test, inputs, y, proba, train_index, n_threads
             )
-        latency = p95_ms(single_row_times_ms(package, conform(inputs, package), params.latency_samples, n_threads))
+        # Single-row predictions as the service makes them, under its budget (serve.n_threads).
+        serve_threads = thread_budget_setting(None, args.params, "serve")
+        rows = conform(inputs, package)
+        latency = p95_ms(single_row_times_ms(package, rows, params.latency_samples, serve_threads))
         result = verdict(params, auc(y, proba), gap, latency, comparison, gap_note)
         if not features:
             result["checks"]["max_subgroup_auc_gap"]["note"] = gap_note
+        result["checks"]["max_p95_latency_ms"]["threads"] = serve_threads
         # Packages by their DVC md5, not registry version numbers: the file means the same in any store.
         result["challenger_package"] = dvc_md5(args.package)
         result["champion_package"] = champion[1].tags.get(tracking.PACKAGE_MD5_TAG) if champion else None

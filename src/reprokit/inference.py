@@ -1,9 +1,10 @@
 """The inference pipeline every stage and command that predicts shares.
 
 Model inputs are the contract's raw feature columns; the pipeline is the fitted
-transformer followed by the fitted model; every prediction runs under the project's
-thread budget (`base.n_threads`), the same limit training uses. Unbounded OpenMP
-threads make single-row predictions many times slower on a busy machine, and a model
+transformer followed by the fitted model; every prediction runs under a fixed thread
+budget: `base.n_threads` for tables (the limit training uses), `serve.n_threads` for
+the service's single rows. Unbounded OpenMP threads make single-row predictions many
+times slower on a busy machine, and a model
 whose prediction is parallel across estimators (a random forest with `n_jobs > 1`)
 sums in a varying order, so its probabilities would differ from call to call.
 """
@@ -34,15 +35,40 @@ def inputs_of(frame: pd.DataFrame, contract) -> pd.DataFrame:
 
 
 @contextlib.contextmanager
-def thread_budget(n_threads: int) -> Iterator[None]:
-    """Limit OpenMP and BLAS thread pools to `n_threads` for the duration of the block."""
+def thread_budget(n_threads: int, exact: bool = False) -> Iterator[None]:
+    """Limit OpenMP and BLAS thread pools to `n_threads` for the duration of the block.
+
+    scikit-learn's OpenMP code runs min(limit, cores) threads unless `OMP_NUM_THREADS` is
+    set. `exact` sets it for the block, so a fit runs exactly `n_threads` threads on any
+    machine: gradient boosting stores that count in its bytes, and its root gradient sum is
+    a parallel reduction whose rounding depends on it. Predictions need no `exact`: each
+    row's probability is computed by one thread, whatever their number."""
     from threadpoolctl import threadpool_limits
 
     if isinstance(n_threads, bool) or not isinstance(n_threads, int) or n_threads < 1:
         raise StageError(f"params.yaml: base.n_threads must be a whole number of at least 1, got {n_threads!r}")
 
-    with threadpool_limits(limits=n_threads):
+    with threadpool_limits(limits=n_threads), _omp_num_threads(n_threads if exact else None):
         yield
+
+
+@contextlib.contextmanager
+def _omp_num_threads(n_threads: int | None) -> Iterator[None]:
+    """`OMP_NUM_THREADS` set to `n_threads` for the block (unchanged when None)."""
+    import os
+
+    previous = os.environ.get("OMP_NUM_THREADS")
+    if n_threads is None or previous == str(n_threads):
+        yield
+        return
+    os.environ["OMP_NUM_THREADS"] = str(n_threads)
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["OMP_NUM_THREADS"]
+        else:
+            os.environ["OMP_NUM_THREADS"] = previous
 
 
 def load_pipeline(transformer_path: str | Path, model_path: str | Path):

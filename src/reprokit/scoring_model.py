@@ -76,15 +76,18 @@ def resolve(uri: str) -> tuple[str, str | None]:
     return str(uri), version or None
 
 
-def thread_budget_setting(threads: int | None, params_file: str) -> int:
-    """The scoring commands' thread budget: `--threads` if given, else `base.n_threads` of the
-    params file when there is one, else 1 (a package served away from the repository)."""
+def thread_budget_setting(threads: int | None, params_file: str, section: str = "base") -> int:
+    """A scoring command's thread budget: `--threads` if given, else `<section>.n_threads` of
+    the params file when it has that section, else 1 (a package served away from the
+    repository). Batch scoring reads `base`, the service and the gate's latency check `serve`."""
     import os
 
     if threads is not None:
         return threads
     if not os.path.exists(params_file):
         return 1
-    from reprokit.config import load_section
+    from reprokit.config import load_section, read_yaml
 
-    return load_section("base", params_file).n_threads
+    if section not in read_yaml(params_file):
+        return 1
+    return load_section(section, params_file).n_threads

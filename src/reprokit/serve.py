@@ -611,8 +611,10 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     parser.add_argument("--host", default=Settings.host, help="address to listen on (default: loopback only)")
     parser.add_argument("--port", type=int, default=Settings.port)
     parser.add_argument("--workers", type=int, default=Settings.workers, help="server processes")
-    parser.add_argument("--params", default="params.yaml", help="base.n_threads is the thread budget (if present)")
-    parser.add_argument("--threads", type=int, default=None, help="thread budget (default: params' base.n_threads)")
+    parser.add_argument("--params", default="params.yaml", help="serve.n_threads is the thread budget (if present)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="thread budget per worker (default: params' serve.n_threads, else 1)"
+    )
     parser.add_argument("--max-batch", type=int, default=Settings.max_batch, help="rows per model call")
     parser.add_argument("--max-wait-ms", type=float, default=Settings.max_wait_ms, help="longest wait for a batch")
     parser.add_argument("--max-body-bytes", type=int, default=Settings.max_body_bytes)
@@ -625,7 +627,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     from reprokit.scoring_model import thread_budget_setting
 
     try:
-        n_threads = thread_budget_setting(args.threads, args.params)
+        n_threads = thread_budget_setting(args.threads, args.params, "serve")
     except ConfigError as exc:
         parser.error(str(exc))
     if not args.model.startswith("models:/") and not os.path.isfile(os.path.join(args.model, "MLmodel")):

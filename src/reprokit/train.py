@@ -1,8 +1,8 @@
 """Stage `train`: fit the model chosen in `params.yaml` on the featurized training split.
 
-The fit runs under the project's thread budget (`base.n_threads`): gradient boosting
-stores the thread count it used, so without the limit the model's bytes would depend
-on the machine's core count. A random forest is fitted with that many jobs and saved
+The fit runs on exactly `base.n_threads` threads on any machine (`thread_budget(...,
+exact=True)`): gradient boosting stores the thread count it used, and sums gradients in
+parallel, so otherwise the model's bytes would depend on the machine's core count. A random forest is fitted with that many jobs and saved
 with none, so its predictions are summed in one fixed order.
 """
 

@@ -125,3 +125,23 @@ def test_yaml_is_read_by_the_rules_dvc_reads_it_by(tmp_path):
     parsed = parse_contract(read_yaml(contract))
     assert (parsed.target.positive, parsed.target.negative) == ("yes", "no")
     assert parsed.feature("x").values == ("yes", "no")
+
+
+def test_batch_work_and_the_service_have_their_own_thread_budgets(tmp_path):
+    """Fits and predictions over tables use base.n_threads; the service (one row at a time,
+    on a possibly busy machine) and the gate's latency check use serve.n_threads."""
+    from reprokit import serve
+    from reprokit.scoring_model import thread_budget_setting
+
+    path = tmp_path / "params.yaml"
+    path.write_text("base:\n  seed: 1\n  n_threads: 2\nserve:\n  n_threads: 1\n")
+    assert thread_budget_setting(None, str(path)) == 2
+    assert thread_budget_setting(None, str(path), "serve") == 1
+    assert thread_budget_setting(3, str(path), "serve") == 3
+    assert serve.parse_args(["models:/churn@champion", "--params", str(path)]).n_threads == 1
+    path.write_text("base:\n  seed: 1\n  n_threads: 2\nserve:\n  n_threads: 0\n")
+    with pytest.raises(ConfigError, match="serve.n_threads must be at least 1"):
+        thread_budget_setting(None, str(path), "serve")
+    path.write_text("base:\n  seed: 1\n  n_threads: 2\n")  # a params file from before serve.n_threads
+    assert thread_budget_setting(None, str(path), "serve") == 1
+    assert thread_budget_setting(None, str(tmp_path / "elsewhere.yaml"), "serve") == 1

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -65,6 +69,37 @@ def test_thread_limit_is_what_the_model_records(features):
     model = fit(features, "y", params("hist_gradient_boosting"), seed=0)
     # The bin mapper stores the OpenMP thread count in the model's bytes: fixed, not the machine's cores.
     assert model._bin_mapper.n_threads == 1
+
+
+FIT_ON_CPUS = """
+import hashlib, os, sys
+import numpy as np, pandas as pd
+cpus = sorted(os.sched_getaffinity(0))
+os.sched_setaffinity(0, cpus[: int(sys.argv[1])])
+from reprokit.artifacts import dump_skops
+from reprokit.config import TrainParams
+from reprokit.estimators import fit
+rng = np.random.default_rng(2)
+frame = pd.DataFrame(rng.normal(size=(20000, 6)), columns=[f"f{i}" for i in range(6)])
+frame["y"] = (frame["f0"] + rng.normal(size=20000) > 0).astype(int)
+hyper = {"max_iter": 20, "early_stopping": False}
+model = fit(frame, "y", TrainParams("hist_gradient_boosting", hyper, {}, {}), seed=0, n_threads=int(sys.argv[2]))
+print(len(os.sched_getaffinity(0)), model._bin_mapper.n_threads, hashlib.sha256(dump_skops(model)).hexdigest())
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs os.sched_setaffinity (Linux)")
+def test_a_fit_runs_exactly_its_thread_budget_whatever_the_cores():
+    """A two-thread fit in a process that may use one CPU (a smaller machine, a container's
+    cpuset) runs two threads, as on a bigger one: the model's bytes are the same."""
+    runs = {}
+    for cpus in (1, 2):
+        done = subprocess.run([sys.executable, "-c", FIT_ON_CPUS, str(cpus), "2"], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        seen, threads, digest = done.stdout.split()
+        runs[cpus] = (threads, digest)
+        assert threads == "2", f"on {seen} CPU(s) the fit recorded {threads} thread(s), not the budget's 2"
+    assert runs[1] == runs[2]
 
 
 @pytest.mark.parametrize(

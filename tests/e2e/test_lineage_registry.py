@@ -92,6 +92,7 @@ def release_cycle(clone) -> None:
     verdict = yaml.safe_load((clone.root / "metrics/gate.json").read_text())
     assert verdict["passed"] and verdict["challenger_package"] == first_package
     assert verdict["checks"]["max_p95_latency_ms"]["value"] > 0  # measured, single-row predictions
+    assert verdict["checks"]["max_p95_latency_ms"]["threads"] == 1  # as served: serve.n_threads, not base's 2
     python(clone, "-m", "reprokit.registry", "promote", "--reason", "first release", "--by", "e2e")
     champion_version = client.get_registered_model(NAME).aliases["champion"]
     served = mlflow.pyfunc.load_model(f"models:/{NAME}@champion").predict(served_inputs(clone))[:, 1]
