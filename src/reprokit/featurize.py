@@ -27,11 +27,19 @@ def fit_transform(train: pd.DataFrame, test: pd.DataFrame, contract: Contract, p
     """Fit on train only; return (fitted transformer, train features, test features), target kept."""
     target = contract.target.column
     transformer = build_transformer(contract, params)
-    train_x = transformer.fit_transform(inputs_of(train, contract))
-    test_x = transformer.transform(inputs_of(test, contract))
+    train_x = transformer.fit_transform(_object_strings(inputs_of(train, contract)))
+    test_x = transformer.transform(_object_strings(inputs_of(test, contract)))
     train_x[target] = train[target].to_numpy()
     test_x[target] = test[target].to_numpy()
     return transformer, train_x, test_x
+
+
+def _object_strings(inputs: pd.DataFrame) -> pd.DataFrame:
+    """`inputs` with its string columns as NumPy object columns. The encoders convert an
+    Arrow-backed string column to one on every pass, and fitting makes two (fit, then
+    transform): converted here once, the same values (the features' bytes are unchanged)."""
+    strings = [name for name in inputs.columns if pd.api.types.is_string_dtype(inputs[name])]
+    return inputs.astype(dict.fromkeys(strings, object)) if strings else inputs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

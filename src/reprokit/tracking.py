@@ -202,7 +202,7 @@ def log_run(
         listing = None
         if "train" in datasets:
             listing = train_index_listing(datasets["train"][1].index)
-            tags[TRAIN_INDEX_TAG] = train_index_md5(datasets["train"][1].index)
+            tags[TRAIN_INDEX_TAG] = hashlib.md5(listing.encode()).hexdigest()  # train_index_md5, listed once
         if os.environ.get("DVC_EXP_NAME"):
             tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
         client = mlflow.MlflowClient()

@@ -35,8 +35,8 @@ def project(tmp_path_factory, repo, telco_splits):
     test.to_parquet(root / "test.parquet")
     (root / "dataset.yaml").write_text((repo / "dataset.yaml").read_text())
     params = (repo / "params.yaml").read_text()
-    assert "  max_score_rows: 200000 " in params
-    (root / "params.yaml").write_text(params.replace("  max_score_rows: 200000 ", "  max_score_rows: 5000 "))
+    assert "  max_score_rows: 100000 " in params
+    (root / "params.yaml").write_text(params.replace("  max_score_rows: 100000 ", "  max_score_rows: 5000 "))
     return root
 
 
