@@ -189,8 +189,8 @@ def ks_from_counts(reference: np.ndarray, counted: NumberCounts) -> float:
     from scipy.stats import kstwo
 
     n1, n2 = len(reference), counted.rows
-    grid = np.unique(reference)
-    ref_at_most = np.searchsorted(np.sort(reference), grid, side="right")
+    grid, ref_counts = np.unique(reference, return_counts=True)
+    ref_at_most = np.cumsum(ref_counts)  # reference values at most each distinct one (one sort)
     at_most, below = counted.dense(len(grid))
     differences = np.concatenate(
         [

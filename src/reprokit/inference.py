@@ -54,11 +54,13 @@ def thread_budget(n_threads: int, exact: bool = False) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _omp_num_threads(n_threads: int | None) -> Iterator[None]:
-    """`OMP_NUM_THREADS` set to `n_threads` for the block (unchanged when None)."""
+    """`OMP_NUM_THREADS` set to `n_threads` for the block; unchanged when None or 1 (one
+    thread is one thread on any machine), so single-threaded fits in a thread pool (a Dask
+    worker's `tune` tasks) never touch the process's environment."""
     import os
 
     previous = os.environ.get("OMP_NUM_THREADS")
-    if n_threads is None or previous == str(n_threads):
+    if n_threads is None or n_threads == 1 or previous == str(n_threads):
         yield
         return
     os.environ["OMP_NUM_THREADS"] = str(n_threads)

@@ -420,6 +420,8 @@ def save_images(comparisons: dict[str, Any], names: list[str], out_dir: Path) ->
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from reprokit.score import add_engine_options, check_engine_options
+
     parser = argparse.ArgumentParser(
         prog="python -m reprokit.monitor", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -436,18 +438,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--rules-out", default=None, help="Prometheus rules for live score drift against this reference (YAML)"
     )
-    parser.add_argument(
-        "--engine",
-        choices=("local", "dask"),
-        default="local",
-        help="dask: BATCH is a partitioned Parquet dataset (a directory), counted on the cluster at --scheduler",
+    add_engine_options(
+        parser, "BATCH is a partitioned Parquet dataset (a directory), counted on the cluster at --scheduler"
     )
-    parser.add_argument("--scheduler", help="the Dask scheduler's address, e.g. tcp://10.0.0.5:8786 (--engine dask)")
     parser.add_argument("--enforce", action="store_true", help="exit non-zero on an alert (also: monitor.enforce)")
     parser.add_argument("--webhook-required", action="store_true", help="fail when the webhook cannot be reached")
     args = parser.parse_args(argv)
-    if args.engine == "dask" and not args.scheduler:
-        parser.error("--engine dask needs --scheduler ADDRESS (a running Dask scheduler)")
+    check_engine_options(parser, args)
     stem = Path(args.batch.rsplit("?", 1)[0].rstrip("/")).name.split(".")[0] or "batch"
     out = Path("reports/monitor") / stem
     args.metrics_out = args.metrics_out or str(out / "monitor.json")
@@ -456,24 +453,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def reference_splits(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The reference (the train split) and the holdout the batch's AUC is compared with
+    (the test split; None when there is none)."""
+    holdout = pd.read_parquet(args.holdout) if args.holdout and Path(args.holdout).exists() else None
+    return pd.read_parquet(args.reference), holdout
+
+
 def on_dask(args: argparse.Namespace, contract, params, seed: int, n_threads: int):
     """The figures, comparisons and reference scores of the partitioned batch `args.batch`,
     counted on the Dask cluster at `args.scheduler` (`reprokit.monitor_dask`); and the model."""
-    from distributed import Client
-
     from reprokit.alerts import redact
     from reprokit.inference import thread_budget
     from reprokit.monitor_dask import monitor_partitioned
-    from reprokit.score import absolute, load_model, partition_files
+    from reprokit.score import absolute, dask_client, load_model, partition_names
     from reprokit.scoring_model import resolve
 
     shown = redact(args.batch)
-    names = partition_files(args.batch)
-    if names is None:
-        raise StageError(f"{shown}: --engine dask reads a partitioned dataset: a directory of .parquet files")
-    if not names:
-        raise StageError(f"{shown}: no .parquet files in it")
-    files = [f"{absolute(args.batch).rstrip('/')}/{name}" for name in names]
+    files = [f"{absolute(args.batch).rstrip('/')}/{name}" for name in partition_names(args.batch)]
     if args.model.startswith("models:/"):  # an alias is resolved once: the workers load that version
         from mlflow.exceptions import MlflowException
 
@@ -483,13 +480,8 @@ def on_dask(args: argparse.Namespace, contract, params, seed: int, n_threads: in
             raise StageError(f"{args.model}: cannot load the model ({exc})") from None
     else:
         target = absolute(args.model)
-    reference = pd.read_parquet(args.reference)
-    holdout = pd.read_parquet(args.holdout) if args.holdout and Path(args.holdout).exists() else None
-    try:
-        client = Client(args.scheduler, timeout="30s")
-    except OSError as exc:
-        raise StageError(f"Dask scheduler {args.scheduler}: cannot connect ({exc})") from None
-    with client, thread_budget(n_threads):
+    reference, holdout = reference_splits(args)
+    with dask_client(args.scheduler), thread_budget(n_threads):
         model = load_model(target)
         try:
             result = monitor_partitioned(model, target, reference, holdout, files, contract, params, seed, n_threads)
@@ -519,8 +511,7 @@ def main(argv: list[str] | None = None) -> None:
                     f"{redact(args.batch)}: {len(batch)} rows, fewer than monitor.min_rows "
                     f"({params.min_rows}): too few to judge"
                 )
-            reference = pd.read_parquet(args.reference)
-            holdout = pd.read_parquet(args.holdout) if args.holdout and Path(args.holdout).exists() else None
+            reference, holdout = reference_splits(args)
             with thread_budget(n_threads):
                 model = load_model(args.model)
                 figures, comparisons, reference_scores = monitor(model, reference, holdout, batch, params, seed)

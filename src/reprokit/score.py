@@ -396,15 +396,44 @@ def absolute(path: str) -> str:
     return path if "://" in str(path) else os.path.abspath(path)
 
 
-def partition_jobs(source: str, out: str, rejects: str) -> list[tuple[str, str, str]]:
-    """(input, output, rejects) of every partition: the same relative path in each directory."""
+def partition_names(source: str) -> list[str]:
+    """`partition_files(source)`, or one clear error when `source` is not a directory of
+    `.parquet` files (a URL shown without its credentials)."""
+    from reprokit.alerts import redact
+
     names = partition_files(source)
     if names is None:
-        raise StageError(f"{source}: a partitioned dataset is a directory of .parquet files")
+        raise StageError(f"{redact(source)}: a partitioned dataset is a directory of .parquet files")
     if not names:
-        raise StageError(f"{source}: no .parquet files in it")
-    join = lambda base, name: f"{base.rstrip('/')}/{name}"  # noqa: E731
-    return [(join(source, name), join(out, name), join(rejects, name)) for name in names]
+        raise StageError(f"{redact(source)}: no .parquet files in it")
+    return names
+
+
+def partition_jobs(source: str, out: str, rejects: str) -> list[tuple[str, str, str]]:
+    """(input, output, rejects) of every partition: the same relative path in each directory."""
+    source, out, rejects = (base.rstrip("/") for base in (source, out, rejects))
+    return [(f"{source}/{name}", f"{out}/{name}", f"{rejects}/{name}") for name in partition_names(source)]
+
+
+def dask_client(address: str):
+    """A client of the Dask scheduler at `address`, or one clear error when none answers."""
+    from distributed import Client
+
+    try:
+        return Client(address, timeout="30s")
+    except OSError as exc:
+        raise StageError(f"Dask scheduler {address}: cannot connect ({exc})") from None
+
+
+def add_engine_options(parser: argparse.ArgumentParser, dask_help: str) -> None:
+    """`--engine local|dask` and `--scheduler ADDRESS` (the batch scorer's and the monitor's)."""
+    parser.add_argument("--engine", choices=("local", "dask"), default="local", help=f"dask: {dask_help}")
+    parser.add_argument("--scheduler", help="the Dask scheduler's address, e.g. tcp://10.0.0.5:8786 (--engine dask)")
+
+
+def check_engine_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.engine == "dask" and not args.scheduler:
+        parser.error("--engine dask needs --scheduler ADDRESS (a running Dask scheduler)")
 
 
 def score_partitions(
@@ -423,16 +452,11 @@ def score_partitions(
         totals = _score_jobs(jobs, target, chunk_rows, n_threads)
     else:
         import dask.bag
-        from distributed import Client
 
         from reprokit.score import _score_jobs as work  # by reference, also when this module is __main__:
         # the workers then import reprokit.score, whose model cache lives as long as they do
 
-        try:
-            client = Client(scheduler, timeout="30s")
-        except OSError as exc:
-            raise StageError(f"Dask scheduler {scheduler}: cannot connect ({exc})") from None
-        with client:
+        with dask_client(scheduler):
             bag = dask.bag.from_sequence(jobs, npartitions=len(jobs))
             totals = bag.map_partitions(work, target, chunk_rows, n_threads).compute()
     read, scored, warned = (sum(t[i] for t in totals) for i in range(3))
@@ -559,18 +583,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--chunk-rows", type=int, default=100_000, help="rows per chunk (memory stays flat)")
     parser.add_argument("--params", default="params.yaml", help="base.n_threads is the thread budget (if present)")
     parser.add_argument("--threads", type=int, default=None, help="thread budget (default: params' base.n_threads)")
-    parser.add_argument(
-        "--engine",
-        choices=("local", "dask"),
-        default="local",
-        help="dask: IN and OUT are partitioned datasets (directories), scored on the cluster at --scheduler",
+    add_engine_options(
+        parser, "IN and OUT are partitioned datasets (directories), scored on the cluster at --scheduler"
     )
-    parser.add_argument("--scheduler", help="the Dask scheduler's address, e.g. tcp://10.0.0.5:8786 (--engine dask)")
     args = parser.parse_args(argv)
     if args.chunk_rows < 1:
         parser.error("--chunk-rows must be at least 1")
-    if args.engine == "dask" and not args.scheduler:
-        parser.error("--engine dask needs --scheduler ADDRESS (a running Dask scheduler)")
+    check_engine_options(parser, args)
     return args
 
 

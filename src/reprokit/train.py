@@ -2,8 +2,9 @@
 
 The fit runs on exactly `base.n_threads` threads on any machine (`thread_budget(...,
 exact=True)`): gradient boosting stores the thread count it used, and sums gradients in
-parallel, so otherwise the model's bytes would depend on the machine's core count. A random forest is fitted with that many jobs and saved
-with none, so its predictions are summed in one fixed order.
+parallel, so otherwise the model's bytes would depend on the machine's core count. A
+random forest is fitted with that many jobs and saved with none, so its predictions are
+summed in one fixed order.
 """
 
 from __future__ import annotations

@@ -117,7 +117,7 @@ def test_the_best_candidate_is_printed_as_a_dvc_exp_run_line_and_applied_on_requ
     done = tune(copy, "--apply", "--n-jobs", "1")
     assert done.returncode == 0, done.stderr
     text = (copy / "params.yaml").read_text()
-    assert "# thread budget of every fit and prediction" in text  # comments kept
+    assert "# thread budget of every fit and of every prediction over a table" in text  # comments kept
     applied = yaml.safe_load(text)["train"]
     assert applied["model"] == "hist_gradient_boosting"
     assert {k: applied["hist_gradient_boosting"][k] for k in result["best"]["params"]} == result["best"]["params"]
