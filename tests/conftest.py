@@ -67,7 +67,8 @@ def telco_pipeline(repo, telco_splits, telco_contract):
     params = repo / "params.yaml"
     _, train, test, _ = telco_splits
     transformer, train_x, _ = fit_transform(train, test, telco_contract, load_section("featurize", params))
-    model = fit(train_x, "churn", load_section("train", params), load_section("base", params).seed)
+    base = load_section("base", params)
+    model = fit(train_x, "churn", load_section("train", params), base.seed, base.n_threads)
     return Pipeline([("features", transformer), ("model", model)])
 
 

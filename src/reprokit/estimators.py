@@ -95,6 +95,12 @@ def fit(features: pd.DataFrame, target: str, params: TrainParams, seed: int, n_t
             model.fit(x, y)
     except InvalidParameterError as exc:
         raise StageError(f"params.yaml: train.{params.model}: {exc}") from None
+    used = getattr(getattr(model, "_bin_mapper", None), "n_threads", n_threads)
+    if used != n_threads:  # e.g. a scikit-learn built without OpenMP: its bytes would differ from other machines'
+        raise StageError(
+            f"params.yaml: base.n_threads is {n_threads}, but this scikit-learn fitted with {used} thread(s); "
+            f"set base.n_threads: {used} (the model's bytes record the count)"
+        )
     if "n_jobs" in model.get_params():
         model.set_params(n_jobs=None)
     return model

@@ -55,8 +55,8 @@ def thread_budget(n_threads: int, exact: bool = False) -> Iterator[None]:
 @contextlib.contextmanager
 def _omp_num_threads(n_threads: int | None) -> Iterator[None]:
     """`OMP_NUM_THREADS` set to `n_threads` for the block; unchanged when None or 1 (one
-    thread is one thread on any machine), so single-threaded fits in a thread pool (a Dask
-    worker's `tune` tasks) never touch the process's environment."""
+    thread is one thread on any machine). The environment is the whole process's: only a
+    fit that runs alone in its process (the train stage's `estimators.fit`) may use it."""
     import os
 
     previous = os.environ.get("OMP_NUM_THREADS")

@@ -78,8 +78,9 @@ def resolve(uri: str) -> tuple[str, str | None]:
 
 def thread_budget_setting(threads: int | None, params_file: str, section: str = "base") -> int:
     """A scoring command's thread budget: `--threads` if given, else `<section>.n_threads` of
-    the params file when it has that section, else 1 (a package served away from the
-    repository). Batch scoring reads `base`, the service and the gate's latency check `serve`."""
+    the params file, else 1 (a package served away from the repository, or a params file
+    from before `serve.n_threads`). Batch scoring reads `base`, the service and the gate's
+    latency check `serve`."""
     import os
 
     if threads is not None:
@@ -88,6 +89,6 @@ def thread_budget_setting(threads: int | None, params_file: str, section: str = 
         return 1
     from reprokit.config import load_section, read_yaml
 
-    if section not in read_yaml(params_file):
+    if section == "serve" and section not in read_yaml(params_file):
         return 1
     return load_section(section, params_file).n_threads

@@ -145,3 +145,6 @@ def test_batch_work_and_the_service_have_their_own_thread_budgets(tmp_path):
     path.write_text("base:\n  seed: 1\n  n_threads: 2\n")  # a params file from before serve.n_threads
     assert thread_budget_setting(None, str(path), "serve") == 1
     assert thread_budget_setting(None, str(tmp_path / "elsewhere.yaml"), "serve") == 1
+    path.write_text("serve:\n  n_threads: 1\n")  # batch work never guesses its budget
+    with pytest.raises(ConfigError, match="missing section 'base'"):
+        thread_budget_setting(None, str(path))

@@ -71,6 +71,16 @@ def test_thread_limit_is_what_the_model_records(features):
     assert model._bin_mapper.n_threads == 1
 
 
+def test_a_fit_that_cannot_honour_the_budget_is_refused(features, monkeypatch):
+    """A scikit-learn that runs another thread count (built without OpenMP, say) would write
+    other bytes than every other machine: one clear error instead of a silent difference."""
+    import sklearn.ensemble._hist_gradient_boosting.gradient_boosting as hgb
+
+    monkeypatch.setattr(hgb, "_openmp_effective_n_threads", lambda *args, **kwargs: 1)
+    with pytest.raises(StageError, match=r"base.n_threads is 2, but this scikit-learn fitted with 1 thread"):
+        fit(features, "y", params("hist_gradient_boosting"), seed=0, n_threads=2)
+
+
 FIT_ON_CPUS = """
 import hashlib, os, sys
 import numpy as np, pandas as pd

@@ -28,7 +28,8 @@ def trained(request, repo, telco_splits, telco_contract):
     transformer, train_x, _ = fit_transform(train, test, telco_contract, load_section("featurize", params_file))
     base = load_section("train", params_file)
     params = TrainParams(request.param, base.hist_gradient_boosting, base.random_forest, base.logistic_regression)
-    model = fit(train_x, "churn", params, load_section("base", params_file).seed)
+    seed, n_threads = load_section("base", params_file).seed, load_section("base", params_file).n_threads
+    model = fit(train_x, "churn", params, seed, n_threads)
     pipeline = Pipeline([("features", transformer), ("model", model)])
     return request.param, pipeline, inputs_of(test, telco_contract), test["churn"].to_numpy()
 
