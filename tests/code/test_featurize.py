@@ -79,3 +79,26 @@ def test_string_binary_features_are_encoded(loans_contract_obj):
     frame["region"], frame["purpose"], frame["owns_home"] = ["north", "south"], ["car", "home"], ["no", "yes"]
     out = build_transformer(contract, FeaturizeParams(False, "median")).fit_transform(frame)
     assert out.filter(like="owns_home").to_numpy().ravel().tolist() == [0.0, 1.0]
+
+
+def test_splits_read_as_categoricals_give_the_same_features_and_transformer(tmp_path, loans_contract_obj, loan_splits):
+    """The stage reads string columns as Parquet dictionaries (`read_split`): the features and
+    the fitted transformer's bytes are those of plain strings, nulls and unseen values included."""
+    from reprokit.artifacts import dump_skops, write_parquet
+    from reprokit.featurize import read_split
+
+    train, test = loan_splits
+    region = train.columns.get_loc("region")
+    train.iloc[::7, region] = None  # nulls in a string column
+    test.iloc[::5, region] = "mars"  # a value the contract lacks
+    for name, frame in (("train", train), ("test", test)):
+        write_parquet(frame, tmp_path / f"{name}.parquet")
+    plain = [pd.read_parquet(tmp_path / f"{name}.parquet") for name in ("train", "test")]
+    read = [read_split(str(tmp_path / f"{name}.parquet"), loans_contract_obj) for name in ("train", "test")]
+    assert isinstance(read[0]["region"].dtype, pd.CategoricalDtype)
+    assert not isinstance(plain[0]["region"].dtype, pd.CategoricalDtype)
+    params = FeaturizeParams(True, "median")
+    expected, got = fit_transform(*plain, loans_contract_obj, params), fit_transform(*read, loans_contract_obj, params)
+    pd.testing.assert_frame_equal(got[1], expected[1])
+    pd.testing.assert_frame_equal(got[2], expected[2])
+    assert dump_skops(got[0]) == dump_skops(expected[0])
