@@ -36,10 +36,10 @@ def fit_transform(train: pd.DataFrame, test: pd.DataFrame, contract: Contract, p
 
 def read_split(path: str, contract: Contract) -> pd.DataFrame:
     """A prepared split with its string feature columns read as categoricals (Parquet
-    dictionary columns; the index and target as they are). The encoders turn each string column into an object array on every pass
-    (fitting makes two): from a categorical that is a few distinct strings referenced, not a
-    string per row. At a million rows: 0.7 s and 220 MiB less, the same features and
-    transformer bytes (tests/code/test_featurize.py)."""
+    dictionary columns; the index and target as they are). The encoders turn each string
+    column into an object array on every pass (fitting makes two): from a categorical that
+    is a few distinct strings referenced, not a string per row. At a million rows: 0.7 s
+    and 220 MiB less, the same features and transformer bytes (tests/code/test_featurize.py)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 

@@ -218,7 +218,8 @@ def main(argv: list[str] | None = None) -> None:
         train_index = pd.read_parquet(args.train, columns=[contract.target.column]).index
         inputs, y = inputs_of(test, contract), test[contract.target.column].to_numpy()
         package = load_package(args.package)
-        proba = served_proba(package, conform(inputs, package), n_threads)
+        rows = conform(inputs, package)
+        proba = served_proba(package, rows, n_threads)
         features = [contract.feature(name) for name in contract.subgroups]
         groups = subgroup_metrics(test, y, proba, features, evaluation.threshold, evaluation.min_subgroup_size)
         gap, gap_note = groups["max_auc_gap"], ""
@@ -241,7 +242,6 @@ def main(argv: list[str] | None = None) -> None:
             )
         # Single-row predictions as the service makes them, under its budget (serve.n_threads).
         serve_threads = thread_budget_setting(None, args.params, "serve")
-        rows = conform(inputs, package)
         latency = p95_ms(single_row_times_ms(package, rows, params.latency_samples, serve_threads))
         result = verdict(params, auc(y, proba), gap, latency, comparison, gap_note)
         if not features:

@@ -202,7 +202,7 @@ def log_run(
         listing = None
         if "train" in datasets:
             listing = train_index_listing(datasets["train"][1].index)
-            tags[TRAIN_INDEX_TAG] = hashlib.md5(listing.encode()).hexdigest()  # train_index_md5, listed once
+            tags[TRAIN_INDEX_TAG] = listing_md5(listing)
         if os.environ.get("DVC_EXP_NAME"):
             tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
         client = mlflow.MlflowClient()
@@ -277,9 +277,14 @@ def train_index_listing(index) -> str:
     return json.dumps(sorted(map(str, index)))
 
 
+def listing_md5(listing: str) -> str:
+    """The split identity of a `train_index_listing`."""
+    return hashlib.md5(listing.encode()).hexdigest()
+
+
 def train_index_md5(index) -> str:
     """The split identity: md5 of `train_index_listing`."""
-    return hashlib.md5(train_index_listing(index).encode()).hexdigest()
+    return listing_md5(train_index_listing(index))
 
 
 def flat_metrics(metrics: dict[str, Any], subgroups: dict[str, Any]) -> dict[str, float]:
