@@ -21,6 +21,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from reprokit.redaction import redact
 from reprokit.stage import StageError
 
 log = logging.getLogger("reprokit.alerts")
@@ -39,18 +40,6 @@ def _setting(name: str, default: float, cast) -> Any:
     if value < 0:
         raise StageError(f"environment variable {name} must not be negative, got {raw!r}")
     return value
-
-
-def redact(location: str) -> str:
-    """A batch's path or URL as it may be shown: without a URL's user, password and query
-    (a presigned URL's signature, a token)."""
-    parts = urllib.parse.urlsplit(location)
-    if not parts.scheme or len(parts.scheme) == 1:  # a local path (or a Windows drive letter)
-        return location
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def verdict_body(figures: dict[str, Any], dataset: dict[str, Any]) -> dict[str, Any]:

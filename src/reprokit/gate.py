@@ -8,7 +8,8 @@ from `params.yaml: gate`:
 - `min_test_roc_auc`: the challenger's test ROC AUC is at least this;
 - `max_auc_degradation`: the current champion's AUC minus the challenger's, both scored
   here on the same rows: the test rows that were in neither model's training data (each
-  registered version records which rows it trained on); passes when there is no champion;
+  registered version records which rows it trained on); passes when there is no champion,
+  fails (with the reason) when the registry cannot be read or the champion cannot score;
 - `max_subgroup_auc_gap`: the largest AUC gap between subgroups of the challenger's
   test scores (evaluate's rules: groups below `evaluate.min_subgroup_size` left out);
 - `max_p95_latency_ms`: the 95th percentile of single-row prediction time of the
@@ -118,19 +119,32 @@ def verdict(
 
 
 def champion_version(tracking_params) -> tuple[Any, Any] | None:
-    """(client, version) of the current champion, or None."""
+    """(client, version) of the current champion, or None when there is none (no registered
+    model, or no champion alias). Any other error looking it up is a `StageError`: the gate
+    never takes a registry it could not read for one without a champion."""
+    from mlflow.exceptions import MlflowException
+
     from reprokit import tracking
 
     mlflow, _ = tracking._open(tracking_params)
     client = mlflow.MlflowClient()
+    name = tracking_params.registered_model
     try:
-        aliases = client.get_registered_model(tracking_params.registered_model).aliases
-    except Exception:  # no registered model yet
-        return None
-    number = aliases.get(tracking.CHAMPION)
-    if number is None:
-        return None
-    return client, client.get_model_version(tracking_params.registered_model, str(number))
+        try:
+            aliases = client.get_registered_model(name).aliases
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+        number = aliases.get(tracking.CHAMPION)
+        if number is None:
+            return None
+        return client, client.get_model_version(name, str(number))
+    except Exception as exc:  # MLflow's, the driver's or the network's: a failed lookup, never "none"
+        from reprokit.redaction import redact_text
+
+        first = redact_text(str(exc).splitlines()[0]) if str(exc) else ""
+        raise StageError(f"could not look up the champion of {name} ({type(exc).__name__}: {first[:300]})") from None
 
 
 def champion_train_index(version) -> set[str]:
@@ -169,7 +183,9 @@ def compare_with_champion(
         model = load_package(f"models:/{tracking_params.registered_model}/{version.version}")
         champion_proba = served_proba(model, conform(inputs.loc[unseen], model), n_threads)
     except Exception as exc:  # a refused package, or one that cannot score today's columns
-        return {**result, "why": f"champion version {version.version} could not score the rows: {exc}"}
+        from reprokit.redaction import redact_text
+
+        return {**result, "why": f"champion version {version.version} could not score the rows: {redact_text(exc)}"}
     result["champion_auc"] = auc(y[unseen], champion_proba)
     result["challenger_auc"] = auc(y[unseen], challenger_proba[unseen])
     if result["champion_auc"] is None:
@@ -234,8 +250,12 @@ def main(argv: list[str] | None = None) -> None:
         tracking_params = tracking.settings(args.params, args.contract)
         if tracking_params.enabled:
             check_split(tracking_params, args.package, args.train, train_index)
-        champion = champion_version(tracking_params) if tracking_params.enabled else None
-        comparison = None
+        champion, comparison = None, None
+        if tracking_params.enabled:
+            try:
+                champion = champion_version(tracking_params)
+            except StageError as exc:  # fails closed: the comparison check fails with the reason
+                comparison = {"rows": 0, "why": str(exc)}
         if champion is not None:
             comparison = compare_with_champion(
                 tracking_params, champion[1], test, inputs, y, proba, train_index, n_threads

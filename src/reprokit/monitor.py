@@ -71,7 +71,7 @@ def read_batch(path: str, contract, allow_empty: bool = False) -> pd.DataFrame:
     unless `allow_empty` (a partition of a larger batch)."""
     import pyarrow as pa
 
-    from reprokit.alerts import redact
+    from reprokit.redaction import redact
     from reprokit.score import chunks, column_names
     from reprokit.scoring import is_text
 
@@ -426,7 +426,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m reprokit.monitor", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_debug_option(parser)
-    parser.add_argument("batch", help="the batch to check: CSV (.csv, .csv.gz) or Parquet, a path or an fsspec URL")
+    parser.add_argument(
+        "batch",
+        nargs="?",
+        help="the batch to check: CSV (.csv, .csv.gz) or Parquet, a path or an fsspec URL "
+        "(default: the params file's monitor.batch, as the stage checks it)",
+    )
     parser.add_argument("--contract", default="dataset.yaml")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--reference", default="data/prepared/train.parquet", help="the reference (train split)")
@@ -445,12 +450,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--webhook-required", action="store_true", help="fail when the webhook cannot be reached")
     args = parser.parse_args(argv)
     check_engine_options(parser, args)
+    if args.batch is not None:
+        default_outputs(args)
+    return args
+
+
+def default_outputs(args: argparse.Namespace) -> None:
+    """Outputs not given go to reports/monitor/<the batch's name>/."""
     stem = Path(args.batch.rsplit("?", 1)[0].rstrip("/")).name.split(".")[0] or "batch"
     out = Path("reports/monitor") / stem
     args.metrics_out = args.metrics_out or str(out / "monitor.json")
     args.plots_dir = args.plots_dir or str(Path(args.metrics_out).parent / "distributions")
     args.images_dir = args.images_dir or str(Path(args.metrics_out).parent / "images")
-    return args
 
 
 def reference_splits(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame | None]:
@@ -463,9 +474,9 @@ def reference_splits(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFra
 def on_dask(args: argparse.Namespace, contract, params, seed: int, n_threads: int):
     """The figures, comparisons and reference scores of the partitioned batch `args.batch`,
     counted on the Dask cluster at `args.scheduler` (`reprokit.monitor_dask`); and the model."""
-    from reprokit.alerts import redact
     from reprokit.inference import thread_budget
     from reprokit.monitor_dask import monitor_partitioned
+    from reprokit.redaction import redact
     from reprokit.score import absolute, dask_client, load_model, partition_names
     from reprokit.scoring_model import resolve
 
@@ -494,13 +505,21 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
 
     def body() -> str:
-        from reprokit.alerts import post_verdict, redact
+        from reprokit.alerts import post_verdict
         from reprokit.inference import thread_budget
+        from reprokit.paths import check_arguments
+        from reprokit.redaction import redact
         from reprokit.score import load_model
 
         contract = load_stage_contract("monitor", CONTRACT, args.contract)
         stage_params = StageParams("monitor", PARAMS, args.params)
         params = stage_params.section("monitor")
+        if args.batch is None:  # the stage's batch: a value from a committed file, never a shell's
+            from reprokit.paths import batch_location
+
+            args.batch = batch_location(params.batch, f"{args.params}: monitor.batch")
+            default_outputs(args)
+        check_arguments(args, ("metrics_out", "plots_dir", "images_dir", "rules_out"), ("plots_dir", "images_dir"))
         seed, n_threads = stage_params.value("base.seed"), stage_params.value("base.n_threads")
         if args.engine == "dask":
             figures, comparisons, reference_scores, model = on_dask(args, contract, params, seed, n_threads)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 log = logging.getLogger("reprokit.remote")
@@ -90,7 +89,9 @@ def main(argv: list[str] | None = None) -> None:
     check_cmd = sub.add_parser("check", help="contact a remote and say what to fix if it cannot be used")
     check_cmd.add_argument("-r", "--remote", help="remote name (default: the default remote)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    from reprokit.redaction import configure_logging
+
+    configure_logging("%(message)s")
     try:
         log.info(check(args.remote))
     except RemoteError as exc:

@@ -21,7 +21,6 @@ import json
 import logging
 import math
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -97,10 +96,17 @@ def locked_file_md5s(rev: str, root: Path) -> dict[str, str]:
 def dvc_cached(rev: str, path: str, root: Path) -> str | None:
     """A DVC-tracked output's text at `rev`: the local DVC cache's copy of the md5 that
     `rev`'s dvc.lock records for it, or None (not an output there, or not in the cache)."""
+    from reprokit.paths import cache_file
+    from reprokit.stage import StageError
+
     md5 = locked_file_md5s(rev, root).get(path)
     if md5 is None:
         return None
-    cached = root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+    try:
+        cached = cache_file(root, md5)
+    except StageError as exc:
+        log.warning("%s at %s: dvc.lock records %s; shown as missing", path, rev, exc)
+        return None
     if cached.exists():
         return cached.read_text()
     log.warning("%s at %s is not in the local DVC cache (dvc fetch it): shown as missing", path, rev)
@@ -325,7 +331,9 @@ def main(argv: list[str] | None = None) -> None:
         help="show this text instead of embedding the curve images (they are still written to --out)",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from reprokit.redaction import configure_logging
+
+    configure_logging()
     try:
         build_report(args.base, Path(args.root).resolve(), Path(args.out), args.images_note)
     except ReportError as exc:

@@ -97,7 +97,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--remote", help="remote to pull from (default: the default remote)")
     parser.add_argument("--root", default=".")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    from reprokit.redaction import configure_logging
+
+    configure_logging("%(message)s")
     problems = check(Path(args.root).resolve(), args.pull, args.remote)
     if problems:
         log.error("REPRODUCIBILITY GATE FAILED\n%s", "\n".join(problems))

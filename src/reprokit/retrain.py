@@ -31,14 +31,14 @@ log = logging.getLogger("reprokit.retrain")
 
 def set_batch(params_text: str, batch: str) -> str:
     """`params.yaml` text with `monitor.batch` set to `batch` (double-quoted), everything else
-    kept as it is, comments included. A URL with credentials or a query is refused: the file
-    is committed."""
+    kept as it is, comments included. Only a plain path inside the repository or a storage URL
+    without credentials or query is taken (`reprokit.paths.batch_location`): the file is
+    committed, and the batch's name comes from a workflow input or an object key."""
     import yaml
 
-    from reprokit.alerts import redact
+    from reprokit.paths import batch_location
 
-    if redact(batch) != batch:
-        raise StageError(f"{redact(batch)}: a URL with credentials or a query cannot go into params.yaml")
+    batch = batch_location(batch, "the batch for monitor.batch")
     scalar = r'"(?:[^"\\]|\\.)*"|\'(?:[^\']|\'\')*\'|[^\s#]+'
     pattern = re.compile(r"^(monitor:[^\n]*\n(?:[ \t]+[^\n]*\n|\n)*?[ \t]+batch:[ \t]*)(" + scalar + ")", re.M)
     updated, count = pattern.subn(lambda m: m.group(1) + json.dumps(batch), params_text, count=1)
@@ -52,7 +52,7 @@ def set_batch(params_text: str, batch: str) -> str:
 def pull_request_text(figures: dict, batch: str) -> tuple[str, str]:
     """The pull request's title and body."""
     drifted = figures["drifted_columns"]
-    from reprokit.alerts import redact
+    from reprokit.redaction import redact
 
     batch = redact(batch)
     title = f"Retrain: drift alert on {Path(batch).name}"

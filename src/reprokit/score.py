@@ -367,21 +367,11 @@ def partition_files(source: str) -> list[str] | None:
     return sorted(name for name in names if not any(part.startswith(("_", ".")) for part in name.split("/")))
 
 
-def location(path: str) -> str:
-    """`path` as one canonical string: a local path absolute with links resolved, a URL as
-    its protocol and path (so two spellings of one place compare equal)."""
-    import fsspec
-
-    fs, target = fsspec.core.url_to_fs(path)
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    if protocol in ("file", "local"):
-        return os.path.realpath(target)
-    return f"{protocol}://{target.rstrip('/')}"
-
-
 def check_apart(input_dir: str, out: str, rejects: str) -> None:
     """Refuse a partitioned run whose input, output and rejects directories are one, or one
     inside another (outputs would overwrite the input, or be read as input next time)."""
+    from reprokit.paths import location
+
     places = {"input": location(input_dir), "output": location(out), "rejects": location(rejects)}
     for a, first in places.items():
         for b, second in places.items():
@@ -399,7 +389,7 @@ def absolute(path: str) -> str:
 def partition_names(source: str) -> list[str]:
     """`partition_files(source)`, or one clear error when `source` is not a directory of
     `.parquet` files (a URL shown without its credentials)."""
-    from reprokit.alerts import redact
+    from reprokit.redaction import redact
 
     names = partition_files(source)
     if names is None:
@@ -609,8 +599,10 @@ def main(argv: list[str] | None = None) -> None:
             jobs = partition_jobs(absolute(args.input), absolute(args.output), absolute(rejects))
         else:
             rejects = args.rejects or default_rejects(args.output)
-        if len({args.input, args.output, rejects}) < 3:
-            raise StageError("the input, output and rejects files must be three different files")
+        from reprokit.paths import check_outputs
+
+        outputs = {"output": args.output, "rejects": rejects}
+        check_outputs({"input": args.input, "model": args.model}, outputs, tuple(outputs) if jobs else ())
         import time
 
         if jobs is not None:

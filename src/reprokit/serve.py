@@ -27,7 +27,6 @@ import math
 import os
 import signal
 import socket
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -672,7 +671,9 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     settings = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from reprokit.redaction import configure_logging
+
+    configure_logging()
     os.environ.setdefault("OMP_NUM_THREADS", str(settings.n_threads))  # before any OpenMP runtime starts
     common = dict(
         host=settings.host,

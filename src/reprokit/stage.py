@@ -8,7 +8,6 @@ keeps the earlier outputs and the cache as they were.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from typing import Callable
 
@@ -32,11 +31,16 @@ def add_debug_option(parser) -> None:
 def run_stage(name: str, body: Callable[[], str], debug: bool = False) -> None:
     """Run `body` as stage `name`; it returns a one-line summary to log. Bad input ends in one
     error line and exit status 1; with `debug`, the traceback follows the line."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from reprokit.redaction import configure_logging
+
+    configure_logging()  # every line, traceback included, with URLs' credentials and queries dropped
     started = time.perf_counter()
     try:
         summary = body()
     except EXPECTED_ERRORS as exc:
         log.error("%s failed: %s", name, exc, exc_info=debug)
+        raise SystemExit(1) from None
+    except Exception:  # a bug: its traceback is the evidence, shown through the same redaction
+        log.critical("%s failed on an unexpected error (a bug; the traceback follows)", name, exc_info=True)
         raise SystemExit(1) from None
     log.info("%s: %s (%.2f s)", name, summary, time.perf_counter() - started)

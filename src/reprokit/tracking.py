@@ -23,6 +23,7 @@ from typing import Any, Iterable, Iterator
 
 from reprokit.artifacts import dvc_md5, md5_file
 from reprokit.config import TrackingParams, flatten, load_section, read_yaml
+from reprokit.redaction import redact, redact_text
 from reprokit.stage import StageError
 
 log = logging.getLogger("reprokit.tracking")
@@ -132,7 +133,8 @@ def store_errors(params: TrackingParams) -> Iterator[None]:
     except Exception as exc:  # MlflowException, requests and driver errors alike
         first = str(exc).splitlines()[0] if str(exc) else ""
         raise StageError(
-            f"MLflow tracking store {params.uri} failed while logging the run ({type(exc).__name__}: {first[:300]}). "
+            f"MLflow tracking store {redact(params.uri)} failed while logging the run "
+            f"({type(exc).__name__}: {redact_text(first[:300])}). "
             "The run is incomplete; run the package stage again (dvc repro -f -s package) once the store answers"
         ) from None
 
@@ -152,8 +154,8 @@ def _open(params: TrackingParams):
         experiment = mlflow.set_experiment(params.experiment)
     except Exception as exc:  # MlflowException, connection and driver errors alike
         raise StageError(
-            f"MLflow tracking store {params.uri} is unreachable or misconfigured ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}). Start it, fix MLFLOW_TRACKING_URI, "
+            f"MLflow tracking store {redact(params.uri)} is unreachable or misconfigured ({type(exc).__name__}: "
+            f"{redact_text(str(exc).splitlines()[0]) if str(exc) else ''}). Start it, fix MLFLOW_TRACKING_URI, "
             "or set tracking.enabled: false in params.yaml"
         ) from None
     return mlflow, experiment.experiment_id
@@ -235,7 +237,7 @@ def log_run(
             "MLflow run %s in experiment %r at %s; %s version %s is the challenger",
             run.info.run_id,
             params.experiment,
-            params.uri,
+            redact(params.uri),
             params.registered_model,
             version,
         )

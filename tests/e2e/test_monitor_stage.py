@@ -8,6 +8,7 @@ import json
 import pytest
 
 from dvcclone import ran_stages
+from hostile import ORDINARY
 
 pytestmark = pytest.mark.e2e
 
@@ -34,3 +35,48 @@ def test_enforce_mode_stops_the_pipeline_on_an_alert(copy_of):
     assert done.returncode != 0 and ran_stages(done.stdout) == ["monitor"]
     assert "alert" in done.stderr and "enforced" in done.stderr and "Traceback" not in done.stderr
     assert "monitor" in clone.dvc("status").stdout  # not recorded in dvc.lock
+
+
+# The most hostile names of the corpus: each runs exactly as a name, through the real `dvc repro`.
+HOSTILE = [name for name in ORDINARY if any(ch in name for ch in "$`\"é")]
+
+
+def test_a_batch_name_with_shell_syntax_runs_nothing_and_is_checked_exactly(copy_of):
+    """`monitor.batch` used to be spliced into the stage's shell line: a name with `$(...)`, `;` or
+    backticks ran commands on every `dvc repro`. The stage now reads it from params."""
+    import pandas as pd
+
+    from reprokit.retrain import set_batch
+
+    clone = copy_of("monitor-hostile")
+    batch = pd.read_parquet(clone.root / "data/batches/no_drift.parquet")
+    for name in HOSTILE:
+        path = clone.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        batch.to_csv(path, index=False) if name.endswith(".csv") else batch.to_parquet(path)
+        params = clone.root / "params.yaml"
+        params.write_text(set_batch(params.read_text(), name))
+        done = clone.dvc("repro")
+        assert ran_stages(done.stdout) == ["monitor"], name
+        figures = json.loads((clone.root / "metrics/monitor.json").read_text())
+        assert figures["batch"] == name and figures["rows"] == len(batch) and figures["verdict"] == "ok"
+        assert name in [dep["path"] for dep in clone.lock()["stages"]["monitor"]["deps"]]  # DVC tracks the file
+    assert not list(clone.root.rglob("PWNED*")) and not list(clone.root.parent.rglob("PWNED*"))
+
+
+def test_a_batch_that_is_no_plain_path_stops_the_stage_with_one_line(copy_of):
+    """A newline in monitor.batch (written into params.yaml by hand): DVC finds no such dep, and
+    the stage's own command, run as dvc.yaml gives it, refuses the value in one line."""
+    import shlex
+
+    import yaml
+
+    clone = copy_of("monitor-refused")
+    clone.write_params(lambda p: p["monitor"].update(batch="data/batches/no_drift.parquet\n; touch PWNED"))
+    done = clone.dvc("repro", check=False)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    command = yaml.safe_load((clone.root / "dvc.yaml").read_text())["stages"]["monitor"]["cmd"]
+    done = clone.run(*shlex.split(command), check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "params.yaml: monitor.batch: " in done.stderr and "control character" in done.stderr
+    assert not list(clone.root.rglob("PWNED*"))

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import yaml
 
 from reprokit.retrain import branch_name, set_batch
 from reprokit.stage import StageError
+
+from hostile import ORDINARY, REFUSED
 
 
 def test_set_batch_changes_only_the_monitor_batch_and_keeps_every_comment(repo):
@@ -52,15 +56,20 @@ def test_any_batch_name_survives_being_written_twice(repo, batch):
     "url", ["https://user:token@example.com/b.csv", "s3://bucket/b.parquet?X-Amz-Signature=abc", "https://h/b?token=1"]
 )
 def test_a_url_with_credentials_never_goes_into_params(repo, url):
-    with pytest.raises(StageError, match="cannot go into params.yaml") as caught:
+    with pytest.raises(StageError, match="cannot go into a committed file") as caught:
         set_batch((repo / "params.yaml").read_text(), url)
     assert "token" not in str(caught.value) and "Signature" not in str(caught.value)
 
 
-def test_redact_keeps_paths_and_drops_credentials_and_queries():
-    from reprokit.alerts import redact
+@pytest.mark.parametrize("name", ORDINARY)
+def test_a_hostile_looking_batch_name_is_written_exactly(repo, name):
+    """Shell syntax in a name is just a name: the monitor stage reads it from params, never a shell."""
+    updated = set_batch((repo / "params.yaml").read_text(), name)
+    assert yaml.safe_load(updated)["monitor"]["batch"] == os.path.normpath(name)
 
-    assert redact("data/batches/x.parquet") == "data/batches/x.parquet"
-    assert redact("/abs/x.csv") == "/abs/x.csv"
-    assert redact("https://user:secret@host:8443/b/x.csv?sig=1#f") == "https://host:8443/b/x.csv"
-    assert redact("s3://bucket/x.parquet?X-Amz-Signature=abc") == "s3://bucket/x.parquet"
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_a_batch_that_is_no_plain_path_never_reaches_params(repo, name):
+    with pytest.raises(StageError, match=REFUSED[name]) as caught:
+        set_batch((repo / "params.yaml").read_text(), name)
+    assert str(caught.value).startswith("the batch for monitor.batch: ")

@@ -1,0 +1,73 @@
+"""One home for redaction: what of a URL, a URI or a message may be shown in a log or an error.
+
+A location can carry a secret in two places: its user information
+(`postgresql://user:password@host/db`, `s3://key:secret@bucket/x`, `https://token@host/hook`)
+and its query or fragment (a presigned URL's signature, a webhook's token). Both are dropped
+wherever a location is shown; a local path is shown as it is. `redact_text` does the same
+to every URL inside a longer text (an exception's message, a log line), and
+`RedactingFormatter` applies it to every log line a command writes, tracebacks included.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import urllib.parse
+
+# A URL inside free text: a scheme, `://`, then everything up to a blank, a quote or a bracket.
+_URL = re.compile(r"""\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s'"<>()\[\]{}`]+""")
+SHOWN = "***"  # in place of a URL's user information
+
+
+def redact(location: str) -> str:
+    """`location` as it may be shown: a URL without its user, password, query and fragment
+    (`***@` marks removed user information); a local path unchanged."""
+    location = str(location)
+    try:
+        parts = urllib.parse.urlsplit(location)
+        port = parts.port
+    except ValueError:  # a malformed port or bracket: show the scheme only
+        scheme = location.split(":", 1)[0]
+        return f"{scheme}://{SHOWN}" if "://" in location else location
+    if not parts.scheme or len(parts.scheme) == 1 or not location[len(parts.scheme) :].startswith(":"):
+        return location  # a local path (or a Windows drive letter)
+    if "@" not in parts.netloc and not parts.query and not parts.fragment and "?" not in location:
+        return location
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    if port is not None:
+        host += f":{port}"
+    if "@" in parts.netloc:
+        host = f"{SHOWN}@{host}"
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def redact_text(text: str) -> str:
+    """`text` with every URL in it redacted (`redact`)."""
+    return _URL.sub(lambda match: redact(match.group(0)), str(text))
+
+
+def is_redacted(location: str) -> bool:
+    """Whether `location` shows nothing `redact` would hide."""
+    return redact(location) == location
+
+
+class RedactingFormatter(logging.Formatter):
+    """A log formatter whose every line, traceback included, has its URLs redacted."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record))
+
+
+def configure_logging(fmt: str = "%(levelname)s %(name)s: %(message)s", level: int = logging.INFO) -> None:
+    """Log to standard error through `RedactingFormatter`: the one logging set-up of every command."""
+    import sys
+
+    root = logging.getLogger()
+    if any(isinstance(h.formatter, RedactingFormatter) for h in root.handlers):
+        return  # set up already (a command calling another in the same process)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter(fmt))
+    root.addHandler(handler)
+    root.setLevel(level)

@@ -1,0 +1,110 @@
+"""The one path rule (`reprokit.paths`): values from outside name plain paths inside the
+repository or allowed URLs; two names of one file are one file."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import pytest
+
+from reprokit.paths import batch_location, cache_file, check_arguments, check_outputs, repository_path, same_place
+from reprokit.stage import StageError
+
+from hostile import ORDINARY, REFUSED
+
+@pytest.mark.parametrize("name", ORDINARY)
+def test_an_ordinary_name_is_taken_as_it_is(tmp_path, name):
+    assert repository_path(name, "x", tmp_path) == os.path.normpath(name)
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_a_name_from_outside_is_refused_with_its_reason(tmp_path, name):
+    with pytest.raises(StageError, match=REFUSED[name]) as caught:
+        repository_path(name, "monitor.batch", tmp_path)
+    assert str(caught.value).startswith("monitor.batch: ") and "\n" not in str(caught.value)
+
+
+def test_a_symlink_that_leads_outside_the_repository_is_refused(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    repo = tmp_path / "repo"
+    (repo / "data").mkdir(parents=True)
+    (repo / "data" / "link").symlink_to(outside)
+    with pytest.raises(StageError, match="leads outside the repository"):
+        repository_path("data/link/x.csv", "b", repo)
+    (repo / "data" / "inside").symlink_to(repo / "data")
+    assert repository_path("data/inside/x.csv", "b", repo) == "data/inside/x.csv"
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("s3://key:secret@bucket/b.parquet", "credentials"),
+        ("https://h/b.csv?X-Amz-Signature=abc", "credentials or a query"),
+        ("https://h/b.csv#frag", "credentials or a query"),
+        ("file:///etc/passwd", "a URL must be one of"),
+        ("ftp://h/b.csv", "a URL must be one of"),
+        ("s3://bucket/with space.parquet", "blank or control"),
+        ("s3://bucket/new\nline.parquet", "blank or control"),
+    ],
+)
+def test_a_batch_url_is_a_storage_url_without_secrets(url, reason):
+    with pytest.raises(StageError, match=reason) as caught:
+        batch_location(url, "batch")
+    assert "secret" not in str(caught.value) and "Signature" not in str(caught.value)
+
+
+def test_a_plain_storage_url_is_taken():
+    assert batch_location("s3://bucket/batches/2026-11-26.parquet", "b") == "s3://bucket/batches/2026-11-26.parquet"
+    assert batch_location("https://example.com/b.csv", "b") == "https://example.com/b.csv"
+
+
+def test_two_names_of_one_file_are_one_place(tmp_path):
+    (tmp_path / "d").mkdir()
+    good = tmp_path / "d" / "good.csv"
+    good.write_text("a\n1\n")
+    os.link(good, tmp_path / "hard.csv")
+    (tmp_path / "soft.csv").symlink_to(good)
+    for alias in (f"{tmp_path}/d/./good.csv", f"{tmp_path}/d/../d/good.csv", tmp_path / "hard.csv", tmp_path / "soft.csv"):
+        assert same_place(str(good), str(alias)), alias
+    assert not same_place(str(good), str(tmp_path / "d" / "other.csv"))
+    assert same_place("s3://bucket/x.parquet", "s3://bucket/x.parquet/") and not same_place("s3://b/x", "s3://b/y")
+
+
+def test_an_output_over_an_input_or_another_output_is_refused(tmp_path):
+    good = tmp_path / "good.csv"
+    good.write_text("a\n1\n")
+    with pytest.raises(StageError, match=r"output output .* and input input .* are one file"):
+        check_outputs({"input": str(good)}, {"output": f"{tmp_path}/./good.csv"})
+    with pytest.raises(StageError, match="are one file"):
+        check_outputs({"input": str(good)}, {"output": str(tmp_path / "o.parquet"), "rejects": f"{tmp_path}/o.parquet"})
+    check_outputs({"input": str(good), "model": str(good)}, {"output": str(tmp_path / "o.parquet")})  # inputs may share
+
+
+def test_an_output_folder_may_hold_no_input(tmp_path):
+    args = argparse.Namespace(
+        reference=str(tmp_path / "plots" / "train.parquet"), plots_dir=str(tmp_path / "plots"), debug=False, n=3
+    )
+    with pytest.raises(StageError, match=r"input reference .* lies inside the output folder plots-dir"):
+        check_arguments(args, ("plots_dir",), ("plots_dir",))
+    args.reference = str(tmp_path / "plots-elsewhere.parquet")
+    check_arguments(args, ("plots_dir",), ("plots_dir",))
+
+
+@pytest.mark.parametrize("md5", ["../../../../etc/passwd", "0" * 31, "0" * 33, "G" * 32, None, 12, "ab/" + "0" * 29])
+def test_a_cache_path_is_built_only_from_an_md5(tmp_path, md5):
+    with pytest.raises(StageError, match="is not an md5"):
+        cache_file(tmp_path, md5)
+
+
+def test_a_cache_path_of_an_md5(tmp_path):
+    md5 = "0123456789abcdef0123456789abcdef"
+    assert cache_file(tmp_path, md5) == tmp_path / ".dvc/cache/files/md5/01" / md5[2:]
+
+
+def test_an_output_inside_another_output_folder_is_refused_whatever_the_names(tmp_path):
+    for folder, inner in (("a_folder", "z_file"), ("z_folder", "a_file")):
+        outputs = {folder: str(tmp_path / "out"), inner: str(tmp_path / "out" / "x.json")}
+        with pytest.raises(StageError, match=f"output {inner} .* lies inside the output folder {folder}"):
+            check_outputs({}, outputs, (folder,))

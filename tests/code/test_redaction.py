@@ -1,0 +1,56 @@
+"""The one home for redaction (`reprokit.redaction`): what of a location may be shown."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from reprokit.redaction import RedactingFormatter, redact, redact_text
+
+SECRETS = ("hunter2", "AKIAEXAMPLE", "wJalrXUtnFEMI", "sig0123", "tok3n")
+
+CASES = {
+    "data/batches/x.parquet": "data/batches/x.parquet",
+    "/abs/x.csv": "/abs/x.csv",
+    "sqlite:////tmp/mlflow.db": "sqlite:////tmp/mlflow.db",
+    "sqlite:///mlflow.db": "sqlite:///mlflow.db",
+    "models:/churn@champion": "models:/churn@champion",
+    "http://127.0.0.1:5000": "http://127.0.0.1:5000",
+    "postgresql://mlflow:hunter2@127.0.0.1:5432/mlflow": "postgresql://***@127.0.0.1:5432/mlflow",
+    "postgresql+psycopg2://mlflow:hunter2@db/mlflow?sslmode=require": "postgresql+psycopg2://***@db/mlflow",
+    "s3://AKIAEXAMPLE:wJalrXUtnFEMI@bucket/x.parquet": "s3://***@bucket/x.parquet",
+    "https://bucket.s3.amazonaws.com/x.csv?X-Amz-Signature=sig0123&X-Amz-Credential=AKIAEXAMPLE": (
+        "https://bucket.s3.amazonaws.com/x.csv"
+    ),
+    "https://hooks.example.com/services/T0/B0#tok3n": "https://hooks.example.com/services/T0/B0",
+    "https://tok3n@hooks.example.com/x": "https://***@hooks.example.com/x",
+    "https://user:secret@host:8443/b/x.csv?sig=1#f": "https://***@host:8443/b/x.csv",
+    "http://[::1]:8080/x?token=tok3n": "http://[::1]:8080/x",
+    "http://u:hunter2@host:notaport/x": "http://***",
+}
+
+
+@pytest.mark.parametrize("location", sorted(CASES))
+def test_a_location_is_shown_without_credentials_query_or_fragment(location):
+    assert redact(location) == CASES[location]
+
+
+def test_every_url_inside_a_text_is_redacted():
+    text = "store postgresql://mlflow:hunter2@db/m failed ('s3://AKIAEXAMPLE:wJalrXUtnFEMI@b/x'); see https://h/x?t=tok3n."
+    shown = redact_text(text)
+    assert shown == "store postgresql://***@db/m failed ('s3://***@b/x'); see https://h/x"
+    assert not any(secret in shown for secret in SECRETS)
+
+
+def test_every_log_line_and_traceback_is_redacted():
+    formatter = RedactingFormatter("%(levelname)s %(message)s")
+    try:
+        raise RuntimeError("cannot reach postgresql://mlflow:hunter2@db/mlflow")
+    except RuntimeError:
+        import sys
+
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "at %s", ("https://h/x?sig=sig0123",), sys.exc_info())
+    shown = formatter.format(record)
+    assert shown.startswith("ERROR at https://h/x\nTraceback") and "postgresql://***@db/mlflow" in shown
+    assert not any(secret in shown for secret in SECRETS)
