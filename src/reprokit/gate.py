@@ -272,10 +272,10 @@ def main(argv: list[str] | None = None) -> None:
         result["champion_package"] = champion[1].tags.get(tracking.PACKAGE_MD5_TAG) if champion else None
         result["champion_version"] = str(champion[1].version) if champion else None
         result["comparison_rows"] = comparison["rows"] if comparison else None
+        write_json(args.out, result)  # the verdict first: a store failing now leaves it on record
         challenger_version = None
         if tracking_params.enabled:
             challenger_version = tracking.record_gate(tracking_params, result["challenger_package"], result)
-        write_json(args.out, result)
         failed = [name for name, c in result["checks"].items() if not c["passed"]]
         summary = "passed" if result["passed"] else f"FAILED: {', '.join(failed)}"
         for name, c in result["checks"].items():

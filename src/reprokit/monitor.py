@@ -507,7 +507,7 @@ def main(argv: list[str] | None = None) -> None:
     def body() -> str:
         from reprokit.alerts import post_verdict
         from reprokit.inference import thread_budget
-        from reprokit.paths import check_arguments
+        from reprokit.paths import check_arguments, check_no_credentials
         from reprokit.redaction import redact
         from reprokit.score import load_model
 
@@ -519,6 +519,7 @@ def main(argv: list[str] | None = None) -> None:
 
             args.batch = batch_location(params.batch, f"{args.params}: monitor.batch")
             default_outputs(args)
+        check_no_credentials({"batch": args.batch})
         check_arguments(args, ("metrics_out", "plots_dir", "images_dir", "rules_out"), ("plots_dir", "images_dir"))
         seed, n_threads = stage_params.value("base.seed"), stage_params.value("base.n_threads")
         if args.engine == "dask":

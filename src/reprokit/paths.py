@@ -80,6 +80,25 @@ def cache_file(root: Path, md5: Any) -> Path:
     return Path(root) / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
 
 
+def check_no_credentials(locations: dict[str, str]) -> None:
+    """Refuse a URL that carries user information (`s3://key:secret@bucket/x`): storage
+    libraries do not read credentials there, and the command line is visible to every user
+    of the machine. Credentials come from the environment or the storage's own configuration."""
+    import urllib.parse
+
+    for what, where in locations.items():
+        if where and "://" in str(where):
+            try:
+                netloc = urllib.parse.urlsplit(str(where)).netloc
+            except ValueError:
+                netloc = ""
+            if "@" in netloc:
+                raise StageError(
+                    f"{what} {redact(str(where))}: credentials in a URL are not used; give them through the "
+                    "environment (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for S3) or the storage's own configuration"
+                )
+
+
 def location(path: str) -> str:
     """`path` as one canonical string: a local path absolute with links resolved, a URL as
     its protocol and path (so two spellings of one place compare equal)."""
@@ -117,8 +136,9 @@ def inside(place: str, folder: str) -> bool:
 
 def check_outputs(inputs: dict[str, str], outputs: dict[str, str], folders: tuple[str, ...] = ()) -> None:
     """Refuse, with one line naming both, an output that is one of the `inputs` or another
-    output, or an output folder (its name in `folders`: it is emptied first) that holds an
-    input or another output. Each dict maps what a location is to the location."""
+    output, an output inside an input folder (a package directory), or an output folder (its
+    name in `folders`: it is emptied first) that holds an input or another output. Each dict
+    maps what a location is to the location."""
     named = [(what, where, True) for what, where in inputs.items() if where]
     named += [(what, where, False) for what, where in outputs.items() if where]
     for first, place, first_is_input in named:
@@ -129,6 +149,11 @@ def check_outputs(inputs: dict[str, str], outputs: dict[str, str], folders: tupl
                 raise StageError(
                     f"output {first} ({redact(place)}) and {'input' if second_is_input else 'output'} {second} "
                     f"({redact(other)}) are one file: a command never writes over its input or one output over another"
+                )
+            if second_is_input and os.path.isdir(location(other)) and inside(place, other):
+                raise StageError(
+                    f"output {first} ({redact(place)}) lies inside input {second} ({redact(other)}), a folder: "
+                    "a command never writes into its input"
                 )
             if first in folders and inside(other, place):
                 raise StageError(

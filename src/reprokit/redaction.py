@@ -53,11 +53,47 @@ def is_redacted(location: str) -> bool:
     return redact(location) == location
 
 
+# Environment variables whose values are secrets whatever they look like.
+SECRET_VARIABLES = re.compile(r"(SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIALS?|SESSION_KEY)$", re.IGNORECASE)
+MIN_SECRET = 4  # shorter pieces are not replaced: they would mangle ordinary words
+
+
+def secrets_of(values: list[str], environ: dict[str, str]) -> list[str]:
+    """The secret pieces of `values` (a command's arguments) and of `environ`: every URL's user,
+    password, query values and fragment, and the values of variables named like secrets. A
+    library's message may quote such a piece without its URL (`Invalid bucket name "key:secret@b"`)."""
+    pieces: set[str] = set()
+    texts = list(values) + [v for v in environ.values() if "://" in v]
+    for text in texts:
+        for match in _URL.finditer(str(text)):
+            try:
+                parts = urllib.parse.urlsplit(match.group(0))
+            except ValueError:
+                continue
+            userinfo = parts.netloc.rpartition("@")[0]
+            pieces.update(urllib.parse.unquote(p) for p in (userinfo, *userinfo.split(":", 1)) if p)
+            pieces.update(v for _, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+            pieces.update((parts.query, parts.fragment))
+    pieces.update(v for k, v in environ.items() if SECRET_VARIABLES.search(k))
+    return sorted((p for p in pieces if len(p) >= MIN_SECRET), key=len, reverse=True)
+
+
 class RedactingFormatter(logging.Formatter):
-    """A log formatter whose every line, traceback included, has its URLs redacted."""
+    """A log formatter whose every line, traceback included, has its URLs redacted and the
+    secret pieces of the command's arguments and environment (`secrets_of`) masked."""
+
+    def __init__(self, fmt: str | None = None) -> None:
+        import os
+        import sys
+
+        super().__init__(fmt)
+        self.secrets = secrets_of(sys.argv[1:], dict(os.environ))
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact_text(super().format(record))
+        text = redact_text(super().format(record))
+        for secret in self.secrets:
+            text = text.replace(secret, SHOWN)
+        return text
 
 
 def configure_logging(fmt: str = "%(levelname)s %(name)s: %(message)s", level: int = logging.INFO) -> None:

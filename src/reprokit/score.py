@@ -591,7 +591,10 @@ def main(argv: list[str] | None = None) -> None:
 
         from reprokit.scoring_model import thread_budget_setting
 
+        from reprokit.paths import check_no_credentials, check_outputs
+
         n_threads = thread_budget_setting(args.threads, args.params)
+        check_no_credentials({"input": args.input, "output": args.output, "rejects": args.rejects})
         jobs = None
         if args.engine == "dask" or partition_files(args.input) is not None:
             rejects = args.rejects or f"{args.output.rstrip('/')}.rejects"
@@ -599,8 +602,6 @@ def main(argv: list[str] | None = None) -> None:
             jobs = partition_jobs(absolute(args.input), absolute(args.output), absolute(rejects))
         else:
             rejects = args.rejects or default_rejects(args.output)
-        from reprokit.paths import check_outputs
-
         outputs = {"output": args.output, "rejects": rejects}
         check_outputs({"input": args.input, "model": args.model}, outputs, tuple(outputs) if jobs else ())
         import time

@@ -346,9 +346,19 @@ def register(client, name: str, model_id: str, run_id: str, package_md5: str, ta
 
 
 def record_gate(params: TrackingParams, package_md5: str, result: dict[str, Any]) -> str | None:
-    """Tag the registered version holding this package with the gate's verdict and figures."""
+    """Tag the registered version holding this package with the gate's verdict and figures.
+    A store that fails part-way is one `StageError`: `promote` then finds no verdict to accept."""
     with store_lock(params):
-        return _record_gate(params, package_md5, result)
+        try:
+            return _record_gate(params, package_md5, result)
+        except StageError:
+            raise
+        except Exception as exc:  # MlflowException, requests and driver errors alike
+            first = redact_text(str(exc).splitlines()[0]) if str(exc) else ""
+            raise StageError(
+                f"MLflow tracking store {redact(params.uri)} failed while recording the gate's verdict "
+                f"({type(exc).__name__}: {first[:300]}); promote accepts no verdict it has not recorded"
+            ) from None
 
 
 def _record_gate(params: TrackingParams, package_md5: str, result: dict[str, Any]) -> str | None:

@@ -285,3 +285,31 @@ def test_the_gate_refuses_a_local_split_the_package_was_not_trained_on(store, lo
         gate_main(args)
     assert "other-train.parquet is not the split pkg-10 was trained on" in caplog.text
     assert not (root / "g.json").exists()
+
+
+def test_a_registry_the_gate_cannot_read_fails_the_gate_with_the_reason(store, loan_data, caplog):
+    """Any error looking up the champion used to read as "no champion yet", a pass. A store whose
+    alias table is broken (a real SQLite store, damaged) is now a failed comparison, with the reason."""
+    import json
+    import logging
+    import sqlite3
+
+    from reprokit.gate import main as gate_main
+
+    root, client = store
+    publish(root, loan_data, 10)
+    assert gate(root, loan_data, "pkg-10", min_auc=0.5) == "true"
+    registry.promote(client, "synthetic_loans", "challenger", "ana", "first")
+    publish(root, loan_data, 30)
+    with sqlite3.connect(root / "mlflow.db") as db:
+        db.execute("ALTER TABLE registered_model_aliases RENAME TO damaged")
+    with pytest.raises(SystemExit, match="1"), caplog.at_level(logging.ERROR, logger="reprokit"):
+        gate_main(["--train", "train-30.parquet", "--test", "test.parquet", "--package", "pkg-30", "--out", "gate.json"])
+    (error,) = [r for r in caplog.records if r.name == "reprokit" and r.levelno >= logging.ERROR]
+    assert "failed while recording the gate's verdict" in error.getMessage() and not error.exc_info
+    result = json.loads((root / "gate.json").read_text())
+    degradation = result["checks"]["max_auc_degradation"]
+    assert result["passed"] is False and degradation["passed"] is False and degradation["value"] is None
+    assert degradation["note"].startswith("could not look up the champion of synthetic_loans (")
+    assert "registered_model_aliases" in degradation["note"]
+    assert all(c["passed"] for name, c in result["checks"].items() if name != "max_auc_degradation")

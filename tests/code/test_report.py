@@ -237,3 +237,24 @@ def test_the_drift_verdict_and_changed_figures_are_reported(repo):
 def test_no_monitor_figures_no_drift_section(repo):
     commit(repo, {"params.yaml": "a: 1\n", "dvc.lock": "x\n", "metrics/metrics.json": metrics(0.8, 0.6)}, "one")
     assert "## Drift" not in build_report("main", repo, repo / "out")
+
+
+@pytest.mark.parametrize("md5", ["..md5/../../../../../outside/secret.json", "ab../../../../../../outside/secret.json"])
+def test_a_base_lock_whose_md5_is_a_path_reads_nothing_outside_the_cache(repo, md5, caplog):
+    """The base's dvc.lock comes from someone else's commit: an "md5" that climbs out of the
+    cache used to be read as the base's file. Only 32 hex digits are an md5."""
+    import logging
+
+    (repo / ".dvc/cache/files/md5/ab").mkdir(parents=True)  # a cache's folders, as every cache has
+    outside = repo.parent / "outside" / "secret.json"
+    outside.parent.mkdir(exist_ok=True)
+    outside.write_text(json.dumps({"max_auc_gap": 0.5, "auc_gap": {"female": 0.5}}))
+    lock = f"schema: '2.0'\nstages:\n  evaluate:\n    outs:\n    - path: metrics/subgroups.json\n      md5: {md5!r}\n"
+    commit(repo, {"params.yaml": "a: 1\n", "dvc.lock": lock, "metrics/metrics.json": metrics(0.8, 0.6)}, "base")
+    (repo / ".gitignore").write_text("/.dvc/cache/\n/metrics/subgroups.json\n")
+    (repo / "metrics" / "subgroups.json").write_text(json.dumps({"max_auc_gap": 0.04, "auc_gap": {"female": 0.04}}))
+    commit(repo, {"params.yaml": "a: 2\n"}, "head")
+    with caplog.at_level(logging.WARNING, logger="reprokit"):
+        rows = markdown_rows(build_report("HEAD~1", repo, repo / "out"))
+    assert rows["max_auc_gap"][:2] == ["—", "0.0400"]  # the file outside is never shown
+    assert "is not an md5 (32 hex digits)" in caplog.text

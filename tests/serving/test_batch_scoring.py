@@ -280,3 +280,49 @@ def test_csv_blanks_delimiter_and_encoding_are_read_as_pandas_and_the_contract_s
     done = score(tmp_path / "semi.csv", tmp_path / "semi.parquet", "--model", package)
     assert done.returncode == 0, done.stderr
     np.testing.assert_array_equal(pd.read_parquet(tmp_path / "semi.parquet")["probability"], expected)
+
+
+def test_no_output_overwrites_the_input_whatever_its_name(tmp_path, raw_csv, telco_package):
+    """`score DIR/good.csv DIR/./good.csv` used to replace the CSV with Parquet bytes: names were
+    compared as strings. Every alias of the input, as output or rejects, is refused; nothing changes."""
+    import os
+
+    folder = tmp_path / "d"
+    folder.mkdir()
+    good = folder / "good.csv"
+    good.write_bytes(raw_csv.read_bytes())
+    os.link(good, tmp_path / "hard.csv")
+    (tmp_path / "soft.csv").symlink_to(good)
+    before = md5(good)
+    aliases = [f"{folder}/./good.csv", f"{folder}/../d/good.csv", tmp_path / "hard.csv", tmp_path / "soft.csv"]
+    for alias in aliases:
+        for args in ([good, alias], [good, tmp_path / "o.parquet", "--rejects", alias], [alias, good]):
+            done = score(*args, "--model", telco_package)
+            assert done.returncode == 1 and "Traceback" not in done.stderr, (args, done.stderr)
+            assert "are one file" in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    done = score(good, tmp_path / "o.parquet", "--rejects", f"{tmp_path}/./o.parquet", "--model", telco_package)
+    assert done.returncode == 1 and "output output" in done.stderr and "output rejects" in done.stderr
+    done = score(good, f"{telco_package}/MLmodel", "--model", telco_package)
+    assert done.returncode == 1 and "input model" in done.stderr
+    assert md5(good) == before and not (tmp_path / "o.parquet").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "hard.csv", "soft.csv"]
+
+
+def test_credentials_in_a_url_never_reach_the_output(tmp_path, raw_csv, telco_package):
+    """s3://key:secret@..., presigned URLs: the error names the place, never the secret."""
+    import os
+
+    from servers import moto_s3
+
+    with moto_s3(log=tmp_path / "moto.log") as endpoint:
+        env = {**os.environ, "AWS_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": "us-east-1"}
+        env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+        for source, out in [
+            ("s3://AKIAHOSTILE:s3cr3tValue@nobucket/in.csv", tmp_path / "o.parquet"),
+            (f"{endpoint}/nobucket/in.csv?X-Amz-Signature=s3cr3tValue&X-Amz-Credential=AKIAHOSTILE", tmp_path / "o.parquet"),
+            (raw_csv, "s3://AKIAHOSTILE:s3cr3tValue@nobucket/out.parquet"),
+        ]:
+            done = score(source, out, "--model", telco_package, env=env)
+            assert done.returncode == 1, done.stderr
+            assert "s3cr3tValue" not in done.stderr + done.stdout and "AKIAHOSTILE" not in done.stderr, done.stderr
+            assert "***@nobucket" in done.stderr or "/nobucket/in.csv" in done.stderr, done.stderr
