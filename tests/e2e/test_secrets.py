@@ -3,8 +3,6 @@ webhook URL and an `s3://key:secret@...` URL, names the place and never the secr
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -61,20 +59,21 @@ def run_with(clone, command, env):
     )
 
 
-def test_the_service_never_shows_a_tracking_uri_secret(clone):
+def test_the_service_never_shows_a_tracking_uri_secret(clone, tmp_path):
     """The service following an alias in a store that does not answer logs the store's place."""
+    from servers import free_port, stop
+
     env = {**clone.env, "MLFLOW_TRACKING_URI": TRACKING, "MLFLOW_HTTP_REQUEST_TIMEOUT": "2"}
-    command = [sys.executable, "-m", "reprokit.serve", "models:/churn@champion", "--port", "0"]
-    process = subprocess.Popen(
-        command, cwd=clone.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    command = [sys.executable, "-m", "reprokit.serve", "models:/churn@champion", "--port", str(free_port())]
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, cwd=clone.root, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
-        while process.poll() is None and time.monotonic() < deadline:
+        while process.poll() is None and time.monotonic() < deadline and "127.0.0.1:9" not in log.read_text():
             time.sleep(0.5)
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-        shown = process.communicate(timeout=60)[0].decode()
-    assert "127.0.0.1" in shown, shown
+        stop(process)
+    shown = log.read_text()
+    assert "127.0.0.1:9" in shown, shown
     assert SECRET not in shown and KEY not in shown, shown
