@@ -67,7 +67,9 @@ def test_the_service_never_shows_a_tracking_uri_secret(clone, tmp_path):
     command = [sys.executable, "-m", "reprokit.serve", "models:/churn@champion", "--port", str(free_port())]
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen(command, cwd=clone.root, env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, cwd=clone.root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         deadline = time.monotonic() + 120
         while process.poll() is None and time.monotonic() < deadline and "127.0.0.1:9" not in log.read_text():
