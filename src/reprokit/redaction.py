@@ -59,8 +59,8 @@ MIN_SECRET = 4  # shorter pieces are not replaced: they would mangle ordinary wo
 
 
 def secrets_of(values: list[str], environ: dict[str, str]) -> list[str]:
-    """The secret pieces of `values` (a command's arguments) and of `environ`: every URL's user,
-    password, query values and fragment, and the values of variables named like secrets. A
+    """The secret pieces of `values` (a command's arguments) and of `environ`: every URL's
+    password (or lone user name: a token), query values and fragment, and the values of variables named like secrets. A
     library's message may quote such a piece without its URL (`Invalid bucket name "key:secret@b"`)."""
     pieces: set[str] = set()
     texts = list(values) + [v for v in environ.values() if "://" in v]
@@ -71,7 +71,9 @@ def secrets_of(values: list[str], environ: dict[str, str]) -> list[str]:
             except ValueError:
                 continue
             userinfo = parts.netloc.rpartition("@")[0]
-            pieces.update(urllib.parse.unquote(p) for p in (userinfo, *userinfo.split(":", 1)) if p)
+            user, colon, password = userinfo.partition(":")
+            # a user name is not secret, but a lone one is a token (https://token@host)
+            pieces.update(urllib.parse.unquote(p) for p in (userinfo, password if colon else user) if p)
             pieces.update(v for _, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
             pieces.update((parts.query, parts.fragment))
     pieces.update(v for k, v in environ.items() if SECRET_VARIABLES.search(k))

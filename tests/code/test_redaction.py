@@ -54,3 +54,17 @@ def test_every_log_line_and_traceback_is_redacted():
     shown = formatter.format(record)
     assert shown.startswith("ERROR at https://h/x\nTraceback") and "postgresql://***@db/mlflow" in shown
     assert not any(secret in shown for secret in SECRETS)
+
+
+def test_the_secret_pieces_of_arguments_and_environment_are_masked_wherever_they_appear():
+    """A library may quote a piece of a URL without the URL (botocore: `Invalid bucket name
+    "key:secret@bucket"`): the pieces themselves are masked, a user name is not."""
+    from reprokit.redaction import secrets_of
+
+    pieces = secrets_of(
+        ["s3://AKIAEXAMPLE:wJalrXUtnFEMI@bucket/x", "https://h/x?X-Amz-Signature=sig0123#tok3n", "plain.csv"],
+        {"MLFLOW_TRACKING_URI": "postgresql://mlflow:hunter2@db/mlflow", "API_TOKEN": "abcd1234", "HOME": "/root"},
+    )
+    assert {"wJalrXUtnFEMI", "AKIAEXAMPLE:wJalrXUtnFEMI", "sig0123", "tok3n", "hunter2", "abcd1234"} <= set(pieces)
+    assert "mlflow" not in pieces and "AKIAEXAMPLE" not in pieces and "/root" not in pieces
+    assert "token" in secrets_of(["https://token@hooks.example.com/x"], {})  # a lone user name is a token
