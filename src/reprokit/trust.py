@@ -26,6 +26,7 @@ import dataclasses
 import functools
 import io
 import json
+import os
 import tempfile
 import zipfile
 from pathlib import Path
@@ -54,30 +55,119 @@ class UntrustedFileError(StageError):
     """A model file names a type the pipeline never builds, or is not a model file it writes."""
 
 
+MiB = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What an untrusted model file or package may hold before anything in it is parsed. The
+    defaults leave a wide margin over what the pipeline writes (the default package: a 0.9 MiB
+    model file of 659 members inflating to 0.8 MiB, a 0.3 MiB schema 28 levels deep with
+    18,000 nodes; a 300-tree random forest stays far below them too). Each is a setting:
+    `REPROKIT_TRUST_<NAME>` in the environment (e.g. `REPROKIT_TRUST_ARCHIVE_BYTES`)."""
+
+    file_bytes: int = 512 * MiB  # a model file on disk, and a package directory's files together
+    files: int = 64  # files in a package directory
+    archive_bytes: int = 1024 * MiB  # a skops archive's members, inflated, together
+    member_bytes: int = 512 * MiB  # one member, inflated
+    members: int = 200_000
+    schema_bytes: int = 64 * MiB  # the archive's schema.json, inflated
+    schema_depth: int = 200
+    schema_nodes: int = 5_000_000
+    metadata_bytes: int = 1 * MiB  # the MLmodel file
+
+
+@functools.lru_cache(maxsize=1)
+def limits() -> Limits:
+    """`Limits`, with any `REPROKIT_TRUST_<NAME>` of the environment in place of its default."""
+    import os
+
+    values = {}
+    for field in dataclasses.fields(Limits):
+        variable = f"REPROKIT_TRUST_{field.name.upper()}"
+        raw = os.environ.get(variable, "").strip()
+        if raw:
+            if not raw.isdigit() or int(raw) < 1:
+                raise StageError(f"environment variable {variable} must be a positive whole number, got {raw!r}")
+            values[field.name] = int(raw)
+    return Limits(**values)
+
+
+def read_bounded(path: Path, limit: int, where: str, what: str) -> bytes:
+    """A regular file's bytes, refused (before reading) when larger than `limit` or not a plain file."""
+    if path.is_symlink() or not path.is_file():
+        raise UntrustedFileError(f"{where}: {what} is not a regular file")
+    size = path.stat().st_size
+    if size > limit:
+        raise UntrustedFileError(f"{where}: {what} is {size:,} bytes, above the limit of {limit:,}")
+    with open(path, "rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:  # it grew while being read
+        raise UntrustedFileError(f"{where}: {what} is above the limit of {limit:,} bytes")
+    return data
+
+
+def check_members(archive: zipfile.ZipFile, where: str) -> None:
+    """Refuse an archive by its directory alone, before inflating anything: too many members,
+    one too large, all too large together. Python's zipfile never inflates a member beyond the
+    size its directory declares (a lying entry fails its CRC check), so these bound memory."""
+    bounds = limits()
+    members = archive.infolist()
+    if len(members) > bounds.members:
+        raise UntrustedFileError(f"{where}: {len(members):,} members, above the limit of {bounds.members:,}")
+    total = 0
+    for member in members:
+        limit = bounds.schema_bytes if member.filename == "schema.json" else bounds.member_bytes
+        if member.file_size > limit:
+            raise UntrustedFileError(
+                f"{where}: member {member.filename[:80]!r} inflates to {member.file_size:,} bytes, "
+                f"above the limit of {limit:,}"
+            )
+        total += member.file_size
+    if total > bounds.archive_bytes:
+        raise UntrustedFileError(
+            f"{where}: members inflate to {total:,} bytes together, above the limit of {bounds.archive_bytes:,}"
+        )
+
+
 def archive_placements(data: bytes, where: str = "model file") -> set[tuple[str, str, str]]:
     """Every node of a skops archive as (where it sits, `module.class`, `__loader__`). The
     place is its path in the schema with list positions as `*`; the loader decides how skops
-    rebuilds the type (set the state, call the constructor, ...)."""
+    rebuilds the type (set the state, call the constructor, ...). The archive's member sizes
+    and the schema's depth and node count are bounded (`limits`) before and while it is read."""
+    bounds = limits()
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            check_members(archive, where)
             schema = json.loads(archive.read("schema.json"))
-    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+    except RecursionError:
+        raise UntrustedFileError(f"{where}: its schema nests too deep to read") from None
+    except (zipfile.BadZipFile, KeyError, ValueError, NotImplementedError, EOFError) as exc:
         raise UntrustedFileError(f"{where}: not a skops model file ({exc})") from None
     found: set[tuple[str, str, str]] = set()
-
-    def walk(node: Any, path: str, exact: bool = False) -> None:
+    # Depth first, without recursion: (node, its path, list positions kept exactly, depth).
+    todo: list[tuple[Any, str, bool, int]] = [(schema, "", False, 1)]
+    nodes = 0
+    while todo:
+        node, path, exact, depth = todo.pop()
+        nodes += 1
+        if depth > bounds.schema_depth or nodes > bounds.schema_nodes:
+            what = (
+                f"nests deeper than {bounds.schema_depth} levels"
+                if depth > bounds.schema_depth
+                else (f"holds more than {bounds.schema_nodes:,} nodes")
+            )
+            raise UntrustedFileError(f"{where}: its schema {what}: not a model file this pipeline writes")
         if isinstance(node, dict):
             if "__class__" in node or "__module__" in node or "__loader__" in node:
                 name = f"{node.get('__module__')}.{node.get('__class__')}"
                 found.add((path, name, str(node.get("__loader__"))))
             tuple_node = node.get("__loader__") == "TupleNode"  # a tuple's slots mean different things
             for key, value in node.items():
-                walk(value, f"{path}/{key}", exact=tuple_node and key == "content")
+                todo.append((value, f"{path}/{key}", tuple_node and key == "content", depth + 1))
         elif isinstance(node, list):
             for index, value in enumerate(node):
-                walk(value, f"{path}/{index if exact else '*'}")
-
-    walk(schema, "")
+                todo.append((value, f"{path}/{index if exact else '*'}", False, depth + 1))
     return found
 
 
@@ -235,13 +325,44 @@ def load_skops(path: str | Path, shown: str | None = None) -> Any:
 
     path = Path(path)
     label = shown or str(path)
-    data = path.read_bytes()
+    data = read_bounded(path, limits().file_bytes, label, "the model file")
     loaded = sio.loads(data, trusted=check_archive(data, label))
     try:
         check_model(loaded, label)
     except (AttributeError, TypeError, ValueError, IndexError, KeyError) as exc:  # attributes missing or odd
         raise UntrustedFileError(f"{label}: not a fitted model this pipeline writes ({exc})") from None
     return loaded
+
+
+def safe_yaml(text: str, where: str) -> Any:
+    """YAML from an untrusted file: plain data only (`yaml.safe_load`), and no aliases, which
+    let a few bytes expand to gigabytes (MLflow never writes them)."""
+    import yaml
+
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            raise UntrustedFileError(f"{where}: YAML aliases are not something MLflow writes")
+    return yaml.safe_load(text)
+
+
+def check_directory(model_dir: Path, where: str) -> None:
+    """Refuse a package directory before copying or reading it: only regular files (a link
+    could point at /dev/zero or outside), at most `files` of them and `file_bytes` together."""
+    bounds = limits()
+    total, count = 0, 0
+    for root, dirs, files in os.walk(model_dir, followlinks=False):
+        for name in dirs + files:
+            path = Path(root) / name
+            if path.is_symlink() or not (path.is_dir() or path.is_file()):
+                raise UntrustedFileError(f"{where}: {path.relative_to(model_dir)} is a link or special file")
+        for name in files:
+            count += 1
+            total += (Path(root) / name).stat().st_size
+        if count > bounds.files or total > bounds.file_bytes:
+            raise UntrustedFileError(
+                f"{where}: more than {bounds.files} files or {bounds.file_bytes:,} bytes: not a package this "
+                "pipeline writes"
+            )
 
 
 def _refuse(where: str, what: str) -> None:
@@ -481,10 +602,11 @@ def check_package(model_dir: str | Path, shown: str | None = None) -> tuple[dict
     model_dir = Path(model_dir)
     label = shown or str(model_dir)
     try:
-        mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text())
+        text = read_bounded(model_dir / "MLmodel", limits().metadata_bytes, label, "MLmodel").decode("utf-8")
+        mlmodel = safe_yaml(text, f"{label}/MLmodel")
         flavors = mlmodel["flavors"]
         sklearn, pyfunc = flavors["sklearn"], flavors["python_function"]
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError) as exc:
         raise UntrustedFileError(f"{label}: not an MLflow scikit-learn model ({exc})") from None
     problems = []
     for where, found, allowed in (
@@ -552,12 +674,15 @@ def _local_copy(uri: str | Path, into: str) -> Path:
     import shutil
 
     if Path(uri).is_dir():
-        return Path(shutil.copytree(uri, Path(into) / "package", symlinks=False))
+        check_directory(Path(uri), str(uri))
+        return Path(shutil.copytree(uri, Path(into) / "package", symlinks=True))
     if ":/" not in str(uri):  # a local path, not a URI MLflow could download
         raise StageError(f"{uri}: no such package directory")
     import mlflow.artifacts
 
-    return Path(mlflow.artifacts.download_artifacts(artifact_uri=str(uri), dst_path=into))
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=str(uri), dst_path=into))
+    check_directory(local, str(uri))
+    return local
 
 
 def open_package(uri: str | Path) -> OpenedPackage:

@@ -539,3 +539,136 @@ def test_with_other_library_versions_the_allowlist_is_derived_not_read(monkeypat
         assert trust.trusted_placements() == trust.derive_placements() != frozenset()
     finally:
         trust.trusted_placements.cache_clear()
+
+
+# Archives and metadata that inflate or nest: refused from the archive's directory and the
+# schema's shape, before anything is inflated or rebuilt (`reprokit.trust.Limits`).
+MiB = 1 << 20
+
+
+def with_members(data: bytes, replace: dict[str, object]) -> bytes:
+    """The archive with some members replaced: bytes, or a callable writing into the member."""
+    import io
+    import zipfile
+
+    source = zipfile.ZipFile(io.BytesIO(data))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as target:
+        for name in source.namelist():
+            content = replace.get(name, source.read(name))
+            if callable(content):
+                with target.open(name, "w", force_zip64=True) as member:
+                    content(member)
+            else:
+                target.writestr(name, content)
+    return out.getvalue()
+
+
+def inflating_schema(gib: int):
+    """A schema.json of `gib` GiB of blanks inside a JSON string: a few MiB compressed."""
+
+    def write(member):
+        member.write(b'{"__class__": "')
+        chunk = b" " * MiB
+        for _ in range(gib * 1024):
+            member.write(chunk)
+        member.write(b'"}')
+
+    return write
+
+
+@pytest.fixture(scope="module")
+def bomb_package(package_dir, tmp_path_factory):
+    source, _ = package_dir
+    copy = tmp_path_factory.mktemp("bomb") / "package"
+    shutil.copytree(source, copy)
+    model = copy / "model.skops"
+    model.write_bytes(with_members(model.read_bytes(), {"schema.json": inflating_schema(2)}))
+    assert model.stat().st_size < 8 * MiB
+    return copy
+
+
+@OPENERS
+def test_a_package_whose_schema_inflates_to_gigabytes_is_refused_from_its_directory(bomb_package, opener):
+    with pytest.raises(UntrustedFileError, match=r"member 'schema.json' inflates to 2,147,483,6\d\d bytes, above"):
+        opener(bomb_package)
+
+
+def test_scoring_with_an_inflating_package_is_refused_in_bounded_memory(bomb_package, tmp_path):
+    """Observed: 38 s and a 4.3 GiB peak to load and score with it. Now one line, and the
+    command's peak resident memory stays far below the 2 GiB the schema would take."""
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    pd.DataFrame({"tenure": [1]}).to_csv(tmp_path / "in.csv", index=False)
+    measure = (
+        "import resource, subprocess, sys; done = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+        "sys.stderr.write(done.stderr); print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    command = [sys.executable, "-m", "reprokit.score", tmp_path / "in.csv", tmp_path / "o.parquet"]
+    done = subprocess.run(
+        [sys.executable, "-c", measure, *map(str, command), "--model", str(bomb_package)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    code, peak_kib = map(int, done.stdout.split())
+    assert code == 1 and "inflates to" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert peak_kib < 1024 * 1024, f"peak {peak_kib} KiB"  # under 1 GiB (a Python with pandas: ~0.2 GiB)
+    assert not (tmp_path / "o.parquet").exists()
+
+
+def test_a_schema_that_nests_deep_is_refused_in_one_line(tmp_path, fitted_pipeline):
+    data = sio.dumps(fitted_pipeline[0])
+    for depth in (300, 100_000):  # below and above the JSON parser's own recursion limit
+        deep = with_members(data, {"schema.json": ("[" * depth + "]" * depth).encode()})
+        (tmp_path / "deep.skops").write_bytes(deep)
+        with pytest.raises(UntrustedFileError, match="schema nests (deeper than 200 levels|too deep to read)"):
+            load_skops(tmp_path / "deep.skops")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("REPROKIT_TRUST_MEMBERS", "10", r"\d+ members, above the limit of 10\b"),
+        ("REPROKIT_TRUST_SCHEMA_NODES", "1000", "schema holds more than 1,000 nodes"),
+        ("REPROKIT_TRUST_SCHEMA_DEPTH", "5", "schema nests deeper than 5 levels"),
+        ("REPROKIT_TRUST_ARCHIVE_BYTES", "10000", r"members inflate to [\d,]+ bytes together, above the limit of 10,000"),
+        ("REPROKIT_TRUST_FILE_BYTES", "10000", r"more than 64 files or 10,000 bytes"),
+        ("REPROKIT_TRUST_METADATA_BYTES", "100", r"MLmodel is [\d,]+ bytes, above the limit of 100"),
+    ],
+)
+def test_each_limit_is_a_setting_and_names_itself(package_dir, monkeypatch, variable, value, message):
+    from reprokit.trust import limits
+
+    monkeypatch.setenv(variable, value)
+    limits.cache_clear()
+    try:
+        with pytest.raises(UntrustedFileError, match=message):
+            open_package(package_dir[0])
+    finally:
+        monkeypatch.delenv(variable)
+        limits.cache_clear()
+    open_package(package_dir[0])  # the defaults take the pipeline's own package
+
+
+BILLION_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: [*b, *b, *b, *b]\n"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda copy: (copy / "MLmodel").write_text(BILLION_LAUGHS), "YAML aliases"),
+        (lambda copy: (copy / "extra.bin").symlink_to("/dev/zero"), "extra.bin is a link or special file"),
+        (lambda copy: (copy / "requirements.txt").unlink() or (copy / "requirements.txt").symlink_to("/etc/passwd"),
+         "requirements.txt is a link or special file"),
+        (lambda copy: [(copy / f"f{i}.txt").write_text("x") for i in range(70)], "more than 64 files"),
+    ],
+)  # fmt: skip
+@OPENERS
+def test_package_metadata_that_expands_or_links_elsewhere_is_refused(package_dir, tmp_path, edit, message, opener):
+    with pytest.raises(UntrustedFileError, match=message):
+        opener(tampered(package_dir, tmp_path, edit))
