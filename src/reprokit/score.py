@@ -22,11 +22,13 @@ partitions already done stay.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import logging
 import os
 import sys
 import threading
+import weakref
 from typing import Any, Iterator
 
 import numpy as np
@@ -51,14 +53,56 @@ def file_format(path: str) -> str:
 
 @contextlib.contextmanager
 def opened(path: str) -> Iterator[Any]:
-    """A binary file object for a local path or an fsspec URL (gzip by suffix)."""
+    """A binary file for Arrow to read (gzip by suffix): Arrow's own file for a local path, an
+    fsspec file object for a URL.
+
+    Arrow reads ahead in its own threads. A thread that lets go of a Python file object takes
+    the GIL to do it, and one doing so while the interpreter exits aborts the process
+    (`terminate called without an active exception`, exit 134, after the error line). A local
+    file therefore never goes through Python; an fsspec file is one that `release_files`
+    waits for before the interpreter exits."""
     import fsspec
+    import pyarrow as pa
 
     try:
+        fs, target = fsspec.core.url_to_fs(path)
+        compression = fsspec.utils.infer_compression(target)
+        protocols = (fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol
+        if "file" in protocols and compression in (None, "gzip"):
+            with pa.OSFile(target, "rb") as raw:
+                if compression is None:
+                    yield raw
+                else:
+                    with pa.CompressedInputStream(raw, "gzip") as handle:
+                        yield handle
+            return
         with fsspec.open(path, "rb", compression="infer") as handle:
+            _hand_to_arrow(handle)
             yield handle
     except FileNotFoundError:
         raise StageError(f"{path}: no such file") from None
+
+
+_PYTHON_FILES: weakref.WeakSet = weakref.WeakSet()  # Python file objects Arrow's threads may hold
+
+
+def _hand_to_arrow(handle) -> None:
+    if not _PYTHON_FILES:
+        atexit.unregister(release_files)
+        atexit.register(release_files)  # before the interpreter starts finalizing
+    _PYTHON_FILES.add(handle)
+
+
+def release_files(seconds: float = 30.0) -> None:
+    """Wait until Arrow's reader threads have let go of every Python file object handed to
+    them (at most `seconds`), so none takes the GIL while the interpreter exits."""
+    import gc
+    import time
+
+    gc.collect()  # a reader kept alive only by a cycle (an error's traceback) lets go now
+    deadline = time.monotonic() + seconds
+    while _PYTHON_FILES and time.monotonic() < deadline:
+        time.sleep(0.01)  # the GIL free for a reader thread to drop its reference
 
 
 # The blanks pandas reads as null (`pandas.read_csv`'s defaults): the prepare stage, `pyfunc` on
@@ -554,6 +598,9 @@ def ahead(items: Iterator[Any], depth: int = 1) -> Iterator[Any]:
     finally:
         stop.set()
         worker.join()
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()  # its open files and readers are let go of here, not whenever it is collected
 
 
 def default_rejects(out: str) -> str:

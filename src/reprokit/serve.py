@@ -8,8 +8,10 @@ policy). Records are checked in the request handler; the model runs in one threa
 the thread budget, on micro-batches: a request waits at most `--max-wait-ms` for others
 to join, up to `--max-batch` rows, and never while it is the only one in flight.
 
-`GET /health/live`, `GET /health/ready` (after the model is loaded and a warm-up
-prediction succeeded), `GET /version`, `GET /metrics` (Prometheus), `GET /openapi.json`
+Each worker process loads the model and runs a warm-up prediction before it accepts a
+connection, so no request meets a worker without a model. `GET /health/live`,
+`GET /health/ready` (200 once every one of the `--workers` processes has loaded its model:
+they note it in a shared directory), `GET /version`, `GET /metrics` (Prometheus), `GET /openapi.json`
 (record fields from the contract). Started on an alias, the service polls it and swaps in
 the version it moves to without dropping a request; `--shadow ALIAS` scores that alias
 beside every batch and reports the agreement in `/metrics`, never in a response.
@@ -25,7 +27,6 @@ import json
 import logging
 import math
 import os
-import signal
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -56,6 +57,7 @@ class NoDelayH11Protocol(H11Protocol):
 
 
 SETTINGS_ENV = "REPROKIT_SERVE_SETTINGS"
+READY_DIR_ENV = "REPROKIT_SERVE_READY_DIR"  # where workers > 1 note that they have loaded the model
 MAX_PROBLEMS = 20  # problems listed in one 422 answer
 WIRE_FORMATS = ("dataframe_split", "dataframe_records", "instances")
 
@@ -177,7 +179,7 @@ class Metrics:
         if multiprocess:
             from prometheus_client import multiprocess as mp
 
-            mp.MultiProcessCollector(self.registry)
+            mp_collector = mp.MultiProcessCollector(self.registry)
         reg = None if multiprocess else self.registry
         self.requests = Counter(
             "reprokit_requests", "HTTP requests by route and status", ["route", "status"], registry=reg
@@ -214,12 +216,10 @@ class Metrics:
         self.shadow_agreements = Counter(
             "reprokit_shadow_label_agreements", "Shadow records whose label equals the served one", registry=reg
         )
-        self.shadow_ratio = Gauge(
-            "reprokit_shadow_label_agreement_ratio",
-            "Label agreement of shadow and served models",
-            registry=reg,
-            **gauge,
-        )
+        # The ratio of the two sums over every worker, when scraped; absent until a record was
+        # compared (a per-worker gauge made an idle worker report 0, total disagreement).
+        sources = [mp_collector] if multiprocess else [self.shadow_records, self.shadow_agreements]
+        self.registry.register(AgreementRatio(sources))
 
     def show_version(self, old: str | None, new: str) -> None:
         if old is not None:
@@ -227,6 +227,30 @@ class Metrics:
             if not self.multiprocess:  # (worker processes' shared files cannot drop a label)
                 self.model_info.remove(old)
         self.model_info.labels(new).set(1)
+
+
+class AgreementRatio:
+    """`reprokit_shadow_label_agreement_ratio`: shadow records whose label agreed over records
+    compared, both summed over the `sources` collectors (every worker's counters)."""
+
+    NAME = "reprokit_shadow_label_agreement_ratio"
+    PARTS = ("reprokit_shadow_records_total", "reprokit_shadow_label_agreements_total")
+
+    def __init__(self, sources: list[Any]) -> None:
+        self.sources = sources
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        totals = dict.fromkeys(self.PARTS, 0.0)
+        for source in self.sources:
+            for family in source.collect():
+                for sample in family.samples:
+                    if sample.name in totals:
+                        totals[sample.name] += sample.value
+        records, agreements = totals[self.PARTS[0]], totals[self.PARTS[1]]
+        if records > 0:
+            yield GaugeMetricFamily(self.NAME, "Label agreement of shadow and served models", agreements / records)
 
 
 # --- Serving state: models, the micro-batcher, alias following ------------------------
@@ -245,7 +269,6 @@ class Scorer:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
         self.queue: asyncio.Queue | None = None
         self.tasks: list[asyncio.Task] = []
-        self.shadow_counts = [0, 0]  # records compared, labels agreeing
 
     # Loading (a worker thread, so the event loop keeps answering health checks).
     def load(self, uri: str) -> ScoringModel:
@@ -258,20 +281,19 @@ class Scorer:
         return model
 
     async def start(self) -> None:
+        """Load the model (the server accepts no connection before this returns), then batch."""
         self.queue = asyncio.Queue()
         self.executor.submit(limit_threads, self.settings.n_threads).result()
+        await self.first_load()
         self.tasks.append(asyncio.create_task(self.batches()))
-        self.tasks.append(asyncio.create_task(self.first_load()))
 
     async def first_load(self) -> None:
         while self.model is None:
             try:
                 model = await asyncio.get_running_loop().run_in_executor(self.executor, self.load, self.settings.model)
-            except Exception as exc:  # noqa: BLE001 - a registry may recover: retry; readiness says not ready
-                if not self.settings.model.startswith("models:/"):  # a directory will not get better: stop
-                    log.error("cannot load %s: %s", self.settings.model, exc)
-                    os.kill(os.getpid(), signal.SIGTERM)
-                    return
+            except Exception as exc:  # noqa: BLE001 - a registry may recover: retry; a directory will not
+                if not self.settings.model.startswith("models:/"):
+                    raise StartupFailed(f"cannot load {self.settings.model}: {exc}") from None
                 log.error(
                     "cannot load %s: %s; retrying in %.0f s", self.settings.model, exc, self.settings.poll_seconds
                 )
@@ -381,15 +403,78 @@ class Scorer:
         agree = int(np.sum((other >= shadow.threshold) == (proba >= model.threshold)))
         self.metrics.shadow_records.inc(len(proba))
         self.metrics.shadow_agreements.inc(agree)
-        self.shadow_counts[0] += len(proba)
-        self.shadow_counts[1] += agree
-        self.metrics.shadow_ratio.set(self.shadow_counts[1] / self.shadow_counts[0])
 
     async def stop(self) -> None:
         for task in self.tasks:
             task.cancel()
         # A load still waiting on the registry must not hold the shutdown up.
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+class StartupFailed(Exception):
+    """The model cannot be loaded: the worker stops before it accepts a connection."""
+
+
+class WorkerRoll:
+    """Which of the `expected` worker processes have loaded their model: one file, named by
+    process id, in a `directory` they share; without one, this process alone."""
+
+    def __init__(self, directory: str | None, expected: int) -> None:
+        self.directory, self.expected, self.loaded = directory, expected, False
+
+    def mark_loaded(self) -> None:
+        self.loaded = True
+        if self.directory:
+            with open(os.path.join(self.directory, str(os.getpid())), "w"):
+                pass
+
+    def withdraw(self) -> None:
+        self.loaded = False
+        if self.directory:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(self.directory, str(os.getpid())))
+
+    def count(self) -> int:
+        """Workers alive with a loaded model (a worker that was killed leaves a file: not counted)."""
+        if not self.directory:
+            return int(self.loaded)
+        return sum(1 for name in os.listdir(self.directory) if name.isdigit() and process_alive(int(name)))
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def loading_first(app, scorer: Scorer, roll: WorkerRoll):
+    """`app` with the lifespan that loads the model before uvicorn accepts connections; a model
+    that cannot be loaded fails the start-up with one line (uvicorn exits with status 3)."""
+
+    async def asgi(scope, receive, send):
+        if scope["type"] != "lifespan":
+            return await app(scope, receive, send)
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await scorer.start()
+                except StartupFailed as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                roll.mark_loaded()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                roll.withdraw()
+                await scorer.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    return asgi
 
 
 def limit_threads(n_threads: int) -> None:
@@ -421,14 +506,8 @@ def create_app(settings: Settings | None = None):
         settings = Settings(**json.loads(os.environ[SETTINGS_ENV]))
     metrics = Metrics()
     scorer = Scorer(settings, metrics)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app):
-        await scorer.start()
-        yield
-        await scorer.stop()
-
-    app = FastAPI(title="reprokit scoring service", lifespan=lifespan, docs_url=None, redoc_url=None)
+    roll = WorkerRoll(os.environ.get(READY_DIR_ENV) if settings.workers > 1 else None, settings.workers)
+    app = FastAPI(title="reprokit scoring service", docs_url=None, redoc_url=None)
     app.state.scorer = scorer
 
     def answer(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
@@ -523,9 +602,10 @@ def create_app(settings: Settings | None = None):
 
     @app.get("/health/ready")
     async def ready():
-        if not scorer.ready:
-            return answer(503, {"status": "not ready", "model": settings.model})
-        return answer(200, {"status": "ready", "model_version": scorer.model.version})
+        loaded = roll.count()
+        if not scorer.ready or loaded < settings.workers:
+            return answer(503, {"status": "not ready", "model": settings.model, "workers_loaded": loaded})
+        return answer(200, {"status": "ready", "model_version": scorer.model.version, "workers_loaded": loaded})
 
     @app.get("/version")
     async def version():
@@ -554,7 +634,7 @@ def create_app(settings: Settings | None = None):
         return schema
 
     app.openapi = openapi
-    return app
+    return loading_first(app, scorer, roll)
 
 
 ROUTES = {"/invocations", "/health/live", "/health/ready", "/version", "/metrics", "/openapi.json"}
@@ -690,6 +770,8 @@ def main(argv: list[str] | None = None) -> None:
     os.environ[SETTINGS_ENV] = json.dumps(dataclasses.asdict(settings))
     with tempfile.TemporaryDirectory(prefix="reprokit-metrics-") as shared:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared
+        os.environ[READY_DIR_ENV] = os.path.join(shared, "loaded")
+        os.mkdir(os.environ[READY_DIR_ENV])
         uvicorn.run("reprokit.serve:create_app", factory=True, workers=settings.workers, **common)
 
 
