@@ -113,13 +113,57 @@ NULL_TOKENS = sorted(
 )
 
 
+# What a file's first bytes say it is: a file named for one format and holding another is
+# refused naming both, never misread (gzip bytes parsed as a one-column CSV of garbage).
+MAGIC = {
+    b"\x1f\x8b": "gzip-compressed data",
+    b"PAR1": "Parquet data",
+    b"PK\x03\x04": "a zip archive (an Excel workbook?)",
+    b"BZh": "bzip2-compressed data",
+    b"\xfd7zXZ": "xz-compressed data",
+    b"\x28\xb5\x2f\xfd": "zstd-compressed data",
+}
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zip")
+
+
+def sniff(path: str) -> None:
+    """Refuse a file whose first bytes contradict its name (`.csv` holding gzip or Parquet
+    bytes, `.parquet` holding anything but Parquet)."""
+    name = path.lower().rsplit("?", 1)[0]
+    if name.endswith(COMPRESSED_SUFFIXES):
+        return  # read through the decompressor its suffix names
+    with opened(path) as handle:
+        head = handle.read(8)
+    found = next((what for magic, what in MAGIC.items() if head.startswith(magic)), None)
+    expected = file_format(path)
+    if expected == "parquet" and found != "Parquet data":
+        raise StageError(f"{path}: not a Parquet file: it begins with {head[:4]!r}, not PAR1")
+    if expected == "csv" and found is not None:
+        hint = " (name it .csv.gz)" if found.startswith("gzip") else ""
+        raise StageError(f"{path}: named as a CSV file but holds {found}{hint}")
+
+
+def check_names(names: list[str], path: str) -> list[str]:
+    """`names`, unless one is blank (an exported index, a trailing delimiter) or appears twice
+    (a reader would rename the second `name.1` and score the file as if nothing were wrong)."""
+    blank = [str(position) for position, name in enumerate(names, 1) if not str(name).strip()]
+    if blank:
+        raise StageError(f"{path}: column(s) {', '.join(blank)} have no name: every column needs one")
+    seen: set[str] = set()
+    twice = sorted({name for name in names if name in seen or seen.add(name)})
+    if twice:
+        raise StageError(f"{path}: duplicate column name(s) {', '.join(map(repr, twice))}: each must appear once")
+    return names
+
+
 def column_names(path: str, source=None) -> list[str]:
     """The column names of a CSV (read with the contract's delimiter and encoding, `source`)
-    or Parquet file."""
+    or Parquet file; blank or duplicate names, and contents that contradict the name, refused."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
+    sniff(path)
     with opened(path) as handle:  # its own handle: a reader of the rows reads ahead in the background
         if file_format(path) == "parquet":
             try:
@@ -127,7 +171,13 @@ def column_names(path: str, source=None) -> list[str]:
             except (pa.ArrowInvalid, OSError) as exc:
                 raise StageError(f"{path}: not a readable Parquet file ({exc})") from None
             index = {c for c in (schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)}
-            return [name for name in schema.names if name not in index]  # a pandas index is not data
+            names = [name for name in schema.names if name not in index]  # a pandas index is not data
+            nested = [f"{field.name!r} ({field.type})" for field in schema if pa.types.is_nested(field.type)]
+            if nested:
+                raise StageError(
+                    f"{path}: column(s) {', '.join(nested)} hold lists, maps or records, not single values"
+                )
+            return check_names(names, path)
         try:
             header = pacsv.open_csv(
                 handle,
@@ -138,7 +188,10 @@ def column_names(path: str, source=None) -> list[str]:
             raise StageError(f"{path}: cannot read it ({exc})") from None
         names = header.schema.names
         header.close()
-        return list(names)
+        return check_names(list(names), path)
+
+
+CSV_BLOCK = 1 << 22  # bytes pyarrow reads at a time: no CSV row may be longer
 
 
 def chunks(
@@ -171,7 +224,7 @@ def chunks(
         types = {c: (pa.string() if careful or c not in numeric else pa.float64()) for c in present}
         reader = pacsv.open_csv(
             handle,
-            read_options=pacsv.ReadOptions(block_size=1 << 22, encoding=encoding),
+            read_options=pacsv.ReadOptions(block_size=CSV_BLOCK, encoding=encoding),
             parse_options=parse,
             convert_options=pacsv.ConvertOptions(
                 column_types=types,
@@ -329,7 +382,8 @@ def _score_file(model, source: str, out: str, rejects: str, chunk_rows: int, car
     read = scored = warned = 0
     files: list[AtomicParquet] = []
 
-    keyed = bool(id_column) and id_column in column_names(source, contract.source)
+    names = column_names(source, contract.source)  # refuses blank, duplicate or nested columns first
+    keyed = bool(id_column) and id_column in names
 
     def checked_chunks() -> Iterator[tuple[pd.DataFrame, pd.Series, Any]]:
         """Each chunk with its row keys and contract check (run ahead in another thread)."""
@@ -387,6 +441,8 @@ def _score_file(model, source: str, out: str, rejects: str, chunk_rows: int, car
             file.abort()
         if not careful and "CSV conversion error" in str(exc):
             raise _NeedsCareful() from None
+        if "straddl" in str(exc):  # pyarrow's words for a row longer than its read block
+            raise StageError(f"{source}: cannot read it: a row is longer than {CSV_BLOCK >> 20} MiB") from None
         raise StageError(f"{source}: cannot read it ({exc})") from None
     except BaseException:
         for file in files:

@@ -14,6 +14,8 @@ import pytest
 
 from reprokit.trust import load_package
 
+from badfiles import SCORER_CORPUS
+
 
 def score(*args, env=None, timeout: float = 600) -> subprocess.CompletedProcess:
     """`python -m reprokit.score ARGS` as a user runs it."""
@@ -326,3 +328,40 @@ def test_credentials_in_a_url_never_reach_the_output(tmp_path, raw_csv, telco_pa
             assert done.returncode == 1, done.stderr
             assert "s3cr3tValue" not in done.stderr + done.stdout and "AKIAHOSTILE" not in done.stderr, done.stderr
             assert "***@nobucket" in done.stderr or "/nobucket/in.csv" in done.stderr, done.stderr
+
+
+@pytest.fixture(scope="module")
+def good_rows(telco_splits):
+    _, _, test, _ = telco_splits
+    return test.head(20).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("case", sorted(SCORER_CORPUS))
+def test_every_file_of_the_corpus_is_scored_exactly_or_refused_naming_the_cause(tmp_path, good_rows, telco_package, case):
+    name, make, expected = SCORER_CORPUS[case]
+    source = tmp_path / name
+    source.write_bytes(make(good_rows))
+    out = tmp_path / "out.parquet"
+    done = score(source, out, "--model", telco_package)
+    assert "Traceback" not in done.stderr and "terminate called" not in done.stderr, done.stderr
+    if expected[0] == "refused":
+        assert done.returncode == 1, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and str(source) in done.stderr, done.stderr
+        for fragment in expected[1]:
+            assert fragment in done.stderr, done.stderr
+        assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # nothing written
+        return
+    _, scored, rejected, reasons, warned, exact = expected
+    assert done.returncode == 0, done.stderr
+    assert len(pd.read_parquet(out)) == scored
+    assert int(pd.read_parquet(out)["warnings"].notna().sum()) == warned
+    rejects = pd.read_parquet(tmp_path / "out.rejects.parquet")
+    assert len(rejects) == rejected
+    for fragment in reasons:
+        assert rejects["reason"].str.contains(fragment, regex=False).all(), rejects["reason"].tolist()
+    if exact:  # every row read exactly: the same scores as the plain file
+        plain = tmp_path / "plain.csv"
+        good_rows.to_csv(plain, index=False)
+        assert score(plain, tmp_path / "plain.parquet", "--model", telco_package).returncode == 0
+        expected_scores = pd.read_parquet(tmp_path / "plain.parquet")["probability"]
+        np.testing.assert_array_equal(pd.read_parquet(out)["probability"], expected_scores)
