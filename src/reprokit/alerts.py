@@ -3,17 +3,20 @@
 The URL comes from the environment (`REPROKIT_MONITOR_WEBHOOK`), never from a tracked
 file, so a secret in it stays out of git and DVC. The body is JSON: the verdict, the
 drifted columns, the figures, the dataset and batch, and the model version. Each attempt
-has a timeout (`REPROKIT_MONITOR_WEBHOOK_TIMEOUT`, seconds, default 5) and failed
-attempts are retried (`REPROKIT_MONITOR_WEBHOOK_RETRIES`, default 3) with a doubling
-pause. A webhook that cannot be reached is logged and the check goes on, unless the caller
-requires it.
+has a total deadline (`REPROKIT_MONITOR_WEBHOOK_TIMEOUT`, seconds, default 5) for
+connecting, sending and receiving the answer's status and headers together, so a server that
+answers one byte at a time cannot stall the stage; failed attempts are retried
+(`REPROKIT_MONITOR_WEBHOOK_RETRIES`, default 3) with a doubling pause. A webhook that cannot
+be reached in time is logged and the check goes on, unless the caller requires it.
 """
 
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import logging
+import math
 import os
 import time
 import urllib.error
@@ -61,6 +64,97 @@ def verdict_body(figures: dict[str, Any], dataset: dict[str, Any]) -> dict[str, 
     }
 
 
+def _remaining(deadline: float) -> float:
+    """Seconds left until `deadline` (time.monotonic); TimeoutError once it has passed."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the attempt's deadline passed")
+    return left
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A socket's reading end on which each read may take only what is left until the
+    deadline: a socket timeout bounds one read, and a server that drips one byte per read
+    never trips it."""
+
+    def __init__(self, sock, deadline: float):
+        self._sock, self._deadline = sock, deadline
+        self._raw = sock.makefile("rb", buffering=0)  # counted by the socket, as http.client's own
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int | None:
+        self._sock.settimeout(_remaining(self._deadline))
+        return self._raw.readinto(buffer)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+class _DeadlineSocket:
+    """A connected socket whose answer is read against the deadline (all else as is)."""
+
+    def __init__(self, sock, deadline: float):
+        self._sock, self._deadline = sock, deadline
+
+    def makefile(self, *args, **kwargs) -> io.BufferedReader:
+        return io.BufferedReader(_DeadlineReader(self._sock, self._deadline))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class _TimedConnection(http.client.HTTPConnection):
+    """An HTTP connection whose connect, sends and reading of the answer all end by
+    `deadline` (time.monotonic), however the server paces its bytes."""
+
+    deadline = math.inf
+
+    def connect(self) -> None:
+        self.timeout = _remaining(self.deadline)
+        super().connect()
+        # What is left also bounds the TLS handshake HTTPSConnection runs next on this socket.
+        self.sock.settimeout(_remaining(self.deadline))
+
+    def send(self, data) -> None:
+        if self.sock is None:
+            self.connect()
+        self.sock.settimeout(_remaining(self.deadline))
+        super().send(data)
+
+    def getresponse(self) -> http.client.HTTPResponse:
+        self.sock = _DeadlineSocket(self.sock, self.deadline)
+        return super().getresponse()
+
+
+class _TimedHTTPSConnection(http.client.HTTPSConnection, _TimedConnection):
+    """HTTPS on a `_TimedConnection` (the MRO puts its connect under the TLS handshake)."""
+
+
+class _DeadlineHandler(urllib.request.HTTPHandler, urllib.request.HTTPSHandler):
+    """urllib's http and https handlers (proxies and redirects as usual) on timed connections."""
+
+    def __init__(self, deadline: float):
+        urllib.request.AbstractHTTPHandler.__init__(self)
+        self.deadline = deadline
+
+    def _connection(self, kind: type[_TimedConnection]):
+        def connection(host: str, **kwargs) -> _TimedConnection:
+            made = kind(host, **kwargs)
+            made.deadline = self.deadline
+            return made
+
+        return connection
+
+    def http_open(self, req):
+        return self.do_open(self._connection(_TimedConnection), req)
+
+    def https_open(self, req):
+        return self.do_open(self._connection(_TimedHTTPSConnection), req)
+
+
 def post_verdict(figures: dict[str, Any], name: str, batch: str, required: bool = False) -> bool:
     """Post the verdict on `batch` of dataset `name` to the webhook in the environment, if
     any; True when it was delivered. A failure raises `StageError` when `required`, else it
@@ -83,6 +177,8 @@ def post_verdict(figures: dict[str, Any], name: str, batch: str, required: bool 
 
         dataset["batch_md5"] = md5_file(batch)
     timeout = _setting(f"{URL_VARIABLE}_TIMEOUT", 5.0, float)
+    if timeout == 0:
+        raise StageError(f"environment variable {URL_VARIABLE}_TIMEOUT must be more than 0 seconds")
     retries = int(_setting(f"{URL_VARIABLE}_RETRIES", 3, int))
     data = json.dumps(verdict_body(figures, dataset), sort_keys=True).encode()
     problem = ""
@@ -92,9 +188,12 @@ def post_verdict(figures: dict[str, Any], name: str, batch: str, required: bool 
         request = urllib.request.Request(
             url, data=data, method="POST", headers={"Content-Type": "application/json", "User-Agent": "reprokit"}
         )
+        deadline = time.monotonic() + timeout
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http(s) checked above
-                response.read()
+            # A 2xx status is the delivery: the body is not read (a server may send it slowly).
+            opener = urllib.request.build_opener(_DeadlineHandler(deadline))
+            with opener.open(request, timeout=timeout):
+                pass
             log.info("posted the verdict %r to the webhook", figures["verdict"])
             return True
         except urllib.error.HTTPError as exc:
@@ -102,11 +201,13 @@ def post_verdict(figures: dict[str, Any], name: str, batch: str, required: bool 
             if exc.code < 500 and exc.code != 429:  # the request is wrong: retrying will not help
                 break
         except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
-            problem = (
-                type(exc).__name__
-                if isinstance(exc, (http.client.HTTPException, ValueError))
-                else str(getattr(exc, "reason", exc))
-            )
+            reason = getattr(exc, "reason", exc)
+            if isinstance(reason, TimeoutError):
+                problem = f"no answer within the {timeout:g} s deadline"
+            elif isinstance(exc, (http.client.HTTPException, ValueError)):
+                problem = type(exc).__name__
+            else:
+                problem = str(reason)
     # The URL may hold a token: name the host only.
     host = parts.hostname
     message = f"could not post the verdict to the webhook at {host} ({problem}) after {attempt + 1} attempt(s)"

@@ -452,6 +452,9 @@ def test_plain_data_rebuilt_by_a_constructor_is_refused(tmp_path, fitted_pipelin
         load_skops(path)
 
 
+OTHER_INPUTS_STEP = "an inputs step other than the one the package builds"
+
+
 @pytest.mark.parametrize(
     "kw_args",
     [{"columns": ["income"], "dtype": object}, {"columns": None}, {"columns": None, "dtype": "float32"}],
@@ -473,21 +476,25 @@ def test_a_package_inputs_step_other_than_the_one_package_builds_is_refused(tmp_
     served.named_steps["inputs"].kw_args = {**kw_args, "columns": columns}
     assert served.named_steps["inputs"].func is pd.DataFrame
     path.write_bytes(sio.dumps(served))
-    with pytest.raises(UntrustedFileError, match="an inputs step other than the one the package builds"):
+    with pytest.raises(UntrustedFileError, match=OTHER_INPUTS_STEP):
         load_skops(path)
 
 
 @pytest.mark.parametrize(
-    "tamper",
+    "tamper, reason",
     [
-        lambda step: setattr(step, "validate", True),
-        lambda step: setattr(step, "inverse_func", step.func),
-        lambda step: setattr(step, "feature_names_out", "one-to-one"),
-        lambda step: setattr(step, "func", FunctionTransformer().func),
+        (lambda step: setattr(step, "validate", True), OTHER_INPUTS_STEP),
+        # A callable where the pipeline never puts one is refused earlier, by the placements.
+        (
+            lambda step: setattr(step, "inverse_func", step.func),
+            r"refusing \['pandas\.DataFrame at [^']*/inverse_func'\]: this pipeline never puts them there",
+        ),
+        (lambda step: setattr(step, "feature_names_out", "one-to-one"), OTHER_INPUTS_STEP),
+        (lambda step: setattr(step, "func", FunctionTransformer().func), OTHER_INPUTS_STEP),
     ],
     ids=["validate", "inverse_func", "feature_names_out", "other-func"],
 )
-def test_an_inputs_step_with_other_settings_is_refused(tmp_path, fitted_pipeline, tamper):
+def test_an_inputs_step_with_other_settings_is_refused(tmp_path, fitted_pipeline, tamper, reason):
     from reprokit.estimators import served_pipeline
 
     pipeline, _ = fitted_pipeline
@@ -495,7 +502,7 @@ def test_an_inputs_step_with_other_settings_is_refused(tmp_path, fitted_pipeline
     tamper(served.named_steps["inputs"])
     path = tmp_path / "model.skops"
     path.write_bytes(sio.dumps(served))
-    with pytest.raises(UntrustedFileError):
+    with pytest.raises(UntrustedFileError, match=reason):
         load_skops(path)
 
 
@@ -506,7 +513,7 @@ def test_an_inputs_step_out_of_place_is_refused(tmp_path, fitted_pipeline):
     served = served_pipeline(pipeline.steps[0][1], pipeline.steps[1][1])
     path = tmp_path / "model.skops"
     path.write_bytes(sio.dumps(Pipeline([served.steps[1], served.steps[0], served.steps[2]])))
-    with pytest.raises(UntrustedFileError):
+    with pytest.raises(UntrustedFileError, match=r"a pipeline whose steps are not \(inputs,\) features then model"):
         load_skops(path)
 
 

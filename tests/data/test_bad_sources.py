@@ -59,7 +59,7 @@ def test_a_url_that_answers_404_is_one_clear_error(tmp_path, caplog):
         url = f"{base}/nothing-here.csv"
         assert run_prepare(tmp_path, url, caplog) == 1
     (message,) = errors(caplog)
-    assert url in message and ("not found" in message or "404" in message), message
+    assert message == f"prepare failed: source {url}: cannot be read as csv (HTTP Error 404: File not found)"
 
 
 def outputs(root) -> dict[str, bytes]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from reprokit.prepare import validate
+from reprokit.prepare import DataContractError, validate
 
 
 def test_source_is_the_documented_table(telco_splits, telco_contract):
@@ -16,9 +16,33 @@ def test_source_is_the_documented_table(telco_splits, telco_contract):
     assert (raw.loc[raw["total_charges"].isna(), "tenure"] == 0).all()  # the new customers
 
 
-def test_the_source_passes_validation(telco_splits, telco_contract):
+def test_the_source_passes_validation_with_every_row_and_value_kept(telco_splits, telco_contract):
     raw, _, _, _ = telco_splits
-    validate(raw.drop(columns=list(telco_contract.drop_columns)), telco_contract, "telco")
+    source = raw.drop(columns=list(telco_contract.drop_columns))
+    validated = validate(source, telco_contract, "telco")
+    # Coerced to the contract's nullable dtypes (Int64 for integers), the values as they were.
+    pd.testing.assert_frame_equal(validated, source, check_dtype=False)
+    assert str(validated["tenure"].dtype) == "Int64"
+
+
+def test_the_source_with_a_breach_fails_validation_naming_it(telco_splits, telco_contract):
+    """The check above passes because the source keeps the contract, not because nothing is checked."""
+    raw, _, _, _ = telco_splits
+    source = raw.drop(columns=list(telco_contract.drop_columns))
+    source.loc[source.index[3], "contract"] = "Three year"
+    source.loc[source.index[5], "monthly_charges"] = -1.0
+    with pytest.raises(DataContractError) as refused:
+        validate(source, telco_contract, "telco")
+    head, contract, charges = str(refused.value).splitlines()
+    assert head == "telco: the data breaks the dataset contract:"
+    assert contract == (
+        "  - column 'contract': check isin(['Month-to-month', 'One year', 'Two year']) failed for 1 row(s), "
+        "e.g. rows [3] (0-based); failing values: ['Three year']"
+    )
+    assert charges == (
+        "  - column 'monthly_charges': check greater_than_or_equal_to(0) failed for 1 row(s), "
+        "e.g. rows [5] (0-based); failing values: ['-1.0']"
+    )
 
 
 def test_splits_have_the_contract_columns_and_types(telco_splits, telco_contract):

@@ -19,8 +19,9 @@ def test_psi_is_zero_for_equal_shares_and_matches_the_formula():
     ref, cur = np.array([50, 50]), np.array([80, 20])
     expected = (0.8 - 0.5) * math.log(0.8 / 0.5) + (0.2 - 0.5) * math.log(0.2 / 0.5)
     assert drift.psi(ref, cur) == pytest.approx(expected, rel=1e-12)
-    # an empty bin counts as a small share, never an infinite PSI
-    assert math.isfinite(drift.psi(np.array([100, 0]), np.array([50, 50])))
+    # an empty bin counts as a share of MIN_SHARE (1e-4), never an infinite PSI
+    floor = (0.5 - 1.0) * math.log(0.5 / 1.0) + (0.5 - 1e-4) * math.log(0.5 / 1e-4)
+    assert drift.psi(np.array([100, 0]), np.array([50, 50])) == pytest.approx(floor, rel=1e-12)
 
 
 def test_corrections_match_scipy_and_the_definition():

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import http.server
 import json
+import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from commands import run
+from reprokit.alerts import post_verdict
+from reprokit.stage import StageError
 
 NUMERIC = ["tenure", "monthly_charges", "total_charges"]
 
@@ -282,3 +286,100 @@ def test_a_webhook_that_answers_garbage_is_a_warning_not_a_crash(project):
         listener.close()
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     assert "could not post the verdict to the webhook at 127.0.0.1" in done.stderr
+
+
+class Drip:
+    """A real HTTP server on 127.0.0.1 that reads each request, then answers one byte every
+    0.2 s: a 200 status line, then a header line that never ends, for `seconds` per
+    connection (minutes: far past any deadline). It records how long each client stayed."""
+
+    def __init__(self, seconds: float = 90.0):
+        self.seconds, self.stop = seconds, threading.Event()
+        self.stays: list[float] = []  # seconds from accept until the client hung up
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.threads = [threading.Thread(target=self.accept, daemon=True)]
+        self.threads[0].start()
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/hooks/secret-token"
+
+    def accept(self):
+        while not self.stop.is_set():
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:  # the listener was closed
+                return
+            thread = threading.Thread(target=self.drip, args=(connection,), daemon=True)
+            self.threads.append(thread)
+            thread.start()
+
+    def drip(self, connection: socket.socket):
+        started = time.monotonic()
+        answer = b"HTTP/1.1 200 OK\r\nX-Drip: "
+        with connection:
+            connection.recv(65536)
+            sent = 0
+            while not self.stop.is_set() and time.monotonic() - started < self.seconds:
+                try:
+                    connection.sendall(answer[sent : sent + 1] if sent < len(answer) else b"a")
+                except OSError:  # the client hung up
+                    self.stays.append(time.monotonic() - started)
+                    return
+                sent += 1
+                self.stop.wait(0.2)
+
+    def close(self):
+        self.stop.set()
+        self.listener.close()
+        for thread in self.threads:
+            thread.join(10)
+
+
+@pytest.fixture()
+def drip():
+    server = Drip()
+    yield server
+    server.close()
+
+
+FIGURES = {
+    "verdict": "alert",
+    "drifted_columns": ["tenure"],
+    "missing_changed": [],
+    "rows": 100,
+    "rejected_rows": 0,
+    "drifted_share": 0.05,
+    "prediction": {"psi": 0.3},
+    "features": {"tenure": {"psi": 0.4}},
+    "labels": None,
+}
+
+
+def test_a_webhook_that_drips_its_answer_is_given_up_at_the_deadline(drip, monkeypatch, tmp_path):
+    """The deadline covers the whole attempt, not each read: 1 s per attempt, 2 attempts and a
+    0.5 s pause, against a server that would keep answering for minutes."""
+    monkeypatch.setenv("REPROKIT_MONITOR_WEBHOOK", drip.url)
+    monkeypatch.setenv("REPROKIT_MONITOR_WEBHOOK_TIMEOUT", "1")
+    monkeypatch.setenv("REPROKIT_MONITOR_WEBHOOK_RETRIES", "1")
+    started = time.monotonic()
+    with pytest.raises(StageError) as raised:
+        post_verdict(FIGURES, "telco_customer_churn", str(tmp_path / "batch.parquet"), required=True)
+    assert time.monotonic() - started < 20  # a generous margin: about 2.5 s are expected
+    assert str(raised.value) == (
+        "could not post the verdict to the webhook at 127.0.0.1 (no answer within the 1 s deadline) after 2 attempt(s)"
+    )
+
+
+def test_a_dripping_webhook_cannot_stall_the_monitor(project, drip):
+    env = {
+        "REPROKIT_MONITOR_WEBHOOK": drip.url,
+        "REPROKIT_MONITOR_WEBHOOK_TIMEOUT": "1",
+        "REPROKIT_MONITOR_WEBHOOK_RETRIES": "1",
+    }
+    figures, done = monitor(project, "data/batches/no_drift.parquet", env=env, out="reports/drip")
+    assert done.returncode == 0, done.stderr
+    assert figures["verdict"] == "ok"
+    assert "(no answer within the 1 s deadline) after 2 attempt(s); the check goes on" in done.stderr
+    assert "secret-token" not in done.stderr
+    deadline = time.monotonic() + 10  # the server sees the hang-up at its next byte
+    while len(drip.stays) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(drip.stays) == 2 and max(drip.stays) < 20, drip.stays  # hung up at the deadline, not after 90 s

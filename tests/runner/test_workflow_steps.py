@@ -3,6 +3,7 @@ runner's: only setup-python's interpreter on PATH, nothing activated (see github
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -96,9 +97,21 @@ def test_cml_jobs_post_the_metric_report_on_a_bare_runner(repo, tmp_path):
     assert (runner.cml_log / "token").read_text() == "yes\n"
     posted = (runner.cml_log / "posted.md").read_text()
     assert posted == (workspace / "reports" / "report.md").read_text()
-    roc = next(line for line in posted.splitlines() if line.startswith("| test.roc_auc") or "test.roc_auc" in line)
-    assert roc.count("|") >= 4  # a table row: metric, base, new, delta
-    assert "`train.hist_gradient_boosting.learning_rate`" in posted or "learning_rate" in posted
+    rows = posted.splitlines()
+    assert "| `params.yaml:train.hist_gradient_boosting.learning_rate` | `0.05` | `0.1` |" in rows
+    # The first test.roc_auc row is metrics/metrics.json's: the base's committed value, the head's reproduced one.
+    committed = subprocess.run(
+        ["git", "-C", str(workspace), "show", f"origin/{BASE}:metrics/metrics.json"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    base = json.loads(committed)["test"]["roc_auc"]
+    head = json.loads((workspace / "metrics" / "metrics.json").read_text())["test"]["roc_auc"]
+    assert head != base  # the learning rate changed the model
+    mark = "✅" if head > base else "❌"
+    roc = next(row for row in rows if row.startswith("| test.roc_auc "))
+    assert roc == f"| test.roc_auc ↑ | {base:.4f} | {head:.4f} | {head - base:+.4f} {mark} |"
 
 
 def test_a_fork_gets_the_report_artifact_and_no_comment_attempt(repo, tmp_path):
