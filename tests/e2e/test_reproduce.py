@@ -72,11 +72,13 @@ def test_noop_repro_runs_nothing(clone, first_state):
 
 def test_a_dev_tool_bump_reruns_nothing_and_a_runtime_bump_reruns_every_stage(repo, clone, first_state):
     """Stages depend on the exported runtime lock, not on uv.lock: a new pytest in uv.lock (dev
-    group) leaves the export, and so every stage, unchanged; a new pyarrow in it changes all."""
+    group) leaves the export, and so every stage, unchanged; a new pyarrow in the export re-runs
+    every stage."""
     lock = clone.root / "uv.lock"
     text = lock.read_text()
-    entry = re.search(r'\[\[package\]\]\nname = "pytest"\nversion = "([^"]+)"', text)
-    lock.write_text(text.replace(entry[0], entry[0].replace(entry[1], entry[1] + ".post1")))
+    entry = re.search(r'\[\[package\]\]\nname = "pytest"\nversion = "([^"]+)"\n.*?\n\n', text, re.S)
+    bumped = entry[0].replace(f'"{entry[1]}"', f'"{entry[1]}.post1"').replace(f"-{entry[1]}", f"-{entry[1]}.post1")
+    lock.write_text(text.replace(entry[0], bumped))  # its version and its files' names
     args = ("export", "--frozen", "--no-dev", "--no-hashes", "--no-emit-project", "--quiet")
     assert clone.run(uv(repo), *args).stdout.replace("--frozen", "--locked") == (clone.root / RUNTIME_LOCK).read_text()
     assert clone.git("status", "--porcelain") == " M uv.lock\n"
