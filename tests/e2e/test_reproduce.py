@@ -76,7 +76,7 @@ def test_a_dev_tool_bump_reruns_nothing_and_a_runtime_bump_reruns_every_stage(re
     every stage."""
     lock = clone.root / "uv.lock"
     text = lock.read_text()
-    entry = re.search(r'\[\[package\]\]\nname = "pytest"\nversion = "([^"]+)"\n.*?\n\n', text, re.S)
+    entry = re.search(r'\[\[package\]\]\nname = "pytest"\nversion = "([^"]+)"\n.*?\n\n', text, re.DOTALL)
     bumped = entry[0].replace(f'"{entry[1]}"', f'"{entry[1]}.post1"').replace(f"-{entry[1]}", f"-{entry[1]}.post1")
     lock.write_text(text.replace(entry[0], bumped))  # its version and its files' names
     args = ("export", "--frozen", "--no-dev", "--no-hashes", "--no-emit-project", "--quiet")
