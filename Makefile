@@ -4,15 +4,19 @@ UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 RUN := $(UV) run --locked --no-sync
 
 .DEFAULT_GOAL := help
-.PHONY: help setup repro test test-fast bench
+.PHONY: help setup runtime-lock repro test test-fast bench
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 setup: ## Install the locked environment into .venv (and uv into .tools/ if it is missing)
 	@command -v uv >/dev/null 2>&1 || [ -x .tools/bin/uv ] || \
 		{ python3 -m venv .tools && .tools/bin/pip install --quiet "uv==$(UV_VERSION)"; }
 	$(UV) sync --locked
+
+runtime-lock: ## Re-export uv.lock's runtime dependencies into requirements-runtime.txt (after changing uv.lock)
+	$(UV) export --locked --no-dev --no-hashes --no-emit-project --quiet > requirements-runtime.txt.tmp
+	mv requirements-runtime.txt.tmp requirements-runtime.txt
 
 repro: setup ## Set up, then run the full pipeline (dvc repro)
 	$(RUN) dvc repro

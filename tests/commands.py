@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,3 +19,10 @@ def run(cwd: Path, module: str, *args, env: dict | None = None) -> subprocess.Co
         timeout=600,
         env={**os.environ, **(env or {})},
     )
+
+
+def uv(repo: Path) -> str:
+    """The uv binary `make setup` uses: the one on PATH, else the one it put in `.tools/`."""
+    found = shutil.which("uv") or str(repo / ".tools" / "bin" / "uv")
+    assert Path(found).exists(), "uv is installed by `make setup`"
+    return found

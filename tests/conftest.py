@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic import loans_contract, make_loans  # noqa: E402
 
 from reprokit.contract import Contract, load_contract, parse_contract  # noqa: E402
+from reprokit.lockfile import RUNTIME_LOCK  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -82,5 +83,6 @@ def telco_package(tmp_path_factory, telco_pipeline, telco_splits, telco_contract
     inputs = inputs_of(test, telco_contract)
     out = tmp_path_factory.mktemp("telco") / "package"
     expected = predict_proba(telco_pipeline, inputs, 1)
-    save_package(telco_pipeline, telco_contract, inputs, out, expected, 0.5, example=synthetic_example(telco_contract))
+    example = synthetic_example(telco_contract)
+    save_package(telco_pipeline, telco_contract, inputs, out, expected, 0.5, example=example, lock=REPO / RUNTIME_LOCK)
     return out

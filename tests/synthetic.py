@@ -8,6 +8,8 @@ model has real signal to find.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -84,16 +86,25 @@ def loan_pipeline(rows: int = 300, iterations: int = 20, spec: dict | None = Non
 
 
 def package_loans(
-    pipeline, inputs, out, expected=None, example=None, threshold: float = 0.5, spec: dict | None = None
+    pipeline,
+    inputs,
+    out,
+    expected=None,
+    example=None,
+    threshold: float = 0.5,
+    spec: dict | None = None,
+    lock: Path | None = None,
 ) -> None:
     """Package a loans pipeline with the `package` stage's own function (served
     probabilities must equal `expected`, by default the pipeline's own)."""
     from reprokit.contract import parse_contract
+    from reprokit.lockfile import RUNTIME_LOCK
     from reprokit.package import save_package
 
     expected = pipeline.predict_proba(inputs)[:, 1] if expected is None else expected
     contract = parse_contract(spec or loans_contract())
-    save_package(pipeline, contract, inputs, out, expected, threshold, example=example)
+    lock = Path(__file__).resolve().parents[1] / RUNTIME_LOCK if lock is None else lock
+    save_package(pipeline, contract, inputs, out, expected, threshold, example=example, lock=lock)
 
 
 def markdown_rows(text: str) -> dict[str, list[str]]:

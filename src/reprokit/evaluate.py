@@ -18,6 +18,7 @@ import pandas as pd
 from reprokit.artifacts import fresh_dir, write_json, write_parquet
 from reprokit.config import StageParams
 from reprokit.contract import Contract, load_stage_contract
+from reprokit.figures import drawing, save_png
 from reprokit.inference import inputs_of, load_pipeline, predict_proba, thread_budget
 from reprokit.metrics import classification_metrics, rounded, subgroup_metrics
 from reprokit.stage import add_debug_option, run_stage
@@ -139,59 +140,52 @@ def permutation_importance(
 
 
 def save_images(curve_rows: dict[str, list[dict[str, Any]]], importance: dict[str, float], out_dir: Path) -> list[Path]:
-    """PNG images of the curves, confusion matrix and feature importance."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """PNG images of the curves, confusion matrix and feature importance, in the project's style."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
 
     def save(fig, name: str) -> None:
-        path = out_dir / name
-        fig.tight_layout()
-        fig.savefig(path, dpi=100, metadata={"Software": None})
-        plt.close(fig)
-        paths.append(path)
+        save_png(fig, out_dir / name)
+        paths.append(out_dir / name)
 
-    roc = curve_rows["roc"]
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.plot([r["fpr"] for r in roc], [r["tpr"] for r in roc], label="model")
-    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
-    ax.set(xlabel="False positive rate", ylabel="True positive rate", title="ROC curve (test)")
-    ax.legend(loc="lower right")
-    save(fig, "roc.png")
+    with drawing() as plt:
+        roc = curve_rows["roc"]
+        fig, ax = plt.subplots(figsize=(5, 5))
+        ax.plot([r["fpr"] for r in roc], [r["tpr"] for r in roc], label="model")
+        ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
+        ax.set(xlabel="False positive rate", ylabel="True positive rate", title="ROC curve (test)")
+        ax.legend(loc="lower right")
+        save(fig, "roc.png")
 
-    pr = curve_rows["precision_recall"]
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.plot([r["recall"] for r in pr], [r["precision"] for r in pr])
-    ax.set(xlabel="Recall", ylabel="Precision", title="Precision-recall curve (test)", xlim=(0, 1), ylim=(0, 1.02))
-    save(fig, "precision_recall.png")
+        pr = curve_rows["precision_recall"]
+        fig, ax = plt.subplots(figsize=(5, 5))
+        ax.plot([r["recall"] for r in pr], [r["precision"] for r in pr])
+        ax.set(xlabel="Recall", ylabel="Precision", title="Precision-recall curve (test)", xlim=(0, 1), ylim=(0, 1.02))
+        save(fig, "precision_recall.png")
 
-    cal = curve_rows["calibration"]
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.plot([r["mean_predicted"] for r in cal], [r["fraction_positive"] for r in cal], marker="o", label="model")
-    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
-    ax.set(xlabel="Mean predicted probability", ylabel="Fraction of positives", title="Calibration (test)")
-    ax.legend(loc="upper left")
-    save(fig, "calibration.png")
+        cal = curve_rows["calibration"]
+        fig, ax = plt.subplots(figsize=(5, 5))
+        ax.plot([r["mean_predicted"] for r in cal], [r["fraction_positive"] for r in cal], marker="o", label="model")
+        ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
+        ax.set(xlabel="Mean predicted probability", ylabel="Fraction of positives", title="Calibration (test)")
+        ax.legend(loc="upper left")
+        save(fig, "calibration.png")
 
-    matrix = np.zeros((2, 2), dtype=int)
-    for row in curve_rows["confusion"]:
-        matrix[row["actual"], row["predicted"]] = row["count"]
-    fig, ax = plt.subplots(figsize=(4, 4))
-    ax.imshow(matrix, cmap="Blues")
-    for (i, j), count in np.ndenumerate(matrix):
-        ax.text(j, i, str(count), ha="center", va="center", color="black")
-    ax.set(xticks=[0, 1], yticks=[0, 1], xlabel="Predicted", ylabel="Actual", title="Confusion matrix (test)")
-    save(fig, "confusion_matrix.png")
+        matrix = np.zeros((2, 2), dtype=int)
+        for row in curve_rows["confusion"]:
+            matrix[row["actual"], row["predicted"]] = row["count"]
+        fig, ax = plt.subplots(figsize=(4, 4))
+        ax.imshow(matrix, cmap="Blues")
+        for (i, j), count in np.ndenumerate(matrix):
+            ax.text(j, i, str(count), ha="center", va="center", color="black")
+        ax.set(xticks=[0, 1], yticks=[0, 1], xlabel="Predicted", ylabel="Actual", title="Confusion matrix (test)")
+        save(fig, "confusion_matrix.png")
 
-    ordered = sorted(importance.items(), key=lambda item: item[1])
-    fig, ax = plt.subplots(figsize=(6, max(3, 0.3 * len(ordered))))
-    ax.barh([name for name, _ in ordered], [value for _, value in ordered])
-    ax.set(xlabel="Mean drop in ROC AUC when shuffled", title="Permutation feature importance (test)")
-    save(fig, "feature_importance.png")
+        ordered = sorted(importance.items(), key=lambda item: item[1])
+        fig, ax = plt.subplots(figsize=(6, max(3, 0.3 * len(ordered))))
+        ax.barh([name for name, _ in ordered], [value for _, value in ordered])
+        ax.set(xlabel="Mean drop in ROC AUC when shuffled", title="Permutation feature importance (test)")
+        save(fig, "feature_importance.png")
     return paths
 
 

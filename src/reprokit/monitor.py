@@ -47,6 +47,7 @@ import pandas as pd
 from reprokit.artifacts import fresh_dir, write_bytes_atomic, write_json
 from reprokit.config import StageParams
 from reprokit.contract import load_stage_contract
+from reprokit.figures import drawing, save_png
 from reprokit.stage import StageError, add_debug_option, run_stage
 
 log = logging.getLogger("reprokit.monitor")
@@ -398,25 +399,19 @@ def distribution_rows(comparison) -> list[dict[str, Any]]:
 
 
 def save_images(comparisons: dict[str, Any], names: list[str], out_dir: Path) -> None:
-    """A PNG of reference-vs-batch shares per name (byte-stable: no software or date stamp)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    for name in names:
-        comparison = comparisons[name]
-        positions = np.arange(len(comparison.bins))
-        fig, ax = plt.subplots(figsize=(6, max(2.5, 0.35 * len(positions) + 1.2)))
-        ax.barh(positions - 0.2, comparison.reference, height=0.4, label="reference")
-        ax.barh(positions + 0.2, comparison.current, height=0.4, label="batch")
-        ax.set_yticks(positions, comparison.bins)
-        ax.invert_yaxis()
-        ax.set(xlabel="Share of rows", title=f"{name}: PSI {comparison.psi:.3f}")
-        ax.legend(loc="lower right")
-        fig.tight_layout()
-        fig.savefig(out_dir / f"{name}.png", dpi=100, metadata={"Software": None})
-        plt.close(fig)
+    """A PNG of reference-vs-batch shares per name, in the project's style."""
+    with drawing() as plt:
+        for name in names:
+            comparison = comparisons[name]
+            positions = np.arange(len(comparison.bins))
+            fig, ax = plt.subplots(figsize=(6, max(2.5, 0.35 * len(positions) + 1.2)))
+            ax.barh(positions - 0.2, comparison.reference, height=0.4, label="reference")
+            ax.barh(positions + 0.2, comparison.current, height=0.4, label="batch")
+            ax.set_yticks(positions, comparison.bins)
+            ax.invert_yaxis()
+            ax.set(xlabel="Share of rows", title=f"{name}: PSI {comparison.psi:.3f}")
+            ax.legend(loc="lower right")
+            save_png(fig, out_dir / f"{name}.png")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -4,9 +4,12 @@ The directory holds the whole inference pipeline (fitted transformer + model), s
 serving applies exactly the training transformation. It is saved in MLflow's model
 format with skops serialization, an input signature, an input example and pinned
 requirements, then made byte-stable: the skops archive is canonicalized, the
-creation time is dropped, `model_uuid` becomes a hash of the model's bytes and the
+creation time is dropped, `model_uuid` becomes a hash of the model's bytes, the
 Python version is recorded as major.minor (the patch release of the interpreter
-that happened to build it is not part of the model). Before the directory replaces
+that happened to build it is not part of the model), and the environment files
+(`requirements.txt`, `python_env.yaml`, `conda.yaml`) are written from the runtime lock
+alone: MLflow writes them from the running environment, whose build tools (pip,
+setuptools, wheel) depend on the installer that made it. Before the directory replaces
 the old one it is loaded back as MLflow serves it (through `reprokit.trust.load_package`)
 and must reproduce evaluate's test probabilities exactly; otherwise the old package stays.
 """
@@ -16,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import re
 import sys
 import warnings
 from importlib import metadata
@@ -36,6 +38,7 @@ from reprokit.artifacts import (
 from reprokit.config import StageParams
 from reprokit.contract import Contract, load_stage_contract
 from reprokit.inference import inputs_of, load_pipeline, served_proba
+from reprokit.lockfile import RUNTIME_LOCK, locked_versions, normalized, pins
 from reprokit.scoring import conform, input_schema, signature_inputs
 from reprokit.stage import StageError, add_debug_option, run_stage
 
@@ -45,12 +48,29 @@ PARAMS = ("base", "split", "featurize", "train", "evaluate", "package")
 CONTRACT = ("name", "source", "target", "features")
 
 REQUIREMENTS = ("mlflow", "scikit-learn", "skops", "numpy", "scipy", "pandas", "pyarrow")
+# What MLflow's virtualenv restore installs before the requirements (`_PythonEnv.BUILD_PACKAGES`).
+BUILD_TOOLS = ("pip", "setuptools", "wheel")
 EXAMPLE_ROWS = 5
 
 
-def pinned_requirements(packages: tuple[str, ...] = REQUIREMENTS) -> list[str]:
-    """Exact versions of the serving requirements, as installed from the lock file."""
-    return [f"{name}=={metadata.version(name)}" for name in packages]
+def pinned_requirements(versions: dict[str, str], packages: tuple[str, ...] = REQUIREMENTS) -> list[str]:
+    """Exact versions of the serving requirements, as the runtime lock pins them."""
+    return pins(packages, versions)
+
+
+def check_installed(versions: dict[str, str], packages: tuple[str, ...] = REQUIREMENTS) -> None:
+    """Refuse an environment whose serving packages are not the lock's: MLmodel records the
+    installed MLflow and scikit-learn versions, and the model file is written by them."""
+    wrong = [
+        f"{name} {metadata.version(name)} (the lock pins {versions.get(normalized(name))})"
+        for name in packages
+        if metadata.version(name) != versions.get(normalized(name))
+    ]
+    if wrong:
+        raise StageError(
+            f"the environment is not the runtime lock's: {', '.join(wrong)}; "
+            f"install it from {RUNTIME_LOCK} (make setup)"
+        )
 
 
 def python_minor() -> str:
@@ -58,24 +78,42 @@ def python_minor() -> str:
     return f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
-def canonicalize_python_version(path: Path) -> None:
-    """Record the Python version as major.minor in the model's environment files."""
-    full = re.escape(".".join(map(str, sys.version_info[:3])))
-    minor = python_minor()
-    for name, pattern, replacement in (
-        ("python_env.yaml", rf"(?m)^python: {full}$", f"python: '{minor}'"),
-        ("conda.yaml", rf"(?m)^- python={full}$", f"- python={minor}"),
-    ):
-        file = path / name
-        text, count = re.subn(pattern, replacement, file.read_text())
-        if count != 1:
-            raise StageError(f"{file}: expected one Python version line to canonicalize, found {count}")
-        file.write_text(text)
+def environment_files(versions: dict[str, str], python: str) -> dict[str, str]:
+    """The package's `requirements.txt`, `python_env.yaml` and `conda.yaml`, in MLflow's
+    layout, from the runtime lock's `versions` alone: a build tool the lock pins is pinned,
+    one it does not pin (uv installs no pip) is named without a version, whatever the
+    running environment has."""
+    requirements = pinned_requirements(versions)
+    locked = {tool: versions.get(tool) for tool in BUILD_TOOLS}
+    python_env = {
+        "python": python,
+        "build_dependencies": [f"{tool}=={v}" if v else tool for tool, v in locked.items()],
+        "dependencies": ["-r requirements.txt"],
+    }
+    # MLflow writes `pip<=version` (conda-forge lags behind PyPI) for the pip it finds.
+    conda = {
+        "name": "mlflow-env",
+        "channels": ["conda-forge"],
+        "dependencies": [
+            f"python={python}",
+            f"pip<={locked['pip']}" if locked["pip"] else "pip",
+            {"pip": requirements},
+        ],
+    }
+    return {
+        "requirements.txt": "\n".join(requirements),
+        "python_env.yaml": yaml.safe_dump(python_env, sort_keys=False, default_flow_style=False),
+        "conda.yaml": yaml.safe_dump(conda, default_flow_style=False),
+    }
 
 
-def canonicalize_model_dir(path: Path) -> None:
+def canonicalize_model_dir(path: Path, versions: dict[str, str]) -> None:
     """Make an MLflow sklearn model directory byte-stable (see module docstring)."""
-    canonicalize_python_version(path)
+    written = {p.name for p in path.iterdir()}
+    for name, text in environment_files(versions, python_minor()).items():
+        if name not in written:
+            raise StageError(f"{path}: MLflow wrote no {name} to replace")
+        (path / name).write_text(text)
     skops_file = path / "model.skops"
     canonical = canonical_skops_bytes(skops_file.read_bytes())
     skops_file.write_bytes(canonical)
@@ -131,6 +169,7 @@ def save_package(
     threshold: float,
     n_threads: int = 1,
     example=None,
+    lock: str | Path = RUNTIME_LOCK,
 ) -> None:
     """Save `pipeline` (fitted transformer then model) as an MLflow model directory at
     `out_dir`, behind the `inputs` step that makes nullable features optional
@@ -141,6 +180,8 @@ def save_package(
     scorer holding only the package checks records and labels them as the pipeline does.
     `example` is the input example stored in the package (default: the first rows of
     `inputs`; the stage passes a synthetic one unless `package.input_example: real`).
+    `lock` is the runtime lock whose versions the environment files list; the running
+    environment must have them.
     The directory is built and canonicalized beside `out_dir`, loaded back as MLflow
     serves it, and must give exactly `expected` (evaluate's probabilities for `inputs`);
     only then does it replace `out_dir`. On any failure the old package stays."""
@@ -152,6 +193,8 @@ def save_package(
 
     from reprokit.estimators import served_pipeline
 
+    versions = locked_versions(lock)
+    check_installed(versions)
     pipeline = served_pipeline(pipeline.named_steps["features"], pipeline.named_steps["model"])
     example = signature_inputs(inputs.head(EXAMPLE_ROWS) if example is None else example, contract)
     signature = ModelSignature(
@@ -166,11 +209,11 @@ def save_package(
             skops_trusted_types=trusted,
             signature=signature,
             input_example=example,
-            pip_requirements=pinned_requirements(),
+            pip_requirements=pinned_requirements(versions),
             pyfunc_predict_fn="predict_proba",
             metadata={"reprokit": {"contract": contract.to_mapping(), "threshold": threshold}},
         )
-        canonicalize_model_dir(staged)
+        canonicalize_model_dir(staged, versions)
         check_served(staged, inputs, expected, n_threads)
 
 
@@ -257,6 +300,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--plots-dir", required=True, help="curve data (logged with the run)")
     parser.add_argument("--images-dir", required=True, help="PNG images (logged with the run)")
     parser.add_argument("--predictions", required=True, help="evaluate's test probabilities")
+    parser.add_argument(
+        "--runtime-lock", default=RUNTIME_LOCK, help="the exported lock whose versions the environment files list"
+    )
     parser.add_argument("--package-out", required=True)
     parser.add_argument("--card-out", required=True)
     return parser.parse_args(argv)
@@ -282,7 +328,7 @@ def main(argv: list[str] | None = None) -> None:
         example = inputs.head(EXAMPLE_ROWS) if real_rows else synthetic_example(contract)
         threshold = params.value("evaluate.threshold")
         proba = expected["probability"].to_numpy()
-        save_package(pipeline, contract, inputs, out_dir, proba, threshold, n_threads, example)
+        save_package(pipeline, contract, inputs, out_dir, proba, threshold, n_threads, example, args.runtime_lock)
         metrics = json.loads(Path(args.evaluation).read_text())
         subgroups = json.loads(Path(args.subgroups).read_text())
         hashes = {path: md5_file(path) for path in (args.train, args.test, args.model, args.transformer)}

@@ -207,30 +207,26 @@ def curve_points(data: Any, x: str, y: str) -> tuple[list[float], list[float]] |
 
 def compare_plots(base_rev: str, root: Path, out_dir: Path) -> list[Path]:
     """ROC and precision-recall of base and head on one figure each."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from reprokit.figures import drawing, save_png
 
     images = []
-    for name, (path, x, y, xlabel, ylabel) in CURVES.items():
-        sides = {
-            "base": curve_points(read_side(base_rev, root, path), x, y),
-            "head": curve_points(read_side(None, root, path), x, y),
-        }
-        if not any(sides.values()):
-            continue
-        fig, ax = plt.subplots(figsize=(5, 5))
-        for label, points in sides.items():
-            if points:
-                ax.plot(*points, label=label, linestyle="--" if label == "base" else "-")
-        ax.set(xlabel=xlabel, ylabel=ylabel, title=f"{TITLES[name]}: base vs head", xlim=(0, 1), ylim=(0, 1.02))
-        ax.legend(loc="lower right" if name == "roc" else "lower left")
-        fig.tight_layout()
-        image = out_dir / f"{name}_compare.png"
-        fig.savefig(image, dpi=100, metadata={"Software": None})
-        plt.close(fig)
-        images.append(image)
+    with drawing() as plt:
+        for name, (path, x, y, xlabel, ylabel) in CURVES.items():
+            sides = {
+                "base": curve_points(read_side(base_rev, root, path), x, y),
+                "head": curve_points(read_side(None, root, path), x, y),
+            }
+            if not any(sides.values()):
+                continue
+            fig, ax = plt.subplots(figsize=(5, 5))
+            for label, points in sides.items():
+                if points:
+                    ax.plot(*points, label=label, linestyle="--" if label == "base" else "-")
+            ax.set(xlabel=xlabel, ylabel=ylabel, title=f"{TITLES[name]}: base vs head", xlim=(0, 1), ylim=(0, 1.02))
+            ax.legend(loc="lower right" if name == "roc" else "lower left")
+            image = out_dir / f"{name}_compare.png"
+            save_png(fig, image)
+            images.append(image)
     return images
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from importlib import metadata
 
@@ -8,9 +9,9 @@ import numpy as np
 import pytest
 import yaml
 
+from reprokit.lockfile import RUNTIME_LOCK, locked_versions
 from reprokit.package import (
     model_card,
-    pinned_requirements,
     python_minor,
     served_probabilities,
     synthetic_example,
@@ -57,7 +58,58 @@ def test_package_metadata_has_signature_example_and_pins(tmp_path, pipeline_and_
     assert example["columns"] == list(inputs.columns) and len(example["data"]) == 5
     requirements = (tmp_path / "m" / "requirements.txt").read_text().split()
     assert f"scikit-learn=={metadata.version('scikit-learn')}" in requirements
-    assert all("==" in line for line in pinned_requirements())
+    assert len(requirements) == 7 and all("==" in line for line in requirements)
+
+
+def pinned_requirements(lock) -> list[str]:
+    versions = locked_versions(lock)
+    names = ("mlflow", "scikit-learn", "skops", "numpy", "scipy", "pandas", "pyarrow")
+    return [f"{name}=={versions[name]}" for name in names]
+
+
+def test_the_environment_files_come_from_the_lock_not_the_running_environment(tmp_path, repo, pipeline_and_inputs):
+    """MLflow lists the running environment's pip, setuptools and wheel (here: no pip, the
+    lock's setuptools, no wheel under uv; others under pip). A lock pinning pip 99.1 and
+    setuptools 1.2, which no environment has, is what the package lists, in MLflow's layout."""
+    pipeline, inputs = pipeline_and_inputs
+    text = (repo / RUNTIME_LOCK).read_text()
+    assert "\npip==" not in text and "\nsetuptools==" in text
+    lock = tmp_path / "requirements-runtime.txt"
+    lock.write_text(re.sub(r"(?m)^setuptools==\S+", "setuptools==1.2", text) + "pip==99.1\n")
+    package_loans(pipeline, inputs, tmp_path / "m", lock=lock)
+    env = yaml.safe_load((tmp_path / "m" / "python_env.yaml").read_text())
+    assert env == {
+        "python": python_minor(),
+        "build_dependencies": ["pip==99.1", "setuptools==1.2", "wheel"],
+        "dependencies": ["-r requirements.txt"],
+    }
+    conda = yaml.safe_load((tmp_path / "m" / "conda.yaml").read_text())
+    assert conda["dependencies"] == [f"python={python_minor()}", "pip<=99.1", {"pip": pinned_requirements(lock)}]
+    assert (tmp_path / "m" / "requirements.txt").read_text() == "\n".join(pinned_requirements(lock))
+
+
+def test_the_repositorys_lock_names_pip_and_wheel_without_a_version(tmp_path, repo, pipeline_and_inputs):
+    """uv.lock pins setuptools (a runtime dependency of zc-lockfile) but neither pip nor wheel."""
+    pipeline, inputs = pipeline_and_inputs
+    package_loans(pipeline, inputs, tmp_path / "m", lock=repo / RUNTIME_LOCK)
+    env = yaml.safe_load((tmp_path / "m" / "python_env.yaml").read_text())
+    setuptools = locked_versions(repo / RUNTIME_LOCK)["setuptools"]
+    assert env["build_dependencies"] == ["pip", f"setuptools=={setuptools}", "wheel"]
+    conda = yaml.safe_load((tmp_path / "m" / "conda.yaml").read_text())
+    assert conda["dependencies"][1] == "pip"
+
+
+def test_an_environment_that_is_not_the_locks_is_refused_and_the_old_package_stays(tmp_path, repo, pipeline_and_inputs):
+    pipeline, inputs = pipeline_and_inputs
+    out = tmp_path / "pkg"
+    package_loans(pipeline, inputs, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    lock = tmp_path / "requirements-runtime.txt"
+    lock.write_text(re.sub(r"(?m)^scikit-learn==\S+", "scikit-learn==1.0.0", (repo / RUNTIME_LOCK).read_text()))
+    installed = metadata.version("scikit-learn")
+    with pytest.raises(StageError, match=rf"scikit-learn {re.escape(installed)} \(the lock pins 1\.0\.0\)"):
+        package_loans(pipeline, inputs, out, lock=lock)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
 def test_the_python_version_is_recorded_as_major_minor_only(tmp_path, pipeline_and_inputs):

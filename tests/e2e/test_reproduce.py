@@ -3,11 +3,15 @@ re-run only what changed, and restore an old state byte for byte."""
 
 from __future__ import annotations
 
+import json
+import re
 import sqlite3
 
 import pytest
 
+from commands import uv
 from dvcclone import ran_stages
+from reprokit.lockfile import RUNTIME_LOCK
 
 pytestmark = pytest.mark.e2e
 
@@ -64,6 +68,26 @@ def test_the_package_ships_no_real_row_of_the_data(clone, first_state):
 
 def test_noop_repro_runs_nothing(clone, first_state):
     assert ran_stages(clone.dvc("repro").stdout) == []
+
+
+def test_a_dev_tool_bump_reruns_nothing_and_a_runtime_bump_reruns_every_stage(repo, clone, first_state):
+    """Stages depend on the exported runtime lock, not on uv.lock: a new pytest in uv.lock (dev
+    group) leaves the export, and so every stage, unchanged; a new pyarrow in the export re-runs
+    every stage."""
+    lock = clone.root / "uv.lock"
+    text = lock.read_text()
+    entry = re.search(r'\[\[package\]\]\nname = "pytest"\nversion = "([^"]+)"\n.*?\n\n', text, re.DOTALL)
+    bumped = entry[0].replace(f'"{entry[1]}"', f'"{entry[1]}.post1"').replace(f"-{entry[1]}", f"-{entry[1]}.post1")
+    lock.write_text(text.replace(entry[0], bumped))  # its version and its files' names
+    args = ("export", "--frozen", "--no-dev", "--no-hashes", "--no-emit-project", "--quiet")
+    assert clone.run(uv(repo), *args).stdout.replace("--frozen", "--locked") == (clone.root / RUNTIME_LOCK).read_text()
+    assert clone.git("status", "--porcelain") == " M uv.lock\n"
+    assert "Data and pipelines are up to date" in clone.dvc("status").stdout
+    runtime = clone.root / RUNTIME_LOCK
+    runtime.write_text(re.sub(r"(?m)^pyarrow==(\S+)", r"pyarrow==\1.post1", runtime.read_text()))
+    assert set(json.loads(clone.dvc("status", "--json").stdout)) == set(STAGES)
+    clone.git("checkout", "--", "uv.lock", RUNTIME_LOCK)
+    assert "Data and pipelines are up to date" in clone.dvc("status").stdout
 
 
 def test_changing_a_train_param_reruns_only_train_evaluate_package_monitor(clone, first_state):

@@ -33,6 +33,7 @@ def registry(tmp_path_factory, repo, telco_package, telco_splits, telco_contract
     from reprokit.estimators import fit
     from reprokit.featurize import fit_transform
     from reprokit.inference import inputs_of, predict_proba
+    from reprokit.lockfile import RUNTIME_LOCK
     from reprokit.package import save_package, synthetic_example
 
     root = tmp_path_factory.mktemp("registry")
@@ -56,6 +57,7 @@ def registry(tmp_path_factory, repo, telco_package, telco_splits, telco_contract
         0.5,
         1,
         synthetic_example(telco_contract),
+        repo / RUNTIME_LOCK,
     )
     uri = f"sqlite:///{root / 'mlflow.db'}"
     with contextlib.chdir(root):
