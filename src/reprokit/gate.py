@@ -1,6 +1,13 @@
-"""The release gate: may the packaged model (the challenger) replace the champion?
+"""The release gate: may the challenger replace the champion?
 
-    python -m reprokit.gate [--enforce]
+    python -m reprokit.gate [--version N|ALIAS | --package DIR] [--enforce]
+
+With tracking on, it tests the registered version the `challenger` alias points to (or the
+one `--version` names), downloaded from the registry and checked like any untrusted package,
+so that `python -m reprokit.registry promote` then accepts exactly the version tested; with
+no registry (or no challenger yet), or with `--package`, the package directory
+(`models/package`). It says which, and `metrics/gate.json` records the version and the
+package's DVC md5.
 
 Every figure is computed here, now, from the package under test scored on the test
 split (never read from a metrics file someone could edit). Checks, with thresholds
@@ -33,6 +40,7 @@ import hashlib
 import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -193,22 +201,53 @@ def compare_with_champion(
     return result
 
 
-def check_split(tracking_params, package_dir: str, train_file: str, train_index) -> None:
+def check_split(tracking_params, package_md5: str, shown: str, train_file: str, train_index) -> None:
     """Refuse to judge a package on a split it was not trained with: the registered version
     records its training rows, and the local train split must be those rows, or some of the
     test rows scored here were training rows."""
     from reprokit import tracking
 
     mlflow, _ = tracking._open(tracking_params)
-    version = tracking.find_version(mlflow.MlflowClient(), tracking_params.registered_model, dvc_md5(package_dir))
+    version = tracking.find_version(mlflow.MlflowClient(), tracking_params.registered_model, package_md5)
     recorded = version.tags.get(tracking.TRAIN_INDEX_TAG) if version is not None else None
     local = tracking.train_index_md5(train_index)
     if recorded is not None and recorded != local:
         raise StageError(
-            f"{train_file} is not the split {package_dir} was trained on (version {version.version} records "
+            f"{train_file} is not the split {shown} was trained on (version {version.version} records "
             f"{tracking.TRAIN_INDEX_TAG} {recorded}, the local split is {local}): "
             "run `dvc checkout` or `dvc repro` so the data and the package match"
         )
+
+
+def version_under_test(tracking_params, asked: str | None) -> tuple[str, str, str] | None:
+    """(version number, package md5, models:/ URI) of the version the gate tests: the one
+    `asked` names (a number or an alias), else the `challenger` alias's. None when nothing was
+    asked and the registry has no challenger (the workspace package is tested then)."""
+    from mlflow.exceptions import MlflowException
+
+    from reprokit import tracking
+
+    mlflow, _ = tracking._open(tracking_params)
+    client = mlflow.MlflowClient()
+    name = tracking_params.registered_model
+    wanted = asked or tracking.CHALLENGER
+    try:
+        aliases = client.get_registered_model(name).aliases
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST" and asked is None:
+            return None
+        raise StageError(f"cannot find version {wanted!r} of {name} ({exc.error_code})") from None
+    number = str(aliases.get(wanted, wanted))
+    if asked is None and tracking.CHALLENGER not in aliases:
+        return None
+    try:
+        version = client.get_model_version(name, number)
+    except MlflowException:
+        raise StageError(f"{name} has no version {wanted!r}") from None
+    md5 = version.tags.get(tracking.PACKAGE_MD5_TAG)
+    if not md5:
+        raise StageError(f"{name} version {number} records no package md5 ({tracking.PACKAGE_MD5_TAG})")
+    return str(version.version), md5, f"models:/{name}/{version.version}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -218,7 +257,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--train", default="data/prepared/train.parquet", help="the challenger's training rows")
     parser.add_argument("--test", default="data/prepared/test.parquet")
-    parser.add_argument("--package", default="models/package")
+    parser.add_argument(
+        "--version",
+        default=None,
+        help="registered version (number or alias) to test (default: the challenger alias's, when tracking is on)",
+    )
+    parser.add_argument(
+        "--package",
+        default=None,
+        help="test this package directory instead (default: models/package without a registry)",
+    )
     parser.add_argument("--out", default="metrics/gate.json")
     parser.add_argument("--enforce", action="store_true", help="exit non-zero when the gate fails")
     args = parser.parse_args(argv)
@@ -233,7 +281,35 @@ def main(argv: list[str] | None = None) -> None:
         test = pd.read_parquet(args.test)
         train_index = pd.read_parquet(args.train, columns=[contract.target.column]).index
         inputs, y = inputs_of(test, contract), test[contract.target.column].to_numpy()
-        package = load_package(args.package)
+        tracking_params = tracking.settings(args.params, args.contract)
+        if args.package and args.version:
+            raise StageError("give --version or --package, not both")
+        tested = None
+        if tracking_params.enabled and not args.package:
+            tested = version_under_test(tracking_params, args.version)
+        elif args.version:
+            raise StageError("--version needs the registry: tracking.enabled is false")
+        if tested is not None:
+            number, package_md5, source = tested
+            shown = f"version {number} ({source})"
+            workspace = "models/package"
+            if Path(workspace).is_dir() and dvc_md5(workspace) != package_md5:  # e.g. after `dvc exp apply`
+                log.warning(
+                    "%s is another package than %s: `--package %s` tests it instead (then promote the "
+                    "version it is registered as)",
+                    workspace,
+                    shown,
+                    workspace,
+                )
+        else:
+            number, source = None, args.package or "models/package"
+            package_md5, shown = dvc_md5(source), source
+            if tracking_params.enabled:  # the workspace package may be a registered version too
+                mlflow, _ = tracking._open(tracking_params)
+                found = tracking.find_version(mlflow.MlflowClient(), tracking_params.registered_model, package_md5)
+                number = str(found.version) if found is not None else None
+        log.info("testing %s", shown)
+        package = load_package(source)
         rows = conform(inputs, package)
         proba = served_proba(package, rows, n_threads)
         features = [contract.feature(name) for name in contract.subgroups]
@@ -247,9 +323,8 @@ def main(argv: list[str] | None = None) -> None:
                 f"{', '.join(short)}: fewer than two groups with both classes and at least "
                 f"{evaluation.min_subgroup_size} test rows (evaluate.min_subgroup_size)"
             )
-        tracking_params = tracking.settings(args.params, args.contract)
         if tracking_params.enabled:
-            check_split(tracking_params, args.package, args.train, train_index)
+            check_split(tracking_params, package_md5, shown, args.train, train_index)
         champion, comparison = None, None
         if tracking_params.enabled:
             try:
@@ -268,7 +343,8 @@ def main(argv: list[str] | None = None) -> None:
             result["checks"]["max_subgroup_auc_gap"]["note"] = gap_note
         result["checks"]["max_p95_latency_ms"]["threads"] = serve_threads
         # Packages by their DVC md5, not registry version numbers: the file means the same in any store.
-        result["challenger_package"] = dvc_md5(args.package)
+        result["challenger_package"] = package_md5
+        result["challenger_version"] = number
         result["champion_package"] = champion[1].tags.get(tracking.PACKAGE_MD5_TAG) if champion else None
         result["champion_version"] = str(champion[1].version) if champion else None
         result["comparison_rows"] = comparison["rows"] if comparison else None
@@ -283,7 +359,9 @@ def main(argv: list[str] | None = None) -> None:
             log.info("  %-22s %-10s limit %-8s %s", name, c["value"], c["limit"], state)
         if failed and (args.enforce or params.enforce):
             raise StageError(f"release gate {summary} (see {args.out})")
-        return f"release gate {summary}; challenger version {challenger_version}"
+        return f"release gate {summary} for {shown}" + (
+            f", registered as version {challenger_version}" if challenger_version and source == args.package else ""
+        )
 
     run_stage("gate", body, debug=args.debug)
 

@@ -39,6 +39,7 @@ METRICS_FILES = (
 )
 METRICS_TITLES = ("Metrics", "All evaluation figures", "Subgroup metrics", "Data quality")
 GATE_FILE = "metrics/gate.json"
+PACKAGE_DIR = "models/package"  # the gate's verdict is shown only for the package dvc.lock records
 MONITOR_FILE = "metrics/monitor.json"
 CURVES = {
     "roc": ("metrics/plots/roc.json", "fpr", "tpr", "False positive rate", "True positive rate"),
@@ -230,11 +231,34 @@ def compare_plots(base_rev: str, root: Path, out_dir: Path) -> list[Path]:
     return images
 
 
-def gate_section(gate: Any) -> list[str]:
+def head_package_md5(root: Path) -> str | None:
+    """The package's md5 that the workspace's dvc.lock records (the head's package)."""
+    lock = read_side(None, root, "dvc.lock")
+    for stage in ((lock or {}).get("stages") or {}).values() if isinstance(lock, dict) else []:
+        for out in stage.get("outs", []) if isinstance(stage, dict) else []:
+            if isinstance(out, dict) and out.get("path") == PACKAGE_DIR:
+                return out.get("md5")
+    return None
+
+
+def gate_section(gate: Any, head_package: str | None) -> list[str]:
+    """The gate's verdict, only when it was measured for the head's package: a verdict left in
+    `metrics/gate.json` from another package (the committed record, a gate that could not run)
+    is never shown as the head's."""
     if not isinstance(gate, dict):
         return []
+    measured = gate.get("challenger_package")
+    if measured != head_package or head_package is None:
+        return [
+            "## Release gate",
+            "",
+            f"No verdict for this head's package (`{head_package}`): `{GATE_FILE}` was measured for "
+            f"`{measured}`. Run `python -m reprokit.gate` on this package.",
+            "",
+        ]
     verdict = "✅ passed" if gate.get("passed") else "❌ failed"
-    lines = ["## Release gate", "", f"Verdict: **{verdict}**", ""]
+    version = f" (version {gate['challenger_version']})" if gate.get("challenger_version") else ""
+    lines = ["## Release gate", "", f"Verdict: **{verdict}**{version}", ""]
     checks = gate.get("checks")
     if isinstance(checks, dict) and checks:
         lines += ["| check | value | limit | result |", "| --- | ---: | ---: | --- |"]
@@ -306,7 +330,7 @@ def build_report(base: str, root: Path, out_dir: Path, images_note: str | None =
         else:  # long tables fold away in the pull-request comment
             lines += [f"<details><summary>{title} (<code>{path}</code>)</summary>", "", *table, "", "</details>", ""]
     lines += drift_section(read_side(base_rev, root, MONITOR_FILE), read_side(None, root, MONITOR_FILE))
-    lines += gate_section(read_side(None, root, GATE_FILE))
+    lines += gate_section(read_side(None, root, GATE_FILE), head_package_md5(root))
     images = compare_plots(base_rev, root, out_dir)
     if images:
         shown = [images_note] if images_note else [f"![{p.stem}]({p.name})" for p in images]

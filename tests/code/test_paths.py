@@ -13,6 +13,7 @@ from reprokit.stage import StageError
 
 from hostile import ORDINARY, REFUSED
 
+
 @pytest.mark.parametrize("name", ORDINARY)
 def test_an_ordinary_name_is_taken_as_it_is(tmp_path, name):
     assert repository_path(name, "x", tmp_path) == os.path.normpath(name)
@@ -66,7 +67,12 @@ def test_two_names_of_one_file_are_one_place(tmp_path):
     good.write_text("a\n1\n")
     os.link(good, tmp_path / "hard.csv")
     (tmp_path / "soft.csv").symlink_to(good)
-    for alias in (f"{tmp_path}/d/./good.csv", f"{tmp_path}/d/../d/good.csv", tmp_path / "hard.csv", tmp_path / "soft.csv"):
+    for alias in (
+        f"{tmp_path}/d/./good.csv",
+        f"{tmp_path}/d/../d/good.csv",
+        tmp_path / "hard.csv",
+        tmp_path / "soft.csv",
+    ):
         assert same_place(str(good), str(alias)), alias
     assert not same_place(str(good), str(tmp_path / "d" / "other.csv"))
     assert same_place("s3://bucket/x.parquet", "s3://bucket/x.parquet/") and not same_place("s3://b/x", "s3://b/y")

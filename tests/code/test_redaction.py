@@ -37,7 +37,9 @@ def test_a_location_is_shown_without_credentials_query_or_fragment(location):
 
 
 def test_every_url_inside_a_text_is_redacted():
-    text = "store postgresql://mlflow:hunter2@db/m failed ('s3://AKIAEXAMPLE:wJalrXUtnFEMI@b/x'); see https://h/x?t=tok3n."
+    text = (
+        "store postgresql://mlflow:hunter2@db/m failed ('s3://AKIAEXAMPLE:wJalrXUtnFEMI@b/x'); see https://h/x?t=tok3n."
+    )
     shown = redact_text(text)
     assert shown == "store postgresql://***@db/m failed ('s3://***@b/x'); see https://h/x"
     assert not any(secret in shown for secret in SECRETS)
@@ -50,7 +52,9 @@ def test_every_log_line_and_traceback_is_redacted():
     except RuntimeError:
         import sys
 
-        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "at %s", ("https://h/x?sig=sig0123",), sys.exc_info())
+        record = logging.LogRecord(
+            "x", logging.ERROR, __file__, 1, "at %s", ("https://h/x?sig=sig0123",), sys.exc_info()
+        )
     shown = formatter.format(record)
     assert shown.startswith("ERROR at https://h/x\nTraceback") and "postgresql://***@db/mlflow" in shown
     assert not any(secret in shown for secret in SECRETS)

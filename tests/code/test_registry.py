@@ -304,7 +304,9 @@ def test_a_registry_the_gate_cannot_read_fails_the_gate_with_the_reason(store, l
     with sqlite3.connect(root / "mlflow.db") as db:
         db.execute("ALTER TABLE registered_model_aliases RENAME TO damaged")
     with pytest.raises(SystemExit, match="1"), caplog.at_level(logging.ERROR, logger="reprokit"):
-        gate_main(["--train", "train-30.parquet", "--test", "test.parquet", "--package", "pkg-30", "--out", "gate.json"])
+        gate_main(
+            ["--train", "train-30.parquet", "--test", "test.parquet", "--package", "pkg-30", "--out", "gate.json"]
+        )
     (error,) = [r for r in caplog.records if r.name == "reprokit" and r.levelno >= logging.ERROR]
     assert "failed while recording the gate's verdict" in error.getMessage() and not error.exc_info
     result = json.loads((root / "gate.json").read_text())
@@ -313,3 +315,31 @@ def test_a_registry_the_gate_cannot_read_fails_the_gate_with_the_reason(store, l
     assert degradation["note"].startswith("could not look up the champion of synthetic_loans (")
     assert "registered_model_aliases" in degradation["note"]
     assert all(c["passed"] for name, c in result["checks"].items() if name != "max_auc_degradation")
+
+
+def test_the_gate_tests_the_challenger_version_and_promote_takes_exactly_that(store, loan_data):
+    """Observed after the queue flow: the gate tested the workspace package (version 4) while
+    `challenger` pointed at version 5, and promote refused 5. The gate now tests the version the
+    alias names (or --version), says which, and promote accepts that version."""
+    import json
+
+    from reprokit.gate import main as gate_main
+
+    root, client = store
+    name = "synthetic_loans"
+    publish(root, loan_data, 10)
+    run_gate(root, loan_data, "pkg-10", min_auc=0.5)  # the workspace package, version 1; writes the limits
+    publish(root, loan_data, 30)  # version 2, the challenger; the workspace still has pkg-10 (version 1)
+    assert registry.aliases(client, name)["challenger"] == "2"
+    args = ["--train", "train-30.parquet", "--test", "test.parquet", "--out", "gate.json"]
+    gate_main(args)
+    result = json.loads((root / "gate.json").read_text())
+    assert result["challenger_version"] == "2" and result["passed"] is True
+    assert result["challenger_package"] == client.get_model_version(name, "2").tags["package_md5"]
+    assert client.get_model_version(name, "2").tags["gate_passed"] == "true"
+    assert registry.promote(client, name, "challenger", "ana", "the version the gate tested") == "2"
+
+    gate_main([*args, "--version", "1"])
+    assert json.loads((root / "gate.json").read_text())["challenger_version"] == "1"
+    with pytest.raises(SystemExit):
+        gate_main([*args, "--version", "7"])

@@ -126,23 +126,28 @@ def test_broken_or_missing_files_do_not_crash(repo):
     assert "Curves" not in text
 
 
+PACKAGE_LOCK = "schema: '2.0'\nstages:\n  package:\n    outs:\n    - path: models/package\n      md5: {md5}\n"
+
+
 def test_gate_verdict_and_images_note(repo):
     commit(
         repo,
         {
             "params.yaml": "a: 1\n",
-            "dvc.lock": "x\n",
+            "dvc.lock": PACKAGE_LOCK.format(md5="0123456789abcdef0123456789abcdef.dir"),
             "metrics/metrics.json": metrics(0.8, 0.6),
             "metrics/plots/roc.json": roc([(0, 0), (1, 1)]),
             "metrics/gate.json": {
                 "passed": False,
+                "challenger_package": "0123456789abcdef0123456789abcdef.dir",
+                "challenger_version": "4",
                 "checks": {"min_test_roc_auc": {"value": 0.8, "limit": 0.85, "passed": False}},
             },
         },
         "one",
     )
     text = build_report("main", repo, repo / "out", images_note="Curves are in the workflow artifact.")
-    assert "Verdict: **❌ failed**" in text
+    assert "Verdict: **❌ failed** (version 4)" in text
     assert markdown_rows(text)["min_test_roc_auc"] == ["0.8000", "0.8500", "❌"]
     assert "Curves are in the workflow artifact." in text and "![roc_compare]" not in text
     assert (repo / "out" / "roc_compare.png").exists()
@@ -258,3 +263,14 @@ def test_a_base_lock_whose_md5_is_a_path_reads_nothing_outside_the_cache(repo, m
         rows = markdown_rows(build_report("HEAD~1", repo, repo / "out"))
     assert rows["max_auc_gap"][:2] == ["—", "0.0400"]  # the file outside is never shown
     assert "is not an md5 (32 hex digits)" in caplog.text
+
+
+def test_a_verdict_measured_for_another_package_is_never_shown_as_the_heads(repo):
+    """Observed: the committed gate.json of an earlier package was shown as head's verdict (its
+    AUC beside other metrics). A verdict is shown only for the package head's dvc.lock records."""
+    gate = {"passed": True, "challenger_package": "aaaa.dir", "checks": {"min_test_roc_auc": {"value": 0.84}}}
+    commit(repo, {"params.yaml": "a: 1\n", "metrics/metrics.json": metrics(0.8, 0.6)}, "base")
+    commit(repo, {"dvc.lock": PACKAGE_LOCK.format(md5="bbbb.dir"), "metrics/gate.json": gate}, "head")
+    text = build_report("HEAD~1", repo, repo / "out")
+    assert "Verdict:" not in text and "min_test_roc_auc" not in text
+    assert "No verdict for this head's package (`bbbb.dir`): `metrics/gate.json` was measured for `aaaa.dir`" in text

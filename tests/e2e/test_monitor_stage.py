@@ -38,7 +38,7 @@ def test_enforce_mode_stops_the_pipeline_on_an_alert(copy_of):
 
 
 # The most hostile names of the corpus: each runs exactly as a name, through the real `dvc repro`.
-HOSTILE = [name for name in ORDINARY if any(ch in name for ch in "$`\"é")]
+HOSTILE = [name for name in ORDINARY if any(ch in name for ch in '$`"é')]
 
 
 def test_a_batch_name_with_shell_syntax_runs_nothing_and_is_checked_exactly(copy_of):

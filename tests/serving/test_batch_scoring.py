@@ -321,7 +321,10 @@ def test_credentials_in_a_url_never_reach_the_output(tmp_path, raw_csv, telco_pa
         env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
         for source, out in [
             ("s3://AKIAHOSTILE:s3cr3tValue@nobucket/in.csv", tmp_path / "o.parquet"),
-            (f"{endpoint}/nobucket/in.csv?X-Amz-Signature=s3cr3tValue&X-Amz-Credential=AKIAHOSTILE", tmp_path / "o.parquet"),
+            (
+                f"{endpoint}/nobucket/in.csv?X-Amz-Signature=s3cr3tValue&X-Amz-Credential=AKIAHOSTILE",
+                tmp_path / "o.parquet",
+            ),
             (raw_csv, "s3://AKIAHOSTILE:s3cr3tValue@nobucket/out.parquet"),
         ]:
             done = score(source, out, "--model", telco_package, env=env)
@@ -337,7 +340,9 @@ def good_rows(telco_splits):
 
 
 @pytest.mark.parametrize("case", sorted(SCORER_CORPUS))
-def test_every_file_of_the_corpus_is_scored_exactly_or_refused_naming_the_cause(tmp_path, good_rows, telco_package, case):
+def test_every_file_of_the_corpus_is_scored_exactly_or_refused_naming_the_cause(
+    tmp_path, good_rows, telco_package, case
+):
     name, make, expected = SCORER_CORPUS[case]
     source = tmp_path / name
     source.write_bytes(make(good_rows))
