@@ -179,3 +179,58 @@ def test_alias_moves_are_followed_without_a_lost_request_and_shadow_changes_noth
     assert metric(text, "reprokit_shadow_label_agreements_total") == agreements
     assert metric(text, "reprokit_shadow_label_agreement_ratio") == agreements / (requests * len(records))
     assert metric(text, "reprokit_shadow_score_difference_count") == requests * len(records)
+
+
+def test_a_refused_new_version_leaves_the_served_one_in_place(registry, tmp_path):
+    """A registry version is an untrusted file: one whose schema nests without end (or
+    inflates) is refused, and the service keeps serving the version it has."""
+    import io
+    import zipfile
+
+    root, uri = registry
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    served = str(client.get_registered_model(NAME).aliases["champion"])
+    crafted = root / "models" / "package"
+    shutil.copytree(downloaded_package(root, uri, served), crafted)
+    source = zipfile.ZipFile(io.BytesIO((crafted / "model.skops").read_bytes()))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as target:
+        for member in source.namelist():
+            deep = b"[" * 100_000 + b"]" * 100_000
+            target.writestr(member, deep if member == "schema.json" else source.read(member))
+    (crafted / "model.skops").write_bytes(out.getvalue())
+    with contextlib.chdir(root):
+        mlflow.set_tracking_uri(uri)
+        try:
+            logged = tracking.log_run("params.yaml", "dataset.yaml", {}, [], "models/package", {}, [])
+        finally:
+            mlflow.set_tracking_uri(None)
+            shutil.rmtree(crafted)
+    args = [f"models:/{NAME}@champion", "--poll-seconds", "0.3"]
+    log = tmp_path / "serve.log"
+    try:
+        with scoring_service(args, log, env={"MLFLOW_TRACKING_URI": uri}, cwd=root) as (url, _):
+            with httpx.Client(base_url=url, timeout=60) as http:
+                assert http.get("/version").json()["model_version"] == served
+                client.set_registered_model_alias(NAME, "champion", logged["version"])
+                wait_until(lambda: "keeping version" in log.read_text(), "the refused version was never tried")
+                assert http.get("/version").json()["model_version"] == served
+                assert http.get("/health/ready").status_code == 200
+    finally:
+        client.set_registered_model_alias(NAME, "champion", served)
+    shown = log.read_text()
+    assert f"keeping version {served}" in shown and "schema nests" in shown and "Traceback" not in shown
+
+
+def downloaded_package(root, uri: str, version: str):
+    """The registered version's package directory, downloaded into `root`."""
+    import mlflow.artifacts
+
+    with contextlib.chdir(root):
+        mlflow.set_tracking_uri(uri)
+        try:
+            return mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{NAME}/{version}", dst_path=str(root / f"download-{version}")
+            )
+        finally:
+            mlflow.set_tracking_uri(None)
