@@ -23,9 +23,11 @@ reasons and left out, never a crash; a column missing from the batch, one the co
 does not know, or a batch of fewer than `min_rows` rows is an error naming it.
 
 Outputs: the figures as JSON (DVC metrics: `dvc metrics diff` and the pull-request report
-show drift), reference-vs-batch shares per column (DVC plots) and a PNG per drifted column
-and for the scores, all byte-identical from run to run. `--enforce` (or `monitor.enforce`)
-exits non-zero on `alert`. With `REPROKIT_MONITOR_WEBHOOK` set, the verdict is posted there
+show drift), reference-vs-batch shares of every column in one file (DVC plots: a row per
+column, sample and bin, drawn per column by `.dvc/plots/distribution.json`; one file, not one
+per column, so that `git checkout` restores it exactly whatever dataset was there before) and
+a PNG per drifted column and for the scores, all byte-identical from run to run.
+`--enforce` (or `monitor.enforce`) exits non-zero on `alert`. With `REPROKIT_MONITOR_WEBHOOK` set, the verdict is posted there
 as JSON (`reprokit.alerts`); a webhook that is down is logged, not fatal, unless
 `--webhook-required`.
 
@@ -390,11 +392,16 @@ def label_drift(target, ref_y: np.ndarray, held, labels: pd.Series, scores, para
     return result
 
 
-def distribution_rows(comparison) -> list[dict[str, Any]]:
-    """Rows for DVC plots: each bin's share in the reference and in the batch."""
+def distribution_rows(comparisons: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows for DVC plots: each column's bins, with their share in the reference and in the
+    batch, in the monitor's column order."""
     rows = []
-    for sample, shares in (("reference", comparison.reference), ("current", comparison.current)):
-        rows += [{"bin": b, "sample": sample, "share": figure(s)} for b, s in zip(comparison.bins, shares, strict=True)]
+    for column, comparison in comparisons.items():
+        for sample, shares in (("reference", comparison.reference), ("current", comparison.current)):
+            rows += [
+                {"column": column, "bin": b, "sample": sample, "share": figure(s)}
+                for b, s in zip(comparison.bins, shares, strict=True)
+            ]
     return rows
 
 
@@ -433,7 +440,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--holdout", default="data/prepared/test.parquet", help="the reference for the AUC")
     parser.add_argument("--model", default="models/package", help="package directory or models:/<name>@<alias>")
     parser.add_argument("--metrics-out", default=None, help="figures (default: reports/monitor/<batch>/monitor.json)")
-    parser.add_argument("--plots-dir", default=None, help="distribution data (default: beside the figures)")
+    parser.add_argument(
+        "--plots-out",
+        default=None,
+        help="every column's distribution data, one JSON file (default: beside the figures)",
+    )
     parser.add_argument("--images-dir", default=None, help="PNG images (default: beside the figures)")
     parser.add_argument(
         "--rules-out", default=None, help="Prometheus rules for live score drift against this reference (YAML)"
@@ -455,7 +466,7 @@ def default_outputs(args: argparse.Namespace) -> None:
     stem = Path(args.batch.rsplit("?", 1)[0].rstrip("/")).name.split(".")[0] or "batch"
     out = Path("reports/monitor") / stem
     args.metrics_out = args.metrics_out or str(out / "monitor.json")
-    args.plots_dir = args.plots_dir or str(Path(args.metrics_out).parent / "distributions")
+    args.plots_out = args.plots_out or str(Path(args.metrics_out).parent / "distributions.json")
     args.images_dir = args.images_dir or str(Path(args.metrics_out).parent / "images")
 
 
@@ -515,7 +526,7 @@ def main(argv: list[str] | None = None) -> None:
             args.batch = batch_location(params.batch, f"{args.params}: monitor.batch")
             default_outputs(args)
         check_no_credentials({"batch": args.batch})
-        check_arguments(args, ("metrics_out", "plots_dir", "images_dir", "rules_out"), ("plots_dir", "images_dir"))
+        check_arguments(args, ("metrics_out", "plots_out", "images_dir", "rules_out"), ("images_dir",))
         seed, n_threads = stage_params.value("base.seed"), stage_params.value("base.n_threads")
         if args.engine == "dask":
             figures, comparisons, reference_scores, model = on_dask(args, contract, params, seed, n_threads)
@@ -533,9 +544,7 @@ def main(argv: list[str] | None = None) -> None:
         figures["model_version"] = model.version
         figures["batch"] = redact(args.batch)
         write_json(args.metrics_out, figures)
-        with fresh_dir(args.plots_dir) as plots_dir:
-            for name, comparison in comparisons.items():
-                write_json(plots_dir / f"{name}.json", distribution_rows(comparison))
+        write_json(args.plots_out, distribution_rows(comparisons))
         with fresh_dir(args.images_dir) as images_dir:
             save_images(comparisons, ["prediction"] + figures["drifted_columns"], images_dir)
         if args.rules_out:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import json
 import shlex
 import subprocess
 import tomllib
@@ -200,15 +201,34 @@ def test_plots_render_files_that_evaluate_writes(repo, pipeline):
     assert monitor_images == "reports/monitor/B/images"  # the command's default, away from the stage's
 
 
-def test_the_monitor_plots_every_file_it_writes_with_the_shipped_template(repo, pipeline):
+def test_the_monitor_plots_the_file_it_writes_one_chart_per_column(repo, pipeline):
     """`dvc plots show` draws each column's shares with the project's template (reference and
-    batch side by side); the template file is committed."""
+    batch side by side, a chart per column); the template file is committed. Every column sits
+    in one file: a git-kept folder of per-column files would keep another dataset's columns
+    after `git checkout` (DVC does not manage a `cache: false` folder's contents)."""
     ((path, props),) = pipeline["stages"]["monitor"]["plots"][0].items()
     _, _, args = stage_args(pipeline["stages"]["monitor"])
-    assert path == args.plots_dir and props["cache"] is False
+    assert path == args.plots_out and path.endswith(".json") and props["cache"] is False
     assert (repo / props["template"]).is_file() and props["x"] == "share" and props["y"] == "bin"
-    written = {p.stem for p in (repo / args.plots_dir).glob("*.json")}
-    assert written == set(yaml.safe_load((repo / "dataset.yaml").read_text())["features"]) | {"prediction", "churn"}
+    template = json.loads((repo / props["template"]).read_text())
+    assert template["encoding"]["row"]["field"] == "column" and template["resolve"]["scale"]["y"] == "independent"
+    rows = json.loads((repo / path).read_text())
+    assert {r["sample"] for r in rows} == {"reference", "current"}
+    columns = list(dict.fromkeys(r["column"] for r in rows))
+    assert set(columns) == set(yaml.safe_load((repo / "dataset.yaml").read_text())["features"]) | {
+        "prediction",
+        "churn",
+    }
+
+
+def test_no_stage_keeps_a_folder_in_git(repo, pipeline):
+    """DVC restores a cached folder exactly (it removes files the cached listing lacks); git
+    restores tracked files and leaves untracked ones, so a git-kept output is a file."""
+    for stage in pipeline["stages"].values():
+        for entry in stage.get("metrics", []) + stage.get("plots", []) + stage.get("outs", []):
+            path, props = next(iter(entry.items())) if isinstance(entry, dict) else (entry, {})
+            if props.get("cache") is False:
+                assert (repo / path).is_file(), f"{path}: a git-kept output must be one file"
 
 
 def test_every_output_is_ignored_by_git_through_dvc(repo, pipeline):

@@ -12,21 +12,11 @@ from synthetic import make_loans
 pytestmark = pytest.mark.e2e
 
 
-def readme_contract(root) -> str:
-    """The `dataset.yaml` the README's "Use your own data" section shows, as written."""
-    section = (root / "README.md").read_text().split("## Use your own data", 1)[1]
-    return section.split("```yaml\n", 1)[1].split("```", 1)[0]
-
-
 @pytest.fixture(scope="module")
-def loans_clone(make_clone):
+def loans_clone(make_clone, own_data):
     """The README's own-data example run exactly as written, on the synthetic loans table."""
     clone = make_clone("loans")
-    (clone.root / "data/raw").mkdir(parents=True)
-    make_loans(600).to_csv(clone.root / "data/raw/loans.csv", index=False)
-    (clone.root / "dataset.yaml").write_text(readme_contract(clone.root))
-    done = clone.dvc("repro")
-    assert ran_stages(done.stdout) == ["prepare", "featurize", "train", "evaluate", "package", "batches", "monitor"]
+    own_data(clone)
     clone.git("add", "-A")  # the small source table in git, beside params, dvc.lock and metrics
     clone.git("commit", "-qm", "Train on the loans table")  # git keeps params, dvc.lock and metrics
     return clone

@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from dvcclone import ran_stages
+from synthetic import make_loans
 
 pytestmark = pytest.mark.e2e
 
@@ -97,3 +98,43 @@ def test_checkout_refuses_to_overwrite_uncommitted_output_changes(history):
     assert clone.file_hashes(["models/model_card.md"]) == {
         "models/model_card.md": states["lr-0.2"]["models/model_card.md"]
     }
+
+
+def readme_commands(root, heading: str) -> list[str]:
+    """The commands of every bash block in the README section under `heading`, comments dropped."""
+    section = (root / "README.md").read_text().split(heading + "\n", 1)[1].split("\n## ", 1)[0]
+    blocks = [block.split("```", 1)[0] for block in section.split("```bash\n")[1:]]
+    return [line.split("#", 1)[0].strip() for block in blocks for line in block.splitlines()]
+
+
+def assert_exact(clone, command: str) -> None:
+    """After `command`, as the README writes it: nothing for `dvc repro` to do, nothing for git to add."""
+    clone.run("bash", "-euo", "pipefail", "-c", command)
+    assert "Data and pipelines are up to date" in clone.dvc("status").stdout, command
+    assert clone.git("status", "--porcelain", "--untracked-files=all") == "", command
+
+
+def test_restore_after_the_own_data_flow_and_back_is_exact(copy_of, own_data):
+    """Every output holds exactly what its stage wrote for the restored state, whatever the other
+    dataset left there (its columns, its images), in both directions."""
+    clone = copy_of("restore-own-data")
+    clone.git("checkout", "-q", "-B", "main")
+    (clone.root / "data/raw").mkdir(parents=True)
+    make_loans(600).to_csv(clone.root / "data/raw/loans.csv", index=False)
+    clone.git("add", "data/raw/loans.csv")
+    clone.git("commit", "-qm", "The loans table")  # the user's source file, in git
+    clone.git("tag", "v1")  # still the telco pipeline: the README's milestone
+    own_data(clone)  # the README's contract and `dvc repro`, not committed
+    undo = "git checkout -- dataset.yaml dvc.lock metrics && dvc checkout"
+    assert undo in readme_commands(clone.root, "## Use your own data")
+    assert_exact(clone, undo)
+
+    own_data(clone, ran=())  # again: every stage served by the run-cache
+    clone.git("add", "-A")
+    clone.git("commit", "-qm", "Train on the loans table")
+    restore = readme_commands(clone.root, "### 3. Restore an old state")
+    assert {"git checkout v1", "dvc checkout", "git checkout main && dvc checkout"} <= set(restore)
+    assert_exact(clone, "git checkout v1 && dvc checkout")
+    assert "telco" in (clone.root / "dataset.yaml").read_text()
+    assert_exact(clone, "git checkout main && dvc checkout")
+    assert "loans" in (clone.root / "dataset.yaml").read_text()

@@ -59,7 +59,8 @@ def test_every_shifted_demo_batch_is_caught_in_the_right_columns(project, kind, 
 
 def test_an_unseen_category_is_a_bin_of_its_own_in_the_plot_data(project):
     monitor(project, "data/batches/new_category.parquet")
-    rows = json.loads((project / "reports/monitor/new_category/distributions/multiple_lines.json").read_text())
+    rows = json.loads((project / "reports/monitor/new_category/distributions.json").read_text())
+    rows = [r for r in rows if r["column"] == "multiple_lines"]
     current = {r["bin"]: r["share"] for r in rows if r["sample"] == "current"}
     reference = {r["bin"]: r["share"] for r in rows if r["sample"] == "reference"}
     assert current["new multiple_lines"] == pytest.approx(0.1, abs=0.001) and reference["new multiple_lines"] == 0
@@ -81,7 +82,10 @@ def test_outputs_are_byte_identical_from_run_to_run(project):
         assert done.returncode == 0, done.stderr
     a, b = project / "reports/a", project / "reports/b"
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    assert len(files) > 20
+    drawn = ("monthly_charges", "prediction", "tenure", "total_charges")
+    assert files == [Path("distributions.json"), *(Path(f"images/{n}.png") for n in drawn), Path("monitor.json")]
+    columns = {r["column"] for r in json.loads((a / "distributions.json").read_text())}
+    assert len(columns) == 21 and {"prediction", "churn", "tenure"} <= columns  # 19 features, scores, labels
     assert [(a / f).read_bytes() for f in files] == [(b / f).read_bytes() for f in files]
     assert sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file()) == files
 

@@ -38,8 +38,8 @@ def rules(project) -> Path:
 
 
 def shares_of(project: Path, sample: str) -> list[float]:
-    rows = json.loads((project / "reports/rules/distributions/prediction.json").read_text())
-    return [r["share"] for r in rows if r["sample"] == sample]
+    rows = json.loads((project / "reports/rules/distributions.json").read_text())
+    return [r["share"] for r in rows if r["column"] == "prediction" and r["sample"] == sample]
 
 
 def histogram_series(shares: list[float], per_minute: int) -> list[dict]:
