@@ -2,9 +2,11 @@
 UV_VERSION := 0.13.8
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 RUN := $(UV) run --locked --no-sync
+# Test files or node ids to narrow test-unprivileged and test-container to (empty: every test).
+TESTS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup runtime-lock repro test test-fast bench
+.PHONY: help setup runtime-lock repro test test-fast test-unprivileged test-container bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -23,6 +25,12 @@ repro: setup ## Set up, then run the full pipeline (dvc repro)
 
 test: setup ## Set up, then run every test suite
 	$(RUN) pytest
+
+test-unprivileged: setup ## Set up, then run every suite but the container one (as any user)
+	$(RUN) pytest -m "not container" $(TESTS)
+
+test-container: ## Run the container suite (needs root: debootstrap and rootful podman; `sudo make test-container`)
+	$(RUN) pytest -m container $(TESTS)
 
 test-fast: setup ## Set up, then run the tests without the end-to-end, runner and container suites
 	$(RUN) pytest -m "not e2e and not runner and not container"

@@ -90,6 +90,50 @@ def test_no_job_running_repository_code_can_write(repo, name):
                 assert step["with"]["persist-credentials"] is False, job_name  # no token left in .git/config
 
 
+# The refs a job may check out to run trusted code beside secrets: the base branch of a pull
+# request, the default branch on a push. A checkout without `ref:` is the commit under test.
+BASE_REFS = ("${{ github.base_ref }}", "${{ github.base_ref || github.event.repository.default_branch }}")
+
+
+def checkouts(job: dict) -> list[dict]:
+    return [step for step in job["steps"] if step.get("uses", "").startswith("actions/checkout@")]
+
+
+def handles_code_under_test(job: dict) -> bool:
+    """A job that checks out the commit under test (a pull request's, a pushed branch's), or
+    runs code from a checkout other than the base branch's."""
+    tested = [c for c in checkouts(job) if c.get("with", {}).get("ref") not in BASE_REFS]
+    return bool(tested) or (runs_repository_code(job) and not checkouts(job))
+
+
+@pytest.mark.parametrize("name", ("ci.yaml", "cml.yaml"))
+def test_no_job_that_handles_pull_request_code_holds_a_secret(repo, name):
+    """Anyone who can open a pull request controls its code: a job that checks it out or runs it
+    has no secret anywhere, the job token excepted only where no code runs (the CML comment)."""
+    workflow = load(repo, name)
+    assert "pull_request" in workflow[True] and "pull_request_target" not in workflow[True]
+    for job_name, job in workflow["jobs"].items():
+        text = yaml.safe_dump(job)
+        if handles_code_under_test(job):
+            assert "secrets." not in text, job_name
+        elif "secrets." in text and "secrets.GITHUB_TOKEN" not in text:
+            # The credentialed job: the base branch's code only, nothing of the pull request but
+            # data handed over as an artifact into the runner's temporary folder.
+            assert checkouts(job) and all(c["with"].get("ref") in BASE_REFS for c in checkouts(job)), job_name
+            for step in job["steps"]:
+                if step.get("uses", "").startswith("actions/download-artifact@"):
+                    assert step["with"]["path"].startswith("${{ runner.temp }}/"), job_name
+                assert "head" not in str(step.get("with", {}).get("ref", "")), job_name
+            assert write_scopes(workflow, job) == set(), job_name
+    credentialed = [n for n, j in workflow["jobs"].items() if "secrets.DVC_READ" in yaml.safe_dump(j)]
+    assert credentialed == ["fetch"], credentialed
+
+
+def test_no_workflow_runs_pull_request_code_with_the_base_repository_s_privileges(repo):
+    for name in WORKFLOWS:
+        assert "pull_request_target" not in load(repo, name)[True], name
+
+
 @pytest.mark.parametrize("name", WORKFLOWS)
 def test_secrets_reach_only_the_steps_that_need_them(repo, name):
     workflow = load(repo, name)
@@ -98,9 +142,12 @@ def test_secrets_reach_only_the_steps_that_need_them(repo, name):
         assert "secrets." not in yaml.safe_dump({k: v for k, v in step.items() if k != "env"}), step
         if not secrets:
             continue
-        if step.get("run") == ".ci/pull":  # storage credentials: read-only, only to the pull
+        if step.get("run") == ".ci/pull" or step.get("run", "").startswith(".ci/fetch-objects "):
+            # storage credentials: read-only, only to the pull (default-branch code) or the fetch
             assert secrets == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
             assert "GITHUB_TOKEN" not in str(step["env"])
+            if step["run"] == ".ci/pull":
+                assert not {"pull_request", "pull_request_target"} & set(workflow[True]), name
         elif step.get("run", "").startswith(".ci/monitor "):
             # The monitor reads the batch (read-only storage) and posts to the webhook; it runs
             # only the default branch's code (schedule, dispatch), never a pull request's.
@@ -136,11 +183,15 @@ def test_the_comment_cannot_lose_the_report_artifact(repo):
     """The report is uploaded (even when a step failed) in a job that ends before the
     comment job starts, so a failing comment never loses it."""
     workflow = load(repo, "cml.yaml")
-    uploads = {n for n, _, s in steps(workflow) if s.get("uses", "").startswith("actions/upload-artifact@")}
+
+    def is_report_upload(step: dict) -> bool:
+        return step.get("uses", "").startswith("actions/upload-artifact@") and step["with"]["name"] == "pipeline-report"
+
+    uploads = {n for n, _, s in steps(workflow) if is_report_upload(s)}
     comments = {n for n, _, s in steps(workflow) if "cml comment" in s.get("run", "")}
     assert len(uploads) == 1 and len(comments) == 1 and uploads != comments
     (upload_job,), (comment_job,) = uploads, comments
-    upload = next(s for _, _, s in steps(workflow) if s.get("uses", "").startswith("actions/upload-artifact@"))
+    upload = next(s for _, _, s in steps(workflow) if is_report_upload(s))
     assert upload["if"] == "always()" and upload["with"]["if-no-files-found"] == "error"
     assert workflow["jobs"][comment_job]["needs"] == upload_job
     assert write_scopes(workflow, workflow["jobs"][comment_job]) == {"pull-requests"}

@@ -88,6 +88,14 @@ def tools():
         pytest.skip(message)
 
 
+def test_the_engine_runs_rootful_with_the_project_settings(tools):
+    """podman, as root, with .ci/containers.conf: runc, cgroupfs and no user namespace."""
+    info = json.loads(podman("info", "--format", "json").stdout)
+    assert info["host"]["security"]["rootless"] is False
+    assert info["host"]["ociRuntime"]["name"] == "runc"
+    assert info["host"]["cgroupManager"] == "cgroupfs"
+
+
 @pytest.fixture(scope="module")
 def image(tools, telco_package):
     """The image bin/build-image builds with the test's package baked in, under a tag of its own."""

@@ -3,9 +3,11 @@
 Only what a runner has: `/usr/bin:/bin` and the interpreter `actions/setup-python` puts
 first on `PATH`; no virtual environment activated, nothing of the test run's own.
 `run:` steps execute as written (`bash --noprofile --norc -eo pipefail`, as GitHub does);
-`uses:` steps are emulated: checkout is the fresh clone (which must not keep a token),
-setup-python adds the interpreter's folder to `PATH`, upload-artifact requires its path
-to exist and keeps a copy, download-artifact restores that copy. The CML install step
+`uses:` steps are emulated: checkout is the fresh clone (which must not keep a token;
+with `ref:` the clone is switched to `origin/<ref>`), setup-python adds the interpreter's
+folder to `PATH`, upload-artifact requires its path (a folder or a file) to exist and keeps a
+copy, download-artifact restores that copy into its path. With `user`, every `run:` step runs
+as that (non-root) user, as on a GitHub runner; the runner's folders are theirs. The CML install step
 puts a recording `cml` stand-in on `PATH` (the npm package cannot be installed here), and
 every job has a recording `gh` stand-in (GitHub's CLI, preinstalled on runners). A step's
 `$GITHUB_OUTPUT` becomes `steps.<id>.outputs`, a job's `outputs` become `needs.<job>.outputs`.
@@ -15,6 +17,7 @@ every job has a recording `gh` stand-in (GitHub's CLI, preinstalled on runners).
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -102,12 +105,16 @@ class Runner:
     contexts: dict[str, Any]
     home: str = field(default_factory=lambda: os.environ["HOME"])
     artifacts: dict[str, Path] = field(default_factory=dict)
+    user: str | None = None
+    interpreter: Path = field(default_factory=base_interpreter)
 
     def __post_init__(self) -> None:
+        if self.user:
+            self.home = pwd.getpwnam(self.user).pw_dir
         self.toolcache = self.root / "toolcache" / "bin"
         self.toolcache.mkdir(parents=True)
         for name in ("python", "python3", "python3.11"):
-            (self.toolcache / name).symlink_to(base_interpreter())
+            (self.toolcache / name).symlink_to(self.interpreter)
         self.cml_log = self.root / "cml-log"
         self.cml_log.mkdir()
         self.gh_log = self.root / "gh-log"
@@ -120,6 +127,17 @@ class Runner:
         self.contexts.setdefault("runner", {"temp": str(self.root / "runner-temp")})
         self.contexts.setdefault("needs", {})
         self.contexts.setdefault("inputs", {})
+        self.give_to_user(self.root)
+
+    @property
+    def switches_user(self) -> bool:
+        """Steps run as another user only when the test runs as root (else `user` is the test's own)."""
+        return bool(self.user) and os.geteuid() == 0
+
+    def give_to_user(self, path: Path) -> None:
+        """With `user`, make `path` (and everything under it) theirs, as a runner's folders are."""
+        if self.switches_user:
+            subprocess.run(["chown", "-R", f"{self.user}:", str(path)], check=True)
 
     def job_env(self, workspace: Path) -> dict[str, str]:
         github = self.contexts["github"]
@@ -158,6 +176,9 @@ class Runner:
             uses = step.get("uses", "").split("@")[0]
             if uses == "actions/checkout":
                 assert with_.get("persist-credentials") == "False"
+                if with_.get("ref"):
+                    git = ["git", "-C", str(workspace)]
+                    subprocess.run([*git, "checkout", "-q", "--detach", f"origin/{with_['ref']}"], check=True)
                 config = (workspace / ".git" / "config").read_text()
                 assert "extraheader" not in config and "AUTHORIZATION" not in config.upper()
             elif uses == "actions/setup-python":
@@ -165,12 +186,17 @@ class Runner:
                 env["PATH"] = f"{self.toolcache}:{env['PATH']}"
             elif uses == "actions/upload-artifact":
                 source = workspace / with_["path"]
-                assert source.exists() and any(source.iterdir()), f"upload-artifact: {source} is missing or empty"
                 kept = self.root / "artifacts" / with_["name"]
-                shutil.copytree(source, kept)
+                if source.is_file():
+                    kept.mkdir(parents=True)
+                    shutil.copy2(source, kept / source.name)
+                else:
+                    assert source.exists() and any(source.iterdir()), f"upload-artifact: {source} is missing or empty"
+                    shutil.copytree(source, kept)
                 self.artifacts[with_["name"]] = kept
             elif uses == "actions/download-artifact":
                 shutil.copytree(self.artifacts[with_["name"]], workspace / with_["path"])
+                self.give_to_user(workspace / with_["path"])
             elif uses:
                 raise AssertionError(f"no emulation for action {uses}")
             elif step.get("id") == "install-cml":
@@ -184,7 +210,9 @@ class Runner:
                 step_env = {**env, **{k: render(v, self.contexts) for k, v in step.get("env", {}).items()}}
                 github_output = self.root / "runner-temp" / f"output-{job_name}-{len(outputs)}"
                 github_output.write_text("")
+                self.give_to_user(github_output)
                 step_env["GITHUB_OUTPUT"] = str(github_output)
+                as_user = {"user": self.user, "group": self.user, "extra_groups": []} if self.switches_user else {}
                 done = subprocess.run(
                     ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
                     cwd=workspace,
@@ -192,9 +220,12 @@ class Runner:
                     capture_output=True,
                     text=True,
                     timeout=timeout,
+                    **as_user,
                 )
                 output = done.stdout + done.stderr
-                assert done.returncode == 0, f"step {step.get('name', step['run'])!r} failed:\n{output[-6000:]}"
+                assert done.returncode == 0, (
+                    f"step {step.get('name', step['run'])!r} failed:\n{done.stdout[-5000:]}\n{done.stderr[-3000:]}"
+                )
                 outputs.append(output)
                 if "id" in step:
                     pairs = [line.split("=", 1) for line in github_output.read_text().splitlines() if "=" in line]

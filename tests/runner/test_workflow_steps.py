@@ -4,8 +4,12 @@ runner's: only setup-python's interpreter on PATH, nothing activated (see github
 from __future__ import annotations
 
 import json
+import os
+import pwd
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,7 +17,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from github import Runner, load_workflow  # noqa: E402
+from github import Runner, base_interpreter, load_workflow  # noqa: E402
 
 pytestmark = pytest.mark.runner
 
@@ -23,10 +27,11 @@ PR_NUMBER = "7"
 
 def contexts(event: str, head_repo: str = "acme/reprokit") -> dict:
     """No storage secrets (as for a contributor without them), vars unset, the job's token."""
-    github = {"repository": "acme/reprokit", "event_name": event, "ref": "refs/pull/7/merge"}
+    github = {"repository": "acme/reprokit", "event_name": event, "ref": "refs/pull/7/merge", "base_ref": ""}
+    github["event"] = {"repository": {"default_branch": BASE}}
     if event == "pull_request":
-        pull_request = {"number": PR_NUMBER, "head": {"repo": {"full_name": head_repo}}}
-        github |= {"base_ref": BASE, "event": {"pull_request": pull_request}}
+        github["event"]["pull_request"] = {"number": PR_NUMBER, "head": {"repo": {"full_name": head_repo}}}
+        github["base_ref"] = BASE
     return {"github": github, "secrets": {"GITHUB_TOKEN": "job-token"}, "vars": {}}
 
 
@@ -49,22 +54,79 @@ def open_pull_request(workspace: Path) -> None:
     subprocess.run(["git", "-C", str(workspace), *identity, "commit", "-qam", "Faster learning"], check=True)
 
 
-def test_ci_tests_job_runs_make_test_on_a_bare_runner(repo, tmp_path, monkeypatch):
-    runner = Runner(tmp_path, contexts("push"))
-    workspace = checkout(repo, tmp_path)
-    # `make test` itself would recurse into this suite: the step runs as written, on one test file.
-    runner_env_extra = {"PYTEST_ADDOPTS": "-q -p no:cacheprovider tests/code/test_config.py"}
-    workflow = load_workflow(repo, "ci.yaml")
-    workflow["jobs"]["tests"].setdefault("env", {}).update(runner_env_extra)
-    (output,) = runner.run_job(workflow, "tests", workspace)
-    assert " passed" in output and "failed" not in output
-    assert (workspace / ".venv" / "bin" / "python").exists()
+# The `tests` job's own steps, run as written on a named subset: the Debian tools (promtool, podman,
+# ...) as the unprivileged step finds them, and the container engine as the sudo step runs it.
+TESTS_SUBSET = "tests/code/test_debian_tools.py tests/container/test_image.py::test_the_engine_runs_rootful_with_the_project_settings"
+
+
+@pytest.fixture()
+def sudo_user():
+    """A non-root user with passwordless sudo, as a GitHub runner's: this test's own user when it
+    is not root (it must then have passwordless sudo), else one made for the test and removed after."""
+    if os.geteuid() != 0:
+        assert subprocess.run(["sudo", "--non-interactive", "true"]).returncode == 0, "no passwordless sudo"
+        yield pwd.getpwuid(os.geteuid()).pw_name
+        return
+    if shutil.which("sudo") is None:  # .ci/packages installs it; this test may run before it did
+        subprocess.run(["apt-get", "install", "-y", "-qq", "sudo"], check=True, capture_output=True)
+    name = f"reprokit-ci-{os.getpid()}"
+    subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
+    sudoers = Path("/etc/sudoers.d") / name
+    try:
+        sudoers.write_text(f"{name} ALL=(ALL) NOPASSWD:ALL\n")
+        sudoers.chmod(0o440)
+        yield name
+    finally:
+        sudoers.unlink(missing_ok=True)
+        subprocess.run(["userdel", "--remove", name], check=False, capture_output=True)
+
+
+def test_ci_tests_job_installs_what_the_suite_needs_as_a_non_root_user_with_sudo(repo, sudo_user):
+    """Every step as written, as a non-root user with passwordless sudo; `make test` itself would
+    recurse into this suite, so TESTS narrows both make targets to the subset above."""
+    root = Path(tempfile.mkdtemp(prefix="reprokit-runner-"))  # outside pytest's root-only folders
+    try:
+        # As root, Debian's interpreter stands in for setup-python's: the user made here cannot
+        # read root's. As the runner's own user, setup-python's interpreter is theirs.
+        interpreter = Path("/usr/bin/python3.11") if os.geteuid() == 0 else base_interpreter()
+        runner = Runner(root, contexts("push"), user=sudo_user, interpreter=interpreter)
+        workspace = checkout(repo, root)
+        runner.give_to_user(workspace)
+        workflow = load_workflow(repo, "ci.yaml")
+        assert "TESTS" not in workflow["jobs"]["tests"].get("env", {})  # the real job runs every test
+        workflow["jobs"]["tests"]["env"] = {"TESTS": TESTS_SUBSET}
+        packages, unprivileged, container = runner.run_job(workflow, "tests", workspace, timeout=1500)
+        assert "4 passed" in unprivileged and "deselected" in unprivileged, unprivileged[-3000:]
+        assert "1 passed" in container and "deselected" in container, container[-3000:]
+        assert (workspace / ".venv" / "bin" / "python").exists()
+        assert (workspace / ".venv").stat().st_uid == pwd.getpwnam(sudo_user).pw_uid  # set up as the user
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def base_checkout(repo: Path, root: Path) -> Path:
+    """A fresh clone for a job that checks out the base branch (`ref:` switches it to origin/<base>)."""
+    return checkout(repo, root / "base-job")
+
+
+def hand_over_objects(runner: Runner, workflow: dict, repo: Path, workspace: Path) -> str:
+    """The `lock` job (the tested commit, nothing run) and the `fetch` job (the base's code, the
+    only one given storage credentials): the output of the fetch step."""
+    assert runner.run_job(workflow, "lock", workspace) == []  # no run: step at all
+    assert (runner.artifacts["head-dvc-lock"] / "dvc.lock").read_text() == (workspace / "dvc.lock").read_text()
+    base = base_checkout(repo, runner.root)
+    setup, fetch = runner.run_job(workflow, "fetch", base)
+    assert (runner.artifacts["dvc-objects"] / "status.txt").exists()
+    return fetch
 
 
 def test_ci_reproducibility_job_reproduces_the_committed_lock_on_a_bare_runner(repo, tmp_path):
     runner = Runner(tmp_path, contexts("push"))
     workspace = checkout(repo, tmp_path)
-    setup, pull, gate = runner.run_job(load_workflow(repo, "ci.yaml"), "reproducibility", workspace)
+    workflow = load_workflow(repo, "ci.yaml")
+    fetch = hand_over_objects(runner, workflow, repo, workspace)
+    setup, receive, gate = runner.run_job(workflow, "reproducibility", workspace)
+    pull = fetch + receive
     assert "No usable remote" in pull
     assert "reproducibility gate passed" in gate
     for stage in ("prepare", "featurize", "train", "evaluate", "package"):
@@ -83,8 +145,9 @@ def test_cml_jobs_post_the_metric_report_on_a_bare_runner(repo, tmp_path):
     workflow = load_workflow(repo, "cml.yaml")
     workspace = checkout(repo, tmp_path)
     open_pull_request(workspace)
-    setup, pull, report = runner.run_job(workflow, "report", workspace)
-    assert "No usable remote" in pull and "Running stage 'train'" in report
+    fetch = hand_over_objects(runner, workflow, repo, workspace)
+    setup, receive, report = runner.run_job(workflow, "report", workspace)
+    assert "No usable remote" in fetch and "No usable remote" in receive and "Running stage 'train'" in report
     assert (workspace / "reports" / "report.md").exists() and "pipeline-report" in runner.artifacts
 
     comment_workspace = tmp_path / "comment-job"  # a new machine: no checkout, only the artifact
@@ -170,3 +233,27 @@ def test_monitor_workflow_opens_a_retraining_pull_request_on_an_alert(repo, tmp_
     assert "no_drift.parquet: ok" in check
     assert quiet.contexts["needs"]["check"]["outputs"] == {"verdict": "ok"}
     assert quiet.run_job(workflow, "open-pull-request", pr_workspace) is None
+
+
+def test_ci_hands_the_objects_fetched_with_credentials_to_the_job_without_them(repo, tmp_path):
+    """With a usable remote, `fetch` (base code) fetches what the tested dvc.lock names and the
+    reproducibility job, holding no credentials, reproduces nothing: every output came over."""
+    home = tmp_path / "home"  # the committed `local` remote is ~/dvc-storage/reprokit
+    home.mkdir()
+    pushed = subprocess.run(
+        [str(repo / ".venv" / "bin" / "dvc"), "push", "-r", "local"],
+        cwd=repo,
+        env={**os.environ, "HOME": str(home)},
+        capture_output=True,
+        text=True,
+    )
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    runner = Runner(tmp_path, contexts("push") | {"vars": {"DVC_REMOTE": "local"}}, home=str(home))
+    workspace = checkout(repo, tmp_path)
+    workflow = load_workflow(repo, "ci.yaml")
+    fetch = hand_over_objects(runner, workflow, repo, workspace)
+    assert "No usable remote" not in fetch
+    assert (runner.artifacts["dvc-objects"] / "status.txt").read_text() == "fetched from the team remote\n"
+    setup, receive, gate = runner.run_job(workflow, "reproducibility", workspace)
+    assert "fetched from the team remote" in receive
+    assert "reproducibility gate passed" in gate and "Running stage" not in gate
