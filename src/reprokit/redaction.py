@@ -44,8 +44,15 @@ def redact(location: str) -> str:
 
 
 def redact_text(text: str) -> str:
-    """`text` with every URL in it redacted (`redact`)."""
-    return _URL.sub(lambda match: redact(match.group(0)), str(text))
+    """`text` with every URL in it redacted (`redact`); punctuation that ends a sentence or
+    a clause after the URL (`at http://host:8080: refused`) is not part of it."""
+
+    def shown(match: re.Match) -> str:
+        url = match.group(0)
+        end = len(url.rstrip(".,;:!?"))
+        return redact(url[:end]) + url[end:]
+
+    return _URL.sub(shown, str(text))
 
 
 def is_redacted(location: str) -> bool:

@@ -41,7 +41,7 @@ def test_every_url_inside_a_text_is_redacted():
         "store postgresql://mlflow:hunter2@db/m failed ('s3://AKIAEXAMPLE:wJalrXUtnFEMI@b/x'); see https://h/x?t=tok3n."
     )
     shown = redact_text(text)
-    assert shown == "store postgresql://***@db/m failed ('s3://***@b/x'); see https://h/x"
+    assert shown == "store postgresql://***@db/m failed ('s3://***@b/x'); see https://h/x."
     assert not any(secret in shown for secret in SECRETS)
 
 
@@ -72,3 +72,10 @@ def test_the_secret_pieces_of_arguments_and_environment_are_masked_wherever_they
     assert {"wJalrXUtnFEMI", "AKIAEXAMPLE:wJalrXUtnFEMI", "sig0123", "tok3n", "hunter2", "abcd1234"} <= set(pieces)
     assert "mlflow" not in pieces and "AKIAEXAMPLE" not in pieces and "/root" not in pieces
     assert "token" in secrets_of(["https://token@hooks.example.com/x"], {})  # a lone user name is a token
+
+
+def test_punctuation_after_a_url_is_kept_and_the_url_shown_whole():
+    assert redact_text("cannot connect to http://127.0.0.1:41234: is it running?") == (
+        "cannot connect to http://127.0.0.1:41234: is it running?"
+    )
+    assert redact_text("see https://u:hunter2@h:8443/x?sig=1.") == "see https://***@h:8443/x."
