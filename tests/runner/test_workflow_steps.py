@@ -238,16 +238,16 @@ def test_monitor_workflow_opens_a_retraining_pull_request_on_an_alert(repo, tmp_
 def test_ci_hands_the_objects_fetched_with_credentials_to_the_job_without_them(repo, tmp_path):
     """With a usable remote, `fetch` (base code) fetches what the tested dvc.lock names and the
     reproducibility job, holding no credentials, reproduces nothing: every output came over."""
+    from dvcclone import new_clone
+
     home = tmp_path / "home"  # the committed `local` remote is ~/dvc-storage/reprokit
     home.mkdir()
-    pushed = subprocess.run(
-        [str(repo / ".venv" / "bin" / "dvc"), "push", "-r", "local"],
-        cwd=repo,
-        env={**os.environ, "HOME": str(home)},
-        capture_output=True,
-        text=True,
-    )
-    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    # The team's outputs, reproduced in a clone of the tested commit (a fresh checkout's own
+    # cache holds none) and pushed to the remote.
+    team = new_clone(repo, tmp_path / "team")
+    team.env["HOME"] = str(home)
+    team.dvc("repro")
+    team.dvc("push", "-r", "local")
     runner = Runner(tmp_path, contexts("push") | {"vars": {"DVC_REMOTE": "local"}}, home=str(home))
     workspace = checkout(repo, tmp_path)
     workflow = load_workflow(repo, "ci.yaml")
