@@ -21,7 +21,11 @@ def test_postgresql_server_binaries_are_installed():
     assert shutil.which("initdb") or glob.glob("/usr/lib/postgresql/*/bin/initdb"), "initdb is missing"
 
 
-def test_debian_python_is_installed():
+def test_the_distribution_s_python_is_installed_where_it_has_one():
+    """Debian 12 packages python3.11; Ubuntu 24.04 (a GitHub runner's image) has none to install."""
+    offered = subprocess.run(["apt-cache", "show", "python3.11"], capture_output=True).returncode == 0
+    if not offered:
+        pytest.skip("this distribution has no python3.11 package")
     assert Path("/usr/bin/python3.11").is_file()
 
 

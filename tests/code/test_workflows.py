@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-WORKFLOWS = ("ci.yaml", "cml.yaml", "monitor.yaml")
+WORKFLOWS = ("ci.yaml", "lock.yaml", "pipeline.yaml", "monitor.yaml")
 
 
 def load(repo: Path, name: str) -> dict:
@@ -90,43 +90,78 @@ def test_no_job_running_repository_code_can_write(repo, name):
                 assert step["with"]["persist-credentials"] is False, job_name  # no token left in .git/config
 
 
-# The refs a job may check out to run trusted code beside secrets: the base branch of a pull
-# request, the default branch on a push. A checkout without `ref:` is the commit under test.
-BASE_REFS = ("${{ github.base_ref }}", "${{ github.base_ref || github.event.repository.default_branch }}")
-
-
 def checkouts(job: dict) -> list[dict]:
     return [step for step in job["steps"] if step.get("uses", "").startswith("actions/checkout@")]
 
 
-def handles_code_under_test(job: dict) -> bool:
+def triggers(workflow: dict) -> set[str]:
+    return set(workflow[True])
+
+
+# A `workflow_run` workflow is the default branch's file and runs in its context: a checkout
+# without `ref:` is the default branch's code; this ref is the commit under test.
+TESTED_COMMIT = "${{ github.event.workflow_run.head_sha }}"
+
+
+def handles_code_under_test(workflow: dict, job: dict) -> bool:
     """A job that checks out the commit under test (a pull request's, a pushed branch's), or
-    runs code from a checkout other than the base branch's."""
-    tested = [c for c in checkouts(job) if c.get("with", {}).get("ref") not in BASE_REFS]
+    runs code from a checkout other than the default branch's."""
+    if triggers(workflow) & {"push", "pull_request"}:
+        return bool(checkouts(job)) or runs_repository_code(job)  # GitHub runs the tested copy of the file
+    tested = [c for c in checkouts(job) if c.get("with", {}).get("ref") is not None]
+    assert all(c["with"]["ref"] == TESTED_COMMIT for c in tested), "check out the default branch or the tested commit"
     return bool(tested) or (runs_repository_code(job) and not checkouts(job))
 
 
-@pytest.mark.parametrize("name", ("ci.yaml", "cml.yaml"))
-def test_no_job_that_handles_pull_request_code_holds_a_secret(repo, name):
+def test_workflows_run_for_a_push_or_pull_request_hold_no_secret(repo):
+    """GitHub runs a pull request's (or a pushed branch's) own copy of these files: whoever can
+    push may edit them, so they reference no secret at all, not even the job token."""
+    for name in WORKFLOWS:
+        workflow = load(repo, name)
+        if triggers(workflow) & {"push", "pull_request", "pull_request_target"}:
+            assert "secrets." not in yaml.safe_dump(workflow), name
+            assert "environment" not in yaml.safe_dump(workflow["jobs"]), name
+
+
+def test_the_privileged_pipeline_workflow_follows_the_lock_workflow_and_runs_nothing_before_it(repo):
+    pipeline, lock = load(repo, "pipeline.yaml"), load(repo, "lock.yaml")
+    assert pipeline[True] == {"workflow_run": {"workflows": [lock["name"]], "types": ["completed"]}}
+    assert triggers(lock) == {"push", "pull_request"}
+    assert [step for step in steps(lock) if "run" in step[2]] == []  # the lock job runs nothing
+
+
+@pytest.mark.parametrize("name", ("pipeline.yaml", "monitor.yaml"))
+def test_no_job_that_handles_code_under_test_holds_a_secret(repo, name):
     """Anyone who can open a pull request controls its code: a job that checks it out or runs it
     has no secret anywhere, the job token excepted only where no code runs (the CML comment)."""
     workflow = load(repo, name)
-    assert "pull_request" in workflow[True] and "pull_request_target" not in workflow[True]
     for job_name, job in workflow["jobs"].items():
         text = yaml.safe_dump(job)
-        if handles_code_under_test(job):
-            assert "secrets." not in text, job_name
-        elif "secrets." in text and "secrets.GITHUB_TOKEN" not in text:
-            # The credentialed job: the base branch's code only, nothing of the pull request but
-            # data handed over as an artifact into the runner's temporary folder.
-            assert checkouts(job) and all(c["with"].get("ref") in BASE_REFS for c in checkouts(job)), job_name
+        if handles_code_under_test(workflow, job):
+            assert "secrets." not in text and "environment" not in job, job_name
+            assert write_scopes(workflow, job) == set(), job_name
+        elif "secrets." in text and "secrets.GITHUB_TOKEN" not in text or "secrets.RETRAIN_PR_TOKEN" in text:
+            # A credentialed job: the default branch's code only, anything else handed over as
+            # data into the runner's temporary folder; its secrets live in an environment that
+            # admits only the default branch (a dispatch on another branch gets none).
+            assert job.get("environment") == "default-branch", job_name
+            assert checkouts(job) and all("ref" not in c["with"] for c in checkouts(job)), job_name
             for step in job["steps"]:
                 if step.get("uses", "").startswith("actions/download-artifact@"):
                     assert step["with"]["path"].startswith("${{ runner.temp }}/"), job_name
-                assert "head" not in str(step.get("with", {}).get("ref", "")), job_name
-            assert write_scopes(workflow, job) == set(), job_name
-    credentialed = [n for n, j in workflow["jobs"].items() if "secrets.DVC_READ" in yaml.safe_dump(j)]
-    assert credentialed == ["fetch"], credentialed
+    if name == "pipeline.yaml":
+        credentialed = [n for n, j in workflow["jobs"].items() if "secrets.DVC_READ" in yaml.safe_dump(j)]
+        assert credentialed == ["fetch"], credentialed
+        assert write_scopes(workflow, workflow["jobs"]["fetch"]) == set()
+
+
+def test_no_workflow_uses_a_cache_the_tested_code_could_have_written(repo):
+    """pipeline.yaml runs the tested commit's code in the default branch's context, where a cache
+    it wrote would be restored by the default branch's own runs: no workflow restores one."""
+    for name in WORKFLOWS:
+        for _, _, step in steps(load(repo, name)):
+            assert not step.get("uses", "").startswith("actions/cache"), name
+            assert "cache" not in step.get("with", {}), (name, step)
 
 
 def test_no_workflow_runs_pull_request_code_with_the_base_repository_s_privileges(repo):
@@ -146,13 +181,12 @@ def test_secrets_reach_only_the_steps_that_need_them(repo, name):
             # storage credentials: read-only, only to the pull (default-branch code) or the fetch
             assert secrets == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
             assert "GITHUB_TOKEN" not in str(step["env"])
-            if step["run"] == ".ci/pull":
-                assert not {"pull_request", "pull_request_target"} & set(workflow[True]), name
+            assert triggers(workflow) <= {"workflow_run", "schedule", "workflow_dispatch"}, name
         elif step.get("run", "").startswith(".ci/monitor "):
             # The monitor reads the batch (read-only storage) and posts to the webhook; it runs
             # only the default branch's code (schedule, dispatch), never a pull request's.
             assert secrets == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "REPROKIT_MONITOR_WEBHOOK"}
-            assert not {"pull_request", "pull_request_target"} & set(workflow[True]), name
+            assert triggers(workflow) <= {"schedule", "workflow_dispatch"}, name
             assert "GITHUB_TOKEN" not in str(step["env"])
         else:  # the token, only where no repository code runs
             ((variable, value),) = ((k, v) for k, v in step["env"].items() if k in secrets)
@@ -176,13 +210,13 @@ def test_workflows_use_the_python_minor_version_the_project_pins(repo, name):
         for _, _, step in steps(load(repo, name))
         if step.get("uses", "").startswith("actions/setup-python@")
     }
-    assert versions == {"3.11"}
+    assert versions <= {"3.11"} and (versions or name == "lock.yaml")  # the lock job runs no Python
 
 
 def test_the_comment_cannot_lose_the_report_artifact(repo):
     """The report is uploaded (even when a step failed) in a job that ends before the
     comment job starts, so a failing comment never loses it."""
-    workflow = load(repo, "cml.yaml")
+    workflow = load(repo, "pipeline.yaml")
 
     def is_report_upload(step: dict) -> bool:
         return step.get("uses", "").startswith("actions/upload-artifact@") and step["with"]["name"] == "pipeline-report"
@@ -198,6 +232,6 @@ def test_the_comment_cannot_lose_the_report_artifact(repo):
 
 
 def test_the_cml_version_is_pinned(repo):
-    install = next(s for _, _, s in steps(load(repo, "cml.yaml")) if s.get("id") == "install-cml")
+    install = next(s for _, _, s in steps(load(repo, "pipeline.yaml")) if s.get("id") == "install-cml")
     assert re.fullmatch(r"\d+\.\d+\.\d+", str(install["env"]["CML_VERSION"]))
     assert '"@dvcorg/cml@$CML_VERSION"' in install["run"]

@@ -4,9 +4,10 @@ Only what a runner has: `/usr/bin:/bin` and the interpreter `actions/setup-pytho
 first on `PATH`; no virtual environment activated, nothing of the test run's own.
 `run:` steps execute as written (`bash --noprofile --norc -eo pipefail`, as GitHub does);
 `uses:` steps are emulated: checkout is the fresh clone (which must not keep a token;
-with `ref:` the clone is switched to `origin/<ref>`), setup-python adds the interpreter's
+with `ref:` the clone is switched to that commit, or to `origin/<ref>`), setup-python adds the interpreter's
 folder to `PATH`, upload-artifact requires its path (a folder or a file) to exist and keeps a
-copy, download-artifact restores that copy into its path. With `user`, every `run:` step runs
+copy, download-artifact restores that copy into its path (the runner's artifacts stand for
+those of every run, the `workflow_run` trigger's included). With `user`, every `run:` step runs
 as that (non-root) user, as on a GitHub runner; the runner's folders are theirs. The CML install step
 puts a recording `cml` stand-in on `PATH` (the npm package cannot be installed here), and
 every job has a recording `gh` stand-in (GitHub's CLI, preinstalled on runners). A step's
@@ -47,11 +48,16 @@ def base_interpreter() -> Path:
 
 
 def evaluate(expr: str, contexts: dict[str, Any]) -> str:
-    """The few GitHub expression forms the workflows use: `a.b`, `'literal'`, `x || y`, `x == y`, `always()`."""
+    """The few GitHub expression forms the workflows use: `a.b`, `a.b[0].c`, `'literal'`,
+    `x || y`, `x && y`, `x == y`, `always()`. Values are strings; false is the empty string."""
     expr = expr.strip()
     if "||" in expr:
         left, right = expr.split("||", 1)
         return evaluate(left, contexts) or evaluate(right, contexts)
+    if "&&" in expr:
+        left, right = expr.split("&&", 1)
+        first = evaluate(left, contexts)
+        return evaluate(right, contexts) if first and first != "false" else first
     if "==" in expr:
         left, right = expr.split("==", 1)
         return "true" if evaluate(left, contexts) == evaluate(right, contexts) else "false"
@@ -59,15 +65,23 @@ def evaluate(expr: str, contexts: dict[str, Any]) -> str:
         return "true"
     if re.fullmatch(r"'[^']*'", expr):
         return expr[1:-1]
-    head, *rest = expr.split(".")
+    head, *rest = re.split(r"\.|(?=\[)", expr)
     if head not in contexts:
         raise KeyError(f"unknown context in ${{{{ {expr} }}}}")
     node: Any = contexts[head]
     for part in rest:
-        if head == "github" and (not isinstance(node, dict) or part not in node):
+        if index := re.fullmatch(r"\[(\d+)\]", part):
+            node = node[int(index[1])] if isinstance(node, list) and int(index[1]) < len(node) else ""
+            continue
+        if head == "github" and (not isinstance(node, dict) or part not in node) and node != "":
             raise KeyError(f"the test gives no value for ${{{{ {expr} }}}}")
         node = node.get(part, "") if isinstance(node, dict) else ""  # unset secrets and vars are empty
     return "" if node is None else str(node)
+
+
+def truthy(value: str) -> bool:
+    """An `if:` holds unless its value is false, empty or zero."""
+    return value not in ("", "false", "0")
 
 
 def render(value: Any, contexts: dict[str, Any]) -> str:
@@ -162,7 +176,7 @@ class Runner:
         """Run every step of `job_name` in `workspace`; return the output of each `run:` step,
         or None when the job's `if:` skips it."""
         job = workflow["jobs"][job_name]
-        if "if" in job and render("${{ " + job["if"] + " }}", self.contexts) != "true":
+        if "if" in job and not truthy(render("${{ " + job["if"] + " }}", self.contexts)):
             return None
         env = self.job_env(workspace)
         for scope in (workflow.get("env", {}), job.get("env", {})):
@@ -171,14 +185,14 @@ class Runner:
         self.contexts["steps"] = {}
         for step in job["steps"]:
             if "if" in step:
-                assert render("${{ " + step["if"] + " }}", self.contexts) == "true", step
+                assert truthy(render("${{ " + step["if"] + " }}", self.contexts)), step
             with_ = {k: render(v, self.contexts) for k, v in step.get("with", {}).items()}
             uses = step.get("uses", "").split("@")[0]
             if uses == "actions/checkout":
                 assert with_.get("persist-credentials") == "False"
-                if with_.get("ref"):
-                    git = ["git", "-C", str(workspace)]
-                    subprocess.run([*git, "checkout", "-q", "--detach", f"origin/{with_['ref']}"], check=True)
+                if ref := with_.get("ref"):  # a commit (40 hex digits) or a branch of `origin`
+                    target = ref if re.fullmatch(r"[0-9a-f]{40}", ref) else f"origin/{ref}"
+                    subprocess.run(["git", "-C", str(workspace), "checkout", "-q", "--detach", target], check=True)
                 config = (workspace / ".git" / "config").read_text()
                 assert "extraheader" not in config and "AUTHORIZATION" not in config.upper()
             elif uses == "actions/setup-python":

@@ -1,4 +1,4 @@
-"""Both GitHub workflows, every job, executed step by step from a fresh clone in a shell like a
+"""The GitHub workflows, every job, executed step by step from a fresh clone in a shell like a
 runner's: only setup-python's interpreter on PATH, nothing activated (see github.py)."""
 
 from __future__ import annotations
@@ -33,6 +33,29 @@ def contexts(event: str, head_repo: str = "acme/reprokit") -> dict:
         github["event"]["pull_request"] = {"number": PR_NUMBER, "head": {"repo": {"full_name": head_repo}}}
         github["base_ref"] = BASE
     return {"github": github, "secrets": {"GITHUB_TOKEN": "job-token"}, "vars": {}}
+
+
+def pipeline_contexts(trigger: str, head_sha: str, head_repo: str = "acme/reprokit") -> dict:
+    """pipeline.yaml's `workflow_run` event, after a `lock` run for a push or a pull request. GitHub
+    lists the pull request (number, base) only when it comes from this repository, not a fork's."""
+    context = contexts("workflow_run")
+    github = context["github"] | {"ref": f"refs/heads/{BASE}", "token": "job-token"}
+    same_repository = head_repo == github["repository"]
+    pull_requests = [{"number": int(PR_NUMBER), "base": {"ref": BASE}}] if same_repository else []
+    github["event"]["workflow_run"] = {
+        "id": "41",
+        "conclusion": "success",
+        "event": trigger,
+        "head_sha": head_sha,
+        "head_branch": "faster-learning",
+        "head_repository": {"full_name": head_repo},
+        "pull_requests": pull_requests if trigger == "pull_request" else [],
+    }
+    return context | {"github": github}
+
+
+def head_sha(workspace: Path) -> str:
+    return subprocess.run(["git", "-C", str(workspace), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
 
 
 def checkout(repo: Path, root: Path) -> Path:
@@ -109,22 +132,23 @@ def base_checkout(repo: Path, root: Path) -> Path:
     return checkout(repo, root / "base-job")
 
 
-def hand_over_objects(runner: Runner, workflow: dict, repo: Path, workspace: Path) -> str:
-    """The `lock` job (the tested commit, nothing run) and the `fetch` job (the base's code, the
-    only one given storage credentials): the output of the fetch step."""
-    assert runner.run_job(workflow, "lock", workspace) == []  # no run: step at all
+def hand_over_objects(runner: Runner, repo: Path, workspace: Path) -> str:
+    """The `lock` workflow (the tested commit, nothing run), then pipeline.yaml's `fetch` job (the
+    default branch's code, the only job given storage credentials): the output of the fetch step."""
+    assert runner.run_job(load_workflow(repo, "lock.yaml"), "lock", workspace) == []  # no run: step at all
     assert (runner.artifacts["head-dvc-lock"] / "dvc.lock").read_text() == (workspace / "dvc.lock").read_text()
     base = base_checkout(repo, runner.root)
-    setup, fetch = runner.run_job(workflow, "fetch", base)
+    setup, fetch = runner.run_job(load_workflow(repo, "pipeline.yaml"), "fetch", base)
     assert (runner.artifacts["dvc-objects"] / "status.txt").exists()
     return fetch
 
 
-def test_ci_reproducibility_job_reproduces_the_committed_lock_on_a_bare_runner(repo, tmp_path):
-    runner = Runner(tmp_path, contexts("push"))
+def test_pipeline_reproducibility_job_reproduces_the_committed_lock_on_a_bare_runner(repo, tmp_path):
     workspace = checkout(repo, tmp_path)
-    workflow = load_workflow(repo, "ci.yaml")
-    fetch = hand_over_objects(runner, workflow, repo, workspace)
+    runner = Runner(tmp_path, pipeline_contexts("push", head_sha(workspace)))
+    workflow = load_workflow(repo, "pipeline.yaml")
+    fetch = hand_over_objects(runner, repo, workspace)
+    assert runner.run_job(workflow, "report", workspace) is None  # a push gets no report
     setup, receive, gate = runner.run_job(workflow, "reproducibility", workspace)
     pull = fetch + receive
     assert "No usable remote" in pull
@@ -140,12 +164,13 @@ def test_ci_reproducibility_job_reproduces_the_committed_lock_on_a_bare_runner(r
     assert subprocess.run(["git", "status", "--porcelain"], cwd=workspace, capture_output=True, text=True).stdout == ""
 
 
-def test_cml_jobs_post_the_metric_report_on_a_bare_runner(repo, tmp_path):
-    runner = Runner(tmp_path, contexts("pull_request"))
-    workflow = load_workflow(repo, "cml.yaml")
+def test_pipeline_jobs_post_the_metric_report_on_a_bare_runner(repo, tmp_path):
     workspace = checkout(repo, tmp_path)
     open_pull_request(workspace)
-    fetch = hand_over_objects(runner, workflow, repo, workspace)
+    runner = Runner(tmp_path, pipeline_contexts("pull_request", head_sha(workspace)))
+    workflow = load_workflow(repo, "pipeline.yaml")
+    fetch = hand_over_objects(runner, repo, workspace)
+    assert runner.run_job(workflow, "reproducibility", workspace) is None  # a pull request gets the report
     setup, receive, report = runner.run_job(workflow, "report", workspace)
     assert "No usable remote" in fetch and "No usable remote" in receive and "Running stage 'train'" in report
     assert (workspace / "reports" / "report.md").exists() and "pipeline-report" in runner.artifacts
@@ -178,9 +203,9 @@ def test_cml_jobs_post_the_metric_report_on_a_bare_runner(repo, tmp_path):
 
 
 def test_a_fork_gets_the_report_artifact_and_no_comment_attempt(repo, tmp_path):
-    """A fork's token is read-only: the comment job is skipped instead of failing with 403."""
-    runner = Runner(tmp_path, contexts("pull_request", head_repo="someone/reprokit"))
-    assert runner.run_job(load_workflow(repo, "cml.yaml"), "comment", tmp_path) is None
+    """A fork's pull request is not listed in the event: the comment job is skipped."""
+    runner = Runner(tmp_path, pipeline_contexts("pull_request", "0" * 40, head_repo="someone/reprokit"))
+    assert runner.run_job(load_workflow(repo, "pipeline.yaml"), "comment", tmp_path) is None
     assert not (runner.cml_log / "args").exists()
 
 
@@ -235,9 +260,10 @@ def test_monitor_workflow_opens_a_retraining_pull_request_on_an_alert(repo, tmp_
     assert quiet.run_job(workflow, "open-pull-request", pr_workspace) is None
 
 
-def test_ci_hands_the_objects_fetched_with_credentials_to_the_job_without_them(repo, tmp_path):
-    """With a usable remote, `fetch` (base code) fetches what the tested dvc.lock names and the
-    reproducibility job, holding no credentials, reproduces nothing: every output came over."""
+def test_pipeline_hands_the_objects_fetched_with_credentials_to_the_job_without_them(repo, tmp_path):
+    """With a usable remote, `fetch` (default-branch code) fetches what the tested dvc.lock names
+    and the reproducibility job, holding no credentials, reproduces nothing: every output came
+    over. A fork's pull request gets none of them: its code would read them."""
     from dvcclone import new_clone
 
     home = tmp_path / "home"  # the committed `local` remote is ~/dvc-storage/reprokit
@@ -248,12 +274,19 @@ def test_ci_hands_the_objects_fetched_with_credentials_to_the_job_without_them(r
     team.env["HOME"] = str(home)
     team.dvc("repro")
     team.dvc("push", "-r", "local")
-    runner = Runner(tmp_path, contexts("push") | {"vars": {"DVC_REMOTE": "local"}}, home=str(home))
     workspace = checkout(repo, tmp_path)
-    workflow = load_workflow(repo, "ci.yaml")
-    fetch = hand_over_objects(runner, workflow, repo, workspace)
+    context = pipeline_contexts("push", head_sha(workspace)) | {"vars": {"DVC_REMOTE": "local"}}
+    runner = Runner(tmp_path / "runner", context, home=str(home))
+    workflow = load_workflow(repo, "pipeline.yaml")
+    fetch = hand_over_objects(runner, repo, workspace)
     assert "No usable remote" not in fetch
     assert (runner.artifacts["dvc-objects"] / "status.txt").read_text() == "fetched from the team remote\n"
     setup, receive, gate = runner.run_job(workflow, "reproducibility", workspace)
     assert "fetched from the team remote" in receive
     assert "reproducibility gate passed" in gate and "Running stage" not in gate
+
+    fork_context = pipeline_contexts("pull_request", head_sha(workspace), head_repo="someone/reprokit")
+    fork = Runner(tmp_path / "fork-runner", fork_context | {"vars": {"DVC_REMOTE": "local"}}, home=str(home))
+    fetch = hand_over_objects(fork, repo, workspace)
+    assert "A fork's pull request: no objects" in fetch
+    assert [p.name for p in fork.artifacts["dvc-objects"].iterdir()] == ["status.txt"]
