@@ -64,7 +64,7 @@ def test_the_draft_keeps_the_reading_options_it_needed(tmp_path):
     frame.to_csv(tmp_path / "loans.csv", sep=";", encoding="latin-1", index=False)
     out = tmp_path / "dataset.yaml"
     args = [str(tmp_path / "loans.csv"), "--target", "defaulted", "--delimiter", ";", "--encoding", "latin-1"]
-    main(["draft", *args, "--out", str(out)])
+    main([*args, "--out", str(out)])
     contract = parse_contract(read_yaml_text(out.read_text()))
     assert (contract.source.delimiter, contract.source.encoding) == (";", "latin-1")
     assert "norté" in contract.feature("region").values

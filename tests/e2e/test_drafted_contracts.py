@@ -28,7 +28,7 @@ def test_a_drafted_contract_runs_end_to_end(make_clone, table):
     uri, options = TABLES[table]
     clone = make_clone(table)
     started = time.perf_counter()
-    clone.run(str(BIN / "python"), "-m", "reprokit.core.contract", "draft", uri, *options)
+    clone.run(str(BIN / "reprokit"), "draft", uri, *options)
     drafted_in = time.perf_counter() - started
     contract = read_yaml(clone.root / "dataset.yaml")
     assert contract["name"] == table and contract["source"]["uri"] == uri

@@ -32,7 +32,7 @@ COMMANDS = {
         {"REPROKIT_MONITOR_WEBHOOK": WEBHOOK, "REPROKIT_MONITOR_WEBHOOK_RETRIES": "0"},
     ),
     "retrain": ([sys.executable, "-m", "reprokit.monitoring.retrain", "check", PRESIGNED, "out"], {}),
-    "draft": ([sys.executable, "-m", "reprokit.commands.draft", "draft", S3, "--target", "churn", "--out", "-"], {}),
+    "draft": ([sys.executable, "-m", "reprokit.commands.draft", S3, "--target", "churn", "--out", "-"], {}),
 }
 
 
