@@ -1,9 +1,9 @@
 """Measure the drift monitor into bench/monitor_results.json: false-alarm rate per batch size,
 detection power per kind of shift and size (the smallest shift caught in 90% of trials),
-and time and peak RSS of `python -m reprokit.monitor` on a 1M-row batch.
+and time and peak RSS of `reprokit monitor` on a 1M-row batch.
 
 Run from the repository after `dvc repro`: `.venv/bin/python bench/monitor.py [--quick]`.
-Trials: `reprokit.drift_trials` (a reference and a batch drawn from one pool of rows).
+Trials: `reprokit.monitoring.drift_trials` (a reference and a batch drawn from one pool of rows).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ LADDERS = {
 
 
 def false_alarms(model, pop, params, sizes: list[int], trials: int) -> dict:
-    from reprokit.drift_trials import run
+    from reprokit.monitoring.drift_trials import run
 
     out = {}
     for n in sizes:
@@ -42,7 +42,7 @@ def false_alarms(model, pop, params, sizes: list[int], trials: int) -> dict:
 
 
 def power(model, pop, params, sizes: list[int], trials: int) -> dict:
-    from reprokit.drift_trials import run
+    from reprokit.monitoring.drift_trials import run
 
     out: dict = {}
     for kind, ladder in LADDERS.items():
@@ -75,7 +75,7 @@ def monitor_1m(rows: int) -> dict:
             before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
             started = time.perf_counter()
             done = subprocess.run(
-                [sys.executable, "-m", "reprokit.monitor", str(path), "--metrics-out", f"{tmp}/out/monitor.json"],
+                [sys.executable, "-m", "reprokit.monitoring.monitor", str(path), "--metrics-out", f"{tmp}/out/monitor.json"],
                 cwd=REPO,
                 capture_output=True,
                 text=True,
@@ -107,10 +107,10 @@ def main() -> None:
     os.chdir(REPO)
     import pandas as pd
 
-    from reprokit.config import load_section
-    from reprokit.drift_trials import population
-    from reprokit.inference import thread_budget
-    from reprokit.score import load_model
+    from reprokit.core.config import load_section
+    from reprokit.core.threads import thread_budget
+    from reprokit.model.loading import load_model
+    from reprokit.monitoring.drift_trials import population
 
     params = load_section("monitor")
     train, test = pd.read_parquet("data/prepared/train.parquet"), pd.read_parquet("data/prepared/test.parquet")

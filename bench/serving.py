@@ -2,10 +2,10 @@
 
 Side by side in one run, same package (`models/package`, so run `make repro` first), same
 payloads, with `hey` (Debian package) on loopback and bounded request counts:
-`mlflow models serve --env-manager local` and `python -m reprokit.serve` (one worker process,
+`mlflow models serve --env-manager local` and `reprokit serve` (one worker process,
 and two), each alone on the machine, for single records at concurrency 1 and 8 and
 100-record batches at concurrency 8.
-Also: each service's start-up to ready, and `python -m reprokit.score` on a 1M-row Parquet
+Also: each service's start-up to ready, and `reprokit score` on a 1M-row Parquet
 file (the default data resampled) at thread budgets 1 and 2: rows per second and peak RSS.
 
 Run with `uv run python bench/serving.py` (about 5 minutes). Timings, never asserts.
@@ -89,8 +89,8 @@ def payloads(root: Path, package: Path) -> dict[str, Path]:
     """Single-record and 100-record `dataframe_split` bodies from the prepared test split."""
     import pandas as pd
 
-    from reprokit.contract import load_contract
-    from reprokit.scoring import signature_inputs
+    from reprokit.core.contract import load_contract
+    from reprokit.model.scoring import signature_inputs
 
     contract = load_contract(REPO / "dataset.yaml")
     test = pd.read_parquet(REPO / "data/prepared/test.parquet")
@@ -120,7 +120,7 @@ def serve(kind: str, package: Path, log: Path) -> tuple[subprocess.Popen, str, f
         args += ["-h", "127.0.0.1", "-p", str(port)]
         ready = f"{base}/health"
     else:
-        args = [sys.executable, "-m", "reprokit.serve", str(package), "--port", str(port), "--workers", str(workers)]
+        args = [sys.executable, "-m", "reprokit.serving.serve", str(package), "--port", str(port), "--workers", str(workers)]
         ready = f"{base}/health/ready"
     process = subprocess.Popen(
         args, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
@@ -161,8 +161,8 @@ def measure_services(root: Path, package: Path, quick: bool) -> dict:
 def measure_batch(root: Path, package: Path, rows: int) -> dict:
     import numpy as np
 
-    from reprokit.contract import load_contract
-    from reprokit.sources import load_source
+    from reprokit.core.contract import load_contract
+    from reprokit.core.sources import load_source
 
     contract = load_contract(REPO / "dataset.yaml")
     raw = load_source(contract.source)
@@ -174,7 +174,7 @@ def measure_batch(root: Path, package: Path, rows: int) -> dict:
     for threads in (1, 2):
         code = (
             "import resource, sys, time\n"
-            "from reprokit.score import main\n"
+            "from reprokit.serving.score import main\n"
             "main(sys.argv[1:])\n"
             "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
         )

@@ -8,7 +8,6 @@ import http.server
 import threading
 
 import pandas as pd
-
 from synthetic import make_loans
 
 
@@ -149,7 +148,7 @@ def http_server(root):
         server.server_close()
 
 
-# --- The batch scorer's corpus (`python -m reprokit.score`), on the default (Telco) contract --
+# --- The batch scorer's corpus (`python -m reprokit.serving.score`), on the default (Telco) contract --
 # Each case: (file name, bytes made from a frame of good rows, expected). Expected is either
 # ("refused", [fragments of the one error line]) or ("scored", rows scored, rows rejected,
 # [fragments of the rejects' reasons], rows with warnings, exact: every score equals the plain
@@ -189,9 +188,10 @@ def _renamed(frame, old, new):
 
 
 def _list_column(frame):
+    import io
+
     import pyarrow as pa
     import pyarrow.parquet as pq
-    import io
 
     table = pa.Table.from_pandas(frame, preserve_index=False)
     position = table.schema.get_field_index("tenure")

@@ -15,8 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from synthetic import loans_contract, make_loans  # noqa: E402
 
-from reprokit.contract import Contract, load_contract, parse_contract  # noqa: E402
-from reprokit.lockfile import RUNTIME_LOCK  # noqa: E402
+from reprokit.core.contract import Contract, load_contract, parse_contract  # noqa: E402
+from reprokit.core.lockfile import RUNTIME_LOCK  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -42,9 +42,9 @@ def loans():
 @pytest.fixture(scope="session")
 def telco_splits(telco_contract):
     """The real default data, prepared in-process exactly as the `prepare` stage does."""
-    from reprokit.config import load_section
-    from reprokit.prepare import prepare
-    from reprokit.sources import load_source
+    from reprokit.core.config import load_section
+    from reprokit.core.sources import load_source
+    from reprokit.stages.prepare import prepare
 
     params = REPO / "params.yaml"
     raw = load_source(telco_contract.source)
@@ -61,9 +61,9 @@ def telco_pipeline(repo, telco_splits, telco_contract):
     """The fitted inference pipeline on the real data, with the repository's params."""
     from sklearn.pipeline import Pipeline
 
-    from reprokit.config import load_section
-    from reprokit.estimators import fit
-    from reprokit.featurize import fit_transform
+    from reprokit.core.config import load_section
+    from reprokit.model.estimators import fit
+    from reprokit.stages.featurize import fit_transform
 
     params = repo / "params.yaml"
     _, train, test, _ = telco_splits
@@ -76,8 +76,8 @@ def telco_pipeline(repo, telco_splits, telco_contract):
 @pytest.fixture(scope="session")
 def telco_package(tmp_path_factory, telco_pipeline, telco_splits, telco_contract):
     """A package directory written by the `package` stage's own function (threshold 0.5)."""
-    from reprokit.inference import inputs_of, predict_proba
-    from reprokit.package import save_package, synthetic_example
+    from reprokit.model.inference import inputs_of, predict_proba
+    from reprokit.stages.package import save_package, synthetic_example
 
     _, _, test, _ = telco_splits
     inputs = inputs_of(test, telco_contract)

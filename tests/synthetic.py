@@ -69,12 +69,12 @@ def loan_pipeline(rows: int = 300, iterations: int = 20, spec: dict | None = Non
     """
     from sklearn.pipeline import Pipeline
 
-    from reprokit.config import FeaturizeParams, TrainParams
-    from reprokit.contract import parse_contract
-    from reprokit.featurize import fit_transform
-    from reprokit.inference import inputs_of
-    from reprokit.prepare import split, to_model_table, validate
-    from reprokit.estimators import fit
+    from reprokit.core.config import FeaturizeParams, TrainParams
+    from reprokit.core.contract import parse_contract
+    from reprokit.model.estimators import fit
+    from reprokit.model.inference import inputs_of
+    from reprokit.stages.featurize import fit_transform
+    from reprokit.stages.prepare import split, to_model_table, validate
 
     contract = parse_contract(spec or loans_contract())
     table = to_model_table(validate(make_loans(rows), contract, "loans"), contract)
@@ -97,9 +97,9 @@ def package_loans(
 ) -> None:
     """Package a loans pipeline with the `package` stage's own function (served
     probabilities must equal `expected`, by default the pipeline's own)."""
-    from reprokit.contract import parse_contract
-    from reprokit.lockfile import RUNTIME_LOCK
-    from reprokit.package import save_package
+    from reprokit.core.contract import parse_contract
+    from reprokit.core.lockfile import RUNTIME_LOCK
+    from reprokit.stages.package import save_package
 
     expected = pipeline.predict_proba(inputs)[:, 1] if expected is None else expected
     contract = parse_contract(spec or loans_contract())

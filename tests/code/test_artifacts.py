@@ -12,7 +12,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from reprokit.artifacts import (
+from reprokit.core.artifacts import (
     FIXED_ZIP_TIME,
     canonical_skops_bytes,
     dump_skops,
@@ -88,7 +88,7 @@ def test_md5_matches_hashlib_and_json_is_deterministic(tmp_path):
 
 
 def test_a_directory_output_is_built_fresh_and_replaced_only_on_success(tmp_path):
-    from reprokit.artifacts import fresh_dir
+    from reprokit.core.artifacts import fresh_dir
 
     out = tmp_path / "plots"
     out.mkdir()

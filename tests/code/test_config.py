@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from reprokit.config import (
+from reprokit.core.config import (
     MODEL_KINDS,
     BaseParams,
     ConfigError,
@@ -65,7 +65,7 @@ def test_flatten_uses_dotted_keys():
 
 
 def test_a_stage_reads_only_the_params_it_declares(repo):
-    from reprokit.config import StageParams, UndeclaredKeyError
+    from reprokit.core.config import StageParams, UndeclaredKeyError
 
     params = StageParams("train", ("base.seed", "train"), repo / "params.yaml")
     assert params.value("base.seed") == 42
@@ -80,7 +80,7 @@ def test_a_stage_reads_only_the_params_it_declares(repo):
 
 
 def test_a_declared_key_missing_from_the_file_is_named(tmp_path):
-    from reprokit.config import StageParams
+    from reprokit.core.config import StageParams
 
     path = tmp_path / "params.yaml"
     path.write_text("base:\n  seed: 1\n")
@@ -92,8 +92,8 @@ def test_a_declared_key_missing_from_the_file_is_named(tmp_path):
 
 
 def test_a_stage_reads_only_the_contract_keys_it_declares(repo):
-    from reprokit.config import UndeclaredKeyError
-    from reprokit.contract import load_stage_contract
+    from reprokit.core.config import UndeclaredKeyError
+    from reprokit.core.contract import load_stage_contract
 
     contract = load_stage_contract("featurize", ("target", "features"), repo / "dataset.yaml")
     assert contract.target.column == "churn" and "tenure" in contract.feature_names
@@ -110,8 +110,8 @@ def test_yaml_is_read_by_the_rules_dvc_reads_it_by(tmp_path):
     saw no change while the stage read another value. Both now read the same."""
     from dvc.utils.serialize._yaml import parse_yaml
 
-    from reprokit.contract import parse_contract
-    from reprokit.config import read_yaml
+    from reprokit.core.config import read_yaml
+    from reprokit.core.contract import parse_contract
 
     text = "a: yes\nb: No\nc: on\nd: 0777\ne: 1:20\nf: 0o17\ng: .inf\nh: ~\ni: 1_000\n"
     (tmp_path / "p.yaml").write_text(text)
@@ -130,8 +130,8 @@ def test_yaml_is_read_by_the_rules_dvc_reads_it_by(tmp_path):
 def test_batch_work_and_the_service_have_their_own_thread_budgets(tmp_path):
     """Fits and predictions over tables use base.n_threads; the service (one row at a time,
     on a possibly busy machine) and the gate's latency check use serve.n_threads."""
-    from reprokit import serve
-    from reprokit.scoring_model import thread_budget_setting
+    from reprokit.model.scoring_model import thread_budget_setting
+    from reprokit.serving import serve
 
     path = tmp_path / "params.yaml"
     path.write_text("base:\n  seed: 1\n  n_threads: 2\nserve:\n  n_threads: 1\n")

@@ -4,11 +4,11 @@ import copy
 
 import numpy as np
 import pytest
-
-from reprokit.config import ConfigError
-from reprokit.contract import parse_contract
-from reprokit.prepare import DataContractError, validate
 from synthetic import loans_contract, make_loans
+
+from reprokit.core.config import ConfigError
+from reprokit.core.contract import parse_contract
+from reprokit.stages.prepare import DataContractError, validate
 
 
 def test_repository_contract_describes_the_telco_table(telco_contract):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-
-from reprokit.config import ConfigError
-from reprokit.contract import parse_contract
-from reprokit.draft import draft_contract, read_yaml_text
 from synthetic import make_loans
+
+from reprokit.commands.draft import draft_contract, read_yaml_text
+from reprokit.core.config import ConfigError
+from reprokit.core.contract import parse_contract
 
 
 def drafted(frame: pd.DataFrame, **kwargs):
@@ -17,7 +17,7 @@ def drafted(frame: pd.DataFrame, **kwargs):
 
 
 def test_the_draft_types_every_column_and_validates_its_own_table():
-    from reprokit.prepare import validate
+    from reprokit.stages.prepare import validate
 
     frame = make_loans(400)
     frame.insert(0, "rownames", range(1, 401))
@@ -57,14 +57,14 @@ def test_labels_that_yaml_would_turn_into_booleans_stay_strings():
 
 def test_the_draft_keeps_the_reading_options_it_needed(tmp_path):
     """A `;`-separated latin-1 file drafted with --delimiter/--encoding: the contract says so."""
-    from reprokit.draft import main
+    from reprokit.commands.draft import main
 
     frame = make_loans(100)
     frame["region"] = frame["region"].replace("north", "norté")
     frame.to_csv(tmp_path / "loans.csv", sep=";", encoding="latin-1", index=False)
     out = tmp_path / "dataset.yaml"
     args = [str(tmp_path / "loans.csv"), "--target", "defaulted", "--delimiter", ";", "--encoding", "latin-1"]
-    main(["draft", *args, "--out", str(out)])
+    main([*args, "--out", str(out)])
     contract = parse_contract(read_yaml_text(out.read_text()))
     assert (contract.source.delimiter, contract.source.encoding) == (";", "latin-1")
     assert "norté" in contract.feature("region").values

@@ -3,13 +3,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
-from reprokit.contract import Feature
-from reprokit.evaluate import curves, output_groups, permutation_importance, save_images
-from reprokit.metrics import classification_metrics, subgroup_metrics
-from reprokit.inference import inputs_of
-from reprokit.tracking import flat_metrics
 from synthetic import loan_pipeline
+
+from reprokit.core.contract import Feature
+from reprokit.core.metrics import classification_metrics, subgroup_metrics
+from reprokit.model.inference import inputs_of
+from reprokit.release.tracking import flat_metrics
+from reprokit.stages.evaluate import curves, output_groups, permutation_importance, save_images
 
 
 def test_metrics_match_hand_computed_values():
@@ -83,7 +83,7 @@ def test_curves_of_a_large_test_split_keep_a_bounded_number_of_points():
     `MAX_CURVE_POINTS`, ends kept; a curve with fewer points is kept whole."""
     from sklearn.metrics import roc_curve
 
-    from reprokit.evaluate import MAX_CURVE_POINTS
+    from reprokit.stages.evaluate import MAX_CURVE_POINTS
 
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 200_000)
@@ -150,7 +150,7 @@ def test_importance_on_a_bounded_seeded_sample(loan_model, loans_contract_obj):
 def test_train_figures_on_a_bounded_seeded_sample(loan_model, loans_contract_obj):
     """With more train rows than `train_max_rows`, the train figures are those of a seeded
     sample (bounded cost at millions of rows); the test figures never are."""
-    from reprokit.evaluate import evaluate, seeded_sample
+    from reprokit.stages.evaluate import evaluate, seeded_sample
 
     pipeline, test = loan_model
     train = test.iloc[::-1]  # any labelled table stands in for the train split
@@ -184,7 +184,7 @@ def test_images_are_written_and_reproducible(tmp_path):
 
 
 def test_bin_labels_are_exact_and_every_group_name_is_a_valid_mlflow_metric_name():
-    from reprokit.metrics import subgroup_labels
+    from reprokit.core.metrics import subgroup_labels
 
     labels = subgroup_labels(pd.Series([0.0, 999_999.0, 1_000_000.0, 1_000_001.0]), (0.0, 1_000_000.0, 1_000_001.0))
     assert labels.tolist() == ["0_to_1000000", "0_to_1000000", "1000000_to_1000001", "1000000_to_1000001"]

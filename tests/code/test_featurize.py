@@ -3,14 +3,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
-from reprokit.config import FeaturizeParams
-from reprokit.estimators import build_transformer
-from reprokit.featurize import fit_transform
-from reprokit.inference import inputs_of
-from reprokit.prepare import split, to_model_table, validate
-from reprokit.stage import StageError
 from synthetic import make_loans
+
+from reprokit.core.config import FeaturizeParams
+from reprokit.core.errors import StageError
+from reprokit.model.estimators import build_transformer
+from reprokit.model.inference import inputs_of
+from reprokit.stages.featurize import fit_transform
+from reprokit.stages.prepare import split, to_model_table, validate
 
 
 @pytest.fixture()
@@ -69,8 +69,9 @@ def test_bad_impute_strategy_and_missing_columns_are_named(loans_contract_obj, l
 
 
 def test_string_binary_features_are_encoded(loans_contract_obj):
-    from reprokit.contract import parse_contract
     from synthetic import loans_contract
+
+    from reprokit.core.contract import parse_contract
 
     data = loans_contract()
     data["features"]["owns_home"] = {"type": "binary", "values": ["no", "yes"]}
@@ -84,8 +85,8 @@ def test_string_binary_features_are_encoded(loans_contract_obj):
 def test_splits_read_as_categoricals_give_the_same_features_and_transformer(tmp_path, loans_contract_obj, loan_splits):
     """The stage reads string columns as Parquet dictionaries (`read_split`): the features and
     the fitted transformer's bytes are those of plain strings, nulls and unseen values included."""
-    from reprokit.artifacts import dump_skops, write_parquet
-    from reprokit.featurize import read_split
+    from reprokit.core.artifacts import dump_skops, write_parquet
+    from reprokit.stages.featurize import read_split
 
     train, test = loan_splits
     region = train.columns.get_loc("region")

@@ -47,11 +47,11 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 
-from reprokit.drift import Comparison
-from reprokit.evaluate import curves, save_images as evaluate_images
-from reprokit.figures import save_png
-from reprokit.monitor import save_images as monitor_images
-from reprokit.report import compare_plots
+from reprokit.core.drift import Comparison
+from reprokit.stages.evaluate import curves, save_images as evaluate_images
+from reprokit.core.figures import save_png
+from reprokit.monitoring.batch_drift import save_images as monitor_images
+from reprokit.commands.report import compare_plots
 
 out = Path(sys.argv[1])
 rc = {"file": matplotlib.matplotlib_fname(), "linewidth": matplotlib.rcParams["lines.linewidth"]}
@@ -144,7 +144,7 @@ def test_a_hostile_matplotlibrc_changes_no_image(tmp_path, plain, way):
 def test_the_style_is_matplotlibs_defaults_and_leaves_the_callers_settings_alone():
     import matplotlib
 
-    from reprokit.figures import STYLE, drawing
+    from reprokit.core.figures import STYLE, drawing
 
     with matplotlib.rc_context({"lines.linewidth": 6.0, "font.size": 19.0}):
         with drawing():

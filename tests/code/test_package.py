@@ -8,16 +8,16 @@ from importlib import metadata
 import numpy as np
 import pytest
 import yaml
+from synthetic import loan_pipeline, package_loans
 
-from reprokit.lockfile import RUNTIME_LOCK, locked_versions
-from reprokit.package import (
+from reprokit.core.errors import StageError
+from reprokit.core.lockfile import RUNTIME_LOCK, locked_versions
+from reprokit.stages.package import (
     model_card,
     python_minor,
     served_probabilities,
     synthetic_example,
 )
-from reprokit.stage import StageError
-from synthetic import loan_pipeline, package_loans
 
 
 @pytest.fixture(scope="module")
@@ -157,8 +157,9 @@ def test_model_card_names_hashes_params_and_metrics(telco_contract):
 
 
 def test_the_synthetic_input_example_follows_the_contract_and_holds_no_real_row(tmp_path, pipeline_and_inputs):
-    from reprokit.contract import parse_contract
     from synthetic import loans_contract, make_loans
+
+    from reprokit.core.contract import parse_contract
 
     contract = parse_contract(loans_contract())
     example = synthetic_example(contract)

@@ -1,4 +1,4 @@
-"""The one path rule (`reprokit.paths`): values from outside name plain paths inside the
+"""The one path rule (`reprokit.core.paths`): values from outside name plain paths inside the
 repository or allowed URLs; two names of one file are one file."""
 
 from __future__ import annotations
@@ -7,11 +7,10 @@ import argparse
 import os
 
 import pytest
-
-from reprokit.paths import batch_location, cache_file, check_arguments, check_outputs, repository_path, same_place
-from reprokit.stage import StageError
-
 from hostile import ORDINARY, REFUSED
+
+from reprokit.core.errors import StageError
+from reprokit.core.paths import batch_location, cache_file, check_arguments, check_outputs, repository_path, same_place
 
 
 @pytest.mark.parametrize("name", ORDINARY)

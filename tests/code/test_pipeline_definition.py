@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from commands import uv
-from reprokit.config import flatten
-from reprokit.lockfile import RUNTIME_LOCK, locked_versions, normalized
+
+from reprokit.core.config import flatten
+from reprokit.core.lockfile import RUNTIME_LOCK, locked_versions, normalized
 
 STAGES = ("prepare", "featurize", "train", "evaluate", "package", "batches", "monitor")
 # Options of a stage's command that are not paths.
@@ -72,7 +72,7 @@ def test_every_path_in_the_command_is_a_dep_or_out_and_back(pipeline, name):
     if name == "monitor":
         assert args.batch is None and "${" not in stage["cmd"]
         args.batch = "BATCH"
-    assert module_name == f"reprokit.{name}"
+    assert module_name == f"reprokit.stages.{name}"  # one module per stage
     arg_paths = {v for k, v in vars(args).items() if k not in FLAGS}
     outs = set(paths(stage.get("outs"))) | set(paths(stage.get("metrics"))) | set(paths(stage.get("plots")))
     # Every stage depends on the runtime lock; only `package` reads it (its environment files).
@@ -83,44 +83,50 @@ def test_every_path_in_the_command_is_a_dep_or_out_and_back(pipeline, name):
     assert arg_paths == data_deps | outs, f"{name}: command paths and declared deps/outs differ"
 
 
+def module_path(repo: Path, name: str) -> Path:
+    """The file of module or package `name`."""
+    base = repo / "src" / name.replace(".", "/")
+    return base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
+
+
 def imported_modules(repo: Path, module: str) -> set[str]:
-    """The project modules `module` imports, directly or not, itself and the package included."""
+    """The project modules `module` imports, directly or not, itself and its packages included."""
     seen, todo = set(), [module]
     while todo:
         name = todo.pop()
         if name in seen:
             continue
         seen.add(name)
-        path = repo / "src" / (name.replace(".", "/") + ".py")
-        if name == "reprokit":
-            path = repo / "src" / "reprokit" / "__init__.py"
+        path = module_path(repo, name)
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "reprokit":
                 todo.append(node.module)
-                if node.module == "reprokit":  # `from reprokit import tracking`
-                    todo += [f"reprokit.{alias.name}" for alias in node.names]
+                for alias in node.names:  # `from reprokit.release import tracking`: a module of the package
+                    if module_path(repo, f"{node.module}.{alias.name}").exists():
+                        todo.append(f"{node.module}.{alias.name}")
             elif isinstance(node, ast.Import):
                 todo += [alias.name for alias in node.names if alias.name.split(".")[0] == "reprokit"]
-        todo += ["reprokit"] if name != "reprokit" else []
+        if "." in name:
+            todo.append(name.rsplit(".", 1)[0])  # importing a module runs its package's __init__
     return seen
 
 
-def module_file(module: str) -> str:
-    return "src/reprokit/__init__.py" if module == "reprokit" else f"src/{module.replace('.', '/')}.py"
+def module_file(repo: Path, module: str) -> str:
+    return str(module_path(repo, module).relative_to(repo))
 
 
 @pytest.mark.parametrize("name", STAGES)
 def test_code_deps_are_exactly_the_modules_the_stage_imports(repo, pipeline, name):
     """Derived from the imports: editing any module a stage runs re-runs it, and nothing else does."""
-    expected = {module_file(m) for m in imported_modules(repo, f"reprokit.{name}")}
+    expected = {module_file(repo, m) for m in imported_modules(repo, f"reprokit.stages.{name}")}
     declared = {d for d in pipeline["stages"][name]["deps"] if d.startswith("src/")}
     assert declared == expected
 
 
 @pytest.mark.parametrize("name", STAGES)
 def test_stages_never_import_each_other(repo, name):
-    others = {f"reprokit.{stage}" for stage in STAGES} - {f"reprokit.{name}"}
-    assert not imported_modules(repo, f"reprokit.{name}") & others
+    others = {f"reprokit.stages.{stage}" for stage in STAGES} - {f"reprokit.stages.{name}"}
+    assert not imported_modules(repo, f"reprokit.stages.{name}") & others
 
 
 @pytest.mark.parametrize("name", STAGES)
@@ -160,7 +166,7 @@ def test_the_runtime_lock_pins_every_runtime_dependency_and_no_dev_tool(repo):
 def test_the_keys_a_module_may_read_are_exactly_its_declared_params(pipeline, name):
     """`StageParams` and `DeclaredContract` refuse any key outside PARAMS and CONTRACT,
     so the stage's code cannot read what `dvc.yaml` does not declare."""
-    module = importlib.import_module(f"reprokit.{name}")
+    module = importlib.import_module(f"reprokit.stages.{name}")
     params, contract = [], []
     for entry in pipeline["stages"][name].get("params", []):
         if isinstance(entry, dict):
@@ -194,7 +200,7 @@ def test_plots_render_files_that_evaluate_writes(repo, pipeline):
     assert set(declared) == written
     for props in declared.values():
         assert props["cache"] is False and props["x"] and props["y"] and props["template"] and props["title"]
-    monitor_images = stage_args(pipeline["stages"]["monitor"] | {"cmd": "bin/python -m reprokit.monitor B"})[
+    monitor_images = stage_args(pipeline["stages"]["monitor"] | {"cmd": "bin/python -m reprokit.monitoring.monitor B"})[
         2
     ].images_dir
     assert pipeline["plots"][:2] == [args.images_dir, "metrics/monitor_images"]
@@ -267,9 +273,9 @@ def test_no_output_is_persisted(pipeline):
 
 
 def test_the_grid_search_results_are_declared_where_tune_writes_them(pipeline):
-    """`python -m reprokit.tune` is a command, not a stage; its default outputs are the
+    """`python -m reprokit.commands.tune` is a command, not a stage; its default outputs are the
     top-level metrics and plot `dvc metrics show` and `dvc plots show` read."""
-    from reprokit.tune import parse_args
+    from reprokit.commands.tune import parse_args
 
     args = parse_args([])
     assert pipeline["metrics"] == [args.out]

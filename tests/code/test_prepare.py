@@ -3,12 +3,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
-from reprokit.contract import Source
-from reprokit.prepare import clean, prepare, split, to_model_table, validate
-from reprokit.sources import load_source
-from reprokit.stage import StageError
 from synthetic import make_loans
+
+from reprokit.core.contract import Source
+from reprokit.core.errors import StageError
+from reprokit.core.sources import load_source
+from reprokit.stages.prepare import clean, prepare, split, to_model_table, validate
 
 
 def test_clean_fills_and_reports(telco_contract):

@@ -1,4 +1,4 @@
-"""The one home for redaction (`reprokit.redaction`): what of a location may be shown."""
+"""The one home for redaction (`reprokit.core.redaction`): what of a location may be shown."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from reprokit.redaction import RedactingFormatter, redact, redact_text
+from reprokit.core.redaction import RedactingFormatter, redact, redact_text
 
 SECRETS = ("hunter2", "AKIAEXAMPLE", "wJalrXUtnFEMI", "sig0123", "tok3n")
 
@@ -63,7 +63,7 @@ def test_every_log_line_and_traceback_is_redacted():
 def test_the_secret_pieces_of_arguments_and_environment_are_masked_wherever_they_appear():
     """A library may quote a piece of a URL without the URL (botocore: `Invalid bucket name
     "key:secret@bucket"`): the pieces themselves are masked, a user name is not."""
-    from reprokit.redaction import secrets_of
+    from reprokit.core.redaction import secrets_of
 
     pieces = secrets_of(
         ["s3://AKIAEXAMPLE:wJalrXUtnFEMI@bucket/x", "https://h/x?X-Amz-Signature=sig0123#tok3n", "plain.csv"],

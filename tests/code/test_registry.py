@@ -9,17 +9,17 @@ import pytest
 import yaml
 from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
-
-from reprokit import registry, tracking
-from reprokit.config import FeaturizeParams, GateParams, TrainParams
-from reprokit.estimators import fit
-from reprokit.featurize import fit_transform
-from reprokit.gate import p95_ms, single_row_times_ms, verdict
-from reprokit.inference import inputs_of
-from reprokit.prepare import split, to_model_table, validate
-from reprokit.scoring import conform
-from reprokit.stage import StageError
 from synthetic import loans_contract, make_loans, package_loans
+
+from reprokit.core.config import FeaturizeParams, GateParams, TrainParams
+from reprokit.core.errors import StageError
+from reprokit.model.estimators import fit
+from reprokit.model.inference import inputs_of
+from reprokit.model.scoring import conform
+from reprokit.release import registry, tracking
+from reprokit.release.gate import p95_ms, single_row_times_ms, verdict
+from reprokit.stages.featurize import fit_transform
+from reprokit.stages.prepare import split, to_model_table, validate
 
 GATE = GateParams(0.8, 0.01, 0.1, 50.0, 20, False)
 
@@ -125,16 +125,16 @@ def publish(root, loan_data, iterations: int) -> tuple[dict, Pipeline]:
 
 
 def run_gate(root, loan_data, package: str, min_auc: float) -> dict:
-    """Run the real release gate (`python -m reprokit.gate`) on a package; return its verdict.
+    """Run the real release gate (`python -m reprokit.release.gate`) on a package; return its verdict.
 
     Latency, gap and degradation limits no load or model can reach: `min_auc` decides."""
     import json
 
     import mlflow
 
-    from reprokit.config import load_section
-    from reprokit.gate import main as gate_main
-    from reprokit.metrics import subgroup_metrics
+    from reprokit.core.config import load_section
+    from reprokit.core.metrics import subgroup_metrics
+    from reprokit.release.gate import main as gate_main
 
     *_, inputs, test = loan_data
     params = yaml.safe_load((root / "params.yaml").read_text())
@@ -152,7 +152,7 @@ def run_gate(root, loan_data, package: str, min_auc: float) -> dict:
     y = test["defaulted"].to_numpy()
     assert result["checks"]["min_test_roc_auc"]["value"] == round(roc_auc_score(y, proba), 6)
     evaluation = load_section("evaluate", root / "params.yaml")
-    from reprokit.contract import parse_contract
+    from reprokit.core.contract import parse_contract
 
     features = [parse_contract(loans_contract()).feature(n) for n in ("owns_home", "region")]
     gap = subgroup_metrics(test, y, proba, features, evaluation.threshold, evaluation.min_subgroup_size)["max_auc_gap"]
@@ -256,7 +256,7 @@ def test_a_subgroup_gap_that_cannot_be_measured_fails_and_says_why(store, loan_d
     """With every group below `evaluate.min_subgroup_size`, the gap used to read 0.0 and pass."""
     import json
 
-    from reprokit.gate import main as gate_main
+    from reprokit.release.gate import main as gate_main
 
     root, _ = store
     publish(root, loan_data, 10)
@@ -273,7 +273,7 @@ def test_a_subgroup_gap_that_cannot_be_measured_fails_and_says_why(store, loan_d
 def test_the_gate_refuses_a_local_split_the_package_was_not_trained_on(store, loans_contract_obj, caplog):
     import logging
 
-    from reprokit.gate import main as gate_main
+    from reprokit.release.gate import main as gate_main
 
     root, _ = store
     data = loan_split(loans_contract_obj, 0)
@@ -294,7 +294,7 @@ def test_a_registry_the_gate_cannot_read_fails_the_gate_with_the_reason(store, l
     import logging
     import sqlite3
 
-    from reprokit.gate import main as gate_main
+    from reprokit.release.gate import main as gate_main
 
     root, client = store
     publish(root, loan_data, 10)
@@ -323,7 +323,7 @@ def test_the_gate_tests_the_challenger_version_and_promote_takes_exactly_that(st
     alias names (or --version), says which, and promote accepts that version."""
     import json
 
-    from reprokit.gate import main as gate_main
+    from reprokit.release.gate import main as gate_main
 
     root, client = store
     name = "synthetic_loans"

@@ -7,10 +7,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from synthetic import markdown_rows
 
-from reprokit.report import ReportError, build_report, delta_cell, direction
+from reprokit.commands.report import ReportError, build_report, delta_cell, direction
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
 

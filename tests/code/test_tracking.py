@@ -15,9 +15,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from reprokit import tracking
-from reprokit.stage import StageError
-
+from reprokit.core.errors import StageError
+from reprokit.release import tracking
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
 
@@ -63,7 +62,7 @@ def test_one_run_holds_params_metrics_files_lineage_and_the_logged_model(project
     import mlflow
     from mlflow.entities import LoggedModelStatus
 
-    from reprokit.artifacts import dvc_md5, md5_file
+    from reprokit.core.artifacts import dvc_md5, md5_file
 
     root, uri = project
     datasets = fake_outputs(root)
@@ -168,7 +167,7 @@ def test_unreachable_server_fails_fast_naming_the_uri(project, monkeypatch):
         [
             sys.executable,
             "-c",
-            "from reprokit import tracking; tracking.log_run('params.yaml', 'dataset.yaml', {}, [], '.', {}, [])",
+            "from reprokit.release import tracking; tracking.log_run('params.yaml', 'dataset.yaml', {}, [], '.', {}, [])",
         ],
         capture_output=True,
         text=True,
@@ -230,8 +229,8 @@ def test_a_store_failing_mid_run_gives_one_clear_error(project, monkeypatch, sto
         [
             sys.executable,
             "-c",
-            "from reprokit.stage import run_stage\n"
-            "from reprokit import tracking\n"
+            "from reprokit.core.running import run_stage\n"
+            "from reprokit.release import tracking\n"
             "run_stage('package', lambda: tracking.log_run('params.yaml', 'dataset.yaml', {}, [], 'pkg', {}, []))",
         ],
         capture_output=True,
@@ -259,7 +258,6 @@ def test_each_dataset_logs_and_registers_under_its_own_name(project):
     experiment or registered model; params may still name them."""
     import mlflow
     import yaml
-
     from synthetic import loans_contract
 
     root, uri = project
@@ -292,7 +290,7 @@ def test_queued_experiments_log_to_the_project_store(project, monkeypatch, tmp_p
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////abs/store.db")
     assert tracking.settings("params.yaml").uri == "sqlite:////abs/store.db"
     with pytest.raises(StageError, match="unreachable or misconfigured"):
-        tracking._open(dataclasses.replace(tracking.settings("params.yaml"), uri="nosuchscheme://x"))
+        tracking.open_store(dataclasses.replace(tracking.settings("params.yaml"), uri="nosuchscheme://x"))
 
 
 def test_parallel_writers_share_a_fresh_sqlite_store(project):
@@ -308,7 +306,7 @@ def test_parallel_writers_share_a_fresh_sqlite_store(project):
     script = (
         "import pathlib, sys, time\n"
         "import mlflow  # imported before the start signal, so the writers really start together\n"
-        "from reprokit import tracking\n"
+        "from reprokit.release import tracking\n"
         "i = sys.argv[1]\n"
         "pathlib.Path(f'ready-{i}').touch()\n"
         "while not pathlib.Path('go').exists():\n"
@@ -344,7 +342,7 @@ def test_the_logged_schema_is_the_one_mlflow_infers_from_every_row(telco_splits)
     import mlflow
     import numpy as np
 
-    from reprokit.tracking import dataset_schema
+    from reprokit.release.tracking import dataset_schema
 
     train = telco_splits[0]
     late_nulls = train.copy()

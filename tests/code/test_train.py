@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reprokit.artifacts import dump_skops
-from reprokit.config import MODEL_KINDS, TrainParams
-from reprokit.stage import StageError
-from reprokit.estimators import build_model, fit
+from reprokit.core.artifacts import dump_skops
+from reprokit.core.config import MODEL_KINDS, TrainParams
+from reprokit.core.errors import StageError
+from reprokit.model.estimators import build_model, fit
 
 HYPER = {
     "hist_gradient_boosting": {"max_iter": 30, "learning_rate": 0.1},
@@ -86,9 +86,9 @@ import hashlib, os, sys
 import numpy as np, pandas as pd
 cpus = sorted(os.sched_getaffinity(0))
 os.sched_setaffinity(0, cpus[: int(sys.argv[1])])
-from reprokit.artifacts import dump_skops
-from reprokit.config import TrainParams
-from reprokit.estimators import fit
+from reprokit.core.artifacts import dump_skops
+from reprokit.core.config import TrainParams
+from reprokit.model.estimators import fit
 rng = np.random.default_rng(2)
 frame = pd.DataFrame(rng.normal(size=(20000, 6)), columns=[f"f{i}" for i in range(6)])
 frame["y"] = (frame["f0"] + rng.normal(size=20000) > 0).astype(int)

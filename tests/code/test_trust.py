@@ -12,10 +12,10 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 from synthetic import loan_pipeline, loans_contract, package_loans
 
-from reprokit.artifacts import save_skops
-from reprokit.config import MODEL_KINDS, FeaturizeParams, TrainParams
-from reprokit.estimators import build_model, build_transformer
-from reprokit.trust import (
+from reprokit.core.artifacts import save_skops
+from reprokit.core.config import MODEL_KINDS, FeaturizeParams, TrainParams
+from reprokit.model.estimators import build_model, build_transformer
+from reprokit.model.trust import (
     UntrustedFileError,
     archive_types,
     load_package,
@@ -87,8 +87,8 @@ def test_every_model_kind_round_trips(tmp_path, kind, scale):
     the allowlist's synthetic table (the loans contract: other columns, nulls, an id)."""
     from synthetic import make_loans
 
-    from reprokit.contract import parse_contract
-    from reprokit.inference import inputs_of
+    from reprokit.core.contract import parse_contract
+    from reprokit.model.inference import inputs_of
 
     contract = parse_contract(loans_contract())
     frame = make_loans(200)
@@ -112,7 +112,7 @@ def test_every_model_kind_round_trips(tmp_path, kind, scale):
 @pytest.fixture(scope="module")
 def package_dir(tmp_path_factory):
     """A real package written by the `package` stage's own function."""
-    from reprokit.inference import predict_proba
+    from reprokit.model.inference import predict_proba
 
     pipeline, test, inputs, _ = loan_pipeline(rows=200, iterations=5)
     out = tmp_path_factory.mktemp("package") / "package"
@@ -129,7 +129,7 @@ def tampered(package_dir, tmp_path, edit) -> str:
 
 
 def test_a_package_loads_through_the_check(package_dir):
-    from reprokit.scoring import conform
+    from reprokit.model.scoring import conform
 
     path, inputs = package_dir
     model = load_package(path)
@@ -198,8 +198,7 @@ def test_open_package_refuses_a_package_without_its_metadata(package_dir, tmp_pa
 
 
 def test_a_missing_package_directory_is_one_clear_error(tmp_path):
-    from reprokit.stage import StageError
-
+    from reprokit.core.errors import StageError
     for opener in (load_package, open_package):
         with pytest.raises(StageError, match="no such package directory"):
             opener(tmp_path / "pakage")
@@ -349,7 +348,7 @@ def test_tree_records_with_renamed_fields_are_refused(fitted_pipeline):
     names were swapped would pass a by-name check: the exact layout is required."""
     import copy
 
-    from reprokit.trust import check_model
+    from reprokit.model.trust import check_model
 
     pipeline, _ = fitted_pipeline
     tampered = copy.deepcopy(pipeline)
@@ -465,7 +464,7 @@ def test_a_package_inputs_step_other_than_the_one_package_builds_is_refused(tmp_
     own columns and the object dtype, as `served_pipeline` builds it."""
     import pandas as pd
 
-    from reprokit.estimators import served_pipeline
+    from reprokit.model.estimators import served_pipeline
 
     pipeline, inputs = fitted_pipeline
     served = served_pipeline(pipeline.steps[0][1], pipeline.steps[1][1])
@@ -495,7 +494,7 @@ def test_a_package_inputs_step_other_than_the_one_package_builds_is_refused(tmp_
     ids=["validate", "inverse_func", "feature_names_out", "other-func"],
 )
 def test_an_inputs_step_with_other_settings_is_refused(tmp_path, fitted_pipeline, tamper, reason):
-    from reprokit.estimators import served_pipeline
+    from reprokit.model.estimators import served_pipeline
 
     pipeline, _ = fitted_pipeline
     served = served_pipeline(pipeline.steps[0][1], pipeline.steps[1][1])
@@ -507,7 +506,7 @@ def test_an_inputs_step_with_other_settings_is_refused(tmp_path, fitted_pipeline
 
 
 def test_an_inputs_step_out_of_place_is_refused(tmp_path, fitted_pipeline):
-    from reprokit.estimators import served_pipeline
+    from reprokit.model.estimators import served_pipeline
 
     pipeline, _ = fitted_pipeline
     served = served_pipeline(pipeline.steps[0][1], pipeline.steps[1][1])
@@ -518,30 +517,30 @@ def test_an_inputs_step_out_of_place_is_refused(tmp_path, fitted_pipeline):
 
 
 def test_the_committed_allowlist_is_the_derived_one():
-    """Loads read `reprokit/allowlist.py` (deriving takes seconds): it must equal the derivation
+    """Loads read `reprokit/model/allowlist.py` (deriving takes seconds): it must equal the derivation
     from this environment's libraries and the pipeline's estimators, byte for byte."""
     from pathlib import Path
 
-    import reprokit.allowlist
-    from reprokit.trust import allowlist_source, derive_placements, library_versions
+    import reprokit.model.allowlist
+    from reprokit.model.trust import allowlist_source, derive_placements, library_versions
 
     derived = derive_placements()
-    assert derived == trusted_placements(), "run `python -m reprokit.trust` and commit src/reprokit/allowlist.py"
-    assert reprokit.allowlist.VERSIONS == library_versions()
-    assert Path(reprokit.allowlist.__file__).read_text() == allowlist_source(derived, library_versions())
+    assert derived == trusted_placements(), "run `python -m reprokit.model.trust` and commit src/reprokit/model/allowlist.py"
+    assert reprokit.model.allowlist.VERSIONS == library_versions()
+    assert Path(reprokit.model.allowlist.__file__).read_text() == allowlist_source(derived, library_versions())
 
 
 def test_with_other_library_versions_the_allowlist_is_derived_not_read(monkeypatch):
     """An environment with other numpy, scikit-learn or skops versions than the committed
     allowlist's derives its own (what those versions write), instead of refusing their files."""
-    import reprokit.allowlist
-    from reprokit import trust
+    import reprokit.model.allowlist
+    from reprokit.model import trust
 
-    monkeypatch.setattr(reprokit.allowlist, "PLACEMENTS", frozenset())
+    monkeypatch.setattr(reprokit.model.allowlist, "PLACEMENTS", frozenset())
     trust.trusted_placements.cache_clear()
     try:
         assert trust.trusted_placements() == frozenset()  # the versions match: the file is read
-        monkeypatch.setattr(reprokit.allowlist, "VERSIONS", {**reprokit.allowlist.VERSIONS, "skops": "0.0"})
+        monkeypatch.setattr(reprokit.model.allowlist, "VERSIONS", {**reprokit.model.allowlist.VERSIONS, "skops": "0.0"})
         trust.trusted_placements.cache_clear()
         assert trust.trusted_placements() == trust.derive_placements() != frozenset()
     finally:
@@ -549,7 +548,7 @@ def test_with_other_library_versions_the_allowlist_is_derived_not_read(monkeypat
 
 
 # Archives and metadata that inflate or nest: refused from the archive's directory and the
-# schema's shape, before anything is inflated or rebuilt (`reprokit.trust.Limits`).
+# schema's shape, before anything is inflated or rebuilt (`reprokit.model.trust.Limits`).
 MiB = 1 << 20
 
 
@@ -614,7 +613,7 @@ def test_scoring_with_an_inflating_package_is_refused_in_bounded_memory(bomb_pac
         "import resource, subprocess, sys; done = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
         "sys.stderr.write(done.stderr); print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
     )
-    command = [sys.executable, "-m", "reprokit.score", tmp_path / "in.csv", tmp_path / "o.parquet"]
+    command = [sys.executable, "-m", "reprokit.serving.score", tmp_path / "in.csv", tmp_path / "o.parquet"]
     done = subprocess.run(
         [sys.executable, "-c", measure, *map(str, command), "--model", str(bomb_package)],
         capture_output=True,
@@ -649,7 +648,7 @@ def test_a_schema_that_nests_deep_is_refused_in_one_line(tmp_path, fitted_pipeli
     ],
 )
 def test_each_limit_is_a_setting_and_names_itself(package_dir, monkeypatch, variable, value, message):
-    from reprokit.trust import limits
+    from reprokit.model.trust import limits
 
     monkeypatch.setenv(variable, value)
     limits.cache_clear()

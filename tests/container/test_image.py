@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reprokit.trust import load_package
+from reprokit.model.trust import load_package
 
 pytestmark = pytest.mark.container
 

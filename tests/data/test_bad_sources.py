@@ -13,10 +13,10 @@ import logging
 
 import pytest
 import yaml
-
 from badfiles import CORPUS, csv_text, http_server, plain, write_case
-from reprokit import prepare
 from synthetic import loans_contract
+
+from reprokit.stages import prepare
 
 
 def run_prepare(root, uri: str, caplog, *extra: str, **source) -> int:

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from synthetic import loans_contract, make_loans
 
-from reprokit.contract import parse_contract
-from reprokit.prepare import prepare
-from reprokit.stage import StageError
+from reprokit.core.contract import parse_contract
+from reprokit.core.errors import StageError
+from reprokit.stages.prepare import prepare
 
 ROWS = 50_000
 
@@ -83,7 +83,7 @@ def test_the_same_rows_at_every_run_and_other_rows_for_another_seed(scaled, telc
     again_train, again_test, _ = prepare(raw, telco_contract, 0.2, 42, "telco", scale=(ROWS, 0.05))
     pd.testing.assert_frame_equal(again_train, big_train)
     pd.testing.assert_frame_equal(again_test, big_test)
-    from reprokit.scale import enlarge
+    from reprokit.core.scale import enlarge
 
     train = big_train[big_train.index < len(raw)]  # the originals
     one = enlarge(train, 20_000, telco_contract, 0.05, (42, 0), first_key=len(raw))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from reprokit.prepare import DataContractError, validate
+from reprokit.stages.prepare import DataContractError, validate
 
 
 def test_source_is_the_documented_table(telco_splits, telco_contract):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from dvcclone import copy_clone, new_clone, ran_stages
 from servers import moto_s3
 from synthetic import make_loans

@@ -13,7 +13,6 @@ import shutil
 
 import pytest
 import yaml
-
 from badfiles import CORPUS, write_case
 from dvcclone import ran_stages
 from synthetic import loans_contract, make_loans

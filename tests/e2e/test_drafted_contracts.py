@@ -11,9 +11,9 @@ import json
 import time
 
 import pytest
-
 from dvcclone import BIN, ran_stages
-from reprokit.config import read_yaml
+
+from reprokit.core.config import read_yaml
 
 pytestmark = pytest.mark.e2e
 
@@ -28,7 +28,7 @@ def test_a_drafted_contract_runs_end_to_end(make_clone, table):
     uri, options = TABLES[table]
     clone = make_clone(table)
     started = time.perf_counter()
-    clone.run(str(BIN / "python"), "-m", "reprokit.contract", "draft", uri, *options)
+    clone.run(str(BIN / "reprokit"), "draft", uri, *options)
     drafted_in = time.perf_counter() - started
     contract = read_yaml(clone.root / "dataset.yaml")
     assert contract["name"] == table and contract["source"]["uri"] == uri

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from dvcclone import BIN, ran_stages
 
 pytestmark = pytest.mark.e2e

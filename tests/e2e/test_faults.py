@@ -11,7 +11,6 @@ import threading
 import time
 
 import pytest
-
 from dvcclone import cache_snapshot, ran_stages
 
 pytestmark = pytest.mark.e2e

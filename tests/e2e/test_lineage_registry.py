@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from dvcclone import cache_snapshot, ran_stages
 from servers import s3_client, tracking_server
 
@@ -85,7 +84,7 @@ def release_cycle(clone) -> None:
     # The latency check stays a real wall-clock measurement, but with a limit that load alone
     # cannot reach: the verdicts below are decided by the AUC checks, never by a busy machine.
     clone.write_params(lambda p: p["gate"].update(max_p95_latency_ms=60_000.0))
-    gate = python(clone, "-m", "reprokit.gate", "--enforce")
+    gate = python(clone, "-m", "reprokit.release.gate", "--enforce")
     assert "release gate passed" in gate.stderr
     first_package = yaml.safe_load((clone.root / "dvc.lock").read_text())["stages"]["package"]["outs"]
     first_package = next(o["md5"] for o in first_package if o["path"] == "models/package")
@@ -98,7 +97,7 @@ def release_cycle(clone) -> None:
     latency = verdict["checks"]["max_p95_latency_ms"]
     assert latency["limit"] == 60_000.0 and 0 < latency["value"] <= 60_000.0  # measured, single-row predictions
     assert latency["threads"] == 1  # as served: serve.n_threads, not base's 2
-    python(clone, "-m", "reprokit.registry", "promote", "--reason", "first release", "--by", "e2e")
+    python(clone, "-m", "reprokit.release.registry", "promote", "--reason", "first release", "--by", "e2e")
     champion_version = client.get_registered_model(NAME).aliases["champion"]
     served = mlflow.pyfunc.load_model(f"models:/{NAME}@champion").predict(served_inputs(clone))[:, 1]
     package = mlflow.pyfunc.load_model(str(clone.root / "models/package")).predict(served_inputs(clone))[:, 1]
@@ -111,24 +110,24 @@ def release_cycle(clone) -> None:
     challenger = str(client.get_registered_model(NAME).aliases["challenger"])
     assert challenger != str(champion_version)
     clone.write_params(lambda p: p["gate"].update(min_test_roc_auc=0.99))
-    failed = python(clone, "-m", "reprokit.gate", "--enforce", check=False)
+    failed = python(clone, "-m", "reprokit.release.gate", "--enforce", check=False)
     assert failed.returncode == 1 and "release gate FAILED: min_test_roc_auc" in failed.stderr
     verdict = yaml.safe_load((clone.root / "metrics/gate.json").read_text())
     assert not verdict["passed"] and not verdict["checks"]["min_test_roc_auc"]["passed"]
     assert verdict["champion_package"] == first_package  # scored against the champion it would replace
     assert verdict["checks"]["max_auc_degradation"]["value"] is not None
-    refused = python(clone, "-m", "reprokit.registry", "promote", "--reason", "x", check=False)
+    refused = python(clone, "-m", "reprokit.release.registry", "promote", "--reason", "x", check=False)
     assert refused.returncode == 1
     assert f"refusing to promote {NAME} version {challenger}: its release gate failed" in refused.stderr
     assert str(client.get_registered_model(NAME).aliases["champion"]) == str(champion_version)
 
     clone.write_params(lambda p: p["gate"].update(min_test_roc_auc=0.5, max_auc_degradation=1.0))
-    assert python(clone, "-m", "reprokit.gate").returncode == 0
-    python(clone, "-m", "reprokit.registry", "promote", "--reason", "accept", "--by", "e2e")
+    assert python(clone, "-m", "reprokit.release.gate").returncode == 0
+    python(clone, "-m", "reprokit.release.registry", "promote", "--reason", "accept", "--by", "e2e")
     assert str(client.get_registered_model(NAME).aliases["champion"]) == challenger
-    python(clone, "-m", "reprokit.registry", "rollback", "--reason", "regression seen", "--by", "e2e")
+    python(clone, "-m", "reprokit.release.registry", "rollback", "--reason", "regression seen", "--by", "e2e")
     assert str(client.get_registered_model(NAME).aliases["champion"]) == str(champion_version)
-    shown = python(clone, "-m", "reprokit.registry", "show").stdout
+    shown = python(clone, "-m", "reprokit.release.registry", "show").stdout
     assert f"version {champion_version}: gate true [champion]" in shown
 
     versions = len(client.search_model_versions(f"name = '{NAME}'"))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from dvcclone import ran_stages
 from hostile import ORDINARY
 
@@ -46,7 +45,7 @@ def test_a_batch_name_with_shell_syntax_runs_nothing_and_is_checked_exactly(copy
     backticks ran commands on every `dvc repro`. The stage now reads it from params."""
     import pandas as pd
 
-    from reprokit.retrain import set_batch
+    from reprokit.monitoring.retrain import set_batch
 
     clone = copy_of("monitor-hostile")
     batch = pd.read_parquet(clone.root / "data/batches/no_drift.parquet")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from dvcclone import ran_stages
 from synthetic import make_loans
 

@@ -7,7 +7,6 @@ import os
 import subprocess
 
 import pytest
-
 from synthetic import markdown_rows
 
 pytestmark = pytest.mark.e2e

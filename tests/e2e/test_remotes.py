@@ -10,7 +10,6 @@ import uuid
 
 import numpy as np
 import pytest
-
 from dvcclone import cache_snapshot, new_clone, ran_stages
 from servers import create_user_with_key, free_port, moto_s3, s3_client
 
@@ -96,7 +95,7 @@ def assert_failure_leaves_everything(clone, command, expected_dvc, expected_chec
     checked = clone.run(
         str(clone.env["PATH"].split(os.pathsep)[0] + "/python"),
         "-m",
-        "reprokit.remote",
+        "reprokit.commands.remote",
         "check",
         "-r",
         remote,

@@ -8,10 +8,10 @@ import re
 import sqlite3
 
 import pytest
-
 from commands import uv
 from dvcclone import ran_stages
-from reprokit.lockfile import RUNTIME_LOCK
+
+from reprokit.core.lockfile import RUNTIME_LOCK
 
 pytestmark = pytest.mark.e2e
 

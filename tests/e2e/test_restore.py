@@ -6,7 +6,6 @@ import hashlib
 import shutil
 
 import pytest
-
 from dvcclone import ran_stages
 from synthetic import make_loans
 

@@ -20,19 +20,19 @@ WEBHOOK = f"http://hook:{SECRET}@127.0.0.1:9/hooks/{SECRET}?token={SECRET}"
 
 COMMANDS = {
     "package stage": (["dvc", "repro", "-f", "-s", "package"], {"MLFLOW_TRACKING_URI": TRACKING}),
-    "gate": ([sys.executable, "-m", "reprokit.gate"], {"MLFLOW_TRACKING_URI": TRACKING}),
-    "registry": ([sys.executable, "-m", "reprokit.registry", "show"], {"MLFLOW_TRACKING_URI": TRACKING}),
-    "tune": ([sys.executable, "-m", "reprokit.tune"], {"MLFLOW_TRACKING_URI": TRACKING}),
-    "score, s3 credentials": ([sys.executable, "-m", "reprokit.score", S3, "out.parquet"], {}),
-    "score, presigned": ([sys.executable, "-m", "reprokit.score", PRESIGNED, "out.parquet"], {}),
-    "monitor, presigned": ([sys.executable, "-m", "reprokit.monitor", PRESIGNED], {}),
-    "monitor, s3 credentials": ([sys.executable, "-m", "reprokit.monitor", S3], {}),
+    "gate": ([sys.executable, "-m", "reprokit.release.gate"], {"MLFLOW_TRACKING_URI": TRACKING}),
+    "registry": ([sys.executable, "-m", "reprokit.release.registry", "show"], {"MLFLOW_TRACKING_URI": TRACKING}),
+    "tune": ([sys.executable, "-m", "reprokit.commands.tune"], {"MLFLOW_TRACKING_URI": TRACKING}),
+    "score, s3 credentials": ([sys.executable, "-m", "reprokit.serving.score", S3, "out.parquet"], {}),
+    "score, presigned": ([sys.executable, "-m", "reprokit.serving.score", PRESIGNED, "out.parquet"], {}),
+    "monitor, presigned": ([sys.executable, "-m", "reprokit.monitoring.monitor", PRESIGNED], {}),
+    "monitor, s3 credentials": ([sys.executable, "-m", "reprokit.monitoring.monitor", S3], {}),
     "monitor, webhook": (
-        [sys.executable, "-m", "reprokit.monitor", "data/batches/no_drift.parquet", "--webhook-required"],
+        [sys.executable, "-m", "reprokit.monitoring.monitor", "data/batches/no_drift.parquet", "--webhook-required"],
         {"REPROKIT_MONITOR_WEBHOOK": WEBHOOK, "REPROKIT_MONITOR_WEBHOOK_RETRIES": "0"},
     ),
-    "retrain": ([sys.executable, "-m", "reprokit.retrain", "check", PRESIGNED, "out"], {}),
-    "draft": ([sys.executable, "-m", "reprokit.draft", "draft", S3, "--target", "churn", "--out", "-"], {}),
+    "retrain": ([sys.executable, "-m", "reprokit.monitoring.retrain", "check", PRESIGNED, "out"], {}),
+    "draft": ([sys.executable, "-m", "reprokit.commands.draft", S3, "--target", "churn", "--out", "-"], {}),
 }
 
 
@@ -64,7 +64,7 @@ def test_the_service_never_shows_a_tracking_uri_secret(clone, tmp_path):
     from servers import free_port, stop
 
     env = {**clone.env, "MLFLOW_TRACKING_URI": TRACKING, "MLFLOW_HTTP_REQUEST_TIMEOUT": "2"}
-    command = [sys.executable, "-m", "reprokit.serve", "models:/churn@champion", "--port", str(free_port())]
+    command = [sys.executable, "-m", "reprokit.serving.serve", "models:/churn@champion", "--port", str(free_port())]
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(

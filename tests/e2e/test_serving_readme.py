@@ -10,7 +10,6 @@ import subprocess
 import numpy as np
 import pandas as pd
 import pytest
-
 from servers import free_port, stop, wait_healthy
 
 pytestmark = pytest.mark.e2e
@@ -43,8 +42,8 @@ def test_the_serving_section_runs_as_written(copy_of, tmp_path):
         return found
 
     # (the container block is the container suite's)
-    serve, request = block_with("python -m reprokit.serve"), block_with("curl")
-    batch, partitioned = [b for b in bash if "reprokit.score" in b]
+    serve, request = block_with("reprokit serve"), block_with("curl")
+    batch, partitioned = [b for b in bash if "reprokit score" in b]
     (start,) = commands(serve)
     port = free_port()
     log = tmp_path / "serve.log"
@@ -73,7 +72,7 @@ def test_the_serving_section_runs_as_written(copy_of, tmp_path):
     assert len(pd.read_parquet(clone.root / "scores.rejects.parquet")) == 0
     check = (
         "import pandas as pd, numpy as np\n"
-        "from reprokit.trust import load_package\n"
+        "from reprokit.model.trust import load_package\n"
         "p = load_package('models/package').predict(pd.read_csv('customers.csv'))[:, 1]\n"
         "assert np.array_equal(p, pd.read_parquet('scores.parquet')['probability'].to_numpy())\n"
     )

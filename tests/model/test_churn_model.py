@@ -13,10 +13,10 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
 
-from reprokit.config import MODEL_KINDS, TrainParams, load_section
-from reprokit.featurize import fit_transform
-from reprokit.inference import inputs_of
-from reprokit.estimators import fit
+from reprokit.core.config import MODEL_KINDS, TrainParams, load_section
+from reprokit.model.estimators import fit
+from reprokit.model.inference import inputs_of
+from reprokit.stages.featurize import fit_transform
 
 AUC_FLOOR = 0.80
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import shutil
 
 import pytest
-
 from commands import run
-from reprokit.artifacts import write_parquet
+
+from reprokit.core.artifacts import write_parquet
 
 
 @pytest.fixture(scope="session")
@@ -22,6 +22,6 @@ def project(repo, tmp_path_factory, telco_splits, telco_package):
     write_parquet(train, root / "data/prepared/train.parquet")
     write_parquet(test, root / "data/prepared/test.parquet")
     shutil.copytree(telco_package, root / "models/package")
-    done = run(root, "reprokit.batches")
+    done = run(root, "reprokit.stages.batches")
     assert done.returncode == 0, done.stderr
     return root

@@ -4,14 +4,13 @@ Arrow reads a CSV ahead in its own threads. A thread that let go of a Python fil
 while the interpreter exited took the GIL too late, and the process aborted after its error
 line (`terminate called without an active exception`, exit 134): a few runs in forty on a
 busy machine. The error cases run many times here, from a local path and from an HTTP URL
-(a Python file object), by both commands that read batches with `reprokit.score`'s readers.
+(a Python file object), by both commands that read batches with `reprokit.core.batchfiles`'s readers.
 """
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
-
 from badfiles import http_server
 from commands import run
 
@@ -31,8 +30,8 @@ def bad_batches(project, tmp_path_factory):
 
 def commands(name: str, batch: str) -> list[str]:
     if name == "score":
-        return ["reprokit.score", batch, "scores/out.parquet", "--model", "models/package"]
-    return ["reprokit.monitor", batch, "--metrics-out", "reports/clean-exit/monitor.json"]
+        return ["reprokit.serving.score", batch, "scores/out.parquet", "--model", "models/package"]
+    return ["reprokit.monitoring.monitor", batch, "--metrics-out", "reports/clean-exit/monitor.json"]
 
 
 EXPECTED = {

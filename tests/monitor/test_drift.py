@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reprokit import drift
-from reprokit.config import load_section
-from reprokit.scoring import SCORE_BINS
+from reprokit.core import drift
+from reprokit.core.config import load_section
+from reprokit.model.scoring import SCORE_BINS
 
 
 def test_psi_is_zero_for_equal_shares_and_matches_the_formula():
@@ -60,14 +60,14 @@ def test_score_bins_are_the_services_histogram_buckets():
     assert shares["<= 0.05"] == 0.4 and shares["<= 0.1"] == 0.2 and shares["<= 1"] == 0.4
 
 
-# --- seeded trials on the real data (reprokit.drift_trials) ---------------------------------
+# --- seeded trials on the real data (reprokit.monitoring.drift_trials) ---------------------------------
 
 
 @pytest.fixture(scope="module")
 def trials(repo, telco_package, telco_splits):
-    from reprokit.drift_trials import population
-    from reprokit.inference import thread_budget
-    from reprokit.scoring_model import ScoringModel
+    from reprokit.core.threads import thread_budget
+    from reprokit.model.scoring_model import ScoringModel
+    from reprokit.monitoring.drift_trials import population
 
     _, train, test, _ = telco_splits
     with thread_budget(1):
@@ -82,8 +82,8 @@ def test_same_distribution_batches_raise_no_more_alarms_than_the_configured_leve
     alarm is a false one. At most `alpha` of 200 batches per size (a million rows: 20 here,
     200 in bench/monitor.py). A million rows resampled from the ~1,400 rows left over differ
     "significantly" from the reference on some column; the PSI floor is what keeps them quiet."""
-    from reprokit.drift_trials import run
-    from reprokit.inference import thread_budget
+    from reprokit.core.threads import thread_budget
+    from reprokit.monitoring.drift_trials import run
 
     model, pop, params = trials
     with thread_budget(1):
@@ -96,8 +96,8 @@ def test_a_negligible_shift_between_two_million_row_samples_is_significant_but_r
     each, drawn independently from the real rows with a little noise on the numbers (so they
     are continuous); the batch's numbers moved by 2% of a standard deviation. The tests reject
     that shift; the effect-size floor keeps the verdict `ok`, and without it, it would not be."""
-    from reprokit.drift_trials import shifted
-    from reprokit.monitor import drift_figures, verdict_of
+    from reprokit.monitoring.batch_drift import drift_figures, verdict_of
+    from reprokit.monitoring.drift_trials import shifted
 
     model, pop, params = trials
     rng = np.random.default_rng(0)
@@ -125,8 +125,8 @@ def test_a_negligible_shift_between_two_million_row_samples_is_significant_but_r
     "shift", [("location", 0.25), ("scale", 1.4), ("category", 0.25), ("nulls", 0.1)], ids=lambda s: s[0]
 )
 def test_every_kind_of_shift_is_caught_in_a_batch_of_5000(trials, shift):
-    from reprokit.drift_trials import run
-    from reprokit.inference import thread_budget
+    from reprokit.core.threads import thread_budget
+    from reprokit.monitoring.drift_trials import run
 
     model, pop, params = trials
     with thread_budget(1):

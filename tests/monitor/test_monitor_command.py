@@ -1,4 +1,4 @@
-"""`python -m reprokit.batches` and `python -m reprokit.monitor BATCH` as a user runs them, on
+"""`python -m reprokit.stages.batches` and `python -m reprokit.monitoring.monitor BATCH` as a user runs them, on
 the real data, in a project folder of their own; the webhook against a real HTTP server."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from commands import run
-from reprokit.alerts import post_verdict
-from reprokit.stage import StageError
+
+from reprokit.core.errors import StageError
+from reprokit.monitoring.alerts import post_verdict
 
 NUMERIC = ["tenure", "monthly_charges", "total_charges"]
 
@@ -25,7 +25,7 @@ def monitor(
     project: Path, batch: str, *args, env=None, out: str | None = None
 ) -> tuple[dict, subprocess.CompletedProcess]:
     out = out or f"reports/monitor/{Path(batch).name.split('.')[0]}"
-    done = run(project, "reprokit.monitor", batch, "--metrics-out", f"{out}/monitor.json", *args, env=env)
+    done = run(project, "reprokit.monitoring.monitor", batch, "--metrics-out", f"{out}/monitor.json", *args, env=env)
     path = project / out / "monitor.json"
     return (json.loads(path.read_text()) if path.exists() else {}), done
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from commands import run
-from reprokit.drift import psi
-from reprokit.scoring import SCORE_BINS
+
+from reprokit.core.drift import psi
+from reprokit.model.scoring import SCORE_BINS
 
 PROMTOOL = shutil.which("promtool")
 
@@ -26,7 +26,7 @@ def rules(project) -> Path:
     out = project / "reports/rules/prometheus-rules.yml"
     done = run(
         project,
-        "reprokit.monitor",
+        "reprokit.monitoring.monitor",
         "data/batches/numeric_location.parquet",
         "--rules-out",
         out,

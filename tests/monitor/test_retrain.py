@@ -1,4 +1,4 @@
-"""The retraining pull request's preparation (`reprokit.retrain`), on the real params file."""
+"""The retraining pull request's preparation (`reprokit.monitoring.retrain`), on the real params file."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ import os
 
 import pytest
 import yaml
-
-from reprokit.retrain import branch_name, set_batch
-from reprokit.stage import StageError
-
 from hostile import ORDINARY, REFUSED
+
+from reprokit.core.errors import StageError
+from reprokit.monitoring.retrain import branch_name, set_batch
 
 
 def test_set_batch_changes_only_the_monitor_batch_and_keeps_every_comment(repo):

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from commands import uv  # noqa: E402
 from github import RUNNER_PATH, base_interpreter, machine_settings  # noqa: E402
 
-from reprokit.lockfile import RUNTIME_LOCK  # noqa: E402
+from reprokit.core.lockfile import RUNTIME_LOCK  # noqa: E402
 
 pytestmark = pytest.mark.runner
 

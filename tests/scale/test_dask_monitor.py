@@ -12,13 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-# A partitioned dataset's rows are in its files' sorted order (`reprokit.score.partition_files`).
+# A partitioned dataset's rows are in its files' sorted order (`reprokit.core.batchfiles.partition_files`).
 PARTS = ("day=1/part-0.parquet", "day=1/part-1.parquet", "day=2/part-2.parquet", "day=3/part-3.parquet")
 
 
 def monitor(*args, cwd) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "reprokit.monitor", *map(str, args)],
+        [sys.executable, "-m", "reprokit.monitoring.monitor", *map(str, args)],
         capture_output=True,
         text=True,
         cwd=cwd,
@@ -129,7 +129,7 @@ def test_the_dask_engine_needs_a_directory_and_a_scheduler(project, batch, telco
 def test_counted_ks_equals_scipys_on_values(telco_splits):
     """The KS test and PSI from partition counts equal those from the values: ties, nulls,
     values below and above the reference, the exact test on small samples."""
-    from reprokit.drift import NumberCounts, compare_numbers, compare_numbers_counted, reference_grid
+    from reprokit.core.drift import NumberCounts, compare_numbers, compare_numbers_counted, reference_grid
 
     rng = np.random.default_rng(0)
     cases = []

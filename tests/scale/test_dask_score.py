@@ -1,4 +1,4 @@
-"""Batch scoring of a partitioned dataset, `python -m reprokit.score IN_DIR OUT_DIR`, in this
+"""Batch scoring of a partitioned dataset, `python -m reprokit.serving.score IN_DIR OUT_DIR`, in this
 process and with `--engine dask` on a real Dask cluster: the same bytes per partition, the
 same scores as `pyfunc`, bad rows rejected per partition, local folders and S3 alike."""
 
@@ -15,14 +15,14 @@ import pandas as pd
 import pytest
 from dasks import executed, local_cluster, worker_state
 
-from reprokit.trust import load_package
+from reprokit.model.trust import load_package
 
 PARTS = ("part-0.parquet", "part-1.parquet", "day=2/part-2.parquet")
 
 
 def score(*args, env=None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "reprokit.score", *map(str, args)], capture_output=True, text=True, env=env, timeout=600
+        [sys.executable, "-m", "reprokit.serving.score", *map(str, args)], capture_output=True, text=True, env=env, timeout=600
     )
 
 
@@ -94,7 +94,7 @@ def test_the_dask_engine_writes_the_same_bytes_per_partition(tmp_path, dataset, 
     assert sum(after.values()) > sum(before.values())  # the partitions were scored on the workers
 
     def loads():
-        from reprokit import score as module
+        from reprokit.model import loading as module
 
         return module.WORKER_LOADS[0]
 

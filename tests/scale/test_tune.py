@@ -1,4 +1,4 @@
-"""`python -m reprokit.tune`, run as a user runs it: a tiny grid on the default data gives the
+"""`python -m reprokit.commands.tune`, run as a user runs it: a tiny grid on the default data gives the
 same table with joblib's loky backend and on a real Dask cluster (a `LocalCluster` of two
 worker processes on 127.0.0.1, started here), logs one MLflow child run per candidate, and
 prints or applies the best candidate."""
@@ -15,7 +15,7 @@ import pytest
 import yaml
 from dasks import executed
 
-from reprokit.artifacts import write_parquet
+from reprokit.core.artifacts import write_parquet
 
 REPO_FILES = ("params.yaml", "dataset.yaml")
 GRID = {"max_iter": [20, 40], "max_leaf_nodes": [3, 7], "max_features": [0.5]}  # max_features: a new key
@@ -42,7 +42,7 @@ def workdir(tmp_path_factory, repo, telco_splits):
 def tune(root, *args: str, store: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "MLFLOW_TRACKING_URI": store or f"sqlite:///{root / 'mlflow.db'}"}
     return subprocess.run(
-        [sys.executable, "-m", "reprokit.tune", *args], cwd=root, env=env, capture_output=True, text=True, timeout=900
+        [sys.executable, "-m", "reprokit.commands.tune", *args], cwd=root, env=env, capture_output=True, text=True, timeout=900
     )
 
 

@@ -15,10 +15,10 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-
-from reprokit import tracking
-from reprokit.trust import load_package
 from servers import scoring_service
+
+from reprokit.model.trust import load_package
+from reprokit.release import tracking
 
 NAME = "telco_customer_churn"
 
@@ -29,12 +29,12 @@ def registry(tmp_path_factory, repo, telco_package, telco_splits, telco_contract
     model; champion -> 1, challenger -> 2."""
     from sklearn.pipeline import Pipeline
 
-    from reprokit.config import FeaturizeParams, TrainParams, load_section
-    from reprokit.estimators import fit
-    from reprokit.featurize import fit_transform
-    from reprokit.inference import inputs_of, predict_proba
-    from reprokit.lockfile import RUNTIME_LOCK
-    from reprokit.package import save_package, synthetic_example
+    from reprokit.core.config import FeaturizeParams, TrainParams, load_section
+    from reprokit.core.lockfile import RUNTIME_LOCK
+    from reprokit.model.estimators import fit
+    from reprokit.model.inference import inputs_of, predict_proba
+    from reprokit.stages.featurize import fit_transform
+    from reprokit.stages.package import save_package, synthetic_example
 
     root = tmp_path_factory.mktemp("registry")
     shutil.copy(repo / "params.yaml", root / "params.yaml")

@@ -1,26 +1,25 @@
-"""Batch scoring, `python -m reprokit.score IN OUT`, run as a user runs it."""
+"""Batch scoring, `python -m reprokit.serving.score IN OUT`, run as a user runs it."""
 
 from __future__ import annotations
 
 import gzip
-import io
 import hashlib
+import io
 import subprocess
 import sys
 
 import numpy as np
 import pandas as pd
 import pytest
-
-from reprokit.trust import load_package
-
 from badfiles import SCORER_CORPUS
+
+from reprokit.model.trust import load_package
 
 
 def score(*args, env=None, timeout: float = 600) -> subprocess.CompletedProcess:
-    """`python -m reprokit.score ARGS` as a user runs it."""
+    """`python -m reprokit.serving.score ARGS` as a user runs it."""
     return subprocess.run(
-        [sys.executable, "-m", "reprokit.score", *map(str, args)],
+        [sys.executable, "-m", "reprokit.serving.score", *map(str, args)],
         capture_output=True,
         text=True,
         env=env,
@@ -154,7 +153,7 @@ def test_memory_stays_flat_as_the_file_grows(tmp_path, raw_csv, telco_package):
         pd.concat([raw] * copies, ignore_index=True).to_parquet(source, row_group_size=5000)
         code = (
             "import resource, sys\n"
-            "from reprokit.score import main\n"
+            "from reprokit.serving.score import main\n"
             "try:\n    main(sys.argv[1:])\nfinally:\n"
             "    print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
         )

@@ -1,18 +1,18 @@
-"""The input policy (`reprokit.scoring.check_records`) and the compiled transformation."""
+"""The input policy (`reprokit.model.scoring.check_records`) and the compiled transformation."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
-
-from reprokit.compiled import compile_pipeline, verify
-from reprokit.config import MODEL_KINDS, FeaturizeParams, TrainParams, load_section
-from reprokit.contract import parse_contract
-from reprokit.inference import inputs_of
-from reprokit.scoring import InputError, check_records, probe_records
-from reprokit.scoring_model import ScoringModel
 from synthetic import loans_contract
+
+from reprokit.core.config import MODEL_KINDS, FeaturizeParams, TrainParams, load_section
+from reprokit.core.contract import parse_contract
+from reprokit.model.compiled import compile_pipeline, verify
+from reprokit.model.inference import inputs_of
+from reprokit.model.scoring import InputError, check_records, probe_records
+from reprokit.model.scoring_model import ScoringModel
 
 
 def records(contract, **changes):
@@ -102,8 +102,8 @@ def test_columns_from_a_file_are_checked_the_same_way(loans):
 def fitted_pipelines(telco_splits, telco_contract, repo):
     from sklearn.pipeline import Pipeline
 
-    from reprokit.estimators import fit
-    from reprokit.featurize import fit_transform
+    from reprokit.model.estimators import fit
+    from reprokit.stages.featurize import fit_transform
 
     _, train, test, _ = telco_splits
     base = load_section("train", repo / "params.yaml")
@@ -172,7 +172,7 @@ def test_a_package_directory_is_scored_as_pyfunc_scores_it_without_importing_mlf
 
     import mlflow.pyfunc
 
-    from reprokit.scoring import signature_inputs
+    from reprokit.model.scoring import signature_inputs
 
     inputs = signature_inputs(telco_splits[2], telco_contract)
     model = ScoringModel.load(str(telco_package))
@@ -180,7 +180,7 @@ def test_a_package_directory_is_scored_as_pyfunc_scores_it_without_importing_mlf
         model.pipeline.predict_proba(inputs)[:, 1], mlflow.pyfunc.load_model(str(telco_package)).predict(inputs)[:, 1]
     )
     probe = (
-        "import sys; from reprokit.scoring_model import ScoringModel; ScoringModel.load(sys.argv[1]); "
+        "import sys; from reprokit.model.scoring_model import ScoringModel; ScoringModel.load(sys.argv[1]); "
         "print(sorted({name.split('.')[0] for name in sys.modules} & {'mlflow', 'sqlalchemy', 'alembic'}))"
     )
     done = subprocess.run([sys.executable, "-c", probe, str(telco_package)], capture_output=True, text=True, check=True)

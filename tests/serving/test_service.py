@@ -1,4 +1,4 @@
-"""The scoring service, a real `python -m reprokit.serve` process over HTTP on 127.0.0.1."""
+"""The scoring service, a real `python -m reprokit.serving.serve` process over HTTP on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from reprokit.trust import load_package
 from servers import scoring_service
+
+from reprokit.model.trust import load_package
 
 SECRET = "SECRET-INPUT-7f3a"
 
@@ -323,7 +323,7 @@ def test_bad_settings_are_one_clear_error(tmp_path, telco_package, args, message
 
     model = [] if args[0].startswith("/") else [str(telco_package)]
     done = subprocess.run(
-        [sys.executable, "-m", "reprokit.serve", *model, *args],
+        [sys.executable, "-m", "reprokit.serving.serve", *model, *args],
         capture_output=True,
         text=True,
         timeout=120,

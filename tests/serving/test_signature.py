@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 import yaml
 from mlflow.exceptions import MlflowException
-
-from reprokit.contract import parse_contract
-from reprokit.inference import inputs_of
-from reprokit.scoring import input_schema, mlflow_type, signature_inputs
-from reprokit.trust import load_package
 from synthetic import loan_pipeline, loans_contract, package_loans
+
+from reprokit.core.contract import parse_contract
+from reprokit.model.inference import inputs_of
+from reprokit.model.scoring import input_schema, mlflow_type, signature_inputs
+from reprokit.model.trust import load_package
 
 
 def signature_types(package) -> dict[str, str]:

@@ -17,7 +17,6 @@ from contextlib import contextmanager
 
 import httpx
 import pytest
-
 from servers import free_port, stop
 
 STARTS = 3
@@ -38,12 +37,12 @@ def rows(telco_splits, telco_contract):
 
 @contextmanager
 def two_workers(package, log):
-    """`python -m reprokit.serve PACKAGE --workers 2`; yields its URL at the first 200 from
+    """`python -m reprokit.serving.serve PACKAGE --workers 2`; yields its URL at the first 200 from
     `/health/ready` (polled without pause: the moment a client would start sending)."""
     port = free_port()
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "reprokit.serve", str(package), "--workers", "2", "--port", str(port)],
+            [sys.executable, "-m", "reprokit.serving.serve", str(package), "--workers", "2", "--port", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -1,0 +1,281 @@
+"""Reading batch files: one reader for the batch scorer, the monitor and the drift trials.
+
+A CSV (gzip by suffix) or Parquet file, a local path or an fsspec URL, or a partitioned
+dataset (a directory of Parquet files): its format told from its name and checked against
+its first bytes, its column names checked (no blank or duplicate name), and its rows read in
+chunks with the contract's delimiter, encoding and the null tokens pandas uses.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import weakref
+from typing import Any, Iterator
+
+import pandas as pd
+
+from reprokit.core.errors import StageError
+
+
+def file_format(path: str) -> str:
+    """`csv` or `parquet`, from the file name."""
+    name = path.lower().rsplit("?", 1)[0]
+    if name.endswith((".parquet", ".pq")):
+        return "parquet"
+    if name.endswith((".csv", ".csv.gz", ".txt", ".txt.gz")):
+        return "csv"
+    raise StageError(f"{path}: cannot tell the format from the name; expected .csv, .csv.gz or .parquet")
+
+
+@contextlib.contextmanager
+def opened(path: str) -> Iterator[Any]:
+    """A binary file for Arrow to read (gzip by suffix): Arrow's own file for a local path, an
+    fsspec file object for a URL.
+
+    Arrow reads ahead in its own threads. A thread that lets go of a Python file object takes
+    the GIL to do it, and one doing so while the interpreter exits aborts the process
+    (`terminate called without an active exception`, exit 134, after the error line). A local
+    file therefore never goes through Python; an fsspec file is one that `release_files`
+    waits for before the interpreter exits."""
+    import fsspec
+    import pyarrow as pa
+
+    try:
+        fs, target = fsspec.core.url_to_fs(path)
+        compression = fsspec.utils.infer_compression(target)
+        protocols = (fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol
+        if "file" in protocols and compression in (None, "gzip"):
+            with pa.OSFile(target, "rb") as raw:
+                if compression is None:
+                    yield raw
+                else:
+                    with pa.CompressedInputStream(raw, "gzip") as handle:
+                        yield handle
+            return
+        with fsspec.open(path, "rb", compression="infer") as handle:
+            _hand_to_arrow(handle)
+            yield handle
+    except FileNotFoundError:
+        raise StageError(f"{path}: no such file") from None
+
+
+_PYTHON_FILES: weakref.WeakSet = weakref.WeakSet()  # Python file objects Arrow's threads may hold
+
+
+def _hand_to_arrow(handle) -> None:
+    if not _PYTHON_FILES:
+        atexit.unregister(release_files)
+        atexit.register(release_files)  # before the interpreter starts finalizing
+    _PYTHON_FILES.add(handle)
+
+
+def release_files(seconds: float = 30.0) -> None:
+    """Wait until Arrow's reader threads have let go of every Python file object handed to
+    them (at most `seconds`), so none takes the GIL while the interpreter exits."""
+    import gc
+    import time
+
+    gc.collect()  # a reader kept alive only by a cycle (an error's traceback) lets go now
+    deadline = time.monotonic() + seconds
+    while _PYTHON_FILES and time.monotonic() < deadline:
+        time.sleep(0.01)  # the GIL free for a reader thread to drop its reference
+
+
+# The blanks pandas reads as null (`pandas.read_csv`'s defaults): the prepare stage, `pyfunc` on
+# `pd.read_csv` and batch scoring all agree on what a missing value looks like in a CSV.
+NULL_TOKENS = sorted(
+    ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A"]
+    + ["NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
+)
+
+
+# What a file's first bytes say it is: a file named for one format and holding another is
+# refused naming both, never misread (gzip bytes parsed as a one-column CSV of garbage).
+MAGIC = {
+    b"\x1f\x8b": "gzip-compressed data",
+    b"PAR1": "Parquet data",
+    b"PK\x03\x04": "a zip archive (an Excel workbook?)",
+    b"BZh": "bzip2-compressed data",
+    b"\xfd7zXZ": "xz-compressed data",
+    b"\x28\xb5\x2f\xfd": "zstd-compressed data",
+}
+
+
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zip")
+
+
+def sniff(path: str) -> None:
+    """Refuse a file whose first bytes contradict its name (`.csv` holding gzip or Parquet
+    bytes, `.parquet` holding anything but Parquet)."""
+    name = path.lower().rsplit("?", 1)[0]
+    if name.endswith(COMPRESSED_SUFFIXES):
+        return  # read through the decompressor its suffix names
+    with opened(path) as handle:
+        head = handle.read(8)
+    found = next((what for magic, what in MAGIC.items() if head.startswith(magic)), None)
+    expected = file_format(path)
+    if expected == "parquet" and found != "Parquet data":
+        raise StageError(f"{path}: not a Parquet file: it begins with {head[:4]!r}, not PAR1")
+    if expected == "csv" and found is not None:
+        hint = " (name it .csv.gz)" if found.startswith("gzip") else ""
+        raise StageError(f"{path}: named as a CSV file but holds {found}{hint}")
+
+
+def check_names(names: list[str], path: str) -> list[str]:
+    """`names`, unless one is blank (an exported index, a trailing delimiter) or appears twice
+    (a reader would rename the second `name.1` and score the file as if nothing were wrong)."""
+    blank = [str(position) for position, name in enumerate(names, 1) if not str(name).strip()]
+    if blank:
+        raise StageError(f"{path}: column(s) {', '.join(blank)} have no name: every column needs one")
+    seen: set[str] = set()
+    twice = sorted({name for name in names if name in seen or seen.add(name)})
+    if twice:
+        raise StageError(f"{path}: duplicate column name(s) {', '.join(map(repr, twice))}: each must appear once")
+    return names
+
+
+def column_names(path: str, source=None) -> list[str]:
+    """The column names of a CSV (read with the contract's delimiter and encoding, `source`)
+    or Parquet file; blank or duplicate names, and contents that contradict the name, refused."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    sniff(path)
+    with opened(path) as handle:  # its own handle: a reader of the rows reads ahead in the background
+        if file_format(path) == "parquet":
+            try:
+                schema = pq.ParquetFile(handle).schema_arrow
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise StageError(f"{path}: not a readable Parquet file ({exc})") from None
+            index = {c for c in (schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)}
+            names = [name for name in schema.names if name not in index]  # a pandas index is not data
+            nested = [f"{field.name!r} ({field.type})" for field in schema if pa.types.is_nested(field.type)]
+            if nested:
+                raise StageError(
+                    f"{path}: column(s) {', '.join(nested)} hold lists, maps or records, not single values"
+                )
+            return check_names(names, path)
+        try:
+            header = pacsv.open_csv(
+                handle,
+                read_options=pacsv.ReadOptions(block_size=1 << 16, encoding=getattr(source, "encoding", "utf-8")),
+                parse_options=pacsv.ParseOptions(delimiter=getattr(source, "delimiter", ",")),
+            )
+        except pa.ArrowInvalid as exc:
+            raise StageError(f"{path}: cannot read it ({exc})") from None
+        names = header.schema.names
+        header.close()
+        return check_names(list(names), path)
+
+
+CSV_BLOCK = 1 << 22  # bytes pyarrow reads at a time: no CSV row may be longer
+
+
+def chunks(
+    path: str, columns: list[str], numeric: set[str], rows: int, careful: bool, source=None
+) -> Iterator[pd.DataFrame]:
+    """The file's `columns` (those present) in chunks of about `rows` rows, as pandas columns.
+
+    A CSV is read with the contract's delimiter and encoding (`source`) and pandas' null
+    tokens; its numeric columns are parsed as float64 by pyarrow, the others kept as text. In
+    `careful` mode numbers are converted here instead, so one unparseable value rejects its
+    row rather than failing the read."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    with opened(path) as handle:
+        if file_format(path) == "parquet":
+            try:
+                reader = pq.ParquetFile(handle)
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise StageError(f"{path}: not a readable Parquet file ({exc})") from None
+            present = [c for c in columns if c in reader.schema_arrow.names]
+            for batch in reader.iter_batches(batch_size=rows, columns=present):
+                yield batch.to_pandas()
+            return
+        encoding = getattr(source, "encoding", "utf-8")
+        parse = pacsv.ParseOptions(delimiter=getattr(source, "delimiter", ","))
+        names = column_names(path, source)
+        present = [c for c in columns if c in names]
+        types = {c: (pa.string() if careful or c not in numeric else pa.float64()) for c in present}
+        reader = pacsv.open_csv(
+            handle,
+            read_options=pacsv.ReadOptions(block_size=CSV_BLOCK, encoding=encoding),
+            parse_options=parse,
+            convert_options=pacsv.ConvertOptions(
+                column_types=types,
+                include_columns=present,
+                null_values=NULL_TOKENS,
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=True,
+            ),
+        )
+        pending: list[pd.DataFrame] = []
+        held = 0
+        for batch in reader:
+            frame = batch.to_pandas()
+            if careful:
+                frame = parse_numbers(frame, numeric)
+            pending.append(frame)
+            held += len(frame)
+            while held >= rows:
+                whole = pd.concat(pending, ignore_index=True) if len(pending) > 1 else pending[0]
+                yield whole.iloc[:rows].reset_index(drop=True)
+                rest = whole.iloc[rows:].reset_index(drop=True)
+                pending, held = ([rest] if len(rest) else []), len(rest)
+        if held:
+            yield pd.concat(pending, ignore_index=True) if len(pending) > 1 else pending[0]
+
+
+def parse_numbers(frame: pd.DataFrame, numeric: set[str]) -> pd.DataFrame:
+    """Text columns that hold numbers, converted; a value that is not a number stays as text
+    (so the contract check rejects that row and names the column)."""
+    for name in numeric & set(frame.columns):
+        text = frame[name].astype(object)
+        numbers = pd.to_numeric(text, errors="coerce")
+        bad = text.notna() & numbers.isna()
+        if bad.any():
+            values = numbers.astype(object)
+            values[bad] = text[bad]
+            frame[name] = values
+        else:
+            frame[name] = numbers.astype("float64")
+    return frame
+
+
+def partition_files(source: str) -> list[str] | None:
+    """The `.parquet` files of a partitioned dataset (a directory, a local path or an fsspec
+    URL), as paths relative to it, sorted; None when `source` is not a directory."""
+    import fsspec
+
+    if str(source).startswith(("http://", "https://")):
+        return None  # a web server lists no folders: a URL there is one file
+    fs, root = fsspec.core.url_to_fs(source)
+    if not fs.isdir(root):
+        return None
+    root = root.rstrip("/")
+    names = [path[len(root) + 1 :] for path in fs.find(root) if path.lower().endswith((".parquet", ".pq"))]
+    # `_temporary/`, `.ipynb_checkpoints/`, `_SUCCESS`...: writers' bookkeeping, not data
+    return sorted(name for name in names if not any(part.startswith(("_", ".")) for part in name.split("/")))
+
+
+def absolute(path: str) -> str:
+    """A local path made absolute (a Dask worker may run in another folder); a URL as it is."""
+    return path if "://" in str(path) else os.path.abspath(path)
+
+
+def partition_names(source: str) -> list[str]:
+    """`partition_files(source)`, or one clear error when `source` is not a directory of
+    `.parquet` files (a URL shown without its credentials)."""
+    from reprokit.core.redaction import redact
+
+    names = partition_files(source)
+    if names is None:
+        raise StageError(f"{redact(source)}: a partitioned dataset is a directory of .parquet files")
+    if not names:
+        raise StageError(f"{redact(source)}: no .parquet files in it")
+    return names

@@ -1,0 +1,296 @@
+"""Scoring records against the dataset contract: the one input policy that the package's
+signature, the scoring service (`reprokit.serving.serve`) and batch scoring (`reprokit.serving.score`) share.
+
+Column types (the package's MLflow signature says the same): a numeric feature is a
+`double`; an integer or binary feature with numeric values is a `long` (integers in,
+the way every client sends them), or a `double` when the contract lets it be null (an
+integer column cannot hold a null in pandas or MLflow); a categorical feature, or a
+binary one with text values, is a `string`.
+
+Every record is checked column by column, and:
+
+- **rejected** (not scored: the service answers 422 naming the field, batch scoring
+  writes the row with its reason to the rejects file) when a required column is missing,
+  a value has the wrong type (text where a number belongs, a number where text belongs, a
+  fraction in an integer column, ±inf, true/false), or is null where the contract
+  requires a value;
+- **scored with a warning** when a value has the right type but lies outside the
+  contract: a category it does not list, a number outside its range. The model encodes
+  an unknown category as all zeros and uses an out-of-range number as it is, exactly as
+  `mlflow.pyfunc` does with the same record, so the service, batch scoring and `pyfunc`
+  give the same probability; the warning says the score is less trustworthy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from reprokit.core.contract import Contract, Feature
+
+# Model input kinds: how a column reaches the fitted pipeline.
+NUMBER, TEXT = "number", "text"
+
+
+def is_text(feature: Feature) -> bool:
+    """Whether the feature's values are text (a categorical or binary feature with string values)."""
+    return feature.type in ("categorical", "binary") and any(isinstance(v, str) for v in feature.values)
+
+
+def is_whole(feature: Feature) -> bool:
+    """Whether the feature's values must be whole numbers."""
+    if is_text(feature):
+        return False
+    if feature.type in ("integer", "binary"):
+        return True
+    return feature.type == "categorical" and all(isinstance(v, int) for v in feature.values)
+
+
+def mlflow_type(feature: Feature) -> str:
+    """The feature's column type in the package's MLflow signature."""
+    if is_text(feature):
+        return "string"
+    return "long" if is_whole(feature) and not feature.nullable else "double"
+
+
+def input_schema(contract: Contract):
+    """The package's MLflow input schema: one column per feature, typed as `mlflow_type`;
+    a nullable feature is optional (the package's `inputs` step fills it with nulls)."""
+    from mlflow.types import ColSpec, Schema
+
+    return Schema([ColSpec(mlflow_type(f), f.name, required=not f.nullable) for f in contract.features])
+
+
+def signature_inputs(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
+    """The contract's feature columns of a prepared table in the signature's dtypes (what
+    `mlflow.pyfunc` accepts without conversion): `long` columns as int64, `double` columns as
+    float64, text as it is."""
+    missing = [name for name in contract.feature_names if name not in frame.columns]
+    if missing:
+        raise KeyError(f"table lacks the contract's feature column(s) {missing}")
+    return _cast(frame[contract.feature_names], {f.name: mlflow_type(f) for f in contract.features})
+
+
+def conform(frame: pd.DataFrame, model) -> pd.DataFrame:
+    """`frame`'s columns in the dtypes of a loaded pyfunc model's own signature, whichever
+    version of the package wrote it (older packages declared every number a `double`)."""
+    schema = model.metadata.get_input_schema()
+    return _cast(frame[schema.input_names()], {spec.name: getattr(spec.type, "name", None) for spec in schema.inputs})
+
+
+def _cast(frame: pd.DataFrame, kinds: dict[str, str | None]) -> pd.DataFrame:
+    out = frame.copy()
+    for name, kind in kinds.items():
+        if kind == "long":
+            column = out[name].astype("float64")
+            if column.isna().any() or (column != column.round()).any():
+                raise ValueError(f"column {name}: the model takes whole numbers without nulls")
+            out[name] = column.astype("int64")
+        elif kind == "double":
+            out[name] = out[name].astype("float64")
+    return out
+
+
+class InputError(ValueError):
+    """Input that cannot be scored at all (a required column missing, an unknown column):
+    the message names the columns."""
+
+
+@dataclasses.dataclass
+class Checked:
+    """The outcome of checking `n` records against the contract.
+
+    `inputs` holds every record (rejected ones too, with placeholder values) in the model's
+    input columns; `rejected[i]` is the reason record i cannot be scored (None: it can);
+    `warnings[i]` lists what lies outside the contract in a scorable record (None: nothing)."""
+
+    inputs: pd.DataFrame
+    rejected: np.ndarray  # object: None or the reason
+    warnings: np.ndarray  # object: None or a list of messages
+
+    @property
+    def ok(self) -> np.ndarray:
+        return np.equal(self.rejected, None).astype(bool)
+
+
+def _show(value: Any) -> str:
+    """What kind of value an offending one is, for a message: never the value itself, so an
+    error never echoes the input back."""
+    if isinstance(value, (bool, np.bool_)):
+        return "true/false"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return "a number"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _number_column(feature: Feature, values: Any, n: int) -> tuple[np.ndarray, dict[int, str]]:
+    """Float64 values of a numeric column (NaN for null) and the type problems by row."""
+    if isinstance(values, (np.ndarray, pd.Series)) and values.dtype.kind in "iuf":
+        return np.asarray(values, dtype="float64"), {}
+    if isinstance(values, pd.Series) and isinstance(values.dtype, pd.api.extensions.ExtensionDtype):
+        if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
+            return values.astype("float64").to_numpy(na_value=np.nan), {}
+    out = np.empty(n, dtype="float64")
+    problems: dict[int, str] = {}
+    for i, value in enumerate(values):
+        if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+            out[i] = np.nan
+        elif isinstance(value, (bool, np.bool_)):
+            out[i] = np.nan
+            problems[i] = f"expected a number, got {_show(value)}"
+        elif isinstance(value, (int, float, np.integer, np.floating)):
+            try:
+                out[i] = float(value)
+            except OverflowError:  # an integer beyond float64's range
+                out[i] = np.inf
+        else:
+            out[i] = np.nan
+            problems[i] = f"expected a number, got {_show(value)}"
+    return out, problems
+
+
+def _text_column(feature: Feature, values: Any, n: int) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+    """Object values of a text column (NaN for null), the null mask and the type problems by row."""
+    if isinstance(values, pd.Series) and pd.api.types.is_string_dtype(values.dtype) and values.dtype != object:
+        return values.reset_index(drop=True), values.isna().to_numpy(), {}  # text with nulls: as it is
+    out = np.empty(n, dtype=object)
+    nulls = np.zeros(n, dtype=bool)
+    problems: dict[int, str] = {}
+    for i, value in enumerate(values):
+        if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+            out[i], nulls[i] = np.nan, True
+        elif isinstance(value, str):
+            out[i] = value
+        else:
+            out[i] = np.nan
+            problems[i] = f"expected text, got {_show(value)}"
+    return out, nulls, problems
+
+
+def check_records(columns: Mapping[str, Sequence[Any] | np.ndarray | pd.Series], n: int, contract: Contract) -> Checked:
+    """Check `n` records, given column by column (`columns[name]` holds n values), against
+    the contract. Columns that are not features are ignored; a missing nullable feature is
+    all null; a missing required feature raises `InputError`."""
+    missing = [f.name for f in contract.features if f.name not in columns and not f.nullable]
+    if missing:
+        raise InputError(f"missing required column(s): {', '.join(missing)}")
+    rejected = np.full(n, None, dtype=object)
+    warnings = np.full(n, None, dtype=object)
+    data: dict[str, Any] = {}
+
+    def reject(rows, message: str | dict[int, str], name: str) -> None:
+        for i in rows:
+            if rejected[i] is None:
+                rejected[i] = f"{name}: {message[i] if isinstance(message, dict) else message}"
+
+    def warn(rows, message: str) -> None:
+        for i in rows:
+            if warnings[i] is None:
+                warnings[i] = []
+            warnings[i].append(message)
+
+    for feature in contract.features:
+        name = feature.name
+        values = columns.get(name)
+        if values is None:
+            values = [None] * n
+        if is_text(feature):
+            column, nulls, problems = _text_column(feature, values, n)
+            if n < 1000:
+                allowed = set(feature.values)
+                known = np.fromiter((v in allowed for v in column), dtype=bool, count=n)
+            else:
+                known = pd.Series(column, copy=False).isin(list(feature.values)).to_numpy()
+            outside = np.flatnonzero(~nulls & ~known)
+            outside = [i for i in outside if i not in problems] if problems else outside
+            if feature.type == "binary":  # the pipeline's binary encoder refuses a third value
+                reject(outside, f"not one of the contract's two values {list(feature.values)}", name)
+            warn(outside, f"{name}: a category the contract does not list")
+        else:
+            column, problems = _number_column(feature, values, n)
+            nulls = np.isnan(column)
+            with np.errstate(invalid="ignore"):
+                infinite = np.isinf(column)
+                fraction = ~nulls & ~infinite & (column != np.floor(column)) if is_whole(feature) else None
+            reject(np.flatnonzero(infinite), "not a finite number", name)
+            if fraction is not None:
+                reject(np.flatnonzero(fraction), "expected a whole number", name)
+            finite = ~nulls & ~infinite
+            if feature.values is not None:
+                outside = finite & ~np.isin(column, np.asarray(feature.values, dtype="float64"))
+                label = "not one of the contract's values"
+            else:
+                outside = np.zeros(n, dtype=bool)
+                if feature.min is not None:
+                    outside |= finite & (column < feature.min)
+                if feature.max is not None:
+                    outside |= finite & (column > feature.max)
+                label = f"outside the contract's range [{feature.min}, {feature.max}]"
+            warn(np.flatnonzero(outside), f"{name}: {label}")
+        reject(sorted(problems), problems, name)
+        if not feature.nullable:
+            nulls_at = np.flatnonzero(nulls)
+            reject([i for i in nulls_at if i not in problems] if problems else nulls_at, NULL_PROBLEM, name)
+        data[name] = column
+    index = pd.RangeIndex(n)
+    # Explicit dtypes: pandas would otherwise re-infer each text column (costly for one record).
+    inputs = pd.DataFrame(
+        {
+            name: column
+            if isinstance(column, pd.Series)
+            else pd.Series(column, index=index, dtype=column.dtype, copy=False)
+            for name, column in data.items()
+        },
+        index=index,
+        copy=False,
+    )
+    warnings[rejected != None] = None  # noqa: E711 - elementwise: a rejected record is not scored
+    return Checked(inputs=inputs, rejected=rejected, warnings=warnings)
+
+
+NULL_PROBLEM = "null where the contract requires a value"
+
+
+def labels(probabilities: np.ndarray, threshold: float, contract: Contract) -> list[Any]:
+    """The predicted label of each probability: the target's positive label at or above `threshold`."""
+    positive, negative = contract.target.positive, contract.target.negative
+    return [positive if p >= threshold else negative for p in probabilities]
+
+
+# The predicted-score bins every score histogram uses: the service's `/metrics` and the
+# drift monitor's reference, so an alert on live scores compares like with like.
+SCORE_BINS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 21))
+
+
+def probe_records(contract: Contract) -> pd.DataFrame:
+    """Records that exercise every branch of the feature transformation: each allowed value
+    of every feature, nulls, a category the contract does not list, numbers at and beyond
+    each bound. Model inputs as `check_records` makes them."""
+    rows = 2 + max((len(f.values) for f in contract.features if f.values is not None), default=0) + 4
+    data: dict[str, Any] = {}
+    for feature in contract.features:
+        if is_text(feature):
+            values: list[Any] = list(feature.values)
+            if feature.type == "categorical":
+                values.append("a category no contract lists")
+            values.append(np.nan)
+        else:
+            low = 0.0 if feature.min is None else float(feature.min)
+            high = low + 100.0 if feature.max is None else float(feature.max)
+            values = [float(v) for v in feature.values or ()] + [low, high, low - 7.0, high + 13.0, (low + high) / 2]
+            values.append(np.nan)
+        data[feature.name] = [values[i % len(values)] for i in range(rows)]
+    frame = pd.DataFrame(data, columns=contract.feature_names)
+    for feature in contract.features:
+        frame[feature.name] = frame[feature.name].astype(object if is_text(feature) else "float64")
+    return frame

@@ -1,0 +1,155 @@
+"""From a monitor verdict to a retraining pull request: the logic of the `monitor` workflow.
+
+`reprokit retrain check BATCH OUT` runs the monitor on BATCH (the latest batch:
+a path or an fsspec URL) into OUT/monitor/, and writes the verdict to `$GITHUB_OUTPUT`
+(`verdict=ok|warn|alert`) when that is set. On an alert it also prepares, in OUT/retrain/,
+everything the pull request needs, so that the job that holds a write token runs none of
+the repository's code:
+
+- `change.patch`: `params.yaml` with `monitor.batch` pointing at BATCH (comments kept),
+  so the pull request's own CML report shows the drift against the base branch;
+- `branch.txt` (`retrain/drift-<first 12 of the batch's md5 or its name>`), `title.txt`
+  and `body.md` (the verdict, the drifted columns with their PSI, what to do next).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from reprokit.core.errors import StageError
+from reprokit.core.running import add_debug_option, run_stage
+
+log = logging.getLogger("reprokit.retrain")
+
+
+def set_batch(params_text: str, batch: str) -> str:
+    """`params.yaml` text with `monitor.batch` set to `batch` (double-quoted), everything else
+    kept as it is, comments included. Only a plain path inside the repository or a storage URL
+    without credentials or query is taken (`reprokit.core.paths.batch_location`): the file is
+    committed, and the batch's name comes from a workflow input or an object key."""
+    import yaml
+
+    from reprokit.core.paths import batch_location
+
+    batch = batch_location(batch, "the batch for monitor.batch")
+    scalar = r'"(?:[^"\\]|\\.)*"|\'(?:[^\']|\'\')*\'|[^\s#]+'
+    pattern = re.compile(r"^(monitor:[^\n]*\n(?:[ \t]+[^\n]*\n|\n)*?[ \t]+batch:[ \t]*)(" + scalar + ")", re.M)
+    updated, count = pattern.subn(lambda m: m.group(1) + json.dumps(batch), params_text, count=1)
+    if count != 1:
+        raise StageError("params.yaml: no monitor.batch to point at the new batch")
+    if yaml.safe_load(updated)["monitor"]["batch"] != batch:  # never a params file YAML reads otherwise
+        raise StageError(f"params.yaml: could not write monitor.batch as {batch!r}")
+    return updated
+
+
+def pull_request_text(figures: dict, batch: str) -> tuple[str, str]:
+    """The pull request's title and body."""
+    drifted = figures["drifted_columns"]
+    from reprokit.core.redaction import redact
+
+    batch = redact(batch)
+    title = f"Retrain: drift alert on {Path(batch).name}"
+    lines = [
+        f"The scheduled monitor raised an **{figures['verdict']}** on `{batch}` "
+        f"({figures['rows']} rows, {figures['rejected_rows']} breaking the contract), "
+        f"model version `{figures.get('model_version')}`.",
+        "",
+        "| what | figure | level |",
+        "| --- | ---: | --- |",
+    ]
+    for name in drifted:
+        entry = figures["features"][name]
+        lines.append(f"| `{name}` PSI | {entry['psi']} | {entry['level']} |")
+    for name in figures["missing_changed"]:
+        entry = figures["missing"][name]
+        lines.append(f"| `{name}` null rate | {entry['reference_rate']} → {entry['current_rate']} | warn |")
+    prediction = figures["prediction"]
+    lines.append(f"| scores PSI | {prediction['psi']} | {prediction['level']} |")
+    labels = figures.get("labels")
+    if labels and "auc_drop" in labels:
+        lines.append(
+            f"| ROC AUC | {labels['roc_auc_reference']} → {labels['roc_auc_current']} | {labels['auc_level']} |"
+        )
+    lines += [
+        "",
+        f"Drifted columns: {', '.join(f'`{n}`' for n in drifted) or 'none'}.",
+        "",
+        "This pull request points `monitor.batch` at the batch, so the metrics report below compares "
+        "its drift with the base branch. To retrain, add the batch's labelled rows to the source "
+        "table `dataset.yaml` names, run `dvc repro`, and push: the report then shows the new model "
+        "against the champion, and the release gate decides.",
+    ]
+    return title, "\n".join(lines) + "\n"
+
+
+def branch_name(batch: str) -> str:
+    path = Path(batch)
+    if path.is_file():
+        digest = hashlib.md5(path.read_bytes()).hexdigest()[:12]
+    else:
+        digest = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(batch.rsplit("?", 1)[0]).name)[:40]
+    return f"retrain/drift-{digest}"
+
+
+def check(batch: str, out: Path, params: str = "params.yaml") -> str:
+    """Run the monitor on `batch` into `out`/monitor; prepare the pull request on an alert."""
+    import shutil
+
+    monitor_dir = out / "monitor"
+    shutil.rmtree(out / "retrain", ignore_errors=True)  # a pull request is prepared only for this alert
+    command = [sys.executable, "-m", "reprokit.monitoring.monitor", batch, "--params", params]
+    command += ["--metrics-out", str(monitor_dir / "monitor.json")]
+    done = subprocess.run(command, text=True, stderr=subprocess.PIPE)
+    sys.stderr.write(done.stderr)
+    figures_path = monitor_dir / "monitor.json"
+    if done.returncode != 0 or not figures_path.exists():
+        raise StageError(f"the monitor failed on {batch}")
+    figures = json.loads(figures_path.read_text())
+    verdict = figures["verdict"]
+    if os.environ.get("GITHUB_OUTPUT"):
+        with open(os.environ["GITHUB_OUTPUT"], "a") as handle:
+            handle.write(f"verdict={verdict}\n")
+    if verdict == "alert":
+        retrain = out / "retrain"
+        retrain.mkdir(parents=True, exist_ok=True)
+        original = Path(params).read_text()
+        updated = set_batch(original, batch)
+        Path(params).write_text(updated)
+        try:
+            patch = subprocess.run(["git", "diff", "--", params], check=True, capture_output=True, text=True).stdout
+        finally:
+            Path(params).write_text(original)
+        title, body = pull_request_text(figures, batch)
+        (retrain / "change.patch").write_text(patch)
+        (retrain / "branch.txt").write_text(branch_name(batch) + "\n")
+        (retrain / "title.txt").write_text(title + "\n")
+        (retrain / "body.md").write_text(body)
+    return f"{batch}: {verdict}" + (
+        f"; retraining pull request prepared in {out / 'retrain'}" if verdict == "alert" else ""
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="reprokit retrain", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_debug_option(parser)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("check", help="monitor the latest batch; prepare a retraining pull request on an alert")
+    run.add_argument("batch", help="the latest batch: CSV or Parquet, a path or an fsspec URL")
+    run.add_argument("out", help="folder for monitor/ and retrain/")
+    run.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    run_stage("retrain", lambda: check(args.batch, Path(args.out), args.params), debug=args.debug)
+
+
+if __name__ == "__main__":
+    main()

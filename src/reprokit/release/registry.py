@@ -1,0 +1,136 @@
+"""Move the `champion` alias, on the gate's word, and back.
+
+    reprokit registry show
+    reprokit promote [--version N|challenger] --reason "..." [--by NAME]
+    reprokit registry rollback --reason "..." [--by NAME]
+
+`promote` moves `champion` to a version only if its release gate passed (the
+`gate_passed` tag that `reprokit gate` sets), and remembers the version it
+replaces. `rollback` moves `champion` back to that previous version. Both record who,
+why and when as version tags. MLflow 3 aliases and tags: no deprecated stages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import getpass
+import logging
+import os
+
+from reprokit.core.errors import StageError
+from reprokit.core.running import add_debug_option, run_stage
+from reprokit.release import tracking
+
+log = logging.getLogger("reprokit.registry")
+
+
+def _client(params_file: str, contract_file: str):
+    params = tracking.settings(params_file, contract_file)
+    if not params.enabled:
+        raise StageError("tracking.enabled is false in params.yaml: there is no registry to change")
+    mlflow, _ = tracking.open_store(params)
+    return mlflow.MlflowClient(), params.registered_model
+
+
+def aliases(client, name: str) -> dict[str, str]:
+    """Aliases read from the registered model (the SQL store's version search omits them: mlflow#9783)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return {alias: str(version) for alias, version in client.get_registered_model(name).aliases.items()}
+    except MlflowException:
+        raise StageError(f"no registered model {name!r}: run `dvc repro` with tracking on first") from None
+
+
+def _stamp(by: str, reason: str) -> dict[str, str]:
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return {"by": by, "reason": reason, "at": now}
+
+
+def promote(client, name: str, version: str, by: str, reason: str) -> str:
+    """Make `version` (a number or an alias) the champion if its gate passed; return it."""
+    current = aliases(client, name)
+    version = current.get(version, version)
+    try:
+        tags = client.get_model_version(name, version).tags
+    except Exception:
+        raise StageError(f"{name} has no version {version!r}") from None
+    if tags.get("gate_passed") != "true":
+        state = "failed" if tags.get("gate_passed") == "false" else "has not been run"
+        raise StageError(
+            f"refusing to promote {name} version {version}: its release gate {state} "
+            "(reprokit gate; see metrics/gate.json)"
+        )
+    previous = current.get(tracking.CHAMPION)
+    if previous == version:
+        raise StageError(f"{name} version {version} is already the champion")
+    measured = tags.get(tracking.GATE_CHAMPION_TAG, "none")
+    if measured != (previous or "none"):
+        raise StageError(
+            f"refusing to promote {name} version {version}: its release gate was measured against champion "
+            f"{measured}, but the champion is now {previous or 'none'}: run the gate again"
+        )
+    for key, value in _stamp(by, reason).items():
+        client.set_model_version_tag(name, version, f"promoted_{key}", value)
+    client.set_model_version_tag(name, version, "previous_champion", previous or "none")
+    client.set_registered_model_alias(name, tracking.CHAMPION, version)
+    return version
+
+
+def rollback(client, name: str, by: str, reason: str) -> str:
+    """Move `champion` back to the version it replaced; return that version."""
+    current = aliases(client, name).get(tracking.CHAMPION)
+    if current is None:
+        raise StageError(f"{name} has no champion to roll back")
+    previous = client.get_model_version(name, current).tags.get("previous_champion", "none")
+    if previous == "none":
+        raise StageError(f"{name} version {current} replaced no earlier champion: nothing to roll back to")
+    for key, value in _stamp(by, reason).items():
+        client.set_model_version_tag(name, current, f"rolled_back_{key}", value)
+        client.set_model_version_tag(name, previous, f"restored_{key}", value)
+    client.set_registered_model_alias(name, tracking.CHAMPION, previous)
+    return previous
+
+
+def default_user() -> str:
+    return os.environ.get("GITHUB_ACTOR") or getpass.getuser()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_debug_option(parser)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--contract", default="dataset.yaml", help="names the registered model by default")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("show", help="aliases and every version's gate verdict")
+    up = sub.add_parser("promote", help="make a version the champion (its gate must have passed)")
+    up.add_argument("--version", default=tracking.CHALLENGER, help="version number or alias (default: challenger)")
+    back = sub.add_parser("rollback", help="make the previous champion the champion again")
+    for command in (up, back):
+        command.add_argument("--reason", required=True)
+        command.add_argument("--by", default=None, help="who (default: $GITHUB_ACTOR or the login name)")
+    args = parser.parse_args(argv)
+
+    def body() -> str:
+        client, name = _client(args.params, args.contract)
+        if args.command == "promote":
+            version = promote(client, name, args.version, args.by or default_user(), args.reason)
+            return f"{name} version {version} is now the champion"
+        if args.command == "rollback":
+            version = rollback(client, name, args.by or default_user(), args.reason)
+            return f"{name} champion rolled back to version {version}"
+        current = aliases(client, name)
+        for v in sorted(client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version)):
+            marks = ", ".join(a for a, n in current.items() if n == str(v.version))
+            print(
+                f"version {v.version}: gate {v.tags.get('gate_passed', 'not run')}"
+                f"{' [' + marks + ']' if marks else ''}  commit {v.tags.get('git_commit', '?')[:8]}"
+            )
+        return f"{name}: {current}"
+
+    run_stage("registry", body, debug=args.debug)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Stage `featurize`: fit the feature transformation on the training split only.
+
+Categoricals are one-hot encoded with the categories the contract allows (so the
+encoding is fixed by the contract, not by what the training rows happen to hold),
+binaries pass through, numerics are imputed and, if asked, standardized.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import pandas as pd
+
+from reprokit.core.artifacts import save_skops, write_parquet
+from reprokit.core.config import FeaturizeParams, StageParams
+from reprokit.core.contract import Contract, load_stage_contract
+from reprokit.core.running import add_debug_option, run_stage
+from reprokit.model.estimators import build_transformer
+from reprokit.model.inference import inputs_of
+
+# The keys this stage reads: exactly its params in dvc.yaml (tests/code/test_pipeline_definition.py).
+PARAMS = ("featurize",)
+CONTRACT = ("target", "features")
+
+
+def fit_transform(train: pd.DataFrame, test: pd.DataFrame, contract: Contract, params: FeaturizeParams):
+    """Fit on train only; return (fitted transformer, train features, test features), target kept."""
+    target = contract.target.column
+    transformer = build_transformer(contract, params)
+    train_x = transformer.fit_transform(inputs_of(train, contract))
+    test_x = transformer.transform(inputs_of(test, contract))
+    train_x[target] = train[target].to_numpy()
+    test_x[target] = test[target].to_numpy()
+    return transformer, train_x, test_x
+
+
+def read_split(path: str, contract: Contract) -> pd.DataFrame:
+    """A prepared split with its string feature columns read as categoricals (Parquet
+    dictionary columns; the index and target as they are). The encoders turn each string
+    column into an object array on every pass (fitting makes two): from a categorical that
+    is a few distinct strings referenced, not a string per row. At a million rows: 0.7 s
+    and 220 MiB less, the same features and transformer bytes (tests/code/test_featurize.py)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    features = set(contract.feature_names)
+    strings = [
+        field.name
+        for field in pq.read_schema(path)
+        if field.name in features and (pa.types.is_string(field.type) or pa.types.is_large_string(field.type))
+    ]
+    return pd.read_parquet(path, read_dictionary=strings)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line arguments; `dvc.yaml` passes every path."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    add_debug_option(parser)
+    parser.add_argument("--contract", default="dataset.yaml")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--train", required=True)
+    parser.add_argument("--test", required=True)
+    parser.add_argument("--transformer-out", required=True)
+    parser.add_argument("--train-out", required=True)
+    parser.add_argument("--test-out", required=True)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+
+    def body() -> str:
+        contract = load_stage_contract("featurize", CONTRACT, args.contract)
+        params = StageParams("featurize", PARAMS, args.params).section("featurize")
+        train, test = read_split(args.train, contract), read_split(args.test, contract)
+        transformer, train_x, test_x = fit_transform(train, test, contract, params)
+        save_skops(transformer, args.transformer_out)
+        write_parquet(train_x, args.train_out)
+        write_parquet(test_x, args.test_out)
+        return f"{len(contract.feature_names)} columns -> {train_x.shape[1] - 1} features, {len(train_x)}/{len(test_x)} rows"
+
+    run_stage("featurize", body, debug=args.debug)
+
+
+if __name__ == "__main__":
+    main()
