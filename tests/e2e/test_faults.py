@@ -91,7 +91,7 @@ def stage_process(parent: int, module: str):
 
     for child in psutil.Process(parent).children(recursive=True):
         try:
-            if f"reprokit.{module}" in " ".join(child.cmdline()) and "python" in child.name():
+            if f"reprokit.stages.{module}" in " ".join(child.cmdline()) and "python" in child.name():
                 return child
         except psutil.NoSuchProcess:
             continue
