@@ -305,7 +305,33 @@ def test_too_many_records_and_many_bad_ones_are_refused_cheaply(service, rows):
     assert answer.status_code == 413 and "at most 10000" in answer.json()["error"]
     answer = post(service, {"instances": [{}] * 9_000})
     assert answer.status_code == 422 and len(answer.json()["problems"]) == 20
+    required = 18  # the Telco contract's features but total_charges, which is nullable
+    assert answer.json()["problems_total"] == 9_000 * required  # the total, though 20 are listed
+    assert {p["problem"] for p in answer.json()["problems"]} == {"missing required field"}  # not also "null"
     assert service.get("/health/live").status_code == 200
+
+
+def test_a_422_lists_every_problem_of_a_record_and_the_total(service, rows):
+    """Three bad fields in the second record, one in the fourth: all four, in record then field
+    order, and the total; the first and third records are fine."""
+    second = {**rows[1], "tenure": "many", "contract": None}
+    del second["partner"]
+    fourth = {**rows[3], "tenure": 2.5}
+    answer = post(service, {"instances": [rows[0], second, rows[2], fourth]})
+    assert answer.status_code == 422, answer.text
+    assert answer.json() == {
+        "error": "the input does not match the contract",
+        "problems": [
+            {"record": 1, "field": "contract", "problem": "null where the contract requires a value"},
+            {"record": 1, "field": "partner", "problem": "missing required field"},
+            {"record": 1, "field": "tenure", "problem": "expected a number, got text"},
+            {"record": 3, "field": "tenure", "problem": "expected a whole number"},
+        ],
+        "problems_total": 4,
+    }
+    unknown = {**rows[0], **{f"extra_{i}": 1 for i in range(25)}}
+    answer = post(service, {"instances": [unknown]}).json()
+    assert len(answer["problems"]) == 20 and answer["problems_total"] == 25
 
 
 @pytest.mark.parametrize(

@@ -82,9 +82,10 @@ class Settings:
 class BadRequest(Exception):
     """A request the service refuses: HTTP status and a message naming what is wrong."""
 
-    def __init__(self, status: int, message: str, problems: list[dict[str, Any]] | None = None):
+    def __init__(self, status: int, message: str, problems: list[dict[str, Any]] | None = None, total: int = 0):
         super().__init__(message)
         self.status, self.message, self.problems = status, message, problems or []
+        self.total = max(total, len(self.problems))  # problems in all; the answer lists the first
 
 
 # --- Request parsing: MLflow's wire formats to columns --------------------------------
@@ -124,45 +125,45 @@ class _Missing:
 _MISSING = _Missing()
 
 
-def _raise(problems: list[dict[str, Any]]):
-    raise BadRequest(422, "the input does not match the contract", problems)
+def _raise(problems: list[dict[str, Any]], total: int):
+    raise BadRequest(422, "the input does not match the contract", problems, total)
 
 
 def check_names(names: list[str], features: list[str]) -> None:
     unknown = [name for name in names if name not in set(features)]
     if unknown:
         shown = unknown[:MAX_PROBLEMS]
-        _raise([{"field": name[:80], "problem": "not a field of the contract"} for name in shown])
+        _raise([{"field": name[:80], "problem": "not a field of the contract"} for name in shown], len(unknown))
 
 
 def check_payload(columns: dict[str, list[Any]], n: int, model: ScoringModel, max_records: int):
-    """Checked records, or a 4xx listing the first problems (record, field, problem)."""
+    """Checked records, or a 4xx listing the first problems (record, field, problem: every
+    problem of a record, up to MAX_PROBLEMS in all) and how many there are in all."""
     if n == 0:
         raise BadRequest(422, "no records: send at least one")
     if n > max_records:
         raise BadRequest(413, f"{n} records: at most {max_records} per request (--max-records)")
-    problems = []
+    absent: dict[str, np.ndarray] = {}
     nullable = {f.name for f in model.contract.features if f.nullable}
     for name, values in columns.items():
-        absent = [i for i, value in enumerate(values) if value is _MISSING]
-        for i in absent:
+        rows = [i for i, value in enumerate(values) if value is _MISSING]
+        for i in rows:
             values[i] = None
-        if absent and name not in nullable:
-            problems += [
-                {"record": i, "field": name, "problem": "missing required field"} for i in absent[:MAX_PROBLEMS]
-            ]
+        if rows and name not in nullable:
+            absent[name] = np.asarray(rows, dtype=np.int64)
     try:
         checked = check_records(columns, n, model.contract)
     except InputError as exc:
         raise BadRequest(422, str(exc)) from None
-    seen = {(p["record"], p["field"]) for p in problems}
-    for i in np.flatnonzero(~checked.ok)[:MAX_PROBLEMS]:
-        field, _, problem = checked.rejected[i].partition(": ")
-        if (int(i), field) not in seen:
-            problems.append({"record": int(i), "field": field, "problem": problem})
-    if problems:
-        problems.sort(key=lambda p: (p["record"], p["field"]))
-        _raise(problems[:MAX_PROBLEMS])
+    # A missing required field is that, not also a null: its records leave the field's reasons.
+    checked.reasons = [
+        (field, np.setdiff1d(rows, absent[field], assume_unique=True) if field in absent else rows, message)
+        for field, rows, message in checked.reasons
+    ]
+    checked.reasons += [(field, rows, "missing required field") for field, rows in absent.items()]
+    listed, total = checked.problems(MAX_PROBLEMS)
+    if total:
+        _raise([{"record": i, "field": field, "problem": problem} for i, field, problem in listed], total)
     return checked
 
 
@@ -511,8 +512,8 @@ def create_app(settings: Settings | None = None):
 
     def refuse(exc: BadRequest) -> Response:
         body: dict[str, Any] = {"error": exc.message}
-        if exc.problems:
-            body["problems"] = exc.problems
+        if exc.problems:  # the first MAX_PROBLEMS, and how many there are in all
+            body["problems"], body["problems_total"] = exc.problems, exc.total
         return answer(exc.status, body)
 
     @app.exception_handler(StarletteHTTPException)
