@@ -356,3 +356,45 @@ def test_bad_settings_are_one_clear_error(tmp_path, telco_package, args, message
         cwd=tmp_path,
     )
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_docs_serves_the_interactive_openapi_page(service):
+    page = service.get("/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "swagger-ui" in page.text and "/openapi.json" in page.text
+    assert 'reprokit_requests_total{route="/docs",status="200"}' in service.get("/metrics").text
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_service_logs_where_it_listens_and_one_line_per_request_at_the_chosen_level(
+    tmp_path, telco_package, rows, workers
+):
+    log = tmp_path / "serve.log"
+    args = [str(telco_package), "--workers", str(workers), "--access-log", "info"]
+    with scoring_service(args, log) as (url, _):
+        with httpx.Client(base_url=url, timeout=60) as client:
+            assert post(client, {"instances": rows[:3]}).status_code == 200
+            assert post(client, {"instances": [{}]}).status_code == 422
+            client.get("/version?token=SECRET-QUERY")
+        deadline = time.monotonic() + 30
+        while log.read_text().count("POST /invocations") < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    text = log.read_text()
+    port = url.rsplit(":", 1)[1]
+    worker_note = "2 workers" if workers == 2 else "1 worker;"
+    assert f"INFO reprokit.serve: listening on http://127.0.0.1:{port} ({worker_note}" in text
+    lines = [line for line in text.splitlines() if "reprokit.serve: POST /invocations" in line]
+    assert [line.split(": ", 1)[1].rsplit(" ", 2)[0] for line in lines] == [
+        "POST /invocations 200",
+        "POST /invocations 422",
+    ]
+    assert all(line.startswith("INFO ") and line.endswith(" ms") for line in lines)
+    assert "GET /version 200" in text and "SECRET-QUERY" not in text  # the route, never the query
+
+
+def test_requests_are_not_logged_by_default(tmp_path, telco_package, rows):
+    log = tmp_path / "serve.log"
+    with scoring_service([str(telco_package)], log) as (url, _):
+        with httpx.Client(base_url=url, timeout=60) as client:
+            assert post(client, {"instances": rows[:1]}).status_code == 200
+    assert "listening on http://127.0.0.1:" in log.read_text() and "POST /invocations" not in log.read_text()
