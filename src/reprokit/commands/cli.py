@@ -31,7 +31,7 @@ COMMANDS: dict[str, Command] = {
     "score": Command(
         "reprokit.serving.score",
         "score a CSV or Parquet file (or a partitioned dataset) in batch",
-        "reprokit score customers.csv scores.parquet",
+        "reprokit score scratch/customers.csv scratch/scores.parquet",
     ),
     "monitor": Command(
         "reprokit.monitoring.monitor",

@@ -105,12 +105,26 @@ class Checked:
     """The outcome of checking `n` records against the contract.
 
     `inputs` holds every record (rejected ones too, with placeholder values) in the model's
-    input columns; `rejected[i]` is the reason record i cannot be scored (None: it can);
-    `warnings[i]` lists what lies outside the contract in a scorable record (None: nothing)."""
+    input columns; `rejected[i]` is the first reason record i cannot be scored (None: it
+    can); `warnings[i]` lists what lies outside the contract in a scorable record (None:
+    nothing); `reasons` holds every reason, a record's second and third ones too: (field,
+    the records it rejects in increasing order, the problem or a problem per record)."""
 
     inputs: pd.DataFrame
     rejected: np.ndarray  # object: None or the reason
     warnings: np.ndarray  # object: None or a list of messages
+    reasons: list[tuple[str, np.ndarray, str | dict[int, str]]] = dataclasses.field(default_factory=list)
+
+    def problems(self, first: int) -> tuple[list[tuple[int, str, str]], int]:
+        """The first `first` problems, as (record, field, problem) in record then field order,
+        and how many there are in all."""
+        total = sum(len(rows) for _, rows, _ in self.reasons)
+        listed = [
+            (int(i), field, message[i] if isinstance(message, dict) else message)
+            for field, rows, message in self.reasons
+            for i in rows[:first]  # a record among the first `first` is among the first of each field
+        ]
+        return sorted(listed)[:first], total
 
     @property
     def ok(self) -> np.ndarray:
@@ -186,9 +200,12 @@ def check_records(columns: Mapping[str, Sequence[Any] | np.ndarray | pd.Series],
         raise InputError(f"missing required column(s): {', '.join(missing)}")
     rejected = np.full(n, None, dtype=object)
     warnings = np.full(n, None, dtype=object)
+    reasons: list[tuple[str, np.ndarray, str | dict[int, str]]] = []
     data: dict[str, Any] = {}
 
     def reject(rows, message: str | dict[int, str], name: str) -> None:
+        if len(rows):
+            reasons.append((name, np.sort(np.asarray(rows, dtype=np.int64)), message))
         for i in rows:
             if rejected[i] is None:
                 rejected[i] = f"{name}: {message[i] if isinstance(message, dict) else message}"
@@ -255,7 +272,7 @@ def check_records(columns: Mapping[str, Sequence[Any] | np.ndarray | pd.Series],
         copy=False,
     )
     warnings[rejected != None] = None  # noqa: E711 - elementwise: a rejected record is not scored
-    return Checked(inputs=inputs, rejected=rejected, warnings=warnings)
+    return Checked(inputs=inputs, rejected=rejected, warnings=warnings, reasons=reasons)
 
 
 NULL_PROBLEM = "null where the contract requires a value"

@@ -12,7 +12,9 @@ Each worker process loads the model and runs a warm-up prediction before it acce
 connection, so no request meets a worker without a model. `GET /health/live`,
 `GET /health/ready` (200 once every one of the `--workers` processes has loaded its model:
 they note it in a shared directory), `GET /version`, `GET /metrics` (Prometheus), `GET /openapi.json`
-(record fields from the contract). Started on an alias, the service polls it and swaps in
+(record fields from the contract) and `GET /docs` (its interactive page). A 422 lists every
+problem of a record, up to 20 in all, and the total; `--access-log LEVEL` logs one line per
+request. Started on an alias, the service polls it and swaps in
 the version it moves to without dropping a request; `--shadow ALIAS` scores that alias
 beside every batch and reports the agreement in `/metrics`, never in a response.
 """
@@ -77,14 +79,16 @@ class Settings:
     poll_seconds: float = 10.0
     shadow: str | None = None
     graceful_seconds: float = 30.0
+    access_log: str = "off"  # the level of one line per request: off, debug, info or warning
 
 
 class BadRequest(Exception):
     """A request the service refuses: HTTP status and a message naming what is wrong."""
 
-    def __init__(self, status: int, message: str, problems: list[dict[str, Any]] | None = None):
+    def __init__(self, status: int, message: str, problems: list[dict[str, Any]] | None = None, total: int = 0):
         super().__init__(message)
         self.status, self.message, self.problems = status, message, problems or []
+        self.total = max(total, len(self.problems))  # problems in all; the answer lists the first
 
 
 # --- Request parsing: MLflow's wire formats to columns --------------------------------
@@ -124,45 +128,45 @@ class _Missing:
 _MISSING = _Missing()
 
 
-def _raise(problems: list[dict[str, Any]]):
-    raise BadRequest(422, "the input does not match the contract", problems)
+def _raise(problems: list[dict[str, Any]], total: int):
+    raise BadRequest(422, "the input does not match the contract", problems, total)
 
 
 def check_names(names: list[str], features: list[str]) -> None:
     unknown = [name for name in names if name not in set(features)]
     if unknown:
         shown = unknown[:MAX_PROBLEMS]
-        _raise([{"field": name[:80], "problem": "not a field of the contract"} for name in shown])
+        _raise([{"field": name[:80], "problem": "not a field of the contract"} for name in shown], len(unknown))
 
 
 def check_payload(columns: dict[str, list[Any]], n: int, model: ScoringModel, max_records: int):
-    """Checked records, or a 4xx listing the first problems (record, field, problem)."""
+    """Checked records, or a 4xx listing the first problems (record, field, problem: every
+    problem of a record, up to MAX_PROBLEMS in all) and how many there are in all."""
     if n == 0:
         raise BadRequest(422, "no records: send at least one")
     if n > max_records:
         raise BadRequest(413, f"{n} records: at most {max_records} per request (--max-records)")
-    problems = []
+    absent: dict[str, np.ndarray] = {}
     nullable = {f.name for f in model.contract.features if f.nullable}
     for name, values in columns.items():
-        absent = [i for i, value in enumerate(values) if value is _MISSING]
-        for i in absent:
+        rows = [i for i, value in enumerate(values) if value is _MISSING]
+        for i in rows:
             values[i] = None
-        if absent and name not in nullable:
-            problems += [
-                {"record": i, "field": name, "problem": "missing required field"} for i in absent[:MAX_PROBLEMS]
-            ]
+        if rows and name not in nullable:
+            absent[name] = np.asarray(rows, dtype=np.int64)
     try:
         checked = check_records(columns, n, model.contract)
     except InputError as exc:
         raise BadRequest(422, str(exc)) from None
-    seen = {(p["record"], p["field"]) for p in problems}
-    for i in np.flatnonzero(~checked.ok)[:MAX_PROBLEMS]:
-        field, _, problem = checked.rejected[i].partition(": ")
-        if (int(i), field) not in seen:
-            problems.append({"record": int(i), "field": field, "problem": problem})
-    if problems:
-        problems.sort(key=lambda p: (p["record"], p["field"]))
-        _raise(problems[:MAX_PROBLEMS])
+    # A missing required field is that, not also a null: its records leave the field's reasons.
+    checked.reasons = [
+        (field, np.setdiff1d(rows, absent[field], assume_unique=True) if field in absent else rows, message)
+        for field, rows, message in checked.reasons
+    ]
+    checked.reasons += [(field, rows, "missing required field") for field, rows in absent.items()]
+    listed, total = checked.problems(MAX_PROBLEMS)
+    if total:
+        _raise([{"record": i, "field": field, "problem": problem} for i, field, problem in listed], total)
     return checked
 
 
@@ -478,8 +482,6 @@ def loading_first(app, scorer: Scorer, roll: WorkerRoll):
     return asgi
 
 
-
-
 def shadow_uri(model: str, alias: str) -> str:
     if not model.startswith("models:/"):
         raise InputError("--shadow needs a registry model (models:/<name>@<alias>)")
@@ -498,12 +500,17 @@ def create_app(settings: Settings | None = None):
     from fastapi.responses import Response
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    if settings is None:
+    if settings is None:  # a worker process of `--workers N`: its own logging, through the same redaction
+        from reprokit.core.redaction import configure_logging
+
+        configure_logging()
         settings = Settings(**json.loads(os.environ[SETTINGS_ENV]))
+    if settings.access_log == "debug":
+        log.setLevel(logging.DEBUG)
     metrics = Metrics()
     scorer = Scorer(settings, metrics)
     roll = WorkerRoll(os.environ.get(READY_DIR_ENV) if settings.workers > 1 else None, settings.workers)
-    app = FastAPI(title="reprokit scoring service", docs_url=None, redoc_url=None)
+    app = FastAPI(title="reprokit scoring service", docs_url="/docs", redoc_url=None)
     app.state.scorer = scorer
 
     def answer(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
@@ -511,8 +518,8 @@ def create_app(settings: Settings | None = None):
 
     def refuse(exc: BadRequest) -> Response:
         body: dict[str, Any] = {"error": exc.message}
-        if exc.problems:
-            body["problems"] = exc.problems
+        if exc.problems:  # the first MAX_PROBLEMS, and how many there are in all
+            body["problems"], body["problems_total"] = exc.problems, exc.total
         return answer(exc.status, body)
 
     @app.exception_handler(StarletteHTTPException)
@@ -523,6 +530,8 @@ def create_app(settings: Settings | None = None):
     async def validation_error(request, exc):
         return answer(422, {"error": "invalid request"})
 
+    access_level = None if settings.access_log == "off" else getattr(logging, settings.access_log.upper())
+
     @app.middleware("http")
     async def count(request: Request, call_next):
         started = time.perf_counter()
@@ -532,8 +541,11 @@ def create_app(settings: Settings | None = None):
         except Exception:  # noqa: BLE001 - never a stack trace to the client
             log.exception("unexpected error on %s", route)
             response = answer(500, {"error": "internal error"})
+        seconds = time.perf_counter() - started
         metrics.requests.labels(route, str(response.status_code)).inc()
-        metrics.latency.labels(route).observe(time.perf_counter() - started)
+        metrics.latency.labels(route).observe(seconds)
+        if access_level is not None:  # the route, never the raw path or query (they may carry secrets)
+            log.log(access_level, "%s %s %d %.1f ms", request.method, route, response.status_code, seconds * 1000)
         return response
 
     async def read_body(request: Request) -> bytes:
@@ -633,7 +645,7 @@ def create_app(settings: Settings | None = None):
     return loading_first(app, scorer, roll)
 
 
-ROUTES = {"/invocations", "/health/live", "/health/ready", "/version", "/metrics", "/openapi.json"}
+ROUTES = {"/invocations", "/health/live", "/health/ready", "/version", "/metrics", "/openapi.json", "/docs"}
 
 
 def record_schema(model: ScoringModel) -> dict[str, Any]:
@@ -697,6 +709,12 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     parser.add_argument("--poll-seconds", type=float, default=Settings.poll_seconds, help="alias check interval")
     parser.add_argument("--shadow", default=None, help="alias scored beside the served model (e.g. challenger)")
     parser.add_argument("--graceful-seconds", type=float, default=Settings.graceful_seconds)
+    parser.add_argument(
+        "--access-log",
+        choices=("off", "debug", "info", "warning"),
+        default=Settings.access_log,
+        help="log one line per request (method, route, status, milliseconds) at this level (default: off)",
+    )
     args = parser.parse_args(argv)
     from reprokit.core.config import ConfigError
     from reprokit.model.scoring_model import thread_budget_setting
@@ -738,6 +756,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         poll_seconds=args.poll_seconds,
         shadow=args.shadow,
         graceful_seconds=args.graceful_seconds,
+        access_log=args.access_log,
     )
 
 
@@ -750,6 +769,13 @@ def main(argv: list[str] | None = None) -> None:
     from reprokit.core.redaction import configure_logging
 
     configure_logging()
+    log.info(
+        "listening on http://%s:%d (%d worker%s; docs: /docs, metrics: /metrics)",
+        settings.host if ":" not in settings.host else f"[{settings.host}]",
+        settings.port,
+        settings.workers,
+        "s" if settings.workers > 1 else "",
+    )
     os.environ.setdefault("OMP_NUM_THREADS", str(settings.n_threads))  # before any OpenMP runtime starts
     common = dict(
         host=settings.host,
