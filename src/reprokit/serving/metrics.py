@@ -1,0 +1,94 @@
+"""The service's Prometheus metrics: requests, latency, batch sizes, the score histogram, the
+model version and the shadow comparison, summed across `--workers` processes."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from reprokit.model.scoring import SCORE_BINS
+
+
+class Metrics:
+    """The service's Prometheus metrics (one registry per app; shared files with workers > 1)."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.multiprocess = multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+        if multiprocess:
+            from prometheus_client import multiprocess as mp
+
+            mp_collector = mp.MultiProcessCollector(self.registry)
+        reg = None if multiprocess else self.registry
+        self.requests = Counter(
+            "reprokit_requests", "HTTP requests by route and status", ["route", "status"], registry=reg
+        )
+        self.latency = Histogram(
+            "reprokit_request_seconds",
+            "Request latency by route",
+            ["route"],
+            buckets=(0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=reg,
+        )
+        self.batch_rows = Histogram(
+            "reprokit_batch_rows", "Rows per model call", buckets=tuple(2.0**i for i in range(11)), registry=reg
+        )
+        self.scores = Histogram(
+            "reprokit_predicted_score", "Predicted probabilities", ["model_version"], buckets=SCORE_BINS, registry=reg
+        )
+        gauge = {"multiprocess_mode": "livesum"} if multiprocess else {}
+        self.in_flight = Gauge("reprokit_requests_in_flight", "Scoring requests being handled", registry=reg, **gauge)
+        self.warned = Counter("reprokit_records_warned", "Records scored with a warning", registry=reg)
+        gauge = {"multiprocess_mode": "liveall"} if multiprocess else {}
+        self.model_info = Gauge(
+            "reprokit_model_info", "The model version served", ["model_version"], registry=reg, **gauge
+        )
+        self.swaps = Counter("reprokit_model_swaps", "Model versions swapped in by alias following", registry=reg)
+        self.swap_failures = Counter("reprokit_model_swap_failures", "New versions that failed to load", registry=reg)
+        self.shadow_diff = Histogram(
+            "reprokit_shadow_score_difference",
+            "Shadow minus served probability, per record",
+            buckets=(-0.5, -0.2, -0.1, -0.05, -0.02, -0.01, 0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5),
+            registry=reg,
+        )
+        self.shadow_records = Counter("reprokit_shadow_records", "Records scored by the shadow model", registry=reg)
+        self.shadow_agreements = Counter(
+            "reprokit_shadow_label_agreements", "Shadow records whose label equals the served one", registry=reg
+        )
+        # The ratio of the two sums over every worker, when scraped; absent until a record was
+        # compared (a per-worker gauge made an idle worker report 0, total disagreement).
+        sources = [mp_collector] if multiprocess else [self.shadow_records, self.shadow_agreements]
+        self.registry.register(AgreementRatio(sources))
+
+    def show_version(self, old: str | None, new: str) -> None:
+        if old is not None:
+            self.model_info.labels(old).set(0)
+            if not self.multiprocess:  # (worker processes' shared files cannot drop a label)
+                self.model_info.remove(old)
+        self.model_info.labels(new).set(1)
+
+
+class AgreementRatio:
+    """`reprokit_shadow_label_agreement_ratio`: shadow records whose label agreed over records
+    compared, both summed over the `sources` collectors (every worker's counters)."""
+
+    NAME = "reprokit_shadow_label_agreement_ratio"
+    PARTS = ("reprokit_shadow_records_total", "reprokit_shadow_label_agreements_total")
+
+    def __init__(self, sources: list[Any]) -> None:
+        self.sources = sources
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        totals = dict.fromkeys(self.PARTS, 0.0)
+        for source in self.sources:
+            for family in source.collect():
+                for sample in family.samples:
+                    if sample.name in totals:
+                        totals[sample.name] += sample.value
+        records, agreements = totals[self.PARTS[0]], totals[self.PARTS[1]]
+        if records > 0:
+            yield GaugeMetricFamily(self.NAME, "Label agreement of shadow and served models", agreements / records)

@@ -1,0 +1,145 @@
+"""A scoring request: MLflow's wire formats (`dataframe_split`, `dataframe_records`, `instances`)
+to columns, checked against the contract by the input policy (`reprokit.model.scoring`); a 4xx
+naming every problem of a record (the first MAX_PROBLEMS, and the total); and the OpenAPI schema
+of a request, derived from the contract."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from reprokit.model.scoring import InputError, check_records, is_text, is_whole
+from reprokit.model.scoring_model import ScoringModel
+
+MAX_PROBLEMS = 20  # problems listed in one 422 answer
+
+
+WIRE_FORMATS = ("dataframe_split", "dataframe_records", "instances")
+
+
+class BadRequest(Exception):
+    """A request the service refuses: HTTP status and a message naming what is wrong."""
+
+    def __init__(self, status: int, message: str, problems: list[dict[str, Any]] | None = None, total: int = 0):
+        super().__init__(message)
+        self.status, self.message, self.problems = status, message, problems or []
+        self.total = max(total, len(self.problems))  # problems in all; the answer lists the first
+
+
+def parse_payload(payload: Any, features: list[str]) -> tuple[dict[str, list[Any]], int]:
+    """Columns (feature name -> values) and the record count of a decoded JSON body."""
+    if not isinstance(payload, dict):
+        raise BadRequest(422, f"expected a JSON object with one of the keys {', '.join(WIRE_FORMATS)}")
+    keys = [key for key in WIRE_FORMATS if key in payload]
+    if len(keys) != 1 or set(payload) - set(WIRE_FORMATS) - {"params"}:
+        raise BadRequest(422, f"expected exactly one of the keys {', '.join(WIRE_FORMATS)}")
+    body = payload[keys[0]]
+    if keys[0] == "dataframe_split":
+        if not isinstance(body, dict) or not isinstance(body.get("columns"), list) or "data" not in body:
+            raise BadRequest(422, "dataframe_split: expected an object with 'columns' and 'data'")
+        columns, data = body["columns"], body["data"]
+        if not all(isinstance(c, str) for c in columns) or len(set(columns)) != len(columns):
+            raise BadRequest(422, "dataframe_split.columns: expected distinct column names")
+        if not isinstance(data, list) or not all(isinstance(row, list) and len(row) == len(columns) for row in data):
+            raise BadRequest(422, f"dataframe_split.data: expected a list of rows of {len(columns)} values each")
+        check_names(columns, features)
+        return {name: [row[i] for row in data] for i, name in enumerate(columns)}, len(data)
+    if not isinstance(body, list) or not all(isinstance(record, dict) for record in body):
+        raise BadRequest(422, f"{keys[0]}: expected a list of records (JSON objects)")
+    names: set[str] = set()
+    for record in body:
+        names.update(record)
+    check_names(sorted(names), features)
+    return {name: [record.get(name, _MISSING) for record in body] for name in features}, len(body)
+
+
+class _Missing:
+    """A field absent from a record (told apart from an explicit null)."""
+
+
+_MISSING = _Missing()
+
+
+def _raise(problems: list[dict[str, Any]], total: int):
+    raise BadRequest(422, "the input does not match the contract", problems, total)
+
+
+def check_names(names: list[str], features: list[str]) -> None:
+    unknown = [name for name in names if name not in set(features)]
+    if unknown:
+        shown = unknown[:MAX_PROBLEMS]
+        _raise([{"field": name[:80], "problem": "not a field of the contract"} for name in shown], len(unknown))
+
+
+def check_payload(columns: dict[str, list[Any]], n: int, model: ScoringModel, max_records: int):
+    """Checked records, or a 4xx listing the first problems (record, field, problem: every
+    problem of a record, up to MAX_PROBLEMS in all) and how many there are in all."""
+    if n == 0:
+        raise BadRequest(422, "no records: send at least one")
+    if n > max_records:
+        raise BadRequest(413, f"{n} records: at most {max_records} per request (--max-records)")
+    absent: dict[str, np.ndarray] = {}
+    nullable = {f.name for f in model.contract.features if f.nullable}
+    for name, values in columns.items():
+        rows = [i for i, value in enumerate(values) if value is _MISSING]
+        for i in rows:
+            values[i] = None
+        if rows and name not in nullable:
+            absent[name] = np.asarray(rows, dtype=np.int64)
+    try:
+        checked = check_records(columns, n, model.contract)
+    except InputError as exc:
+        raise BadRequest(422, str(exc)) from None
+    # A missing required field is that, not also a null: its records leave the field's reasons.
+    checked.reasons = [
+        (field, np.setdiff1d(rows, absent[field], assume_unique=True) if field in absent else rows, message)
+        for field, rows, message in checked.reasons
+    ]
+    checked.reasons += [(field, rows, "missing required field") for field, rows in absent.items()]
+    listed, total = checked.problems(MAX_PROBLEMS)
+    if total:
+        _raise([{"record": i, "field": field, "problem": problem} for i, field, problem in listed], total)
+    return checked
+
+
+def record_schema(model: ScoringModel) -> dict[str, Any]:
+    """The JSON schema of one record, from the package's contract."""
+    properties, required = {}, []
+    for feature in model.contract.features:
+        if is_text(feature):
+            spec: dict[str, Any] = {"type": "string", "examples": list(feature.values)}
+        else:
+            spec = {"type": "integer" if is_whole(feature) else "number"}
+            if feature.min is not None:
+                spec["minimum"] = feature.min
+            if feature.max is not None:
+                spec["maximum"] = feature.max
+            if feature.values is not None:
+                spec["examples"] = list(feature.values)
+        if feature.nullable:
+            spec = {"anyOf": [spec, {"type": "null"}]}
+        else:
+            required.append(feature.name)
+        spec["description"] = f"{feature.type} feature of the dataset contract"
+        properties[feature.name] = spec
+    return {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
+
+
+def request_schema(model: ScoringModel) -> dict[str, Any]:
+    """The `/invocations` request body: MLflow's three wire formats of contract records."""
+    record = record_schema(model)
+    records = {"type": "array", "items": record, "minItems": 1}
+    split = {
+        "type": "object",
+        "required": ["columns", "data"],
+        "properties": {
+            "columns": {"type": "array", "items": {"type": "string", "enum": model.contract.feature_names}},
+            "data": {"type": "array", "items": {"type": "array"}, "minItems": 1},
+        },
+    }
+    options = [
+        {"type": "object", "required": [key], "properties": {key: value}, "additionalProperties": False}
+        for key, value in (("dataframe_split", split), ("dataframe_records", records), ("instances", records))
+    ]
+    return {"required": True, "content": {"application/json": {"schema": {"oneOf": options}}}}

@@ -1,0 +1,273 @@
+"""The serving state of one process: the model, the micro-batcher that runs it under the thread
+budget, alias following and the shadow version (Scorer), and readiness across `--workers`
+processes (WorkerRoll)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pandas as pd
+
+from reprokit.core.threads import limit_threads
+from reprokit.model.scoring import InputError
+from reprokit.model.scoring_model import ScoringModel, resolve
+from reprokit.serving.metrics import Metrics
+
+log = logging.getLogger("reprokit.serve")
+
+
+SETTINGS_ENV = "REPROKIT_SERVE_SETTINGS"
+
+
+READY_DIR_ENV = "REPROKIT_SERVE_READY_DIR"  # where workers > 1 note that they have loaded the model
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    model: str = "models/package"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    n_threads: int = 1
+    max_batch: int = 64
+    max_wait_ms: float = 2.0
+    max_body_bytes: int = 1 << 20
+    max_records: int = 10_000
+    poll_seconds: float = 10.0
+    shadow: str | None = None
+    graceful_seconds: float = 30.0
+    access_log: str = "off"  # the level of one line per request: off, debug, info or warning
+
+
+class Scorer:
+    """The served model (and optional shadow), swapped atomically, and the micro-batcher
+    feeding one prediction thread."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings, self.metrics = settings, metrics
+        self.model: ScoringModel | None = None
+        self.shadow: ScoringModel | None = None
+        self.ready = False
+        self.in_flight = 0  # requests being checked or waiting for the model
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
+        self.queue: asyncio.Queue | None = None
+        self.tasks: list[asyncio.Task] = []
+
+    # Loading (a worker thread, so the event loop keeps answering health checks).
+    def load(self, uri: str) -> ScoringModel:
+        from reprokit.core.threads import thread_budget
+        from reprokit.model.scoring import probe_records
+
+        with thread_budget(self.settings.n_threads):
+            model = ScoringModel.load(uri)
+            model.probabilities(probe_records(model.contract))  # warm-up: every branch of the transform
+        return model
+
+    async def start(self) -> None:
+        """Load the model (the server accepts no connection before this returns), then batch."""
+        self.queue = asyncio.Queue()
+        self.executor.submit(limit_threads, self.settings.n_threads).result()
+        await self.first_load()
+        self.tasks.append(asyncio.create_task(self.batches()))
+
+    async def first_load(self) -> None:
+        while self.model is None:
+            try:
+                model = await asyncio.get_running_loop().run_in_executor(self.executor, self.load, self.settings.model)
+            except Exception as exc:  # noqa: BLE001 - a registry may recover: retry; a directory will not
+                if not self.settings.model.startswith("models:/"):
+                    raise StartupFailed(f"cannot load {self.settings.model}: {exc}") from None
+                log.error(
+                    "cannot load %s: %s; retrying in %.0f s", self.settings.model, exc, self.settings.poll_seconds
+                )
+                await asyncio.sleep(self.settings.poll_seconds)
+                continue
+            self.model = model
+            self.metrics.show_version(None, model.version)
+        if self.settings.shadow:
+            self.tasks.append(asyncio.create_task(self.follow_shadow()))
+        self.ready = True
+        log.info("serving %s version %s", self.settings.model, self.model.version)
+        if "@" in self.settings.model:
+            self.tasks.append(asyncio.create_task(self.follow(self.settings.model)))
+
+    async def follow(self, uri: str) -> None:
+        """Poll the alias; when it moves, load and warm up the new version, then swap."""
+
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.settings.poll_seconds)
+            try:
+                _, version = await loop.run_in_executor(None, resolve, uri)
+                if version == self.model.version:
+                    continue
+                model = await loop.run_in_executor(None, self.load, uri)
+            except Exception as exc:  # noqa: BLE001 - a registry outage must not stop serving
+                self.metrics.swap_failures.inc()
+                log.error("alias %s: keeping version %s: %s", uri, self.model.version, exc)
+                continue
+            old, self.model = self.model, model
+            self.metrics.show_version(old.version, model.version)
+            self.metrics.swaps.inc()
+            log.info("alias %s moved: now serving version %s (was %s)", uri, model.version, old.version)
+
+    async def follow_shadow(self) -> None:
+        uri = shadow_uri(self.settings.model, self.settings.shadow)
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                _, version = await loop.run_in_executor(None, resolve, uri)
+                if self.shadow is None or version != self.shadow.version:
+                    self.shadow = await loop.run_in_executor(None, self.load, uri)
+                    log.info("shadow %s: version %s", uri, self.shadow.version)
+            except Exception as exc:  # noqa: BLE001 - no shadow is no harm to responses
+                log.error("shadow %s unavailable: %s", uri, exc)
+            await asyncio.sleep(self.settings.poll_seconds)
+
+    async def score(self, inputs: pd.DataFrame, model: ScoringModel) -> np.ndarray:
+        """Probabilities of records checked against `model`, by that same model."""
+        future = asyncio.get_running_loop().create_future()
+        await self.queue.put((inputs, future, model))
+        return await future
+
+    async def batches(self) -> None:
+        """Collect queued requests into batches and run each on the prediction thread."""
+        loop = asyncio.get_running_loop()
+        max_wait = self.settings.max_wait_ms / 1000
+        while True:
+            items = [await self.queue.get()]
+            rows = len(items[0][0])
+            deadline = loop.time() + max_wait
+            while rows < self.settings.max_batch and len(items) < self.in_flight:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self.queue.get(), remaining)
+                except TimeoutError:
+                    break
+                items.append(item)
+                rows += len(item[0])
+            groups: dict[int, list] = {}  # by the model each request was checked against (a swap may fall between)
+            for item in items:
+                groups.setdefault(id(item[2]), []).append(item)
+            for group in groups.values():
+                await self.run_batch(group, loop)
+
+    async def run_batch(self, items: list, loop) -> None:
+        """Score one batch of requests checked against the same model; resolve their futures."""
+        model, shadow = items[0][2], self.shadow
+        frame = items[0][0] if len(items) == 1 else pd.concat([i[0] for i in items], ignore_index=True)
+        try:
+            proba = await loop.run_in_executor(self.executor, model.probabilities, frame)
+        except Exception as exc:  # noqa: BLE001 - handed to each waiting request
+            for _, future, _ in items:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        self.metrics.batch_rows.observe(len(frame))
+        start = 0
+        for inputs, future, _ in items:
+            if not future.done():
+                future.set_result(proba[start : start + len(inputs)])
+            start += len(inputs)
+        if shadow is not None:
+            loop.run_in_executor(self.executor, self.compare, shadow, model, frame, proba)
+
+    def compare(self, shadow: ScoringModel, model: ScoringModel, frame: pd.DataFrame, proba: np.ndarray) -> None:
+        """Score the batch with the shadow model and record the agreement (prediction thread)."""
+        try:
+            other = shadow.probabilities(frame)
+        except Exception as exc:  # noqa: BLE001 - the shadow never affects serving
+            log.error("shadow scoring failed: %s", exc)
+            return
+        for diff in other - proba:
+            self.metrics.shadow_diff.observe(float(diff))
+        agree = int(np.sum((other >= shadow.threshold) == (proba >= model.threshold)))
+        self.metrics.shadow_records.inc(len(proba))
+        self.metrics.shadow_agreements.inc(agree)
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        # A load still waiting on the registry must not hold the shutdown up.
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+class StartupFailed(Exception):
+    """The model cannot be loaded: the worker stops before it accepts a connection."""
+
+
+class WorkerRoll:
+    """Which of the `expected` worker processes have loaded their model: one file, named by
+    process id, in a `directory` they share; without one, this process alone."""
+
+    def __init__(self, directory: str | None, expected: int) -> None:
+        self.directory, self.expected, self.loaded = directory, expected, False
+
+    def mark_loaded(self) -> None:
+        self.loaded = True
+        if self.directory:
+            with open(os.path.join(self.directory, str(os.getpid())), "w"):
+                pass
+
+    def withdraw(self) -> None:
+        self.loaded = False
+        if self.directory:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(self.directory, str(os.getpid())))
+
+    def count(self) -> int:
+        """Workers alive with a loaded model (a worker that was killed leaves a file: not counted)."""
+        if not self.directory:
+            return int(self.loaded)
+        return sum(1 for name in os.listdir(self.directory) if name.isdigit() and process_alive(int(name)))
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def loading_first(app, scorer: Scorer, roll: WorkerRoll):
+    """`app` with the lifespan that loads the model before uvicorn accepts connections; a model
+    that cannot be loaded fails the start-up with one line (uvicorn exits with status 3)."""
+
+    async def asgi(scope, receive, send):
+        if scope["type"] != "lifespan":
+            return await app(scope, receive, send)
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await scorer.start()
+                except StartupFailed as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                roll.mark_loaded()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                roll.withdraw()
+                await scorer.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    return asgi
+
+
+def shadow_uri(model: str, alias: str) -> str:
+    if not model.startswith("models:/"):
+        raise InputError("--shadow needs a registry model (models:/<name>@<alias>)")
+    name = model[len("models:/") :].split("@")[0].split("/")[0]
+    return f"models:/{name}@{alias}"
