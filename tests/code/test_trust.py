@@ -15,15 +15,9 @@ from synthetic import loan_pipeline, loans_contract, package_loans
 from reprokit.core.artifacts import save_skops
 from reprokit.core.config import MODEL_KINDS, FeaturizeParams, TrainParams
 from reprokit.model.estimators import build_model, build_transformer
-from reprokit.model.trust import (
-    UntrustedFileError,
-    archive_types,
-    load_package,
-    load_skops,
-    open_package,
-    trusted_placements,
-    trusted_types,
-)
+from reprokit.model.archives import UntrustedFileError, archive_types
+from reprokit.model.derivation import trusted_placements, trusted_types
+from reprokit.model.trust import load_package, load_skops, open_package
 
 
 def crafted_eval_archive(marker) -> bytes:
@@ -348,7 +342,7 @@ def test_tree_records_with_renamed_fields_are_refused(fitted_pipeline):
     names were swapped would pass a by-name check: the exact layout is required."""
     import copy
 
-    from reprokit.model.trust import check_model
+    from reprokit.model.structure import check_model
 
     pipeline, _ = fitted_pipeline
     tampered = copy.deepcopy(pipeline)
@@ -522,10 +516,10 @@ def test_the_committed_allowlist_is_the_derived_one():
     from pathlib import Path
 
     import reprokit.model.allowlist
-    from reprokit.model.trust import allowlist_source, derive_placements, library_versions
+    from reprokit.model.derivation import allowlist_source, derive_placements, library_versions
 
     derived = derive_placements()
-    assert derived == trusted_placements(), "run `python -m reprokit.model.trust` and commit src/reprokit/model/allowlist.py"
+    assert derived == trusted_placements(), "run `reprokit allowlist` and commit src/reprokit/model/allowlist.py"
     assert reprokit.model.allowlist.VERSIONS == library_versions()
     assert Path(reprokit.model.allowlist.__file__).read_text() == allowlist_source(derived, library_versions())
 
@@ -534,21 +528,21 @@ def test_with_other_library_versions_the_allowlist_is_derived_not_read(monkeypat
     """An environment with other numpy, scikit-learn or skops versions than the committed
     allowlist's derives its own (what those versions write), instead of refusing their files."""
     import reprokit.model.allowlist
-    from reprokit.model import trust
+    from reprokit.model import derivation
 
     monkeypatch.setattr(reprokit.model.allowlist, "PLACEMENTS", frozenset())
-    trust.trusted_placements.cache_clear()
+    derivation.trusted_placements.cache_clear()
     try:
-        assert trust.trusted_placements() == frozenset()  # the versions match: the file is read
+        assert derivation.trusted_placements() == frozenset()  # the versions match: the file is read
         monkeypatch.setattr(reprokit.model.allowlist, "VERSIONS", {**reprokit.model.allowlist.VERSIONS, "skops": "0.0"})
-        trust.trusted_placements.cache_clear()
-        assert trust.trusted_placements() == trust.derive_placements() != frozenset()
+        derivation.trusted_placements.cache_clear()
+        assert derivation.trusted_placements() == derivation.derive_placements() != frozenset()
     finally:
-        trust.trusted_placements.cache_clear()
+        derivation.trusted_placements.cache_clear()
 
 
 # Archives and metadata that inflate or nest: refused from the archive's directory and the
-# schema's shape, before anything is inflated or rebuilt (`reprokit.model.trust.Limits`).
+# schema's shape, before anything is inflated or rebuilt (`reprokit.model.archives.Limits`).
 MiB = 1 << 20
 
 
@@ -648,7 +642,7 @@ def test_a_schema_that_nests_deep_is_refused_in_one_line(tmp_path, fitted_pipeli
     ],
 )
 def test_each_limit_is_a_setting_and_names_itself(package_dir, monkeypatch, variable, value, message):
-    from reprokit.model.trust import limits
+    from reprokit.model.archives import limits
 
     monkeypatch.setenv(variable, value)
     limits.cache_clear()

@@ -90,7 +90,7 @@ COMMANDS: dict[str, Command] = {
         "reprokit repro-check --pull never",
     ),
     "allowlist": Command(
-        "reprokit.model.trust",
+        "reprokit.model.derivation",
         "derive the model-file allowlist again (after a library upgrade or a new model kind)",
         "reprokit allowlist --check",
     ),

@@ -1,8 +1,8 @@
-"""The trust allowlist: `reprokit.model.trust.derive_placements()`, written by `reprokit allowlist`.
+"""The trust allowlist: `reprokit.model.derivation.derive_placements()`, written by `reprokit allowlist`.
 
 Generated, do not edit: tests/code/test_trust.py fails while it differs from the derivation
 (after a new model kind or a library upgrade, run `reprokit allowlist`). With other
-library versions than VERSIONS, `reprokit.model.trust` derives the allowlist itself."""
+library versions than VERSIONS, `reprokit.model.derivation` derives the allowlist itself."""
 
 # ruff: noqa: E501
 # fmt: off
