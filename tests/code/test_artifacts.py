@@ -7,6 +7,7 @@ import zipfile
 
 import numpy as np
 import pytest
+import yaml
 import skops.io as sio
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.pipeline import make_pipeline
@@ -104,3 +105,27 @@ def test_a_directory_output_is_built_fresh_and_replaced_only_on_success(tmp_path
             raise RuntimeError("boom")
     assert sorted(p.name for p in out.iterdir()) == ["roc.json"]  # a failure keeps the old directory
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plots"]  # no staging folder left
+
+
+def test_dvc_md5_is_what_dvc_records(tmp_path):
+    """The hash the registry tags and the gate compare is the one `dvc add` writes, for a
+    file and for a folder with nested files, odd names and an empty file."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from reprokit.core.artifacts import dvc_md5
+
+    dvc = str(Path(sys.executable).with_name("dvc"))
+    subprocess.run([dvc, "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    folder = tmp_path / "package"
+    (folder / "sub dir").mkdir(parents=True)
+    (folder / "MLmodel").write_text("flavors: {}\n")
+    (folder / "sub dir" / "$(touch x); `y`.txt").write_bytes(b"\x00\x01" * 100)
+    (folder / "empty").write_bytes(b"")
+    (tmp_path / "one.bin").write_bytes(b"data\r\n")
+    for name in ("package", "one.bin"):
+        subprocess.run([dvc, "add", "-q", name], cwd=tmp_path, check=True)
+        recorded = yaml.safe_load((tmp_path / f"{name}.dvc").read_text())["outs"][0]["md5"]
+        assert dvc_md5(tmp_path / name) == recorded
+    assert not (tmp_path / "x").exists()

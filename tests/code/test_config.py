@@ -148,3 +148,19 @@ def test_batch_work_and_the_service_have_their_own_thread_budgets(tmp_path):
     path.write_text("serve:\n  n_threads: 1\n")  # batch work never guesses its budget
     with pytest.raises(ConfigError, match="missing section 'base'"):
         thread_budget_setting(None, str(path))
+
+
+def test_edit_yaml_changes_only_the_values_it_sets(repo):
+    """The one editor of params.yaml (tune --apply, retrain): comments, quotes and `null`s kept."""
+    from reprokit.core.config import ConfigError, edit_yaml
+
+    text = (repo / "params.yaml").read_text()
+    assert edit_yaml(text, {}, "params.yaml") == text
+    updated = edit_yaml(text, {("train", "model"): "random_forest", ("base", "seed"): 7}, "params.yaml")
+    changed = [(a, b) for a, b in zip(text.splitlines(), updated.splitlines(), strict=True) if a != b]
+    assert [b.split("#")[0].strip() for _, b in changed] == ['seed: 7', 'model: "random_forest"']
+    assert all(("#" in a) == ("#" in b) for a, b in changed)
+    with pytest.raises(ConfigError, match=r"params\.yaml: no train\.nothing\.deep to set"):
+        edit_yaml(text, {("train", "nothing", "deep"): 1}, "params.yaml")
+    with pytest.raises(ConfigError, match=r"params\.yaml: not valid YAML"):
+        edit_yaml("a: [", {}, "params.yaml")

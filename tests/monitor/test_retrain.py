@@ -31,7 +31,7 @@ def test_a_batch_name_yaml_would_misread_is_quoted(repo):
 
 
 def test_params_without_a_monitor_batch_are_an_error():
-    with pytest.raises(StageError, match="no monitor.batch"):
+    with pytest.raises(StageError, match=r"params\.yaml: no monitor\.batch to set"):
         set_batch("base:\n  seed: 1\n", "x.parquet")
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from reprokit.core.config import flatten
+from reprokit.core.config import ConfigError, flatten
 
 log = logging.getLogger("reprokit.report")
 
@@ -80,18 +80,24 @@ def parse(text: str | None, path: str) -> Any:
         return None
 
 
+def locked_outs(text: str | None, where: str) -> dict[str, str]:
+    """Output path -> md5 of every output a dvc.lock text records; {} (with a warning) for a
+    text that is not a lock DVC writes."""
+    from reprokit.core.dvclock import lock_entries
+
+    try:
+        return {entry.path: entry.md5 for entry in lock_entries(text, where) if entry.kind == "out" and entry.md5}
+    except ConfigError as exc:
+        log.warning("%s; treated as missing", exc)
+        return {}
+
+
 @functools.lru_cache(maxsize=8)
 def locked_file_md5s(rev: str, root: Path) -> dict[str, str]:
     """Output path -> md5 of every file output in `rev`'s dvc.lock (`rev` a commit id, as
     `build_report` resolves it: its dvc.lock never changes, so it is read once)."""
-    lock = parse(git_show(rev, "dvc.lock", root), "dvc.lock")
-    stages = lock.get("stages") if isinstance(lock, dict) else None
-    return {
-        out["path"]: out["md5"]
-        for stage in (stages or {}).values()
-        for out in stage.get("outs", [])
-        if out.get("path") and out.get("md5") and not out["md5"].endswith(".dir")
-    }
+    outs = locked_outs(git_show(rev, "dvc.lock", root), f"dvc.lock at {rev}")
+    return {path: md5 for path, md5 in outs.items() if not md5.endswith(".dir")}
 
 
 def dvc_cached(rev: str, path: str, root: Path) -> str | None:
@@ -99,6 +105,7 @@ def dvc_cached(rev: str, path: str, root: Path) -> str | None:
     `rev`'s dvc.lock records for it, or None (not an output there, or not in the cache)."""
     from reprokit.core.errors import StageError
     from reprokit.core.paths import cache_file
+
     md5 = locked_file_md5s(rev, root).get(path)
     if md5 is None:
         return None
@@ -232,12 +239,8 @@ def compare_plots(base_rev: str, root: Path, out_dir: Path) -> list[Path]:
 
 def head_package_md5(root: Path) -> str | None:
     """The package's md5 that the workspace's dvc.lock records (the head's package)."""
-    lock = read_side(None, root, "dvc.lock")
-    for stage in ((lock or {}).get("stages") or {}).values() if isinstance(lock, dict) else []:
-        for out in stage.get("outs", []) if isinstance(stage, dict) else []:
-            if isinstance(out, dict) and out.get("path") == PACKAGE_DIR:
-                return out.get("md5")
-    return None
+    lock = root / "dvc.lock"
+    return locked_outs(lock.read_text() if lock.exists() else None, "dvc.lock").get(PACKAGE_DIR)
 
 
 def gate_section(gate: Any, head_package: str | None) -> list[str]:

@@ -19,8 +19,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
 log = logging.getLogger("reprokit.repro_check")
 
 
@@ -35,15 +33,10 @@ def run(args: list[str], root: Path) -> subprocess.CompletedProcess:
 
 
 def lock_hashes(text: str | None) -> dict[str, str]:
-    """`stage: path` -> md5 for every dep and out of a dvc.lock text."""
-    if not text:
-        return {}
-    hashes = {}
-    for stage, entry in (yaml.safe_load(text) or {}).get("stages", {}).items():
-        for kind in ("deps", "outs"):
-            for item in entry.get(kind, []):
-                hashes[f"{stage} {kind[:-1]} {item['path']}"] = item.get("md5", "")
-    return hashes
+    """`stage dep|out path` -> md5 for every dep and out of a dvc.lock text."""
+    from reprokit.core.dvclock import lock_entries
+
+    return {f"{entry.stage} {entry.kind} {entry.path}": entry.md5 for entry in lock_entries(text)}
 
 
 def differences(committed: str | None, reproduced: str | None) -> list[str]:

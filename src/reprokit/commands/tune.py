@@ -22,7 +22,6 @@ enlarged (`scale.rows: 0`): copies of a row in both folds would reward memorisin
 from __future__ import annotations
 
 import argparse
-import io
 import itertools
 import json
 import logging
@@ -149,20 +148,13 @@ def exp_run_line(model: str, best: dict[str, Any], current: dict[str, Any]) -> s
 
 def apply_best(params_file: str, model: str, best: dict[str, Any]) -> None:
     """Write `best` into `params_file` as `train.model` and `train.<model>`, comments kept."""
-    from ruamel.yaml import YAML
-
     from reprokit.core.artifacts import write_bytes_atomic
+    from reprokit.core.config import edit_yaml
 
-    yaml = YAML()
-    yaml.preserve_quotes = True
     with open(params_file, encoding="utf-8") as handle:
-        data = yaml.load(handle)
-    data["train"]["model"] = model
-    for key, value in best.items():
-        data["train"][model][key] = value
-    buffer = io.StringIO()
-    yaml.dump(data, buffer)
-    write_bytes_atomic(params_file, buffer.getvalue().encode())
+        text = handle.read()
+    changes = {("train", "model"): model} | {("train", model, key): value for key, value in best.items()}
+    write_bytes_atomic(params_file, edit_yaml(text, changes, params_file).encode())
 
 
 def log_search(params_file: str, contract_file: str, model: str, folds: int, table: list[dict[str, Any]]) -> None:

@@ -33,16 +33,18 @@ def md5_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def dvc_md5(path: str | Path) -> str:
-    """The md5 DVC records in dvc.lock: a file's plain md5, or for a folder the md5 of
-    its listing (sorted relpath/md5 entries as DVC serializes them) plus `.dir`."""
-    root = Path(path)
-    if not root.is_dir():
-        return md5_file(root)
-    entries = sorted(
-        ({"md5": md5_file(p), "relpath": p.relative_to(root).as_posix()} for p in root.rglob("*") if p.is_file()),
-        key=lambda entry: entry["relpath"],
-    )
-    return hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest() + ".dir"
+    """The md5 DVC records in dvc.lock for a file or a folder (`<md5 of its listing>.dir`),
+    computed by DVC's own library (`dvc-data`), never written to any cache."""
+    import tempfile
+
+    from dvc_data.hashfile.build import build
+    from dvc_data.hashfile.db import HashFileDB
+    from dvc_objects.fs.local import LocalFileSystem
+
+    fs = LocalFileSystem()
+    with tempfile.TemporaryDirectory(prefix="reprokit-hash-") as unused:
+        _, _, obj = build(HashFileDB(fs, unused), str(Path(path).resolve()), fs, "md5", dry_run=True)
+    return obj.hash_info.value
 
 
 PARTIAL = ".partial-"  # temporary siblings: `.<name>.partial-*`, ignored by git (.gitignore)

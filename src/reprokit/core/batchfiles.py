@@ -10,23 +10,43 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
 import weakref
+from pathlib import PurePosixPath
 from typing import Any, Iterator
 
 import pandas as pd
 
 from reprokit.core.errors import StageError
 
+log = logging.getLogger("reprokit.batchfiles")
+
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zip")
+
+
+def format_from_name(name: str) -> str | None:
+    """`csv` or `parquet` from a file name or URL (its query ignored): `.csv` or `.txt`, also
+    compressed (`.csv.gz`, `.txt.zst`, ...), `.parquet` or `.pq`; None for any other name."""
+    suffixes = [suffix.lower() for suffix in PurePosixPath(name.split("?", 1)[0]).suffixes]
+    compressed = bool(suffixes) and suffixes[-1] in COMPRESSED_SUFFIXES
+    last = suffixes[-1 - compressed] if len(suffixes) > compressed else ""
+    if last in (".csv", ".txt"):
+        return "csv"
+    if last in (".parquet", ".pq") and not compressed:  # Parquet compresses inside the file
+        return "parquet"
+    return None
+
 
 def file_format(path: str) -> str:
-    """`csv` or `parquet`, from the file name."""
-    name = path.lower().rsplit("?", 1)[0]
-    if name.endswith((".parquet", ".pq")):
-        return "parquet"
-    if name.endswith((".csv", ".csv.gz", ".txt", ".txt.gz")):
-        return "csv"
-    raise StageError(f"{path}: cannot tell the format from the name; expected .csv, .csv.gz or .parquet")
+    """`format_from_name`, or one clear error naming the file."""
+    found = format_from_name(path)
+    if found is None:
+        raise StageError(
+            f"{path}: cannot tell the format from the name; expected .csv (also compressed, e.g. .csv.gz), "
+            ".txt or .parquet"
+        )
+    return found
 
 
 @contextlib.contextmanager
@@ -103,9 +123,6 @@ MAGIC = {
 }
 
 
-COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zip")
-
-
 def sniff(path: str) -> None:
     """Refuse a file whose first bytes contradict its name (`.csv` holding gzip or Parquet
     bytes, `.parquet` holding anything but Parquet)."""
@@ -174,15 +191,43 @@ def column_names(path: str, source=None) -> list[str]:
 CSV_BLOCK = 1 << 22  # bytes pyarrow reads at a time: no CSV row may be longer
 
 
-def chunks(
-    path: str, columns: list[str], numeric: set[str], rows: int, careful: bool, source=None
-) -> Iterator[pd.DataFrame]:
-    """The file's `columns` (those present) in chunks of about `rows` rows, as pandas columns.
+def chunks(path: str, columns: list[str], numeric: set[str], rows: int, source=None) -> Iterator[pd.DataFrame]:
+    """The file's `columns` (those present) in chunks of `rows` rows (the last one shorter), as
+    pandas columns; a file that cannot be read is one `StageError` (a URL without credentials).
 
     A CSV is read with the contract's delimiter and encoding (`source`) and pandas' null
-    tokens; its numeric columns are parsed as float64 by pyarrow, the others kept as text. In
-    `careful` mode numbers are converted here instead, so one unparseable value rejects its
-    row rather than failing the read."""
+    tokens; its numeric columns are parsed as float64 by pyarrow, the others kept as text.
+    When a numeric column holds a value that is not a number, the file is read again with
+    numbers converted here (`parse_numbers`), from the chunk that held it: that value then
+    rejects its row rather than the whole file, and the chunks before it are not repeated."""
+    import pyarrow as pa
+
+    from reprokit.core.redaction import redact
+
+    done = 0
+    try:
+        try:
+            for frame in _chunks(path, columns, numeric, rows, False, source):
+                done += 1
+                yield frame
+            return
+        except pa.ArrowInvalid as exc:
+            if "CSV conversion error" not in str(exc):
+                raise
+        log.info("%s: some numeric values are not numbers; reading those columns as text", redact(path))
+        for index, frame in enumerate(_chunks(path, columns, numeric, rows, True, source)):
+            if index >= done:  # both readings cut the rows at the same places
+                yield frame
+    except pa.ArrowInvalid as exc:
+        shown = redact(path)
+        if "straddl" in str(exc):  # pyarrow's words for a row longer than its read block
+            raise StageError(f"{shown}: cannot read it: a row is longer than {CSV_BLOCK >> 20} MiB") from None
+        raise StageError(f"{shown}: cannot read it ({str(exc).replace(path, shown)})") from None
+
+
+def _chunks(
+    path: str, columns: list[str], numeric: set[str], rows: int, careful: bool, source
+) -> Iterator[pd.DataFrame]:
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq

@@ -279,6 +279,48 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def edit_yaml(text: str, changes: dict[tuple[str, ...], Any], where: str) -> str:
+    """`text` with each key path in `changes` set to its value, everything else kept as it is
+    (comments, quotes, `null`s, order): the one way the project edits `params.yaml`. A string
+    value is written double-quoted; every path must exist. The result is read back with DVC's
+    rules and must hold exactly the new values."""
+    import io
+
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+    from ruamel.yaml.scalarstring import DoubleQuotedScalarString
+
+    editor = YAML()
+    editor.preserve_quotes = True
+    editor.representer.add_representer(type(None), lambda dumper, _: dumper.represent_scalar(NULL_TAG, "null"))
+    try:
+        data = editor.load(text)
+    except YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML: {exc}") from None
+    for path, value in changes.items():
+        parent = data
+        for depth, key in enumerate(path):
+            if not isinstance(parent, dict) or key not in parent:
+                raise ConfigError(f"{where}: no {'.'.join(path)} to set")
+            if depth < len(path) - 1:
+                parent = parent[key]
+        parent[path[-1]] = DoubleQuotedScalarString(value) if isinstance(value, str) else value
+    buffer = io.StringIO()
+    editor.dump(data, buffer)
+    updated = buffer.getvalue()
+    reread = YAML(typ="safe").load(updated)
+    for path, value in changes.items():
+        found = reread
+        for key in path:
+            found = found[key]
+        if found != value or type(found) is not type(value):
+            raise ConfigError(f"{where}: could not write {'.'.join(path)} as {value!r}")
+    return updated
+
+
+NULL_TAG = "tag:yaml.org,2002:null"
+
+
 _SECTIONS: dict[str, type] = {
     "base": BaseParams,
     "split": SplitParams,

@@ -306,4 +306,3 @@ def build_schema(contract: Contract):
     if contract.id_column:
         columns[contract.id_column] = pa.Column(nullable=False, unique=True)
     return pa.DataFrameSchema(columns, strict=True, name=contract.name)
-

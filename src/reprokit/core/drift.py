@@ -273,18 +273,14 @@ CORRECTIONS = ("benjamini_hochberg", "bonferroni")
 
 def adjust(p_values: Sequence[float], method: str) -> np.ndarray:
     """p-values corrected for testing them together: Bonferroni (family-wise error) or
-    Benjamini-Hochberg (false discovery rate), each capped at 1."""
+    Benjamini-Hochberg (false discovery rate, `scipy.stats.false_discovery_control`), each capped at 1."""
     p = np.asarray(p_values, dtype="float64")
-    m = len(p)
-    if m == 0:
+    if len(p) == 0:
         return p
     if method == "bonferroni":
-        return np.minimum(p * m, 1.0)
+        return np.minimum(p * len(p), 1.0)
     if method != "benjamini_hochberg":
         raise ValueError(f"unknown correction {method!r}; expected one of {', '.join(CORRECTIONS)}")
-    order = np.argsort(p, kind="stable")
-    scaled = p[order] * m / np.arange(1, m + 1)
-    adjusted = np.minimum.accumulate(scaled[::-1])[::-1]
-    out = np.empty(m)
-    out[order] = np.minimum(adjusted, 1.0)
-    return out
+    from scipy.stats import false_discovery_control
+
+    return false_discovery_control(p, method="bh")

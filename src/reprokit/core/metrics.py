@@ -1,4 +1,5 @@
-"""Classification and subgroup metrics, shared by `evaluate` and the release gate.
+"""Classification and subgroup metrics, and how every metrics file rounds a figure (`rounded`,
+`finite`): shared by `evaluate`, the release gate and the monitor.
 
 The gate scores the package under test itself, with the same functions evaluate uses,
 so no figure it checks comes from a file someone could edit.
@@ -6,6 +7,7 @@ so no figure it checks comes from a file someone could edit.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -17,6 +19,12 @@ DIGITS = 6
 def rounded(value: float) -> float:
     """A figure as the metrics files keep it: six decimals."""
     return round(float(value), DIGITS)
+
+
+def finite(value: float) -> float:
+    """`rounded`, and 0.0 for NaN or infinity: the monitor's figures, which alert rules compare."""
+    value = float(value)
+    return rounded(value) if math.isfinite(value) else 0.0
 
 
 def classification_metrics(y: np.ndarray, proba: np.ndarray, threshold: float) -> dict[str, float]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from reprokit.core.batchfiles import format_from_name
 from reprokit.core.contract import Source
 from reprokit.core.errors import StageError
 
@@ -74,18 +75,6 @@ def load_source(source: Source) -> pd.DataFrame:
         raise StageError(f"source {uri}: cannot be read as {fmt} ({first_line(exc)})") from None
     check_shape(frame, uri)
     return frame
-
-
-COMPRESSED = (".gz", ".bz2", ".zip", ".xz", ".zst")
-
-
-def format_from_name(uri: str) -> str | None:
-    """csv or parquet from the file name (`.csv`, also compressed as `.csv.gz` and the like)."""
-    suffixes = [s.lower() for s in Path(uri.split("?")[0]).suffixes]
-    if suffixes and suffixes[-1] in COMPRESSED:
-        suffixes = suffixes[:-1]
-    last = suffixes[-1] if suffixes else ""
-    return {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(last)
 
 
 def first_line(exc: BaseException) -> str:

@@ -15,6 +15,7 @@ import pandas as pd
 
 from reprokit.core.errors import StageError
 from reprokit.core.figures import drawing, save_png
+from reprokit.core.metrics import finite
 
 log = logging.getLogger("reprokit.monitor")
 
@@ -22,20 +23,10 @@ log = logging.getLogger("reprokit.monitor")
 LEVELS = ("ok", "warn", "alert")
 
 
-DIGITS = 6
-
-
-def figure(value: float) -> float:
-    """A figure as the monitor's files keep it: six significant decimals, never NaN."""
-    value = float(value)
-    return round(value, DIGITS) if math.isfinite(value) else 0.0
-
-
 def read_batch(path: str, contract, allow_empty: bool = False) -> pd.DataFrame:
     """The batch's columns (CSV or Parquet, a path or an fsspec URL) after checking their
     names: every feature present, nothing the contract does not know. No rows is an error
     unless `allow_empty` (a partition of a larger batch)."""
-    import pyarrow as pa
 
     from reprokit.core.batchfiles import chunks, column_names
     from reprokit.core.redaction import redact
@@ -60,13 +51,7 @@ def read_batch(path: str, contract, allow_empty: bool = False) -> pd.DataFrame:
         raise StageError(f"{shown}: {'; '.join(problems)}")
     wanted = contract.feature_names + [name for name in (contract.target.column,) if name in names]
     numeric = {f.name for f in contract.features if not is_text(f)}
-    for careful in (False, True):
-        try:
-            frames = list(chunks(path, wanted, numeric, 1_000_000, careful, contract.source))
-            break
-        except pa.ArrowInvalid as exc:
-            if careful or "CSV conversion error" not in str(exc):
-                raise StageError(f"{shown}: cannot read it ({str(exc).replace(path, shown)})") from None
+    frames = list(chunks(path, wanted, numeric, 1_000_000, contract.source))
     batch = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0] if frames else None
     if (batch is None or len(batch) == 0) and not allow_empty:
         raise StageError(f"{shown}: the batch has no rows: nothing to compare")
@@ -251,17 +236,17 @@ def figures_of(
         comparison = comparisons[feature.name]
         features[feature.name] = {
             "test": comparison.test,
-            "p_value": figure(comparison.p_value),
-            "p_adjusted": figure(adjusted[i]),
-            "psi": figure(comparison.psi),
+            "p_value": finite(comparison.p_value),
+            "p_adjusted": finite(adjusted[i]),
+            "psi": finite(comparison.psi),
             "level": level_of(comparison.psi, bool(adjusted[i] < params.alpha), params),
         }
         ref_rate, cur_rate = rates[i]
         change = abs(cur_rate - ref_rate) if null_adjusted[i] < params.alpha else 0.0
         missing[feature.name] = {
-            "reference_rate": figure(ref_rate),
-            "current_rate": figure(cur_rate),
-            "p_adjusted": figure(null_adjusted[i]),
+            "reference_rate": finite(ref_rate),
+            "current_rate": finite(cur_rate),
+            "p_adjusted": finite(null_adjusted[i]),
             "level": "alert"
             if change >= params.missing_rate_alert
             else "warn"
@@ -272,10 +257,10 @@ def figures_of(
     comparisons["prediction"] = scores
     prediction = {
         "test": scores.test,
-        "p_value": figure(scores.p_value),
-        "psi": figure(scores.psi),
-        "mean_reference": figure(ref_scores.mean()) if len(ref_scores) else 0.0,
-        "mean_current": figure(cur_scores.mean()) if len(cur_scores) else 0.0,
+        "p_value": finite(scores.p_value),
+        "psi": finite(scores.psi),
+        "mean_reference": finite(ref_scores.mean()) if len(ref_scores) else 0.0,
+        "mean_current": finite(cur_scores.mean()) if len(cur_scores) else 0.0,
         "scored_rows": int(len(cur_scores)),
         "level": level_of(scores.psi, scores.p_value < params.alpha, params),
     }
@@ -285,7 +270,7 @@ def figures_of(
         "rejected_rows": int(cur_rows - ok_rows),
         "rejected_reasons": {},
         "drifted_columns": drifted,
-        "drifted_share": figure(len(drifted) / max(len(features), 1)),
+        "drifted_share": finite(len(drifted) / max(len(features), 1)),
         "missing_changed": [name for name, entry in missing.items() if entry["level"] != "ok"],
         "features": features,
         "missing": missing,
@@ -328,10 +313,10 @@ def label_drift(target, ref_y: np.ndarray, held, labels: pd.Series, scores, para
     rate = compare_rates(int(ref_y.sum()), len(ref_y), int(y.sum()), len(y))
     result: dict[str, Any] = {
         "labelled_rows": int(has.sum()),
-        "positive_rate_reference": figure(ref_y.mean()),
-        "positive_rate_current": figure(y.mean()),
-        "p_value": figure(rate.p_value),
-        "psi": figure(rate.psi),
+        "positive_rate_reference": finite(ref_y.mean()),
+        "positive_rate_current": finite(y.mean()),
+        "p_value": finite(rate.p_value),
+        "psi": finite(rate.psi),
         "label_level": level_of(rate.psi, rate.p_value < params.alpha, params),
         "auc_level": "ok",
         "comparison": rate,
@@ -346,10 +331,10 @@ def label_drift(target, ref_y: np.ndarray, held, labels: pd.Series, scores, para
         drop = ref_auc - auc
         p_value = 0.5 * math.erfc(drop / (se * math.sqrt(2))) if se > 0 else float(drop <= 0)
         result.update(
-            roc_auc_reference=figure(ref_auc),
-            roc_auc_current=figure(auc),
-            auc_drop=figure(drop),
-            auc_p_value=figure(p_value),
+            roc_auc_reference=finite(ref_auc),
+            roc_auc_current=finite(auc),
+            auc_drop=finite(drop),
+            auc_p_value=finite(p_value),
             auc_level="alert" if drop >= params.max_auc_drop and p_value < params.alpha else "ok",
         )
     return result
@@ -362,7 +347,7 @@ def distribution_rows(comparisons: dict[str, Any]) -> list[dict[str, Any]]:
     for column, comparison in comparisons.items():
         for sample, shares in (("reference", comparison.reference), ("current", comparison.current)):
             rows += [
-                {"column": column, "bin": b, "sample": sample, "share": figure(s)}
+                {"column": column, "bin": b, "sample": sample, "share": finite(s)}
                 for b, s in zip(comparison.bins, shares, strict=True)
             ]
     return rows

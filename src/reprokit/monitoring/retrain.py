@@ -35,19 +35,14 @@ def set_batch(params_text: str, batch: str) -> str:
     kept as it is, comments included. Only a plain path inside the repository or a storage URL
     without credentials or query is taken (`reprokit.core.paths.batch_location`): the file is
     committed, and the batch's name comes from a workflow input or an object key."""
-    import yaml
-
+    from reprokit.core.config import ConfigError, edit_yaml
     from reprokit.core.paths import batch_location
 
     batch = batch_location(batch, "the batch for monitor.batch")
-    scalar = r'"(?:[^"\\]|\\.)*"|\'(?:[^\']|\'\')*\'|[^\s#]+'
-    pattern = re.compile(r"^(monitor:[^\n]*\n(?:[ \t]+[^\n]*\n|\n)*?[ \t]+batch:[ \t]*)(" + scalar + ")", re.M)
-    updated, count = pattern.subn(lambda m: m.group(1) + json.dumps(batch), params_text, count=1)
-    if count != 1:
-        raise StageError("params.yaml: no monitor.batch to point at the new batch")
-    if yaml.safe_load(updated)["monitor"]["batch"] != batch:  # never a params file YAML reads otherwise
-        raise StageError(f"params.yaml: could not write monitor.batch as {batch!r}")
-    return updated
+    try:
+        return edit_yaml(params_text, {("monitor", "batch"): batch}, "params.yaml")
+    except ConfigError as exc:
+        raise StageError(str(exc)) from None
 
 
 def pull_request_text(figures: dict, batch: str) -> tuple[str, str]:

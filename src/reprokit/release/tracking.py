@@ -16,7 +16,6 @@ import hashlib
 import logging
 import os
 import subprocess
-import time
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -97,29 +96,19 @@ def store_lock(params: TrackingParams, timeout_seconds: float = 600.0) -> Iterat
     lock on `<db>.lock` beside the database makes one wait for the other. Server
     stores (HTTP, PostgreSQL) handle concurrency themselves: no lock.
     """
-    import fcntl
+    from filelock import FileLock, Timeout
 
     db = sqlite_path(params.uri)
     if db is None:
         yield
         return
     db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".lock"), "w") as handle:
-        deadline = time.monotonic() + timeout_seconds
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise StageError(
-                        f"MLflow store {db} stayed locked by another process for {timeout_seconds} s"
-                    ) from None
-                time.sleep(0.1)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    try:
+        lock = FileLock(db.with_name(db.name + ".lock"), timeout=timeout_seconds).acquire()
+    except Timeout:
+        raise StageError(f"MLflow store {db} stayed locked by another process for {timeout_seconds} s") from None
+    with lock:
+        yield
 
 
 @contextlib.contextmanager

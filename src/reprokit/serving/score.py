@@ -31,7 +31,7 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
-from reprokit.core.batchfiles import CSV_BLOCK, absolute, chunks, column_names, partition_files, partition_names
+from reprokit.core.batchfiles import absolute, chunks, column_names, partition_files, partition_names
 from reprokit.core.cluster import add_engine_options, check_engine_options, dask_client
 from reprokit.core.errors import StageError
 from reprokit.core.running import add_debug_option, run_stage
@@ -132,18 +132,6 @@ class AtomicParquet:
 
 def score_file(model, source: str, out: str, rejects: str, chunk_rows: int) -> tuple[int, int, int]:
     """Score `source` into `out` and `rejects`; returns (rows read, rows scored, rows warned)."""
-    try:
-        return _score_file(model, source, out, rejects, chunk_rows, careful=False)
-    except _NeedsCareful:
-        log.info("%s: some numeric values are not numbers; reading every column as text", source)
-        return _score_file(model, source, out, rejects, chunk_rows, careful=True)
-
-
-class _NeedsCareful(Exception):
-    pass
-
-
-def _score_file(model, source: str, out: str, rejects: str, chunk_rows: int, careful: bool) -> tuple[int, int, int]:
     import pyarrow as pa
 
     from reprokit.model.scoring import InputError, check_records, is_text, labels
@@ -163,7 +151,7 @@ def _score_file(model, source: str, out: str, rejects: str, chunk_rows: int, car
     def checked_chunks() -> Iterator[tuple[pd.DataFrame, pd.Series, Any]]:
         """Each chunk with its row keys and contract check (run ahead in another thread)."""
         offset = 0
-        for frame in chunks(source, wanted, numeric, chunk_rows, careful, contract.source):
+        for frame in chunks(source, wanted, numeric, chunk_rows, contract.source):
             if keyed:
                 keys = frame[id_column].rename(id_column).reset_index(drop=True)
             else:
@@ -211,14 +199,6 @@ def _score_file(model, source: str, out: str, rejects: str, chunk_rows: int, car
         scored_file, rejected_file = files or open_files(id_column if keyed else ROW_KEY)
         scored_file.commit()
         rejected_file.commit()
-    except pa.ArrowInvalid as exc:
-        for file in files:
-            file.abort()
-        if not careful and "CSV conversion error" in str(exc):
-            raise _NeedsCareful() from None
-        if "straddl" in str(exc):  # pyarrow's words for a row longer than its read block
-            raise StageError(f"{source}: cannot read it: a row is longer than {CSV_BLOCK >> 20} MiB") from None
-        raise StageError(f"{source}: cannot read it ({exc})") from None
     except BaseException:
         for file in files:
             file.abort()
