@@ -243,7 +243,7 @@ SCORER_CORPUS = {
     ),
     "empty file": ("b.csv", lambda f: b"", ("refused", ["cannot read it", "Empty CSV file"])),
     "header only": ("b.csv", lambda f: _csv(f.head(0)), ("scored", 0, 0, [], 0, False)),
-    "semicolon-separated": ("b.csv", lambda f: _csv(f, sep=";"), ("refused", ["missing required column(s)"])),
+    "semicolon-separated": ("b.csv", lambda f: _csv(f, sep=";"), ("refused", ["looks ';'-separated", "set --delimiter to ';'"])),
     "NUL bytes in a cell": ("b.csv", lambda f: _csv(_set(f, "contract", 1, "Month\x00to-month")), ("scored", 20, 0, [], 1, False)),
     "latin-1 bytes": ("b.csv", lambda f: _csv(_set(f, "contract", 1, "Mónth-to-month"), encoding="latin-1"), ("scored", 20, 0, [], 1, False)),  # not a contract category: a warning
 }  # fmt: skip

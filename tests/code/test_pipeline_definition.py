@@ -19,7 +19,7 @@ from reprokit.core.lockfile import RUNTIME_LOCK, locked_versions, normalized
 
 STAGES = ("prepare", "featurize", "train", "evaluate", "package", "batches", "monitor")
 # Options of a stage's command that are not paths.
-FLAGS = {"contract", "params", "debug", "enforce", "webhook_required", "engine", "scheduler"}
+FLAGS = {"contract", "params", "debug", "enforce", "webhook_required", "engine", "scheduler", "delimiter", "encoding"}
 
 
 @pytest.fixture(scope="module")

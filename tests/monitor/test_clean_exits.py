@@ -36,7 +36,7 @@ def commands(name: str, batch: str) -> list[str]:
 
 EXPECTED = {
     "empty.csv": "cannot read it (Empty CSV file)",
-    "semicolons.csv": "missing",
+    "semicolons.csv": "the file looks ';'-separated",
 }
 
 

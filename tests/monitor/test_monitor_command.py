@@ -111,6 +111,22 @@ def test_missing_and_unknown_columns_are_named(project, tmp_path):
     assert "column(s) the contract does not know: loyalty_points" in error
 
 
+def test_a_csv_with_other_settings_is_read_with_the_options_and_named_without_them(project, tmp_path):
+    """A `;`-separated latin-1 export: one hint naming `--delimiter`, and with the options the
+    same figures as the batch's own Parquet file."""
+    batch = pd.read_parquet(project / "data/batches/no_drift.parquet")
+    path = tmp_path / "export.csv"
+    path.write_bytes(batch.to_csv(index=False, sep=";").encode("latin-1"))
+    _, done = monitor(project, str(path), out="reports/export-plain")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "looks ';'-separated" in done.stderr and "set --delimiter to ';'" in done.stderr
+    read, done = monitor(project, str(path), "--delimiter", ";", "--encoding", "latin-1", out="reports/export")
+    assert done.returncode == 0, done.stderr
+    reference, done = monitor(project, "data/batches/no_drift.parquet", out="reports/export-reference")
+    assert read.pop("batch") == str(path) and reference.pop("batch") == "data/batches/no_drift.parquet"
+    assert read == reference
+
+
 def test_rows_that_break_the_contract_are_reported_not_crashed_on(project, tmp_path):
     """A CSV as it comes, with rows the contract refuses: counted with their reasons."""
     batch = pd.read_parquet(project / "data/batches/no_drift.parquet")

@@ -281,6 +281,19 @@ def test_csv_blanks_delimiter_and_encoding_are_read_as_pandas_and_the_contract_s
     done = score(tmp_path / "semi.csv", tmp_path / "semi.parquet", "--model", package)
     assert done.returncode == 0, done.stderr
     np.testing.assert_array_equal(pd.read_parquet(tmp_path / "semi.parquet")["probability"], expected)
+    # the package's own contract reads commas: the file's settings given on the command line
+    done = score(tmp_path / "semi.csv", tmp_path / "opts.parquet", "--model", telco_package)
+    assert done.returncode == 1 and "looks ';'-separated" in done.stderr and "set --delimiter to ';'" in done.stderr
+    options = ("--delimiter", ";", "--encoding", "latin-1")
+    done = score(tmp_path / "semi.csv", tmp_path / "opts.parquet", "--model", telco_package, *options)
+    assert done.returncode == 0, done.stderr
+    np.testing.assert_array_equal(pd.read_parquet(tmp_path / "opts.parquet")["probability"], expected)
+    for option, value, message in [
+        ("--delimiter", ";;", "--delimiter: expected one character"),
+        ("--encoding", "klingon", "--encoding: 'klingon' is not an encoding Python knows"),
+    ]:
+        done = score(tmp_path / "semi.csv", tmp_path / "bad.parquet", "--model", telco_package, option, value)
+        assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
 def test_no_output_overwrites_the_input_whatever_its_name(tmp_path, raw_csv, telco_package):

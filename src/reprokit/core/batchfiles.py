@@ -140,6 +140,49 @@ def sniff(path: str) -> None:
         raise StageError(f"{path}: named as a CSV file but holds {found}{hint}")
 
 
+def add_reading_options(parser) -> None:
+    """`--delimiter` and `--encoding`: how a command reads a CSV batch, when it differs from the
+    contract's `source.delimiter` and `source.encoding` (the defaults)."""
+    parser.add_argument("--delimiter", default=None, help="a CSV's field delimiter (default: source.delimiter)")
+    parser.add_argument("--encoding", default=None, help="a CSV's text encoding (default: source.encoding)")
+
+
+def reading(source, args):
+    """The contract's `source` with the command's `--delimiter` and `--encoding` in place of its
+    own; one clear error for a delimiter that is not one character or an unknown encoding."""
+    import codecs
+    import dataclasses
+
+    changes = {}
+    if args.delimiter is not None:
+        delimiter = "\t" if args.delimiter in ("\\t", "tab") else args.delimiter
+        if len(delimiter) != 1 or delimiter in '\r\n"':
+            raise StageError(f"--delimiter: expected one character (\\t for a tab), got {args.delimiter[:20]!r}")
+        changes["delimiter"] = delimiter
+    if args.encoding is not None:
+        try:
+            changes["encoding"] = codecs.lookup(args.encoding).name
+        except LookupError:
+            raise StageError(f"--encoding: {args.encoding[:40]!r} is not an encoding Python knows") from None
+    return dataclasses.replace(source, **changes)
+
+
+def check_layout(names: list[str], where: str, setting: str = "--delimiter") -> None:
+    """Catch a CSV read with the wrong settings from its header, before a list of missing
+    columns: an HTML or XML page, or one column whose name holds another delimiter (`setting`
+    says where to give the right one: a command's `--delimiter`, the contract's `source.delimiter`)."""
+    if names and str(names[0]).lstrip().lower().startswith(("<!doctype", "<html", "<?xml")):
+        raise StageError(f"{where}: the file looks like an HTML or XML page, not a data table")
+    if len(names) == 1:
+        for delimiter in (";", "\t", "|", ","):
+            if delimiter in str(names[0]):
+                shown = "\\t" if delimiter == "\t" else delimiter
+                raise StageError(
+                    f"{where}: the file looks {shown!r}-separated (one column named {str(names[0])[:60]!r}): "
+                    f"set {setting} to {shown!r}"
+                )
+
+
 def check_names(names: list[str], path: str) -> list[str]:
     """`names`, unless one is blank (an exported index, a trailing delimiter) or appears twice
     (a reader would rename the second `name.1` and score the file as if nothing were wrong)."""
@@ -153,9 +196,10 @@ def check_names(names: list[str], path: str) -> list[str]:
     return names
 
 
-def column_names(path: str, source=None) -> list[str]:
+def column_names(path: str, source=None, setting: str = "--delimiter") -> list[str]:
     """The column names of a CSV (read with the contract's delimiter and encoding, `source`)
-    or Parquet file; blank or duplicate names, and contents that contradict the name, refused."""
+    or Parquet file; blank or duplicate names, a header read with the wrong delimiter (`setting`
+    names where to give the right one), and contents that contradict the name, refused."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
@@ -185,6 +229,7 @@ def column_names(path: str, source=None) -> list[str]:
             raise StageError(f"{path}: cannot read it ({exc})") from None
         names = header.schema.names
         header.close()
+        check_layout(names, path, setting)
         return check_names(list(names), path)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reprokit.core.batchfiles import format_from_name
+from reprokit.core.batchfiles import check_layout, format_from_name
 from reprokit.core.contract import Source
 from reprokit.core.errors import StageError
 
@@ -83,14 +83,4 @@ def first_line(exc: BaseException) -> str:
 
 def check_shape(frame: pd.DataFrame, uri: str) -> None:
     """Catch a file that was read but with the wrong settings, before 20 "column missing" lines."""
-    columns = [str(c) for c in frame.columns]
-    if columns and columns[0].lstrip().lower().startswith(("<!doctype", "<html", "<?xml")):
-        raise StageError(f"source {uri}: the file looks like an HTML or XML page, not a data table")
-    if len(columns) == 1:
-        for delimiter in (";", "\t", "|"):
-            if delimiter in columns[0]:
-                shown = "\\t" if delimiter == "\t" else delimiter
-                raise StageError(
-                    f"source {uri}: the file looks {shown!r}-separated (one column named {columns[0][:60]!r}): "
-                    f"set source.delimiter to {shown!r}"
-                )
+    check_layout([str(c) for c in frame.columns], f"source {uri}", "source.delimiter")

@@ -23,18 +23,20 @@ log = logging.getLogger("reprokit.monitor")
 LEVELS = ("ok", "warn", "alert")
 
 
-def read_batch(path: str, contract, allow_empty: bool = False) -> pd.DataFrame:
+def read_batch(path: str, contract, allow_empty: bool = False, read_as=None) -> pd.DataFrame:
     """The batch's columns (CSV or Parquet, a path or an fsspec URL) after checking their
-    names: every feature present, nothing the contract does not know. No rows is an error
-    unless `allow_empty` (a partition of a larger batch)."""
+    names: every feature present, nothing the contract does not know. A CSV is read with
+    `read_as` (a contract `Source`; default: the contract's own). No rows is an error unless
+    `allow_empty` (a partition of a larger batch)."""
 
     from reprokit.core.batchfiles import chunks, column_names
     from reprokit.core.redaction import redact
     from reprokit.model.scoring import is_text
 
     shown = redact(path)  # a URL's credentials never reach a message
+    read_as = read_as or contract.source
     try:
-        names = column_names(path, contract.source)
+        names = column_names(path, read_as)
     except StageError as exc:
         raise StageError(str(exc).replace(path, shown)) from None
     known = set(contract.feature_names) | {contract.target.column} | set(contract.source.drop_columns)
@@ -51,7 +53,7 @@ def read_batch(path: str, contract, allow_empty: bool = False) -> pd.DataFrame:
         raise StageError(f"{shown}: {'; '.join(problems)}")
     wanted = contract.feature_names + [name for name in (contract.target.column,) if name in names]
     numeric = {f.name for f in contract.features if not is_text(f)}
-    frames = list(chunks(path, wanted, numeric, 1_000_000, contract.source))
+    frames = list(chunks(path, wanted, numeric, 1_000_000, read_as))
     batch = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0] if frames else None
     if (batch is None or len(batch) == 0) and not allow_empty:
         raise StageError(f"{shown}: the batch has no rows: nothing to compare")

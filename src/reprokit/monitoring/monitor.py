@@ -44,6 +44,7 @@ from pathlib import Path
 import pandas as pd
 
 from reprokit.core.artifacts import fresh_dir, write_bytes_atomic, write_json
+from reprokit.core.batchfiles import add_reading_options, reading
 from reprokit.core.config import StageParams
 from reprokit.core.contract import load_stage_contract
 from reprokit.core.errors import StageError
@@ -73,6 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(default: the params file's monitor.batch, as the stage checks it)",
     )
     parser.add_argument("--contract", default="dataset.yaml")
+    add_reading_options(parser)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--reference", default="data/prepared/train.parquet", help="the reference (train split)")
     parser.add_argument("--holdout", default="data/prepared/test.parquet", help="the reference for the AUC")
@@ -171,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.engine == "dask":
             figures, comparisons, reference_scores, model = on_dask(args, contract, params, seed, n_threads)
         else:
-            batch = read_batch(args.batch, contract)
+            batch = read_batch(args.batch, contract, read_as=reading(contract.source, args))
             if len(batch) < params.min_rows:
                 raise StageError(
                     f"{redact(args.batch)}: {len(batch)} rows, fewer than monitor.min_rows "

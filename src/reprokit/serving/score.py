@@ -31,7 +31,15 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
-from reprokit.core.batchfiles import absolute, chunks, column_names, partition_files, partition_names
+from reprokit.core.batchfiles import (
+    absolute,
+    add_reading_options,
+    chunks,
+    column_names,
+    partition_files,
+    partition_names,
+    reading,
+)
 from reprokit.core.cluster import add_engine_options, check_engine_options, dask_client
 from reprokit.core.errors import StageError
 from reprokit.core.running import add_debug_option, run_stage
@@ -130,8 +138,9 @@ class AtomicParquet:
                 self.fs.rm(self.temp)
 
 
-def score_file(model, source: str, out: str, rejects: str, chunk_rows: int) -> tuple[int, int, int]:
-    """Score `source` into `out` and `rejects`; returns (rows read, rows scored, rows warned)."""
+def score_file(model, source: str, out: str, rejects: str, chunk_rows: int, read_as=None) -> tuple[int, int, int]:
+    """Score `source` into `out` and `rejects`; returns (rows read, rows scored, rows warned).
+    A CSV is read with `read_as` (a contract `Source`; default: the package contract's own)."""
     import pyarrow as pa
 
     from reprokit.model.scoring import InputError, check_records, is_text, labels
@@ -145,13 +154,14 @@ def score_file(model, source: str, out: str, rejects: str, chunk_rows: int) -> t
     read = scored = warned = 0
     files: list[AtomicParquet] = []
 
-    names = column_names(source, contract.source)  # refuses blank, duplicate or nested columns first
+    read_as = read_as or contract.source
+    names = column_names(source, read_as)  # refuses blank, duplicate or nested columns first
     keyed = bool(id_column) and id_column in names
 
     def checked_chunks() -> Iterator[tuple[pd.DataFrame, pd.Series, Any]]:
         """Each chunk with its row keys and contract check (run ahead in another thread)."""
         offset = 0
-        for frame in chunks(source, wanted, numeric, chunk_rows, contract.source):
+        for frame in chunks(source, wanted, numeric, chunk_rows, read_as):
             if keyed:
                 keys = frame[id_column].rename(id_column).reset_index(drop=True)
             else:
@@ -328,6 +338,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default="models/package", help="package directory or models:/<name>@<alias>")
     parser.add_argument("--rejects", default=None, help="Parquet file of rejected rows (default: OUT.rejects.parquet)")
     parser.add_argument("--chunk-rows", type=int, default=100_000, help="rows per chunk (memory stays flat)")
+    add_reading_options(parser)
     parser.add_argument("--params", default="params.yaml", help="base.n_threads is the thread budget (if present)")
     parser.add_argument("--threads", type=int, default=None, help="thread budget (default: params' base.n_threads)")
     add_engine_options(
@@ -375,7 +386,8 @@ def main(argv: list[str] | None = None) -> None:
         with thread_budget(n_threads):
             model = load_model(args.model)
             started = time.perf_counter()
-            read, scored, warned = score_file(model, args.input, args.output, rejects, args.chunk_rows)
+            read_as = reading(model.contract.source, args)
+            read, scored, warned = score_file(model, args.input, args.output, rejects, args.chunk_rows, read_as)
             seconds = time.perf_counter() - started
         return (
             f"{args.input}: {read} rows, {scored} scored into {args.output} by version {model.version} "
