@@ -15,7 +15,8 @@ same table: every task is seeded and single-threaded. The test split is never re
 Writes `metrics/tune.json` (the best candidate and the current one: DVC metrics) and
 `metrics/tune_cv.json` (the table, one row per candidate: a DVC plot), logs a parent
 MLflow run with one child run per candidate when tracking is enabled, and prints the
-`dvc exp run -S ...` line that trains the best candidate. The prepared data must not be
+`dvc exp run -S ...` line that trains the best candidate. On a terminal, stderr shows the
+(candidate, fold) tasks done of the total, the time spent and the time left. The prepared data must not be
 enlarged (`scale.rows: 0`): copies of a row in both folds would reward memorising it.
 """
 
@@ -34,6 +35,8 @@ from reprokit.core.artifacts import write_json
 from reprokit.core.config import ConfigError, StageParams
 from reprokit.core.contract import Contract, load_stage_contract
 from reprokit.core.errors import StageError
+from reprokit.core.progress import HELP as PROGRESS_HELP
+from reprokit.core.progress import SILENT, Progress, progress
 from reprokit.core.running import add_debug_option, run_stage
 
 PARAMS = ("base.seed", "scale.rows", "featurize", "train", "tune", "tracking")
@@ -88,8 +91,10 @@ def search(
     seed: int,
     backend: str,
     n_jobs: int,
+    done: Progress = SILENT,
 ) -> list[dict[str, Any]]:
-    """Every candidate's fold AUCs, mean and standard deviation, best first (ties: grid order)."""
+    """Every candidate's fold AUCs, mean and standard deviation, best first (ties: grid order).
+    `done` advances by one as each (candidate, fold) task's result arrives, in task order."""
     import dataclasses
 
     from joblib import Parallel, delayed, parallel_config
@@ -103,11 +108,12 @@ def search(
     for setting in settings:  # a bad hyperparameter fails here, once, not in every task
         _check(setting, seed)
     with parallel_config(backend=backend, n_jobs=n_jobs):
-        aucs = Parallel()(
+        tasks = Parallel(return_as="generator")(
             delayed(task)(inputs, y, fit_rows, score_rows, contract, featurize, setting, seed)
             for setting in settings
             for fit_rows, score_rows in folds
         )
+        aucs = list(done.track(tasks))
     table = []
     for i, candidate in enumerate(found):
         scores = aucs[i * len(folds) : (i + 1) * len(folds)]
@@ -183,7 +189,9 @@ def log_search(params_file: str, contract_file: str, model: str, folds: int, tab
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, epilog=PROGRESS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_debug_option(parser)
     parser.add_argument("--contract", default="dataset.yaml")
     parser.add_argument("--params", default="params.yaml")
@@ -230,7 +238,9 @@ def main(argv: list[str] | None = None) -> None:
             except OSError as exc:
                 raise StageError(f"Dask scheduler {args.scheduler}: cannot connect ({exc})") from None
         try:
-            table = search(inputs, y, contract, featurize, train, tune, seed, backend, n_jobs)
+            tasks = len(candidates(train.hyperparams, tune.grid)) * tune.folds
+            with progress("tune: candidates x folds", total=tasks, unit="fits") as done:
+                table = search(inputs, y, contract, featurize, train, tune, seed, backend, n_jobs, done)
         finally:
             if client is not None:
                 client.close()

@@ -7,7 +7,8 @@ train split's size) and, from the rows left over, a batch of the given size, wit
 replacement. Both come from one distribution, so every verdict other than `ok` is a
 false alarm. With `--shift KIND:SIZE` the batch is then shifted (numeric location in
 standard deviations, numeric scale factor, a category's share, nulls) and re-scored, and
-the share of trials whose verdict is not `ok` is the power. Results as JSON on stdout.
+the share of trials whose verdict is not `ok` is the power. Results as JSON on stdout; on a
+terminal, stderr shows the trials done of the total, the time spent and the time left.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from reprokit.core.progress import HELP as PROGRESS_HELP
+from reprokit.core.progress import SILENT, Progress, progress
 
 SHIFTS = ("location", "scale", "category", "nulls")
 
@@ -102,11 +106,21 @@ def trial(pop: Population, n: int, seed: int, params, model=None, shift: tuple[s
     return verdict_of(figures, params)["verdict"]
 
 
-def run(model, pop: Population, sizes: list[int], trials: int, params, shift=None, first_seed: int = 0) -> dict:
-    """Per size: trials, alarms (verdicts other than `ok`) and their rate."""
+def run(
+    model,
+    pop: Population,
+    sizes: list[int],
+    trials: int,
+    params,
+    shift=None,
+    first_seed: int = 0,
+    done: Progress = SILENT,
+) -> dict:
+    """Per size: trials, alarms (verdicts other than `ok`) and their rate (`done` advances by
+    one a trial)."""
     results = {}
     for n in sizes:
-        verdicts = [trial(pop, n, first_seed + i, params, model, shift) for i in range(trials)]
+        verdicts = [trial(pop, n, first_seed + i, params, model, shift) for i in done.track(range(trials))]
         alarms = sum(v != "ok" for v in verdicts)
         results[str(n)] = {"trials": trials, "alarms": alarms, "rate": round(alarms / trials, 4)}
     return results
@@ -117,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     from reprokit.core.threads import thread_budget
     from reprokit.model.loading import load_model
 
-    parser = argparse.ArgumentParser(prog="reprokit drift-trials", description=__doc__)
+    parser = argparse.ArgumentParser(prog="reprokit drift-trials", description=__doc__, epilog=PROGRESS_HELP)
     parser.add_argument("--sizes", type=int, nargs="+", default=[500, 5000, 50000])
     parser.add_argument("--trials", type=int, default=200)
     parser.add_argument("--shift", default=None, help="KIND:SIZE, KIND one of " + ", ".join(SHIFTS))
@@ -135,7 +149,8 @@ def main(argv: list[str] | None = None) -> None:
     with thread_budget(load_section("base", args.params).n_threads):
         model = load_model(args.model)
         pop = population(model, [train, test], len(train))
-        results = run(model, pop, args.sizes, args.trials, params, shift)
+        with progress("drift trials", total=len(args.sizes) * args.trials, unit="trials") as done:
+            results = run(model, pop, args.sizes, args.trials, params, shift, done=done)
     json.dump({"shift": args.shift, "results": results}, sys.stdout, indent=2)
     print()
 

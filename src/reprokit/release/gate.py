@@ -30,7 +30,8 @@ last gate run; commit it with a release) and, when tracking is on, as tags on th
 challenger's registered version. `reprokit promote` requires a
 passed verdict measured against the current champion. With `--enforce` (or
 `gate.enforce: true`) a failed gate exits non-zero. It is not a pipeline stage: it
-reads the registry, which DVC does not track, and its latency figure varies by run.
+reads the registry, which DVC does not track, and its latency figure varies by run. On a
+terminal, stderr shows the latency samples taken of the total.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ from reprokit.core.config import GateParams, load_section
 from reprokit.core.contract import load_contract
 from reprokit.core.errors import StageError
 from reprokit.core.metrics import rounded, subgroup_metrics
+from reprokit.core.progress import HELP as PROGRESS_HELP
+from reprokit.core.progress import SILENT, Progress, progress
 from reprokit.core.running import add_debug_option, run_stage
 from reprokit.core.threads import thread_budget
 from reprokit.model.inference import inputs_of, served_proba
@@ -70,14 +73,17 @@ def p95_ms(times_ms: list[float]) -> float:
     return round(float(np.percentile(times_ms, 95)), 3)
 
 
-def single_row_times_ms(model, inputs: pd.DataFrame, samples: int, n_threads: int, warmup: int = 10) -> list[float]:
-    """Wall time of each single-row `predict`, in milliseconds, under the thread budget."""
+def single_row_times_ms(
+    model, inputs: pd.DataFrame, samples: int, n_threads: int, warmup: int = 10, done: Progress = SILENT
+) -> list[float]:
+    """Wall time of each single-row `predict`, in milliseconds, under the thread budget
+    (`done` advances by one a timed sample, outside the timed span)."""
     rows = [inputs.iloc[[i % len(inputs)]] for i in range(samples + warmup)]
     times = []
     with thread_budget(n_threads):
         for row in rows[:warmup]:
             model.predict(row)
-        for row in rows[warmup:]:
+        for row in done.track(rows[warmup:]):
             started = time.perf_counter()
             model.predict(row)
             times.append((time.perf_counter() - started) * 1000)
@@ -253,7 +259,9 @@ def version_under_test(tracking_params, asked: str | None) -> tuple[str, str, st
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, epilog=PROGRESS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_debug_option(parser)
     parser.add_argument("--contract", default="dataset.yaml")
     parser.add_argument("--params", default="params.yaml")
@@ -339,7 +347,9 @@ def main(argv: list[str] | None = None) -> None:
             )
         # Single-row predictions as the service makes them, under its budget (serve.n_threads).
         serve_threads = thread_budget_setting(None, args.params, "serve")
-        latency = p95_ms(single_row_times_ms(package, rows, params.latency_samples, serve_threads))
+        with progress("gate: latency samples", total=params.latency_samples, unit="predictions") as done:
+            times = single_row_times_ms(package, rows, params.latency_samples, serve_threads, done=done)
+        latency = p95_ms(times)
         result = verdict(params, auc(y, proba), gap, latency, comparison, gap_note)
         if not features:
             result["checks"]["max_subgroup_auc_gap"]["note"] = gap_note

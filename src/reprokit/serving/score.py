@@ -16,7 +16,8 @@ partition by partition into the same relative paths under the directory OUT (rej
 OUT.rejects), each exactly as a single file is: in this process, or with `--engine dask
 --scheduler ADDRESS` on a Dask cluster (`dask.bag` `map_partitions`, the model loaded once
 per worker), with byte-identical files either way. Each file is atomic; after a failure the
-partitions already done stay.
+partitions already done stay. On a terminal, stderr shows the rows scored so far (of a
+partitioned dataset: the partitions done of the total), the time spent and the rate.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ from reprokit.core.batchfiles import (
 )
 from reprokit.core.cluster import add_engine_options, check_engine_options, dask_client
 from reprokit.core.errors import StageError
+from reprokit.core.progress import HELP as PROGRESS_HELP
+from reprokit.core.progress import SILENT, Progress, progress
 from reprokit.core.running import add_debug_option, run_stage
 from reprokit.model.loading import load_model, worker_model
 
@@ -138,9 +141,12 @@ class AtomicParquet:
                 self.fs.rm(self.temp)
 
 
-def score_file(model, source: str, out: str, rejects: str, chunk_rows: int, read_as=None) -> tuple[int, int, int]:
+def score_file(
+    model, source: str, out: str, rejects: str, chunk_rows: int, read_as=None, done: Progress = SILENT
+) -> tuple[int, int, int]:
     """Score `source` into `out` and `rejects`; returns (rows read, rows scored, rows warned).
-    A CSV is read with `read_as` (a contract `Source`; default: the package contract's own)."""
+    A CSV is read with `read_as` (a contract `Source`; default: the package contract's own);
+    `done` advances by each chunk's rows."""
     import pyarrow as pa
 
     from reprokit.model.scoring import InputError, check_records, is_text, labels
@@ -204,6 +210,7 @@ def score_file(model, source: str, out: str, rejects: str, chunk_rows: int, read
                     )
                 )
             read += len(frame)
+            done.advance(len(frame))
             scored += int(ok.sum())
             warned += int(np.count_nonzero(np.not_equal(warnings, None)))
         scored_file, rejected_file = files or open_files(id_column if keyed else ROW_KEY)
@@ -248,17 +255,22 @@ def score_partitions(
     target, version = resolve(uri)  # an alias is resolved once: every partition gets one version
     if not target.startswith("models:/"):
         target = absolute(target)
-    if scheduler is None:
-        totals = _score_jobs(jobs, target, chunk_rows, n_threads)
-    else:
-        import dask.bag
+    with progress("score: partitions", total=len(jobs), unit="partitions") as done:
+        if scheduler is None:
+            totals = _score_jobs(done.track(jobs), target, chunk_rows, n_threads)
+        else:
+            import dask.bag
+            from distributed import as_completed
 
-        from reprokit.serving.score import _score_jobs as work  # by reference, also when this module is __main__:
-        # the workers then import reprokit.serving.score, whose model cache lives as long as they do
+            from reprokit.serving.score import _score_jobs as work  # by reference, also when this module is
+            # __main__: the workers then import reprokit.serving.score, whose model cache lives as long as they do
 
-        with dask_client(scheduler):
-            bag = dask.bag.from_sequence(jobs, npartitions=len(jobs))
-            totals = bag.map_partitions(work, target, chunk_rows, n_threads).compute()
+            with dask_client(scheduler) as client:
+                bag = dask.bag.from_sequence(jobs, npartitions=len(jobs))
+                parts = client.compute(bag.map_partitions(work, target, chunk_rows, n_threads).to_delayed())
+                for _ in done.track(as_completed(parts)):  # one future a partition, as each finishes
+                    pass
+                totals = [total for part in client.gather(parts) for total in part]
     read, scored, warned = (sum(t[i] for t in totals) for i in range(3))
     versions = sorted({t[3] for t in totals})
     if len(versions) > 1:
@@ -330,6 +342,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="reprokit score",
         description=__doc__,
+        epilog=PROGRESS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_debug_option(parser)
@@ -387,7 +400,10 @@ def main(argv: list[str] | None = None) -> None:
             model = load_model(args.model)
             started = time.perf_counter()
             read_as = reading(model.contract.source, args)
-            read, scored, warned = score_file(model, args.input, args.output, rejects, args.chunk_rows, read_as)
+            with progress("score", unit="rows") as done:
+                read, scored, warned = score_file(
+                    model, args.input, args.output, rejects, args.chunk_rows, read_as, done
+                )
             seconds = time.perf_counter() - started
         return (
             f"{args.input}: {read} rows, {scored} scored into {args.output} by version {model.version} "
