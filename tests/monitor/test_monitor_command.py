@@ -107,7 +107,7 @@ def test_missing_and_unknown_columns_are_named(project, tmp_path):
     _, done = monitor(project, str(path))
     assert done.returncode == 1 and "Traceback" not in done.stderr
     error = done.stderr.strip().splitlines()[-1]
-    assert "missing the contract's feature column(s) tenure, contract" in error
+    assert "missing required column(s): tenure, contract" in error
     assert "column(s) the contract does not know: loyalty_points" in error
 
 

@@ -10,12 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from mlflow.exceptions import MlflowException
 from synthetic import loan_pipeline, loans_contract, package_loans
 
 from reprokit.core.contract import parse_contract
 from reprokit.model.inference import inputs_of
-from reprokit.model.scoring import input_schema, mlflow_type, signature_inputs
+from reprokit.model.scoring import InputError, input_schema, mlflow_type, signature_inputs
 from reprokit.model.trust import load_package
 
 
@@ -80,8 +79,8 @@ def test_pyfunc_takes_records_without_their_optional_columns(served, telco_split
     expected = telco_pipeline.predict_proba(inputs.assign(total_charges=np.nan))[:, 1]
     absent = test.drop(columns=["churn", "total_charges"])
     np.testing.assert_array_equal(np.asarray(served.predict(absent))[:, 1], expected)
-    # A required column stays required: refused by the signature, before the pipeline sees the rows.
-    with pytest.raises(MlflowException, match=r"Model is missing inputs \['tenure'\]"):
+    # A required column stays required: refused by the input policy, before the pipeline sees the rows.
+    with pytest.raises(InputError, match=r"^missing required column\(s\): tenure$"):
         served.predict(test.drop(columns=["churn", "tenure"]))
 
 

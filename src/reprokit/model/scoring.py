@@ -95,6 +95,37 @@ def _cast(frame: pd.DataFrame, kinds: dict[str, str | None]) -> pd.DataFrame:
     return out
 
 
+def column_problems(names: Sequence[str], contract: Contract) -> list[tuple[str, str]]:
+    """The column rule of the input policy, for a request's fields or a file's columns, as
+    (column, problem): a required feature missing, or a column the contract does not know. The
+    contract knows its features, its target, its id column and its `drop_columns`; the last
+    three are accepted and not used. A missing nullable feature is all null."""
+    present = set(names)
+    known = set(contract.feature_names) | {contract.target.column} | set(contract.source.drop_columns)
+    if contract.source.id_column:
+        known.add(contract.source.id_column)
+    missing = [(f.name, MISSING_PROBLEM) for f in contract.features if f.name not in present and not f.nullable]
+    return missing + [(str(name), UNKNOWN_PROBLEM) for name in names if name not in known]
+
+
+def column_error(problems: list[tuple[str, str]], limit: int = 20) -> str:
+    """One line naming the columns `column_problems` found (the first `limit` of each kind)."""
+    parts = []
+    for problem, label in (
+        (MISSING_PROBLEM, "missing required column(s)"),
+        (UNKNOWN_PROBLEM, "column(s) the contract does not know"),
+    ):
+        names = [name[:80] for name, found in problems if found == problem]
+        if names:
+            more = f" and {len(names) - limit} more" if len(names) > limit else ""
+            parts.append(f"{label}: {', '.join(names[:limit])}{more}")
+    return "; ".join(parts)
+
+
+MISSING_PROBLEM = "missing required field"
+UNKNOWN_PROBLEM = "not a field of the contract"
+
+
 class InputError(ValueError):
     """Input that cannot be scored at all (a required column missing, an unknown column):
     the message names the columns."""
@@ -195,9 +226,9 @@ def check_records(columns: Mapping[str, Sequence[Any] | np.ndarray | pd.Series],
     """Check `n` records, given column by column (`columns[name]` holds n values), against
     the contract. Columns that are not features are ignored; a missing nullable feature is
     all null; a missing required feature raises `InputError`."""
-    missing = [f.name for f in contract.features if f.name not in columns and not f.nullable]
+    missing = [(f.name, MISSING_PROBLEM) for f in contract.features if f.name not in columns and not f.nullable]
     if missing:
-        raise InputError(f"missing required column(s): {', '.join(missing)}")
+        raise InputError(column_error(missing))
     rejected = np.full(n, None, dtype=object)
     warnings = np.full(n, None, dtype=object)
     reasons: list[tuple[str, np.ndarray, str | dict[int, str]]] = []

@@ -238,10 +238,18 @@ def open_package(uri: str | Path) -> OpenedPackage:
 
 def load_package(uri: str | Path):
     """`mlflow.pyfunc.load_model` for a package directory or a `models:/` URI, after
-    `check_package`: a registry model is downloaded first and checked where it lies."""
+    `check_package` (a registry model is downloaded first and checked where it lies), with
+    `predict` under the input policy (`reprokit.model.pyfunc.CheckedPyFunc`)."""
     import mlflow.pyfunc
+
+    from reprokit.core.contract import parse_contract
+    from reprokit.model.pyfunc import CheckedPyFunc
 
     with tempfile.TemporaryDirectory(prefix="reprokit-package-") as tmp:
         local = _local_copy(uri, tmp)
-        check_package(local, shown=str(uri))
-        return mlflow.pyfunc.load_model(str(local))
+        mlmodel, _ = check_package(local, shown=str(uri))
+        model = mlflow.pyfunc.load_model(str(local))
+    meta = (mlmodel.get("metadata") or {}).get("reprokit")
+    if not isinstance(meta, dict) or "contract" not in meta:
+        raise UntrustedFileError(f"{uri}: the package does not carry its contract; re-run `dvc repro`")
+    return CheckedPyFunc(model, parse_contract(meta["contract"], where=f"{uri} (MLmodel metadata)"))

@@ -25,13 +25,14 @@ LEVELS = ("ok", "warn", "alert")
 
 def read_batch(path: str, contract, allow_empty: bool = False, read_as=None) -> pd.DataFrame:
     """The batch's columns (CSV or Parquet, a path or an fsspec URL) after checking their
-    names: every feature present, nothing the contract does not know. A CSV is read with
+    names by the input policy's column rule (`column_problems`: every required feature present,
+    nothing the contract does not know; a nullable feature absent is all null). A CSV is read with
     `read_as` (a contract `Source`; default: the contract's own). No rows is an error unless
     `allow_empty` (a partition of a larger batch)."""
 
     from reprokit.core.batchfiles import chunks, column_names
     from reprokit.core.redaction import redact
-    from reprokit.model.scoring import is_text
+    from reprokit.model.scoring import column_error, column_problems, is_text
 
     shown = redact(path)  # a URL's credentials never reach a message
     read_as = read_as or contract.source
@@ -39,18 +40,9 @@ def read_batch(path: str, contract, allow_empty: bool = False, read_as=None) -> 
         names = column_names(path, read_as)
     except StageError as exc:
         raise StageError(str(exc).replace(path, shown)) from None
-    known = set(contract.feature_names) | {contract.target.column} | set(contract.source.drop_columns)
-    if contract.source.id_column:
-        known.add(contract.source.id_column)
-    missing = [name for name in contract.feature_names if name not in names]
-    unknown = [name for name in names if name not in known]
-    problems = []
-    if missing:
-        problems.append(f"missing the contract's feature column(s) {', '.join(missing)}")
-    if unknown:
-        problems.append(f"column(s) the contract does not know: {', '.join(unknown)}")
+    problems = column_problems(names, contract)
     if problems:
-        raise StageError(f"{shown}: {'; '.join(problems)}")
+        raise StageError(f"{shown}: {column_error(problems)}")
     wanted = contract.feature_names + [name for name in (contract.target.column,) if name in names]
     numeric = {f.name for f in contract.features if not is_text(f)}
     frames = list(chunks(path, wanted, numeric, 1_000_000, read_as))
@@ -60,7 +52,10 @@ def read_batch(path: str, contract, allow_empty: bool = False, read_as=None) -> 
     if batch is None:
         present = [name for name in wanted if name in names]
         batch = pd.DataFrame({name: pd.Series(dtype="float64" if name in numeric else object) for name in present})
-    return batch
+    for name in contract.feature_names:  # a nullable feature the batch lacks: all null, as scoring reads it
+        if name not in batch.columns:
+            batch[name] = pd.Series(np.nan, index=batch.index, dtype="float64" if name in numeric else object)
+    return batch[[name for name in wanted if name in batch.columns]]
 
 
 def label_values(values: pd.Series, target) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,16 @@ from typing import Any
 
 import numpy as np
 
-from reprokit.model.scoring import InputError, check_records, is_text, is_whole
+from reprokit.core.contract import Contract
+from reprokit.model.scoring import (
+    MISSING_PROBLEM,
+    UNKNOWN_PROBLEM,
+    InputError,
+    check_records,
+    column_problems,
+    is_text,
+    is_whole,
+)
 from reprokit.model.scoring_model import ScoringModel
 
 MAX_PROBLEMS = 20  # problems listed in one 422 answer
@@ -27,8 +36,10 @@ class BadRequest(Exception):
         self.total = max(total, len(self.problems))  # problems in all; the answer lists the first
 
 
-def parse_payload(payload: Any, features: list[str]) -> tuple[dict[str, list[Any]], int]:
-    """Columns (feature name -> values) and the record count of a decoded JSON body."""
+def parse_payload(payload: Any, contract: Contract) -> tuple[dict[str, list[Any]], int]:
+    """Columns (feature name -> values) and the record count of a decoded JSON body; a field
+    the contract does not know is a 422 (`column_problems`, the rule every reader follows)."""
+    features = contract.feature_names
     if not isinstance(payload, dict):
         raise BadRequest(422, f"expected a JSON object with one of the keys {', '.join(WIRE_FORMATS)}")
     keys = [key for key in WIRE_FORMATS if key in payload]
@@ -43,14 +54,14 @@ def parse_payload(payload: Any, features: list[str]) -> tuple[dict[str, list[Any
             raise BadRequest(422, "dataframe_split.columns: expected distinct column names")
         if not isinstance(data, list) or not all(isinstance(row, list) and len(row) == len(columns) for row in data):
             raise BadRequest(422, f"dataframe_split.data: expected a list of rows of {len(columns)} values each")
-        check_names(columns, features)
+        check_names(columns, contract)
         return {name: [row[i] for row in data] for i, name in enumerate(columns)}, len(data)
     if not isinstance(body, list) or not all(isinstance(record, dict) for record in body):
         raise BadRequest(422, f"{keys[0]}: expected a list of records (JSON objects)")
     names: set[str] = set()
     for record in body:
         names.update(record)
-    check_names(sorted(names), features)
+    check_names(sorted(names), contract)
     return {name: [record.get(name, _MISSING) for record in body] for name in features}, len(body)
 
 
@@ -65,11 +76,13 @@ def _raise(problems: list[dict[str, Any]], total: int):
     raise BadRequest(422, "the input does not match the contract", problems, total)
 
 
-def check_names(names: list[str], features: list[str]) -> None:
-    unknown = [name for name in names if name not in set(features)]
+def check_names(names: list[str], contract: Contract) -> None:
+    """A 422 for fields the contract does not know (a missing field is a problem of each
+    record that lacks it: `check_payload`)."""
+    unknown = [(name, problem) for name, problem in column_problems(names, contract) if problem == UNKNOWN_PROBLEM]
     if unknown:
         shown = unknown[:MAX_PROBLEMS]
-        _raise([{"field": name[:80], "problem": "not a field of the contract"} for name in shown], len(unknown))
+        _raise([{"field": name[:80], "problem": problem} for name, problem in shown], len(unknown))
 
 
 def check_payload(columns: dict[str, list[Any]], n: int, model: ScoringModel, max_records: int):
@@ -96,7 +109,7 @@ def check_payload(columns: dict[str, list[Any]], n: int, model: ScoringModel, ma
         (field, np.setdiff1d(rows, absent[field], assume_unique=True) if field in absent else rows, message)
         for field, rows, message in checked.reasons
     ]
-    checked.reasons += [(field, rows, "missing required field") for field, rows in absent.items()]
+    checked.reasons += [(field, rows, MISSING_PROBLEM) for field, rows in absent.items()]
     listed, total = checked.problems(MAX_PROBLEMS)
     if total:
         _raise([{"record": i, "field": field, "problem": problem} for i, field, problem in listed], total)

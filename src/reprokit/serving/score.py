@@ -149,7 +149,7 @@ def score_file(
     `done` advances by each chunk's rows."""
     import pyarrow as pa
 
-    from reprokit.model.scoring import InputError, check_records, is_text, labels
+    from reprokit.model.scoring import InputError, check_records, column_error, column_problems, is_text, labels
 
     contract = model.contract
     features = contract.feature_names
@@ -162,6 +162,9 @@ def score_file(
 
     read_as = read_as or contract.source
     names = column_names(source, read_as)  # refuses blank, duplicate or nested columns first
+    problems = column_problems(names, contract)  # the input policy's column rule, before any output
+    if problems:
+        raise StageError(f"{source}: {column_error(problems)}")
     keyed = bool(id_column) and id_column in names
 
     def checked_chunks() -> Iterator[tuple[pd.DataFrame, pd.Series, Any]]:

@@ -154,7 +154,7 @@ def create_app(settings: Settings | None = None):
                     payload = orjson.loads(body)
                 except orjson.JSONDecodeError:
                     raise BadRequest(400, "the body is not valid JSON") from None
-                columns, n = parse_payload(payload, model.contract.feature_names)
+                columns, n = parse_payload(payload, model.contract)
                 if n > 256:  # a large request is checked off the event loop: health checks keep answering
                     checked = await asyncio.to_thread(check_payload, columns, n, model, settings.max_records)
                 else:
