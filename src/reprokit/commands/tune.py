@@ -12,7 +12,7 @@ rows of the prepared train split under a one-thread budget, scored by ROC AUC on
 out fold. joblib runs the tasks with the `loky` backend or the `dask` one, and both give the
 same table: every task is seeded and single-threaded. The test split is never read.
 
-Writes `metrics/tune.json` (the best candidate and the current one: DVC metrics) and
+Writes `metrics/tune.json` (the best candidate and the current one: `dvc metrics show metrics/tune.json`) and
 `metrics/tune_cv.json` (the table, one row per candidate: a DVC plot), logs a parent
 MLflow run with one child run per candidate when tracking is enabled, and prints the
 `dvc exp run -S ...` line that trains the best candidate. On a terminal, stderr shows the
