@@ -307,3 +307,15 @@ def test_the_confusion_template_is_dvcs_summing_each_rows_count(repo, pipeline):
     del dvcs["spec"]["transform"][0]
     dvcs["spec"]["transform"][0]["aggregate"] = [{"op": "count", "as": "xy_count"}]
     assert dvcs == ConfusionTemplate.DEFAULT_CONTENT
+
+
+def test_the_headline_metrics_are_one_file(pipeline):
+    """`dvc metrics show` and `dvc exp show` stay readable: only evaluate's headline file is
+    declared metrics; detail files (evaluate's, the monitor's, tune's, the gate's) are reached
+    with `dvc metrics show FILE` or `--targets`."""
+    declared = {
+        next(iter(entry)) if isinstance(entry, dict) else entry
+        for stage in pipeline["stages"].values()
+        for entry in stage.get("metrics", [])
+    } | set(pipeline.get("metrics", []))
+    assert declared == {"metrics/metrics.json"}
