@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 
-def built_once(tmp_path_factory: pytest.TempPathFactory, worker_id: str, name: str, build: Callable[[Path], None]) -> Path:
+def built_once(
+    tmp_path_factory: pytest.TempPathFactory, worker_id: str, name: str, build: Callable[[Path], None]
+) -> Path:
     """A folder `build(folder)` filled: this run's own, made by whichever worker comes first.
 
     Under xdist every worker's temporary folder sits in the run's folder, which no other run
