@@ -4,6 +4,11 @@ UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 RUN := $(UV) run --locked --no-sync
 # Test files or node ids to narrow test-unprivileged and test-container to (empty: every test).
 TESTS ?=
+# Parallel test processes (pytest-xdist; 0: one process). Each test file runs whole in one of them,
+# so a module's fixtures (servers, clones) are built once; one test alone: `.venv/bin/pytest PATH::NAME`.
+# Three on two cores: many tests wait on servers, subprocesses and the disk.
+TEST_WORKERS ?= 3
+PYTEST := $(RUN) pytest -n $(TEST_WORKERS) --dist loadfile
 
 .DEFAULT_GOAL := help
 .PHONY: help setup runtime-lock repro test test-fast test-unprivileged test-container bench
@@ -24,16 +29,16 @@ repro: setup ## Set up, then run the full pipeline (dvc repro)
 	$(RUN) dvc repro
 
 test: setup ## Set up, then run every test suite
-	$(RUN) pytest
+	$(PYTEST)
 
 test-unprivileged: setup ## Set up, then run every suite but the container one (as any user)
-	$(RUN) pytest -m "not container" $(TESTS)
+	$(PYTEST) -m "not container" $(TESTS)
 
 test-container: ## Run the container suite (needs root: debootstrap and rootful podman; `sudo make test-container`)
-	$(RUN) pytest -m container $(TESTS)
+	$(PYTEST) -m container $(TESTS)
 
 test-fast: setup ## Set up, then run the tests without the end-to-end, runner and container suites
-	$(RUN) pytest -m "not e2e and not runner and not container"
+	$(PYTEST) -m "not e2e and not runner and not container"
 
 bench: setup ## Measure pipeline timings into bench/results.json
 	$(RUN) python bench/pipeline.py

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,10 +18,43 @@ from typing import Iterator
 BIN = Path(sys.executable).parent
 
 
+# Ports handed out by free_port, one empty file each, shared by every test process on the machine.
+PORTS = Path(tempfile.gettempdir()) / "reprokit-test-ports"
+# Below Linux's default ephemeral range (32768-60999), where the kernel picks the ports of `bind(0)`
+# and of outgoing connections: no server's internal listener (Dask's, a test's own socket) can take
+# a port free_port handed out.
+RANGE = (20000, 32768)
+# Long enough for any server to bind the port it was given (or a test to finish with a port that
+# must stay unused), short enough that the range never runs dry.
+HOLD_SECONDS = 600
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port free on 127.0.0.1 now that no other test process on this machine is given for the
+    next HOLD_SECONDS: parallel workers, and a second run beside this one, would otherwise race
+    between this check and their server's bind. A port with nothing listening, for a test that
+    needs one, is one of these too."""
+    PORTS.mkdir(exist_ok=True)
+    if PORTS.stat().st_uid == os.geteuid():
+        PORTS.chmod(0o1777)  # sticky and world-writable, as /tmp: the runner tests run a suite as another user
+    while True:
+        port = random.SystemRandom().randrange(*RANGE)  # not the global generator, which tests may seed
+        marker = PORTS / str(port)
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            try:
+                if time.time() - marker.stat().st_mtime > HOLD_SECONDS:
+                    marker.unlink()  # an old hand-out: the port is someone's to take next time
+            except OSError:
+                pass  # another process removed it first, or it is another user's
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use outside the tests: keep the marker, try another
+        return port
 
 
 def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
@@ -122,7 +157,6 @@ def postgres() -> Iterator[str]:
     enter the private temp folders that pytest makes for root.
     """
     import shutil
-    import tempfile
 
     workdir = Path(tempfile.mkdtemp(prefix="reprokit-pg-"))
     data, sockets = workdir / "pgdata", workdir / "pgsock"

@@ -6,7 +6,6 @@ import dataclasses
 import hashlib
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from servers import free_port
 
 from reprokit.core.errors import StageError
 from reprokit.release import tracking
@@ -157,10 +157,7 @@ def test_git_state_names_the_commit_branch_and_edits(tmp_path):
 
 
 def test_unreachable_server_fails_fast_naming_the_uri(project, monkeypatch):
-    with socket.socket() as sock:  # a port with nothing listening
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    uri = f"http://127.0.0.1:{port}"
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens: no other test process is given it
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     # Run in a fresh process: MLflow reads its HTTP timeout settings once, at import.
     done = subprocess.run(

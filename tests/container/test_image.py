@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -29,6 +28,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from servers import free_port
 
 from reprokit.model.trust import load_package
 
@@ -68,12 +68,6 @@ def script(name: str, *args: str, env: dict[str, str] | None = None, timeout: fl
     )
     assert done.returncode == 0, f"bin/{name} exited {done.returncode}:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
     return time.monotonic() - start
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

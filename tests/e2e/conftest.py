@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from dvcclone import copy_clone, new_clone, ran_stages
+from dvcclone import Clone, clone_env, copy_clone, new_clone, ran_stages
 from servers import moto_s3
+from shared import built_once
 from synthetic import make_loans
 
 
@@ -15,11 +16,15 @@ def make_clone(tmp_path_factory, repo):
 
 
 @pytest.fixture(scope="session")
-def reproduced(tmp_path_factory, repo):
-    """A fresh clone after a full `dvc repro`: copy it with `copy_of` instead of reproducing again."""
-    clone = new_clone(repo, tmp_path_factory.mktemp("reproduced") / "repo")
-    clone.dvc("repro")
-    return clone
+def reproduced(tmp_path_factory, worker_id, repo):
+    """A fresh clone after a full `dvc repro`, one for the whole run (parallel workers share it):
+    copy it with `copy_of` instead of reproducing again, never change it."""
+
+    def reproduce(folder):
+        new_clone(repo, folder / "repo").dvc("repro")
+
+    root = built_once(tmp_path_factory, worker_id, "reproduced", reproduce) / "repo"
+    return Clone(root, clone_env(root))
 
 
 @pytest.fixture()

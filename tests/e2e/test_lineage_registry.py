@@ -3,7 +3,6 @@ tracking server (PostgreSQL backend store, S3 artifact store on moto), all on 12
 
 from __future__ import annotations
 
-import socket
 import sys
 
 import numpy as np
@@ -11,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 from dvcclone import cache_snapshot, ran_stages
-from servers import s3_client, tracking_server
+from servers import free_port, s3_client, tracking_server
 
 pytestmark = pytest.mark.e2e
 
@@ -166,9 +165,7 @@ def test_tracking_disabled_runs_without_mlflow(copy_of):
 
 def test_unreachable_server_fails_the_stage_fast_naming_the_uri(copy_of):
     clone = copy_of("server-down")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nothing listens: no other test process is given it
     clone.env["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{port}"
     cache = cache_snapshot(clone.root)
     locked = clone.locked_outputs()

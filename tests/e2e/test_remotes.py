@@ -110,11 +110,11 @@ def assert_failure_leaves_everything(clone, command, expected_dvc, expected_chec
 def test_s3_server_down(copy_of):
     clone = copy_of("s3-down")
     use_s3(clone, f"http://127.0.0.1:{free_port()}", "any-bucket")
-    started = time.monotonic()
+    # No time limit is asserted (the verdict would then depend on how busy the machine is): a
+    # push that hangs fails at the command's own timeout.
     assert_failure_leaves_everything(
         clone, ["push", "-r", "s3"], "Could not connect to the endpoint URL", "cannot connect to http://127.0.0.1:"
     )
-    assert time.monotonic() - started < 60
 
 
 def test_s3_missing_bucket(copy_of, s3_endpoint):
