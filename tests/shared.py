@@ -3,12 +3,12 @@ session fixtures): the first worker to ask builds it, the others wait for it, th
 
 from __future__ import annotations
 
-import fcntl
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 
 def built_once(
@@ -25,8 +25,7 @@ def built_once(
         return folder
     run = tmp_path_factory.getbasetemp().parent
     folder, done = run / name, run / f"{name}.done"
-    with open(run / f"{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the worker dies
+    with FileLock(run / f"{name}.lock"):  # released on leaving, or when the worker dies
         if not done.exists():
             shutil.rmtree(folder, ignore_errors=True)  # what a worker that failed midway left
             folder.mkdir()
