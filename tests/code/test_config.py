@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from reprokit.core.config import (
     MODEL_KINDS,
@@ -158,9 +159,14 @@ def test_edit_yaml_changes_only_the_values_it_sets(repo):
     assert edit_yaml(text, {}, "params.yaml") == text
     updated = edit_yaml(text, {("train", "model"): "random_forest", ("base", "seed"): 7}, "params.yaml")
     changed = [(a, b) for a, b in zip(text.splitlines(), updated.splitlines(), strict=True) if a != b]
-    assert [b.split("#")[0].strip() for _, b in changed] == ['seed: 7', 'model: "random_forest"']
+    assert [b.split("#")[0].strip() for _, b in changed] == ["seed: 7", 'model: "random_forest"']
     assert all(("#" in a) == ("#" in b) for a, b in changed)
     with pytest.raises(ConfigError, match=r"params\.yaml: no train\.nothing\.deep to set"):
         edit_yaml(text, {("train", "nothing", "deep"): 1}, "params.yaml")
+    with pytest.raises(ConfigError, match=r"params\.yaml: no base\.seed\.deep to set"):
+        edit_yaml(text, {("base", "seed", "deep"): 1}, "params.yaml")
+    added = edit_yaml(text, {("train", "hist_gradient_boosting", "max_features"): 0.5}, "params.yaml")
+    assert yaml.safe_load(added)["train"]["hist_gradient_boosting"]["max_features"] == 0.5
+    assert len(added.splitlines()) == len(text.splitlines()) + 1  # one line added, nothing else moved
     with pytest.raises(ConfigError, match=r"params\.yaml: not valid YAML"):
         edit_yaml("a: [", {}, "params.yaml")

@@ -282,8 +282,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 def edit_yaml(text: str, changes: dict[tuple[str, ...], Any], where: str) -> str:
     """`text` with each key path in `changes` set to its value, everything else kept as it is
     (comments, quotes, `null`s, order): the one way the project edits `params.yaml`. A string
-    value is written double-quoted; every path must exist. The result is read back with DVC's
-    rules and must hold exactly the new values."""
+    value is written double-quoted; every key but the last must exist (a new last key is added
+    at the end of its mapping, as `tune --apply` does for a hyperparameter params.yaml lacks).
+    The result is read back with DVC's rules and must hold exactly the new values."""
     import io
 
     from ruamel.yaml import YAML
@@ -299,11 +300,12 @@ def edit_yaml(text: str, changes: dict[tuple[str, ...], Any], where: str) -> str
         raise ConfigError(f"{where}: not valid YAML: {exc}") from None
     for path, value in changes.items():
         parent = data
-        for depth, key in enumerate(path):
+        for key in path[:-1]:
             if not isinstance(parent, dict) or key not in parent:
                 raise ConfigError(f"{where}: no {'.'.join(path)} to set")
-            if depth < len(path) - 1:
-                parent = parent[key]
+            parent = parent[key]
+        if not isinstance(parent, dict):
+            raise ConfigError(f"{where}: no {'.'.join(path)} to set")
         parent[path[-1]] = DoubleQuotedScalarString(value) if isinstance(value, str) else value
     buffer = io.StringIO()
     editor.dump(data, buffer)
