@@ -265,12 +265,19 @@ def tracking_server(workdir: Path) -> Iterator[dict[str, str]]:
 
 
 @contextmanager
-def scoring_service(args: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None):
-    """A real `python -m reprokit.serving.serve` process; yields (base URL, process) once it is ready."""
+def scoring_service(
+    args: list[str],
+    log: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    command: tuple[str, ...] = ("-m", "reprokit.serving.serve"),
+):
+    """A real `python -m reprokit.serving.serve` process (or `python COMMAND...` that starts the
+    service); yields (base URL, process) once it is ready."""
     port = free_port()
     out = open(log, "wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "reprokit.serving.serve", *args, "--port", str(port)],
+        [sys.executable, *command, *args, "--port", str(port)],
         env={**os.environ, **(env or {})},
         cwd=cwd,
         stdout=out,

@@ -13,8 +13,6 @@ import pandas as pd
 import pytest
 from badfiles import SCORER_CORPUS
 
-from reprokit.model.trust import load_package
-
 
 def score(*args, env=None, timeout: float = 600) -> subprocess.CompletedProcess:
     """`python -m reprokit.serving.score ARGS` as a user runs it."""
@@ -34,11 +32,6 @@ def raw_csv(tmp_path_factory, telco_splits):
     path = tmp_path_factory.mktemp("raw") / "customers.csv"
     raw.to_csv(path, index=False)
     return path
-
-
-@pytest.fixture(scope="module")
-def pyfunc(telco_package):
-    return load_package(telco_package)
 
 
 def md5(path) -> str:

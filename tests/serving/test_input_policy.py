@@ -11,16 +11,13 @@ from __future__ import annotations
 import json
 import math
 
-import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from servers import scoring_service
 
 from reprokit.core.errors import StageError
 from reprokit.model.scoring import InputError
 from reprokit.model.scoring_model import ScoringModel
-from reprokit.model.trust import load_package
 from reprokit.monitoring.batch_drift import checked_records, read_batch
 from reprokit.serving.score import score_file
 
@@ -54,19 +51,6 @@ def good_record(telco_splits, telco_contract) -> dict:
     frame = frame.astype({n: "int64" for n in telco_contract.names_of("integer", "binary")})
     (record,) = json.loads(frame.to_json(orient="records"))
     return record
-
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory, telco_package):
-    log = tmp_path_factory.mktemp("policy") / "serve.log"
-    with scoring_service([str(telco_package)], log) as (url, _):
-        with httpx.Client(base_url=url, timeout=60) as client:
-            yield client
-
-
-@pytest.fixture(scope="module")
-def pyfunc(telco_package):
-    return load_package(telco_package)
 
 
 @pytest.fixture(scope="module")

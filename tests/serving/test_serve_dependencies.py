@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import httpx
 import mlflow
 import pytest
 from commands import uv
-from servers import free_port, mlflow_server, stop, wait_healthy
+from servers import mlflow_server, scoring_service
 
 from reprokit.release import tracking
 
@@ -60,29 +59,17 @@ def test_the_serve_group_leaves_out_the_pipelines_libraries(serve_group):
 @contextlib.contextmanager
 def served(serve_group: Path, args: list[str], workdir: Path, env: dict[str, str] | None = None):
     """`reprokit serve ARGS` with only the group importable; yields (client, read_dump)."""
-    port, log, dump = free_port(), workdir / "serve.log", workdir / "modules.json"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, str(BOOT), str(serve_group), str(dump), "serve", *args, "--port", str(port)],
-            env={**os.environ, **(env or {})},
-            cwd=workdir,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_healthy(f"{url}/health/ready", process, 120, "the scoring service", log)
+    dump = workdir / "modules.json"
+    command = (str(BOOT), str(serve_group), str(dump), "serve")
+    with scoring_service(args, workdir / "serve.log", env, workdir, command) as (url, _):
 
-            def read_dump() -> dict:
-                Path(f"{dump}.go").touch()
-                wait_until(dump.exists, "the service never wrote its modules")
-                return json.loads(dump.read_text())
+        def read_dump() -> dict:
+            Path(f"{dump}.go").touch()
+            wait_until(dump.exists, "the service never wrote its modules")
+            return json.loads(dump.read_text())
 
-            with httpx.Client(base_url=url, timeout=60) as client:
-                yield client, read_dump
-        finally:
-            stop(process)
+        with httpx.Client(base_url=url, timeout=60) as client:
+            yield client, read_dump
 
 
 def wait_until(condition, failure: str, seconds: float = 120) -> None:

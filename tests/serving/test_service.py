@@ -16,22 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from servers import scoring_service
 
-from reprokit.model.trust import load_package
-
 SECRET = "SECRET-INPUT-7f3a"
-
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory, telco_package):
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    with scoring_service([str(telco_package), "--max-body-bytes", "200000"], log) as (url, _):
-        with httpx.Client(base_url=url, timeout=60) as client:
-            yield client
-
-
-@pytest.fixture(scope="module")
-def pyfunc(telco_package):
-    return load_package(telco_package)
 
 
 @pytest.fixture(scope="module")
