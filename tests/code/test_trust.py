@@ -602,7 +602,12 @@ def test_scoring_with_an_inflating_package_is_refused_in_bounded_memory(bomb_pac
 
     import pandas as pd
 
-    pd.DataFrame({"tenure": [1]}).to_csv(tmp_path / "in.csv", index=False)
+    from reprokit.model.trust import package_contract
+
+    # Columns the package's contract takes: a wrong file would be refused before the model loads.
+    pd.DataFrame({name: [1] for name in package_contract(bomb_package).feature_names}).to_csv(
+        tmp_path / "in.csv", index=False
+    )
     measure = (
         "import resource, subprocess, sys; done = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
         "sys.stderr.write(done.stderr); print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"

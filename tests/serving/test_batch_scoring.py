@@ -375,3 +375,20 @@ def test_every_file_of_the_corpus_is_scored_exactly_or_refused_naming_the_cause(
         assert score(plain, tmp_path / "plain.parquet", "--model", telco_package).returncode == 0
         expected_scores = pd.read_parquet(tmp_path / "plain.parquet")["probability"]
         np.testing.assert_array_equal(pd.read_parquet(out)["probability"], expected_scores)
+
+
+def test_a_wrong_file_is_refused_before_the_model_is_loaded(tmp_path, raw_csv, telco_package):
+    """The columns are checked against the contract the package's MLmodel carries first: with a
+    package whose model file cannot load, a file missing a column still gets the column error."""
+    import shutil
+
+    broken = tmp_path / "package"
+    shutil.copytree(telco_package, broken)
+    (broken / "model.skops").write_bytes(b"not a skops archive")
+    missing = tmp_path / "missing.csv"
+    pd.read_csv(raw_csv).drop(columns="tenure").to_csv(missing, index=False)
+    done = score(missing, tmp_path / "out.parquet", "--model", broken)
+    assert done.returncode == 1 and "missing required column(s): tenure" in done.stderr, done.stderr
+    good = score(raw_csv, tmp_path / "out.parquet", "--model", broken)
+    assert good.returncode == 1 and "model.skops" in good.stderr, good.stderr  # the package does not load
+    assert not (tmp_path / "out.parquet").exists()

@@ -236,6 +236,32 @@ def open_package(uri: str | Path) -> OpenedPackage:
     return OpenedPackage(names, metadata, uuid, pipeline)
 
 
+def package_contract(uri: str | Path):
+    """The contract a package directory's `MLmodel` file carries, read (bounded, plain YAML, no
+    model loaded) so that a command can check its input before it spends seconds loading the
+    model; None for a registry URI or a file that does not say (loading then says what is wrong).
+    The model's own load re-reads and checks everything."""
+    import yaml
+
+    from reprokit.core.contract import parse_contract
+
+    directory = Path(uri)
+    if ":/" in str(uri) or not directory.is_dir():
+        return None
+    try:
+        text = read_bounded(directory / "MLmodel", limits().metadata_bytes, str(uri), "MLmodel").decode("utf-8")
+        mlmodel = safe_yaml(text, f"{uri}/MLmodel")
+        meta = mlmodel["metadata"]["reprokit"]
+        order = [str(column["name"]) for column in json.loads(mlmodel["signature"]["inputs"])]
+        contract = parse_contract(meta["contract"], where=f"{uri} (MLmodel metadata)")
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError, ValueError, StageError):
+        return None
+    by_name = {f.name: f for f in contract.features}
+    if sorted(order) != sorted(by_name):
+        return None
+    return dataclasses.replace(contract, features=tuple(by_name[name] for name in order))  # as ScoringModel's
+
+
 def load_package(uri: str | Path):
     """`mlflow.pyfunc.load_model` for a package directory or a `models:/` URI, after
     `check_package` (a registry model is downloaded first and checked where it lies), with

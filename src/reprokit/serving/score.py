@@ -141,6 +141,18 @@ class AtomicParquet:
                 self.fs.rm(self.temp)
 
 
+def input_columns(source: str, read_as, contract) -> list[str]:
+    """The column names of `source`, refused unless the input policy's column rule holds: blank,
+    duplicate or nested columns, a wrong delimiter, a missing or unknown column."""
+    from reprokit.model.scoring import column_error, column_problems
+
+    names = column_names(source, read_as)
+    problems = column_problems(names, contract)
+    if problems:
+        raise StageError(f"{source}: {column_error(problems)}")
+    return names
+
+
 def score_file(
     model, source: str, out: str, rejects: str, chunk_rows: int, read_as=None, done: Progress = SILENT
 ) -> tuple[int, int, int]:
@@ -149,7 +161,7 @@ def score_file(
     `done` advances by each chunk's rows."""
     import pyarrow as pa
 
-    from reprokit.model.scoring import InputError, check_records, column_error, column_problems, is_text, labels
+    from reprokit.model.scoring import InputError, check_records, is_text, labels
 
     contract = model.contract
     features = contract.feature_names
@@ -161,10 +173,7 @@ def score_file(
     files: list[AtomicParquet] = []
 
     read_as = read_as or contract.source
-    names = column_names(source, read_as)  # refuses blank, duplicate or nested columns first
-    problems = column_problems(names, contract)  # the input policy's column rule, before any output
-    if problems:
-        raise StageError(f"{source}: {column_error(problems)}")
+    names = input_columns(source, read_as, contract)  # before any output
     keyed = bool(id_column) and id_column in names
 
     def checked_chunks() -> Iterator[tuple[pd.DataFrame, pd.Series, Any]]:
@@ -374,6 +383,7 @@ def main(argv: list[str] | None = None) -> None:
         from reprokit.core.paths import check_no_credentials, check_outputs
         from reprokit.core.threads import thread_budget
         from reprokit.model.scoring_model import thread_budget_setting
+        from reprokit.model.trust import package_contract
 
         n_threads = thread_budget_setting(args.threads, args.params)
         check_no_credentials({"input": args.input, "output": args.output, "rejects": args.rejects})
@@ -400,6 +410,10 @@ def main(argv: list[str] | None = None) -> None:
             )
 
         with thread_budget(n_threads):
+            # The input's columns against the contract the package carries, before the model is
+            # loaded (seconds): a wrong file is refused at once. score_file checks them again.
+            if (contract := package_contract(args.model)) is not None:
+                input_columns(args.input, reading(contract.source, args), contract)
             model = load_model(args.model)
             started = time.perf_counter()
             read_as = reading(model.contract.source, args)
