@@ -86,3 +86,25 @@ def telco_package(tmp_path_factory, telco_pipeline, telco_splits, telco_contract
     example = synthetic_example(telco_contract)
     save_package(telco_pipeline, telco_contract, inputs, out, expected, 0.5, example=example, lock=REPO / RUNTIME_LOCK)
     return out
+
+
+@pytest.fixture(scope="session")
+def reproduced(tmp_path_factory, worker_id, repo):
+    """A fresh clone after a full `dvc repro`, one for the whole run (parallel workers share it):
+    copy it (`dvcclone.copy_clone`, the end-to-end suite's `copy_of`) instead of reproducing
+    again, never change it."""
+    from dvcclone import Clone, clone_env, new_clone
+    from shared import built_once
+
+    def reproduce(folder):
+        done = new_clone(repo, folder / "repo").dvc("repro")
+        (folder / "repro.out").write_text(done.stdout)  # what it ran: `reproduced_output`
+
+    root = built_once(tmp_path_factory, worker_id, "reproduced", reproduce) / "repo"
+    return Clone(root, clone_env(root))
+
+
+@pytest.fixture(scope="session")
+def reproduced_output(reproduced) -> str:
+    """What the full `dvc repro` of `reproduced` printed."""
+    return (reproduced.root.parent / "repro.out").read_text()

@@ -3,7 +3,8 @@
 bin/make-base-image makes the base image (debootstrap of Debian bookworm with Debian's Python 3.11,
 imported and tagged as docker.io/library/python:3.11-slim-bookworm) unless it is present: no image
 registry is needed. bin/build-image then builds the image from wheels of uv.lock's pins, with a
-package built in-process baked in, and the test runs it on a free port of 127.0.0.1.
+package built in-process baked in, and the test runs it on a free port of 127.0.0.1, with
+`podman run` and as deploy/'s Kubernetes manifests with `podman kube play`.
 
 Measured on the 2-core machine (podman 4.3.1, runc): base image 47-60 s (once: it is kept for
 later runs), bin/build-image 73-101 s (the serve group's wheels, then podman build, most of it pip
@@ -133,6 +134,30 @@ def test_the_image_carries_none_of_the_pipelines_libraries(image):
     assert found == [], f"the image carries {found}"
 
 
+def wait_ready(name: str, url: str, start: float) -> None:
+    """Until `/health/ready` answers 200; fails with the container's log if it stops or takes
+    longer than READY_SECONDS from `start`."""
+    while True:
+        try:
+            if httpx.get(f"{url}/health/ready", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        state = podman("inspect", "--format", "{{.State.Running}}", name, check=False)
+        if state.stdout.strip() != "true" or time.monotonic() > start + READY_SECONDS:
+            logs = podman("logs", name, check=False)
+            raise AssertionError(f"{name} not ready (running: {state.stdout.strip()}):\n{logs.stdout}{logs.stderr}")
+        time.sleep(0.2)
+
+
+def predicted(url: str, record: dict, package) -> tuple[dict, float]:
+    """The service's one prediction for `record`, and `pyfunc`'s probability for it."""
+    answer = httpx.post(f"{url}/invocations", json={"instances": [record]}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    (prediction,) = answer.json()["predictions"]
+    return prediction, float(np.asarray(load_package(package).predict(pd.DataFrame([record])))[0, 1])
+
+
 @pytest.fixture(scope="module")
 def container(image):
     """The image running detached on a free port of 127.0.0.1; its name and URL once ready."""
@@ -142,18 +167,7 @@ def container(image):
     podman("run", "-d", "--rm", "-p", f"127.0.0.1:{port}:8080", "--name", name, image)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = start + READY_SECONDS
-        while True:
-            try:
-                if httpx.get(f"{url}/health/ready", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            state = podman("inspect", "--format", "{{.State.Running}}", name, check=False)
-            if state.stdout.strip() != "true" or time.monotonic() > deadline:
-                logs = podman("logs", name, check=False)
-                raise AssertionError(f"{name} not ready (running: {state.stdout.strip()}):\n{logs.stdout}{logs.stderr}")
-            time.sleep(0.2)
+        wait_ready(name, url, start)
         print(f"run to ready: {time.monotonic() - start:.1f} s")
         yield name, url
     finally:
@@ -175,12 +189,9 @@ def record(telco_splits, telco_contract) -> dict:
 
 def test_the_container_scores_a_record_as_the_package_does(container, telco_package, record):
     _, url = container
-    answer = httpx.post(f"{url}/invocations", json={"instances": [record]}, timeout=60)
-    assert answer.status_code == 200, answer.text
-    (prediction,) = answer.json()["predictions"]
-    expected = np.asarray(load_package(telco_package).predict(pd.DataFrame([record])))[:, 1]
-    assert prediction["probability"] == expected[0]
-    assert prediction["label"] == ("Yes" if expected[0] >= 0.5 else "No")
+    prediction, expected = predicted(url, record, telco_package)
+    assert prediction["probability"] == expected
+    assert prediction["label"] == ("Yes" if expected >= 0.5 else "No")
     assert prediction["warnings"] == []
     version = httpx.get(f"{url}/version", timeout=10).json()
     assert prediction["model_version"] == version["model_version"] and version["model"] == "/srv/model"
@@ -206,3 +217,53 @@ def test_the_healthcheck_asks_for_readiness(image, container):
     test = healthcheck["Test"]
     assert test[0] == "CMD" and "/health/ready" in test[-1]
     assert podman("healthcheck", "run", name, check=False).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def kube_pod(image, tmp_path_factory):
+    """deploy/'s ConfigMap and Deployment played by `podman kube play`, as written but for what
+    a single machine needs: the test's image, one replica, a name of its own, and the port
+    published on a free port of 127.0.0.1 (hostIP/hostPort, which a cluster does not use). Its
+    container's name and URL once ready."""
+    import yaml
+
+    folder = tmp_path_factory.mktemp("kube")
+    (deployment,) = yaml.safe_load_all((REPO / "deploy" / "deployment.yaml").read_text())
+    pod = deployment["spec"]["template"]["spec"]
+    (serve,) = pod["containers"]
+    serve["image"] = image
+    port = free_port()
+    (http,) = serve["ports"]
+    http.update(hostIP="127.0.0.1", hostPort=port)
+    deployment["spec"]["replicas"] = 1
+    deployment["metadata"]["name"] = f"reprokit-serve-test-{uuid.uuid4().hex[:12]}"  # a run beside this one
+    played = folder / "deployment.yaml"
+    played.write_text(yaml.safe_dump(deployment))
+    start = time.monotonic()
+    podman("kube", "play", "--configmap", str(REPO / "deploy" / "configmap.yaml"), str(played), timeout=300)
+    name = f"{deployment['metadata']['name']}-pod-0-{serve['name']}"  # podman's name for a Deployment's container
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(name, url, start)
+        print(f"kube play to ready: {time.monotonic() - start:.1f} s")
+        yield name, url
+    finally:
+        podman("kube", "down", str(played), check=False, timeout=120)
+
+
+def test_the_kubernetes_manifests_serve_what_the_package_predicts(kube_pod, telco_package, record):
+    """The pod from deploy/ becomes ready and answers a prediction equal to pyfunc's."""
+    _, url = kube_pod
+    prediction, expected = predicted(url, record, telco_package)
+    assert prediction["probability"] == expected
+
+
+def test_the_pod_runs_with_the_configmaps_settings_on_a_read_only_root(kube_pod):
+    name, url = kube_pod
+    settings = {k: v for k, v in (line.split("=", 1) for line in podman("exec", name, "env").stdout.splitlines())}
+    assert settings["REPROKIT_SERVE_WORKERS"] == "2"
+    # Two workers answer: the ready route waits for every one (a shared directory under /tmp).
+    assert httpx.get(f"{url}/health/ready", timeout=5).json()["workers_loaded"] == 2
+    assert int(podman("exec", name, "id", "-u").stdout.strip()) == 10001
+    assert podman("exec", name, "touch", "/home/reprokit/x", check=False).returncode != 0  # read-only root
+    assert podman("exec", name, "touch", "/tmp/x", check=False).returncode == 0  # the emptyDir

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from dvcclone import Clone, clone_env, copy_clone, new_clone, ran_stages
+from dvcclone import copy_clone, new_clone, ran_stages
 from servers import moto_s3
-from shared import built_once
 from synthetic import make_loans
 
 
@@ -13,18 +12,6 @@ from synthetic import make_loans
 def make_clone(tmp_path_factory, repo):
     """Clone the committed state of this repository; stage code runs from the clone's src/."""
     return lambda name: new_clone(repo, tmp_path_factory.mktemp(name) / "repo")
-
-
-@pytest.fixture(scope="session")
-def reproduced(tmp_path_factory, worker_id, repo):
-    """A fresh clone after a full `dvc repro`, one for the whole run (parallel workers share it):
-    copy it with `copy_of` instead of reproducing again, never change it."""
-
-    def reproduce(folder):
-        new_clone(repo, folder / "repo").dvc("repro")
-
-    root = built_once(tmp_path_factory, worker_id, "reproduced", reproduce) / "repo"
-    return Clone(root, clone_env(root))
 
 
 @pytest.fixture()

@@ -19,15 +19,17 @@ STAGES = ["prepare", "featurize", "train", "evaluate", "package", "batches", "mo
 
 
 @pytest.fixture(scope="module")
-def clone(make_clone):
-    return make_clone("reproduce")
+def clone(tmp_path_factory, reproduced):
+    """A copy of the session's fresh clone after its full `dvc repro` (conftest's `reproduced`)."""
+    from dvcclone import copy_clone
+
+    return copy_clone(reproduced, tmp_path_factory.mktemp("reproduce") / "repo")
 
 
 @pytest.fixture(scope="module")
-def first_state(clone):
-    """A full `dvc repro` in the fresh clone, and the md5 of every output it made."""
-    done = clone.dvc("repro")
-    assert ran_stages(done.stdout) == STAGES
+def first_state(clone, reproduced_output):
+    """The full `dvc repro` in the fresh clone ran every stage; the md5 of every output it made."""
+    assert ran_stages(reproduced_output) == STAGES
     locked = clone.locked_outputs()
     return locked, clone.file_hashes(list(locked) + ["metrics/metrics.json", "metrics/subgroups.json"])
 

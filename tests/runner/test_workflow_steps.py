@@ -268,19 +268,18 @@ def test_monitor_workflow_opens_a_retraining_pull_request_on_an_alert(repo, tmp_
     assert quiet.run_job(workflow, "open-pull-request", pr_workspace) is None
 
 
-def test_pipeline_hands_the_objects_fetched_with_credentials_to_the_job_without_them(repo, tmp_path):
+def test_pipeline_hands_the_objects_fetched_with_credentials_to_the_job_without_them(repo, reproduced, tmp_path):
     """With a usable remote, `fetch` (default-branch code) fetches what the tested dvc.lock names
     and the reproducibility job, holding no credentials, reproduces nothing: every output came
     over. A fork's pull request gets none of them: its code would read them."""
-    from dvcclone import new_clone
+    from dvcclone import copy_clone
 
     home = tmp_path / "home"  # the committed `local` remote is ~/dvc-storage/reprokit
     home.mkdir()
-    # The team's outputs, reproduced in a clone of the tested commit (a fresh checkout's own
-    # cache holds none) and pushed to the remote.
-    team = new_clone(repo, tmp_path / "team")
+    # The team's outputs, reproduced in a clone of the tested commit (the session's, conftest's
+    # `reproduced`: a fresh checkout's own cache holds none) and pushed to the remote.
+    team = copy_clone(reproduced, tmp_path / "team")
     team.env["HOME"] = str(home)
-    team.dvc("repro")
     team.dvc("push", "-r", "local")
     workspace = checkout(repo, tmp_path)
     context = pipeline_contexts("push", head_sha(workspace)) | {"vars": {"DVC_REMOTE": "local"}}

@@ -225,11 +225,18 @@ def create_app(settings: Settings | None = None):
 ROUTES = {"/invocations", "/health/live", "/health/ready", "/version", "/metrics", "/openapi.json", "/docs"}
 
 
-def parse_args(argv: list[str] | None = None) -> Settings:
+ENV_PREFIX = "REPROKIT_SERVE_"
+
+
+def build_parser(model_default: str = Settings.model, exit_on_error: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="reprokit serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="reprokit serve",
+        description=__doc__,
+        epilog=ENVIRONMENT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        exit_on_error=exit_on_error,
     )
-    parser.add_argument("model", nargs="?", default=Settings.model, help="package directory or models:/<name>@<alias>")
+    parser.add_argument("model", nargs="?", default=model_default, help="package directory or models:/<name>@<alias>")
     parser.add_argument("--host", default=Settings.host, help="address to listen on (default: loopback only)")
     parser.add_argument("--port", type=int, default=Settings.port)
     parser.add_argument("--workers", type=int, default=Settings.workers, help="server processes")
@@ -250,7 +257,64 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         default=Settings.access_log,
         help="log one line per request (method, route, status, milliseconds) at this level (default: off)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+ENVIRONMENT_HELP = f"""\
+Every option can also come from the environment (a Kubernetes ConfigMap's way in, see deploy/):
+{ENV_PREFIX}<OPTION> with the option's name in capitals and `_` for `-`, e.g. {ENV_PREFIX}WORKERS=2,
+{ENV_PREFIX}MAX_WAIT_MS=2; {ENV_PREFIX}MODEL for MODEL. The command line wins over the environment."""
+
+
+def from_environment(environ) -> tuple[str | None, list[str]]:
+    """MODEL and the options the environment sets (`REPROKIT_SERVE_<OPTION>`), each checked alone so
+    that a bad value is one error naming its variable. Unknown `REPROKIT_SERVE_*` names are refused:
+    a misspelt setting must not pass unnoticed."""
+    checker = build_parser(exit_on_error=False)
+    flags = {f"{ENV_PREFIX}{flag[2:].replace('-', '_').upper()}": flag for flag in OPTION_FLAGS}
+    args: list[str] = []
+    for variable in sorted(name for name in environ if name.startswith(ENV_PREFIX)):
+        value = environ[variable]
+        if variable in (f"{ENV_PREFIX}MODEL", SETTINGS_ENV, READY_DIR_ENV):  # the last two: set for worker processes
+            continue
+        if variable not in flags:
+            known = ", ".join(sorted([f"{ENV_PREFIX}MODEL", *flags]))
+            raise argparse.ArgumentTypeError(f"{variable}: not a setting of reprokit serve (known: {known})")
+        try:
+            checker.parse_args([flags[variable], value])
+        except argparse.ArgumentError as exc:
+            raise argparse.ArgumentTypeError(f"{variable}={value[:40]!r}: {exc.message}") from None
+        args += [flags[variable], value]
+    return environ.get(f"{ENV_PREFIX}MODEL") or None, args
+
+
+OPTION_FLAGS = (
+    "--host",
+    "--port",
+    "--workers",
+    "--params",
+    "--threads",
+    "--max-batch",
+    "--max-wait-ms",
+    "--max-body-bytes",
+    "--max-records",
+    "--poll-seconds",
+    "--shadow",
+    "--graceful-seconds",
+    "--access-log",
+)
+
+
+def parse_args(argv: list[str] | None = None, environ=None) -> Settings:
+    import sys
+
+    environ = os.environ if environ is None else environ
+    try:
+        model, env_args = from_environment(environ)
+    except argparse.ArgumentTypeError as exc:
+        build_parser().error(str(exc))
+    parser = build_parser(model or Settings.model)
+    args = parser.parse_args([*env_args, *(sys.argv[1:] if argv is None else argv)])
     from reprokit.core.config import ConfigError
     from reprokit.model.scoring_model import thread_budget_setting
 
