@@ -118,10 +118,40 @@ def test_termination_leaves_time_for_the_pause_and_the_services_graceful_shutdow
     assert int(pause[1]) + float(settings["REPROKIT_SERVE_GRACEFUL_SECONDS"]) < grace
 
 
+def image_environment() -> dict[str, str]:
+    """The `REPROKIT_SERVE_*` settings the Containerfile's last stage sets, and its command."""
+    text = (REPO / "Containerfile").read_text().split("\nFROM ")[-1]
+    found = dict(re.findall(r"(REPROKIT_SERVE_\w+)=(\S+)", text))
+    (command,) = re.findall(r"^CMD (\[.*\])$", text, re.MULTILINE)
+    return found | {"CMD": command}
+
+
+def test_the_pod_spec_leaves_the_count_to_the_autoscaler_and_has_no_service_links():
+    spec = manifests()["Deployment"]["spec"]
+    assert "replicas" not in spec  # `kubectl apply` would reset what the autoscaler scaled to
+    assert spec["template"]["spec"]["enableServiceLinks"] is False  # REPROKIT_SERVE_PORT=tcp://... otherwise
+    assert {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"} in container()["env"]
+
+
+def test_the_images_command_takes_its_settings_from_the_environment_and_the_configmap_wins(telco_package):
+    """The image runs plain `reprokit serve` with its settings in the environment, so the pod's
+    environment (the ConfigMap, then the Deployment's own) decides the model, host and port."""
+    image = image_environment()
+    assert yaml.safe_load(image.pop("CMD")) == ["reprokit", "serve"]
+    assert image == {
+        "REPROKIT_SERVE_MODEL": "/srv/model",
+        "REPROKIT_SERVE_HOST": "0.0.0.0",
+        "REPROKIT_SERVE_PORT": "8080",
+    }
+    data = manifests()["ConfigMap"]["data"]
+    settings = parse_args([], environ=image | data | {"REPROKIT_SERVE_MODEL": str(telco_package)})
+    assert (settings.model, settings.host, settings.port) == (str(telco_package), "0.0.0.0", 8080)
+
+
 def test_the_configmap_sets_the_service(telco_package):
     """Every key is a setting `reprokit serve` reads, each value is taken: what the pod runs."""
     data = manifests()["ConfigMap"]["data"]
-    settings = parse_args([str(telco_package)], environ=data)
+    settings = parse_args([], environ=data | {"REPROKIT_SERVE_MODEL": str(telco_package)})
     assert settings.workers == int(data["REPROKIT_SERVE_WORKERS"]) == 2
     assert settings.n_threads == int(data["REPROKIT_SERVE_THREADS"])
     assert settings.graceful_seconds == float(data["REPROKIT_SERVE_GRACEFUL_SECONDS"])
@@ -136,6 +166,13 @@ def test_the_command_line_wins_over_the_environment(telco_package):
     assert parse_args([], environ={"REPROKIT_SERVE_MODEL": str(telco_package)}).model == str(telco_package)
 
 
+def test_empty_values_are_unset_and_a_value_may_start_with_a_dash(telco_package):
+    environ = {"REPROKIT_SERVE_MODEL": str(telco_package), "REPROKIT_SERVE_HOST": "", "REPROKIT_SERVE_WORKERS": ""}
+    settings = parse_args([], environ=environ)
+    assert (settings.host, settings.workers) == ("127.0.0.1", 1)  # the defaults, not all addresses
+    assert parse_args([], environ={"REPROKIT_SERVE_PARAMS": "-params.yaml", **environ}).model == str(telco_package)
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [
@@ -143,6 +180,9 @@ def test_the_command_line_wins_over_the_environment(telco_package):
         ("REPROKIT_SERVE_ACCESS_LOG", "$(reboot)", "REPROKIT_SERVE_ACCESS_LOG='$(reboot)': invalid choice"),
         ("REPROKIT_SERVE_WORKRS", "2", "REPROKIT_SERVE_WORKRS: not a setting of reprokit serve"),
         ("REPROKIT_SERVE_PORT", "8080; rm -rf /", "REPROKIT_SERVE_PORT='8080; rm -rf /': invalid int value"),
+        ("REPROKIT_SERVE_PORT", "tcp://10.96.0.12:80", "looks like a Kubernetes service link"),
+        ("REPROKIT_SERVE_SERVICE_HOST", "10.96.0.12", "set `enableServiceLinks: false`"),
+        ("REPROKIT_SERVE_GRACEFUL_SECONDS", "nan", "--graceful-seconds must be a finite number of at least 0"),
     ],
 )
 def test_a_bad_setting_in_the_environment_is_one_error_naming_it(telco_package, variable, value, message):

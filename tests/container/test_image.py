@@ -240,11 +240,13 @@ def kube_pod(image, tmp_path_factory):
     played = folder / "deployment.yaml"
     played.write_text(yaml.safe_dump(deployment))
     start = time.monotonic()
-    podman("kube", "play", "--configmap", str(REPO / "deploy" / "configmap.yaml"), str(played), timeout=300)
-    name = f"{deployment['metadata']['name']}-pod-0-{serve['name']}"  # podman's name for a Deployment's container
     try:
+        podman("kube", "play", "--configmap", str(REPO / "deploy" / "configmap.yaml"), str(played), timeout=300)
+        # The container of the Deployment's pod: `<deployment>-pod-0-serve` (podman 4), `<deployment>-pod-serve` (5).
+        names = podman("ps", "--format", "{{.Names}}", "--filter", f"name=^{deployment['metadata']['name']}-pod")
+        (name,) = [n for n in names.stdout.split() if n.endswith(f"-{serve['name']}")]
         url = f"http://127.0.0.1:{port}"
-        wait_ready(name, url, start)
+        wait_ready(name, url, time.monotonic())
         print(f"kube play to ready: {time.monotonic() - start:.1f} s")
         yield name, url
     finally:

@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 import time
 from typing import Any
@@ -267,25 +268,38 @@ Every option can also come from the environment (a Kubernetes ConfigMap's way in
 
 
 def from_environment(environ) -> tuple[str | None, list[str]]:
-    """MODEL and the options the environment sets (`REPROKIT_SERVE_<OPTION>`), each checked alone so
-    that a bad value is one error naming its variable. Unknown `REPROKIT_SERVE_*` names are refused:
-    a misspelt setting must not pass unnoticed."""
+    """MODEL and the options the environment sets (`REPROKIT_SERVE_<OPTION>`; an empty value is
+    unset), each checked alone so that a bad value is one error naming its variable. Unknown
+    `REPROKIT_SERVE_*` names are refused, so that a misspelt setting does not pass unnoticed; the
+    two the service sets for its own worker processes are its own."""
     checker = build_parser(exit_on_error=False)
     flags = {f"{ENV_PREFIX}{flag[2:].replace('-', '_').upper()}": flag for flag in OPTION_FLAGS}
     args: list[str] = []
     for variable in sorted(name for name in environ if name.startswith(ENV_PREFIX)):
         value = environ[variable]
-        if variable in (f"{ENV_PREFIX}MODEL", SETTINGS_ENV, READY_DIR_ENV):  # the last two: set for worker processes
+        if variable in (f"{ENV_PREFIX}MODEL", SETTINGS_ENV, READY_DIR_ENV) or value == "":
             continue
+        if SERVICE_LINK.fullmatch(variable) and (variable not in flags or "://" in value):
+            raise argparse.ArgumentTypeError(
+                f"{variable}={value[:40]!r} looks like a Kubernetes service link (a Service named reprokit-serve "
+                "in the namespace): set `enableServiceLinks: false` in the pod spec, as deploy/deployment.yaml does"
+            )
         if variable not in flags:
             known = ", ".join(sorted([f"{ENV_PREFIX}MODEL", *flags]))
             raise argparse.ArgumentTypeError(f"{variable}: not a setting of reprokit serve (known: {known})")
+        setting = f"{flags[variable]}={value}"  # one word: a value may start with `-`
         try:
-            checker.parse_args([flags[variable], value])
+            checker.parse_args([setting])
         except argparse.ArgumentError as exc:
             raise argparse.ArgumentTypeError(f"{variable}={value[:40]!r}: {exc.message}") from None
-        args += [flags[variable], value]
+        args.append(setting)
     return environ.get(f"{ENV_PREFIX}MODEL") or None, args
+
+
+# The variables Kubernetes gives a pod for each Service of its namespace (`<NAME>_SERVICE_HOST`,
+# `<NAME>_PORT=tcp://...`, ...) when service links are on: for a Service named reprokit-serve they
+# share this prefix, and `REPROKIT_SERVE_PORT` would be its address.
+SERVICE_LINK = re.compile(rf"{ENV_PREFIX}(SERVICE_(HOST|PORT)\w*|PORT(_\d+_(TCP|UDP|SCTP)\w*)?)")
 
 
 OPTION_FLAGS = (
@@ -337,7 +351,11 @@ def parse_args(argv: list[str] | None = None, environ=None) -> Settings:
     ):
         if value < low:
             parser.error(f"{name} must be at least {low}")
-    for name, value in (("--max-wait-ms", args.max_wait_ms), ("--poll-seconds", args.poll_seconds)):
+    for name, value in (
+        ("--max-wait-ms", args.max_wait_ms),
+        ("--poll-seconds", args.poll_seconds),
+        ("--graceful-seconds", args.graceful_seconds),
+    ):
         if not math.isfinite(value) or value < 0:
             parser.error(f"{name} must be a finite number of at least 0")
     if args.shadow and not args.model.startswith("models:/"):
