@@ -33,19 +33,18 @@ class ScoringModel:
         alias is resolved to its version first."""
         from reprokit.core.contract import parse_contract
         from reprokit.model.compiled import compile_pipeline, verify
-        from reprokit.model.trust import open_package
+        from reprokit.model.trust import in_signature_order, open_package
 
         target, version = resolve(uri)
         package = open_package(target)
         meta = package.metadata.get("reprokit")
         if not isinstance(meta, dict) or "contract" not in meta or "threshold" not in meta:
             raise InputError(f"{uri}: the package does not carry its contract and threshold; re-run `dvc repro`")
-        contract = parse_contract(meta["contract"], where=f"{uri} (MLmodel metadata)")
-        order = package.input_names
-        if sorted(order) != sorted(contract.feature_names):
+        contract = in_signature_order(
+            parse_contract(meta["contract"], where=f"{uri} (MLmodel metadata)"), package.input_names
+        )
+        if contract is None:
             raise InputError(f"{uri}: the signature's columns differ from the contract's features")
-        by_name = {f.name: f for f in contract.features}
-        contract = dataclasses.replace(contract, features=tuple(by_name[name] for name in order))
         pipeline = package.pipeline
         compiled = compile_pipeline(pipeline)
         if not verify(compiled, pipeline, probe_records(contract)):

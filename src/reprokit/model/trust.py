@@ -226,14 +226,28 @@ def open_package(uri: str | Path) -> OpenedPackage:
     with tempfile.TemporaryDirectory(prefix="reprokit-package-") as tmp:
         mlmodel, pipeline = check_package(_local_copy(uri, tmp), shown=str(uri))
     try:
-        inputs = json.loads(mlmodel["signature"]["inputs"])
-        names = [str(column["name"]) for column in inputs]
+        names = signature_names(mlmodel)
     except (KeyError, TypeError, ValueError) as exc:
         raise UntrustedFileError(f"{uri}: the MLmodel file has no readable input signature ({exc})") from None
     metadata, uuid = mlmodel.get("metadata") or {}, mlmodel.get("model_uuid")
     if not isinstance(metadata, dict) or not isinstance(uuid, str) or not uuid:
         raise UntrustedFileError(f"{uri}: the MLmodel file's metadata or model_uuid is not what package writes")
     return OpenedPackage(names, metadata, uuid, pipeline)
+
+
+def signature_names(mlmodel: dict) -> list[str]:
+    """The input column names of an `MLmodel` file's signature, in its order (KeyError, TypeError
+    or ValueError when it has none that can be read)."""
+    return [str(column["name"]) for column in json.loads(mlmodel["signature"]["inputs"])]
+
+
+def in_signature_order(contract, names: list[str]):
+    """`contract` with its features in the order of the signature's `names`, as the model takes
+    them; None when the two do not name the same columns."""
+    by_name = {f.name: f for f in contract.features}
+    if sorted(names) != sorted(by_name):
+        return None
+    return dataclasses.replace(contract, features=tuple(by_name[name] for name in names))
 
 
 def package_contract(uri: str | Path):
@@ -251,15 +265,11 @@ def package_contract(uri: str | Path):
     try:
         text = read_bounded(directory / "MLmodel", limits().metadata_bytes, str(uri), "MLmodel").decode("utf-8")
         mlmodel = safe_yaml(text, f"{uri}/MLmodel")
-        meta = mlmodel["metadata"]["reprokit"]
-        order = [str(column["name"]) for column in json.loads(mlmodel["signature"]["inputs"])]
-        contract = parse_contract(meta["contract"], where=f"{uri} (MLmodel metadata)")
+        names = signature_names(mlmodel)
+        contract = parse_contract(mlmodel["metadata"]["reprokit"]["contract"], where=f"{uri} (MLmodel metadata)")
     except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError, ValueError, StageError):
         return None
-    by_name = {f.name: f for f in contract.features}
-    if sorted(order) != sorted(by_name):
-        return None
-    return dataclasses.replace(contract, features=tuple(by_name[name] for name in order))  # as ScoringModel's
+    return in_signature_order(contract, names)  # as ScoringModel.load orders it
 
 
 def load_package(uri: str | Path):

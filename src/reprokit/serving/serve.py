@@ -273,7 +273,8 @@ def from_environment(environ) -> tuple[str | None, list[str]]:
     `REPROKIT_SERVE_*` names are refused, so that a misspelt setting does not pass unnoticed; the
     two the service sets for its own worker processes are its own."""
     checker = build_parser(exit_on_error=False)
-    flags = {f"{ENV_PREFIX}{flag[2:].replace('-', '_').upper()}": flag for flag in OPTION_FLAGS}
+    options = [dest for dest in vars(checker.parse_args([])) if dest != "model"]  # each `--x-y` has dest `x_y`
+    flags = {f"{ENV_PREFIX}{dest.upper()}": f"--{dest.replace('_', '-')}" for dest in options}
     args: list[str] = []
     for variable in sorted(name for name in environ if name.startswith(ENV_PREFIX)):
         value = environ[variable]
@@ -300,23 +301,6 @@ def from_environment(environ) -> tuple[str | None, list[str]]:
 # `<NAME>_PORT=tcp://...`, ...) when service links are on: for a Service named reprokit-serve they
 # share this prefix, and `REPROKIT_SERVE_PORT` would be its address.
 SERVICE_LINK = re.compile(rf"{ENV_PREFIX}(SERVICE_(HOST|PORT)\w*|PORT(_\d+_(TCP|UDP|SCTP)\w*)?)")
-
-
-OPTION_FLAGS = (
-    "--host",
-    "--port",
-    "--workers",
-    "--params",
-    "--threads",
-    "--max-batch",
-    "--max-wait-ms",
-    "--max-body-bytes",
-    "--max-records",
-    "--poll-seconds",
-    "--shadow",
-    "--graceful-seconds",
-    "--access-log",
-)
 
 
 def parse_args(argv: list[str] | None = None, environ=None) -> Settings:
