@@ -209,6 +209,15 @@ def wait_healthy(url: str, process: subprocess.Popen, timeout: float, what: str,
         time.sleep(0.2)
 
 
+def wait_until(condition, failure: str, seconds: float = 120) -> None:
+    """Poll `condition` until it holds; fail with `failure` after `seconds` (a bound no healthy
+    run nears: the verdict never depends on how fast the machine is)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.05)
+
+
 @contextmanager
 def mlflow_server(backend_uri: str, artifacts: str, env: dict[str, str], log: Path) -> Iterator[str]:
     """A real `mlflow server` process (one worker, no job runner); yields its URL."""

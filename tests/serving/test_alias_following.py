@@ -8,70 +8,31 @@ import contextlib
 import json
 import shutil
 import threading
-import time
 
 import httpx
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from servers import scoring_service
+from registered import NAME, nest_schema, register
+from servers import scoring_service, wait_until
 
 from reprokit.model.trust import load_package
 from reprokit.release import tracking
 
-NAME = "telco_customer_churn"
-
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory, repo, telco_package, telco_splits, telco_contract):
+def registry(tmp_path_factory, repo, telco_package, logistic_package):
     """Versions 1 (the default gradient boosting) and 2 (logistic regression) of the telco
     model; champion -> 1, challenger -> 2."""
-    from sklearn.pipeline import Pipeline
-
-    from reprokit.core.config import FeaturizeParams, TrainParams, load_section
-    from reprokit.core.lockfile import RUNTIME_LOCK
-    from reprokit.model.estimators import fit
-    from reprokit.model.inference import inputs_of, predict_proba
-    from reprokit.stages.featurize import fit_transform
-    from reprokit.stages.package import save_package, synthetic_example
-
     root = tmp_path_factory.mktemp("registry")
     shutil.copy(repo / "params.yaml", root / "params.yaml")
     shutil.copy(repo / "dataset.yaml", root / "dataset.yaml")
-    _, train, test, _ = telco_splits
-    transformer, train_x, _ = fit_transform(train, test, telco_contract, FeaturizeParams(True, "median"))
-    base = load_section("train", repo / "params.yaml")
-    params = TrainParams(
-        "logistic_regression", base.hist_gradient_boosting, base.random_forest, base.logistic_regression
-    )
-    other = Pipeline([("features", transformer), ("model", fit(train_x, "churn", params, 0))])
-    inputs = inputs_of(test, telco_contract)
-    second = root / "package-2"
-    save_package(
-        other,
-        telco_contract,
-        inputs,
-        second,
-        predict_proba(other, inputs, 1),
-        0.5,
-        1,
-        synthetic_example(telco_contract),
-        repo / RUNTIME_LOCK,
-    )
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    with contextlib.chdir(root):
-        mlflow.set_tracking_uri(uri)
-        try:
-            for package in (telco_package, second):
-                shutil.copytree(package, root / "models" / "package", dirs_exist_ok=False)
-                tracking.log_run("params.yaml", "dataset.yaml", {}, [], "models/package", {}, [])
-                shutil.rmtree(root / "models" / "package")
-            client = mlflow.MlflowClient()
-            client.set_registered_model_alias(NAME, "champion", "1")
-            assert str(client.get_model_version_by_alias(NAME, "challenger").version) == "2"
-        finally:
-            mlflow.set_tracking_uri(None)
+    assert register(root, uri, [telco_package, logistic_package]) == ["1", "2"]
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    client.set_registered_model_alias(NAME, "champion", "1")
+    assert str(client.get_model_version_by_alias(NAME, "challenger").version) == "2"
     return root, uri
 
 
@@ -96,15 +57,6 @@ def served_version(answer) -> str:
     """The one model version that answered a request (each request is scored by one version)."""
     (version,) = {p["model_version"] for p in answer.json()["predictions"]}
     return version
-
-
-def wait_until(condition, failure: str, seconds: float = 120) -> None:
-    """Poll `condition` until it holds; fail with `failure` after `seconds` (a bound no healthy
-    run nears: the verdict never depends on how fast the machine is)."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, failure
-        time.sleep(0.05)
 
 
 def test_alias_moves_are_followed_without_a_lost_request_and_shadow_changes_nothing(
@@ -170,7 +122,10 @@ def test_alias_moves_are_followed_without_a_lost_request_and_shadow_changes_noth
         by_version[version] += 1
     assert by_version["1"] > 1 and by_version["2"] > 0
     assert metric(text, "reprokit_model_swaps_total") == 1
-    assert 'reprokit_model_info{model_version="2"} 1.0' in text and 'model_version="1"} 1.0' not in text
+    assert (
+        'reprokit_model_info{model_version="2",role="stable"} 1.0' in text
+        and 'model_version="1",role="stable"} 1.0' not in text
+    )
     # The shadow (version 2) against version 1 agrees on these records' labels (threshold 0.5 for
     # both) where the expected probabilities say so, and against itself, after the move, on all.
     agree_with_1 = int(np.sum((expected["2"] >= 0.5) == (expected["1"] >= 0.5)))
@@ -184,21 +139,12 @@ def test_alias_moves_are_followed_without_a_lost_request_and_shadow_changes_noth
 def test_a_refused_new_version_leaves_the_served_one_in_place(registry, tmp_path):
     """A registry version is an untrusted file: one whose schema nests without end (or
     inflates) is refused, and the service keeps serving the version it has."""
-    import io
-    import zipfile
-
     root, uri = registry
     client = mlflow.MlflowClient(tracking_uri=uri)
     served = str(client.get_registered_model(NAME).aliases["champion"])
     crafted = root / "models" / "package"
     shutil.copytree(downloaded_package(root, uri, served), crafted)
-    source = zipfile.ZipFile(io.BytesIO((crafted / "model.skops").read_bytes()))
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as target:
-        for member in source.namelist():
-            deep = b"[" * 100_000 + b"]" * 100_000
-            target.writestr(member, deep if member == "schema.json" else source.read(member))
-    (crafted / "model.skops").write_bytes(out.getvalue())
+    nest_schema(crafted)
     with contextlib.chdir(root):
         mlflow.set_tracking_uri(uri)
         try:

@@ -11,14 +11,13 @@ import os
 import re
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import mlflow
 import pytest
 from commands import uv
-from servers import mlflow_server, scoring_service
+from servers import mlflow_server, scoring_service, wait_until
 
 from reprokit.release import tracking
 
@@ -70,13 +69,6 @@ def served(serve_group: Path, args: list[str], workdir: Path, env: dict[str, str
 
         with httpx.Client(base_url=url, timeout=60) as client:
             yield client, read_dump
-
-
-def wait_until(condition, failure: str, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, failure
-        time.sleep(0.05)
 
 
 def exercise(client: httpx.Client, package: Path) -> str:

@@ -92,11 +92,14 @@ def test_health_version_and_metrics(service, rows):
     post(service, {"instances": rows[:5]})
     text = service.get("/metrics").text
     v = version["model_version"]
-    assert f'reprokit_model_info{{model_version="{v}"}} 1.0' in text
-    assert 'reprokit_requests_total{route="/invocations",status="200"}' in text
-    assert 'reprokit_request_seconds_bucket{le="0.01",route="/invocations"}' in text
+    assert f'reprokit_model_info{{model_version="{v}",role="stable"}} 1.0' in text
+    answered = f'model_version="{v}",role="stable"'
+    assert f'reprokit_requests_total{{{answered},route="/invocations",status="200"}}' in text
+    assert f'reprokit_request_seconds_bucket{{le="0.01",{answered},route="/invocations"}}' in text
+    assert 'reprokit_requests_total{model_version="",role="",route="/health/live",status="200"}' in text
     assert "reprokit_batch_rows_bucket" in text
-    assert f'reprokit_predicted_score_bucket{{le="0.5",model_version="{v}"}}' in text
+    assert f'reprokit_predicted_score_bucket{{le="0.5",{answered}}}' in text
+    assert "reprokit_canary_weight_percent 0.0" in text
 
 
 def test_the_openapi_schema_describes_the_contracts_records(service, telco_contract):
@@ -278,7 +281,7 @@ def test_several_workers_share_one_metrics_view(tmp_path, telco_package, pyfunc,
     served = [
         line
         for line in text.splitlines()
-        if line.startswith('reprokit_requests_total{route="/invocations",status="200"')
+        if line.startswith("reprokit_requests_total{") and 'route="/invocations",status="200"' in line
     ]
     assert sum(float(line.split()[-1]) for line in served) == 20  # counted across both processes
 
@@ -347,7 +350,9 @@ def test_docs_serves_the_interactive_openapi_page(service):
     page = service.get("/docs")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "swagger-ui" in page.text and "/openapi.json" in page.text
-    assert 'reprokit_requests_total{route="/docs",status="200"}' in service.get("/metrics").text
+    assert (
+        'reprokit_requests_total{model_version="",role="",route="/docs",status="200"}' in service.get("/metrics").text
+    )
 
 
 @pytest.mark.parametrize("workers", [1, 2])

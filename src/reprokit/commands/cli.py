@@ -64,6 +64,12 @@ COMMANDS: dict[str, Command] = {
         'reprokit promote --reason "better recall at same AUC"',
         ("promote",),
     ),
+    "canary": Command(
+        "reprokit.release.registry",
+        "serve a version to a share of requests (weight, segment) or stop: `registry canary`",
+        'reprokit canary 4 --weight 5 --reason "new features"',
+        ("canary",),
+    ),
     "report": Command(
         "reprokit.commands.report",
         "compare params, metrics and curves with a base revision (the pull-request report)",

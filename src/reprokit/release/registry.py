@@ -1,13 +1,21 @@
-"""Move the `champion` alias, on the gate's word, and back.
+"""Move the `champion` alias, on the gate's word, and back; serve a canary to a share of requests.
 
     reprokit registry show
     reprokit promote [--version N|challenger] --reason "..." [--by NAME]
     reprokit registry rollback --reason "..." [--by NAME]
+    reprokit canary VERSION --weight PERCENT [--segment HEADER=VALUE] --reason "..."
+    reprokit canary --weight PERCENT --reason "..."      (the current canary's share)
+    reprokit canary --stop --reason "..."
 
 `promote` moves `champion` to a version only if its release gate passed (the
 `gate_passed` tag that `reprokit gate` sets), and remembers the version it
 replaces. `rollback` moves `champion` back to that previous version. Both record who,
 why and when as version tags. MLflow 3 aliases and tags: no deprecated stages.
+
+`canary` points the `canary` alias at a version whose gate passed and sets its share of
+requests (`canary_weight`, percent) and optional segment (`canary_segment`): every service
+started with `--canary canary` follows them within its poll interval (reprokit.model.split).
+`--stop` sets the weight to 0, then removes the alias.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import os
 
 from reprokit.core.errors import StageError
 from reprokit.core.running import add_debug_option, run_stage
+from reprokit.model import split
 from reprokit.release import tracking
 
 log = logging.getLogger("reprokit.registry")
@@ -52,16 +61,8 @@ def promote(client, name: str, version: str, by: str, reason: str) -> str:
     """Make `version` (a number or an alias) the champion if its gate passed; return it."""
     current = aliases(client, name)
     version = current.get(version, version)
-    try:
-        tags = client.get_model_version(name, version).tags
-    except Exception:
-        raise StageError(f"{name} has no version {version!r}") from None
-    if tags.get("gate_passed") != "true":
-        state = "failed" if tags.get("gate_passed") == "false" else "has not been run"
-        raise StageError(
-            f"refusing to promote {name} version {version}: its release gate {state} "
-            "(reprokit gate; see metrics/gate.json)"
-        )
+    gate_passed(client, name, version, "promote")
+    tags = client.get_model_version(name, version).tags
     previous = current.get(tracking.CHAMPION)
     if previous == version:
         raise StageError(f"{name} version {version} is already the champion")
@@ -93,6 +94,64 @@ def rollback(client, name: str, by: str, reason: str) -> str:
     return previous
 
 
+def gate_passed(client, name: str, version: str, action: str) -> None:
+    """Refuse `action` on a version that does not exist or whose release gate did not pass."""
+    try:
+        tags = client.get_model_version(name, version).tags
+    except Exception:
+        raise StageError(f"{name} has no version {version!r}") from None
+    if tags.get("gate_passed") != "true":
+        state = "failed" if tags.get("gate_passed") == "false" else "has not been run"
+        raise StageError(
+            f"refusing to {action} {name} version {version}: its release gate {state} "
+            "(reprokit gate; see metrics/gate.json)"
+        )
+
+
+def set_canary(
+    client, name: str, version: str | None, weight: str, segment: str | None, by: str, reason: str
+) -> tuple[str, split.Split]:
+    """Serve `version` (a number or an alias; None: the current canary) to `weight` percent of
+    requests (of `segment`'s, if given). The tags are written before the alias moves, so a
+    service never reads a new canary with an old version's weight. Returns the version and split."""
+    buckets = split.weight_buckets(weight)
+    parsed = split.parse_segment(segment)
+    current = aliases(client, name)
+    if version is None:
+        version = current.get(split.CANARY)
+        if version is None:
+            raise StageError(f"{name} has no canary: give the version to serve as one")
+    version = current.get(version, version)
+    gate_passed(client, name, version, "serve as a canary")
+    if current.get(tracking.CHAMPION) == version:
+        raise StageError(f"{name} version {version} is the champion: a canary is a version the champion is not")
+    previous = current.get(split.CANARY)
+    if previous is not None and previous != version:
+        client.set_model_version_tag(name, previous, split.WEIGHT_TAG, "0")
+    for key, value in _stamp(by, reason).items():
+        client.set_model_version_tag(name, version, f"canary_{key}", value)
+    client.set_model_version_tag(name, version, split.WEIGHT_TAG, format(buckets * 100 / split.BUCKETS, "g"))
+    if parsed is not None:
+        client.set_model_version_tag(name, version, split.SEGMENT_TAG, "=".join(parsed))
+    elif segment is not None:  # "" removes the segment
+        client.delete_model_version_tag(name, version, split.SEGMENT_TAG)
+    if previous != version:
+        client.set_registered_model_alias(name, split.CANARY, version)
+    return version, split.read_split(client, name)
+
+
+def stop_canary(client, name: str, by: str, reason: str) -> str:
+    """No more traffic to the canary: its weight 0 first, then the alias removed. Returns its version."""
+    version = aliases(client, name).get(split.CANARY)
+    if version is None:
+        raise StageError(f"{name} has no canary to stop")
+    client.set_model_version_tag(name, version, split.WEIGHT_TAG, "0")
+    for key, value in _stamp(by, reason).items():
+        client.set_model_version_tag(name, version, f"canary_stopped_{key}", value)
+    client.delete_registered_model_alias(name, split.CANARY)
+    return version
+
+
 def default_user() -> str:
     return os.environ.get("GITHUB_ACTOR") or getpass.getuser()
 
@@ -107,10 +166,30 @@ def main(argv: list[str] | None = None) -> None:
     up = sub.add_parser("promote", help="make a version the champion (its gate must have passed)")
     up.add_argument("--version", default=tracking.CHALLENGER, help="version number or alias (default: challenger)")
     back = sub.add_parser("rollback", help="make the previous champion the champion again")
-    for command in (up, back):
+    canary = sub.add_parser(
+        "canary",
+        help="serve a version to a share of requests (services started with --canary canary)",
+        epilog='example: reprokit canary 4 --weight 5 --reason "new features"',
+    )
+    canary.add_argument("version", nargs="?", default=None, help="version number or alias (default: the canary)")
+    canary.add_argument("--weight", default=None, help="percent of requests (0-100) the canary answers")
+    canary.add_argument("--segment", default=None, help="HEADER=VALUE: only requests with it take part ('': all)")
+    canary.add_argument("--stop", action="store_true", help="weight 0, then remove the canary alias")
+    for command in (up, back, canary):
         command.add_argument("--reason", required=True)
         command.add_argument("--by", default=None, help="who (default: $GITHUB_ACTOR or the login name)")
     args = parser.parse_args(argv)
+    if args.command == "canary":
+        if args.stop and (args.version or args.weight is not None or args.segment is not None):
+            parser.error("canary --stop takes no version, --weight or --segment")
+        if not args.stop and args.weight is None:
+            parser.error("canary needs --weight PERCENT (or --stop)")
+        try:
+            if args.weight is not None:
+                split.weight_buckets(args.weight)
+            split.parse_segment(args.segment)
+        except split.SplitError as exc:
+            parser.error(str(exc))
 
     def body() -> str:
         client, name = _client(args.params, args.contract)
@@ -120,9 +199,22 @@ def main(argv: list[str] | None = None) -> None:
         if args.command == "rollback":
             version = rollback(client, name, args.by or default_user(), args.reason)
             return f"{name} champion rolled back to version {version}"
+        if args.command == "canary" and args.stop:
+            version = stop_canary(client, name, args.by or default_user(), args.reason)
+            return f"{name} version {version} is no longer a canary: all traffic to the champion"
+        if args.command == "canary":
+            version, now = set_canary(
+                client, name, args.version, args.weight, args.segment, args.by or default_user(), args.reason
+            )
+            segment = f" of requests with {'='.join(now.segment)}" if now.segment else ""
+            return f"{name} version {version} is the canary at {now.weight:g}%{segment}"
         current = aliases(client, name)
         for v in sorted(client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version)):
-            marks = ", ".join(a for a, n in current.items() if n == str(v.version))
+            marks = ", ".join(
+                f"{a} {v.tags.get(split.WEIGHT_TAG, '0')}%" if a == split.CANARY else a
+                for a, n in current.items()
+                if n == str(v.version)
+            )
             print(
                 f"version {v.version}: gate {v.tags.get('gate_passed', 'not run')}"
                 f"{' [' + marks + ']' if marks else ''}  commit {v.tags.get('git_commit', '?')[:8]}"

@@ -1,5 +1,7 @@
 """The service's Prometheus metrics: requests, latency, batch sizes, the score histogram, the
-model version and the shadow comparison, summed across `--workers` processes."""
+model versions and the canary's weight, and the shadow comparison, summed across `--workers`
+processes. Requests, latency and scores carry the version and role (stable or canary) that
+answered, so that any Prometheus can compare a canary with the stable model."""
 
 from __future__ import annotations
 
@@ -23,12 +25,15 @@ class Metrics:
             mp_collector = mp.MultiProcessCollector(self.registry)
         reg = None if multiprocess else self.registry
         self.requests = Counter(
-            "reprokit_requests", "HTTP requests by route and status", ["route", "status"], registry=reg
+            "reprokit_requests",
+            "HTTP requests by route, status, and the model version and role that answered (empty: none)",
+            ["route", "status", "model_version", "role"],
+            registry=reg,
         )
         self.latency = Histogram(
             "reprokit_request_seconds",
-            "Request latency by route",
-            ["route"],
+            "Request latency by route, and the model version and role that answered",
+            ["route", "model_version", "role"],
             buckets=(0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             registry=reg,
         )
@@ -36,14 +41,25 @@ class Metrics:
             "reprokit_batch_rows", "Rows per model call", buckets=tuple(2.0**i for i in range(11)), registry=reg
         )
         self.scores = Histogram(
-            "reprokit_predicted_score", "Predicted probabilities", ["model_version"], buckets=SCORE_BINS, registry=reg
+            "reprokit_predicted_score",
+            "Predicted probabilities by model version and role",
+            ["model_version", "role"],
+            buckets=SCORE_BINS,
+            registry=reg,
         )
         gauge = {"multiprocess_mode": "livesum"} if multiprocess else {}
         self.in_flight = Gauge("reprokit_requests_in_flight", "Scoring requests being handled", registry=reg, **gauge)
         self.warned = Counter("reprokit_records_warned", "Records scored with a warning", registry=reg)
         gauge = {"multiprocess_mode": "liveall"} if multiprocess else {}
         self.model_info = Gauge(
-            "reprokit_model_info", "The model version served", ["model_version"], registry=reg, **gauge
+            "reprokit_model_info",
+            "The model versions served, by role",
+            ["model_version", "role"],
+            registry=reg,
+            **gauge,
+        )
+        self.canary_weight = Gauge(
+            "reprokit_canary_weight_percent", "The share of requests routed to the canary", registry=reg, **gauge
         )
         self.swaps = Counter("reprokit_model_swaps", "Model versions swapped in by alias following", registry=reg)
         self.swap_failures = Counter("reprokit_model_swap_failures", "New versions that failed to load", registry=reg)
@@ -62,12 +78,17 @@ class Metrics:
         sources = [mp_collector] if multiprocess else [self.shadow_records, self.shadow_agreements]
         self.registry.register(AgreementRatio(sources))
 
-    def show_version(self, old: str | None, new: str) -> None:
+    def show_version(self, old: str | None, new: str | None, role: str = "stable") -> None:
         if old is not None:
-            self.model_info.labels(old).set(0)
+            self.model_info.labels(old, role).set(0)
             if not self.multiprocess:  # (worker processes' shared files cannot drop a label)
-                self.model_info.remove(old)
-        self.model_info.labels(new).set(1)
+                self.model_info.remove(old, role)
+        if new is not None:
+            self.model_info.labels(new, role).set(1)
+
+    def show_canary(self, old: str | None, new: str | None) -> None:
+        if old != new:
+            self.show_version(old, new, "canary")
 
 
 class AgreementRatio:

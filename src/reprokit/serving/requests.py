@@ -65,6 +65,28 @@ def parse_payload(payload: Any, contract: Contract) -> tuple[dict[str, list[Any]
     return {name: [record.get(name, _MISSING) for record in body] for name in features}, len(body)
 
 
+def first_id(payload: Any, contract: Contract) -> str | None:
+    """The contract's id field of a request's first record, as text (the routing key of a
+    request that sends none), or None: no id column, no such field, or a body `parse_payload`
+    will refuse."""
+    name = contract.source.id_column
+    if not name or not isinstance(payload, dict):
+        return None
+    body = payload.get("dataframe_split")
+    if isinstance(body, dict):
+        columns, data = body.get("columns"), body.get("data")
+        if isinstance(columns, list) and name in columns and isinstance(data, list) and data:
+            row = data[0]
+            position = columns.index(name)
+            value = row[position] if isinstance(row, list) and position < len(row) else None
+        else:
+            value = None
+    else:
+        body = payload.get("dataframe_records", payload.get("instances"))
+        value = body[0].get(name) if isinstance(body, list) and body and isinstance(body[0], dict) else None
+    return None if value is None or isinstance(value, (dict, list)) else str(value)[:200]
+
+
 class _Missing:
     """A field absent from a record (told apart from an explicit null)."""
 

@@ -1,6 +1,6 @@
 """The serving state of one process: the model, the micro-batcher that runs it under the thread
-budget, alias following and the shadow version (Scorer), and readiness across `--workers`
-processes (WorkerRoll)."""
+budget, alias following, the canary and its share, and the shadow version (Scorer), and
+readiness across `--workers` processes (WorkerRoll)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,6 +18,7 @@ import pandas as pd
 from reprokit.core.threads import limit_threads
 from reprokit.model.scoring import InputError
 from reprokit.model.scoring_model import ScoringModel, resolve
+from reprokit.model.split import Split
 from reprokit.serving.metrics import Metrics
 
 log = logging.getLogger("reprokit.serve")
@@ -24,6 +26,8 @@ log = logging.getLogger("reprokit.serve")
 
 SETTINGS_ENV = "REPROKIT_SERVE_SETTINGS"
 
+
+RETRY_SECONDS = 60.0  # a canary version that failed to load is tried again after this
 
 READY_DIR_ENV = "REPROKIT_SERVE_READY_DIR"  # where workers > 1 note that they have loaded the model
 
@@ -41,6 +45,7 @@ class Settings:
     max_records: int = 10_000
     poll_seconds: float = 10.0
     shadow: str | None = None
+    canary: str | None = None  # the alias served to a share of requests (reprokit.model.split)
     graceful_seconds: float = 30.0
     access_log: str = "off"  # the level of one line per request: off, debug, info or warning
 
@@ -53,6 +58,7 @@ class Scorer:
         self.settings, self.metrics = settings, metrics
         self.model: ScoringModel | None = None
         self.shadow: ScoringModel | None = None
+        self.canary: Canary | None = None  # replaced whole: a request reads one consistent split
         self.ready = False
         self.in_flight = 0  # requests being checked or waiting for the model
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
@@ -92,6 +98,8 @@ class Scorer:
             self.metrics.show_version(None, model.version)
         if self.settings.shadow:
             self.tasks.append(asyncio.create_task(self.follow_shadow()))
+        if self.settings.canary:
+            self.tasks.append(asyncio.create_task(self.follow_canary()))
         self.ready = True
         log.info("serving %s version %s", self.settings.model, self.model.version)
         if "@" in self.settings.model:
@@ -118,7 +126,7 @@ class Scorer:
             log.info("alias %s moved: now serving version %s (was %s)", uri, model.version, old.version)
 
     async def follow_shadow(self) -> None:
-        uri = shadow_uri(self.settings.model, self.settings.shadow)
+        uri = registry_uri(self.settings.model, self.settings.shadow)
         loop = asyncio.get_running_loop()
         while True:
             try:
@@ -130,10 +138,57 @@ class Scorer:
                 log.error("shadow %s unavailable: %s", uri, exc)
             await asyncio.sleep(self.settings.poll_seconds)
 
-    async def score(self, inputs: pd.DataFrame, model: ScoringModel) -> np.ndarray:
-        """Probabilities of records checked against `model`, by that same model."""
+    async def follow_canary(self) -> None:
+        """Poll the canary alias and its split tags. A new canary version receives traffic only
+        once it is loaded and warmed up; one that cannot load, a removed alias or a registry
+        that does not answer means no canary traffic until the next poll says otherwise."""
+        from reprokit.model.split import read_split
+
+        uri = registry_uri(self.settings.model, self.settings.canary)
+        name = uri[len("models:/") :].split("@")[0]
+        loop = asyncio.get_running_loop()
+        failed: dict[str, float] = {}  # version -> when it failed to load: tried again after RETRY_SECONDS
+        while True:
+            try:
+                split = await loop.run_in_executor(None, read_split, registry_client(), name, self.settings.canary)
+            except Exception as exc:  # noqa: BLE001 - a registry outage holds the split last read
+                log.error("canary %s: registry unavailable, keeping the current split: %s", uri, exc)
+                await asyncio.sleep(self.settings.poll_seconds)
+                continue
+            current, model = self.canary, None
+            if split.version is None or loop.time() - failed.get(split.version, -math.inf) < RETRY_SECONDS:
+                pass
+            elif current is not None and current.model.version == split.version:
+                model = current.model
+            else:
+                try:
+                    model = await loop.run_in_executor(None, self.load, f"models:/{name}/{split.version}")
+                    failed.pop(split.version, None)
+                except Exception as exc:  # noqa: BLE001 - a canary that cannot load gets no traffic
+                    failed[split.version] = loop.time()
+                    self.metrics.swap_failures.inc()
+                    log.error("canary %s version %s cannot be loaded; no traffic to it: %s", uri, split.version, exc)
+            self.set_canary(Canary(model, split) if model is not None else None)
+            await asyncio.sleep(self.settings.poll_seconds)
+
+    def set_canary(self, canary: Canary | None) -> None:
+        old = self.canary
+        if (old and (old.model.version, old.split)) == (canary and (canary.model.version, canary.split)):
+            return
+        self.canary = canary
+        self.metrics.show_canary(old.model.version if old else None, canary.model.version if canary else None)
+        self.metrics.canary_weight.set(canary.split.weight if canary else 0)
+        if canary is None:
+            log.info("canary: none (all traffic to stable)")
+        else:
+            segment = f" of requests with {'='.join(canary.split.segment)}" if canary.split.segment else ""
+            log.info("canary: version %s at %g%%%s", canary.model.version, canary.split.weight, segment)
+
+    async def score(self, inputs: pd.DataFrame, model: ScoringModel, stable: bool = True) -> np.ndarray:
+        """Probabilities of records checked against `model`, by that same model (the shadow
+        is compared with the stable model's batches only)."""
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put((inputs, future, model))
+        await self.queue.put((inputs, future, model, stable))
         return await future
 
     async def batches(self) -> None:
@@ -154,26 +209,26 @@ class Scorer:
                     break
                 items.append(item)
                 rows += len(item[0])
-            groups: dict[int, list] = {}  # by the model each request was checked against (a swap may fall between)
+            groups: dict[tuple, list] = {}  # by the model each request was checked against (a swap may fall between)
             for item in items:
-                groups.setdefault(id(item[2]), []).append(item)
-            for group in groups.values():
-                await self.run_batch(group, loop)
+                groups.setdefault((id(item[2]), item[3]), []).append(item)
+            for key in sorted(groups, key=lambda key: not key[1]):  # the stable model's requests first
+                await self.run_batch(groups[key], loop)
 
     async def run_batch(self, items: list, loop) -> None:
         """Score one batch of requests checked against the same model; resolve their futures."""
-        model, shadow = items[0][2], self.shadow
+        model, shadow = items[0][2], self.shadow if items[0][3] else None
         frame = items[0][0] if len(items) == 1 else pd.concat([i[0] for i in items], ignore_index=True)
         try:
             proba = await loop.run_in_executor(self.executor, model.probabilities, frame)
         except Exception as exc:  # noqa: BLE001 - handed to each waiting request
-            for _, future, _ in items:
+            for _, future, _, _ in items:
                 if not future.done():
                     future.set_exception(exc)
             return
         self.metrics.batch_rows.observe(len(frame))
         start = 0
-        for inputs, future, _ in items:
+        for inputs, future, _, _ in items:
             if not future.done():
                 future.set_result(proba[start : start + len(inputs)])
             start += len(inputs)
@@ -266,8 +321,23 @@ def loading_first(app, scorer: Scorer, roll: WorkerRoll):
     return asgi
 
 
-def shadow_uri(model: str, alias: str) -> str:
+@dataclasses.dataclass(frozen=True)
+class Canary:
+    """The canary model and the split that sends requests to it."""
+
+    model: ScoringModel
+    split: Split
+
+
+def registry_uri(model: str, alias: str) -> str:
+    """`models:/<name>@<alias>` of the registered model the service serves."""
     if not model.startswith("models:/"):
-        raise InputError("--shadow needs a registry model (models:/<name>@<alias>)")
+        raise InputError("--shadow and --canary need a registry model (models:/<name>@<alias>)")
     name = model[len("models:/") :].split("@")[0].split("/")[0]
     return f"models:/{name}@{alias}"
+
+
+def registry_client():
+    import mlflow
+
+    return mlflow.MlflowClient()

@@ -17,6 +17,13 @@ problem of a record, up to 20 in all, and the total; `--access-log LEVEL` logs o
 request. Started on an alias, the service polls it and swaps in
 the version it moves to without dropping a request; `--shadow ALIAS` scores that alias
 beside every batch and reports the agreement in `/metrics`, never in a response.
+
+`--canary ALIAS` serves that alias to the share of requests its version's `canary_weight` tag
+sets in the registry (`reprokit canary`, `reprokit rollout`), optionally to one segment
+(`canary_segment`, `header=value`). A request's routing key (the `X-Routing-Key` header, else
+its first record's id field, else random) picks its side, the same side every time for a
+given weight; `X-Model-Route: canary` or `stable` forces it. Responses name the version and
+role (`X-Model-Version`, `X-Model-Role`); `/metrics` labels requests, latency and scores by both.
 """
 
 from __future__ import annotations
@@ -38,8 +45,10 @@ from starlette.requests import Request  # resolved by FastAPI at run time: modul
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from reprokit.model.scoring import labels
+from reprokit.model.scoring_model import ScoringModel
+from reprokit.model.split import KEY_HEADER, ROLES, ROUTE_HEADER
 from reprokit.serving.metrics import Metrics
-from reprokit.serving.requests import BadRequest, check_payload, parse_payload, request_schema
+from reprokit.serving.requests import BadRequest, check_payload, first_id, parse_payload, request_schema
 from reprokit.serving.scorer import READY_DIR_ENV, SETTINGS_ENV, Scorer, Settings, WorkerRoll, loading_first
 
 log = logging.getLogger("reprokit.serve")
@@ -94,11 +103,11 @@ def create_app(settings: Settings | None = None):
     def answer(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
         return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
-    def refuse(exc: BadRequest) -> Response:
+    def refuse(exc: BadRequest, headers: dict[str, str] | None = None) -> Response:
         body: dict[str, Any] = {"error": exc.message}
         if exc.problems:  # the first MAX_PROBLEMS, and how many there are in all
             body["problems"], body["problems_total"] = exc.problems, exc.total
-        return answer(exc.status, body)
+        return answer(exc.status, body, headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request, exc):
@@ -120,8 +129,10 @@ def create_app(settings: Settings | None = None):
             log.exception("unexpected error on %s", route)
             response = answer(500, {"error": "internal error"})
         seconds = time.perf_counter() - started
-        metrics.requests.labels(route, str(response.status_code)).inc()
-        metrics.latency.labels(route).observe(seconds)
+        version = response.headers.get("x-model-version", "")
+        role = response.headers.get("x-model-role", "")
+        metrics.requests.labels(route, str(response.status_code), version, role).inc()
+        metrics.latency.labels(route, version, role).observe(seconds)
         if access_level is not None:  # the route, never the raw path or query (they may carry secrets)
             log.log(access_level, "%s %s %d %.1f ms", request.method, route, response.status_code, seconds * 1000)
         return response
@@ -141,13 +152,35 @@ def create_app(settings: Settings | None = None):
             chunks.append(chunk)
         return b"".join(chunks)
 
+    def route(headers, payload: Any, stable: ScoringModel) -> tuple[ScoringModel, str]:
+        """The model and role that answer a request: the forced route, else the canary's
+        split of its routing key (a header, else the first record's id, else random)."""
+        canary = scorer.canary
+        forced = headers.get(ROUTE_HEADER)
+        if forced is not None:
+            forced = forced.strip().lower()
+            if forced not in ROLES:
+                raise BadRequest(400, f"{ROUTE_HEADER}: expected stable or canary")
+            if forced == "canary":
+                if canary is None:
+                    raise BadRequest(503, "no canary is being served")
+                return canary.model, "canary"
+            return stable, "stable"
+        if canary is None or not canary.split.in_segment(headers):
+            return stable, "stable"
+        key = headers.get(KEY_HEADER)
+        if key is None:
+            key = first_id(payload, stable.contract)
+        return (canary.model, "canary") if canary.split.to_canary(key) else (stable, "stable")
+
     @app.post("/invocations", openapi_extra={"requestBody": {"content": {"application/json": {"schema": {}}}}})
     async def invocations(request: Request):
         scorer.in_flight += 1
         metrics.in_flight.inc()
+        answered: dict[str, str] = {}
         try:
-            model = scorer.model
-            if model is None:
+            stable = scorer.model
+            if stable is None:
                 return answer(503, {"error": "the model is not loaded yet"})
             try:
                 body = await read_body(request)
@@ -155,32 +188,33 @@ def create_app(settings: Settings | None = None):
                     payload = orjson.loads(body)
                 except orjson.JSONDecodeError:
                     raise BadRequest(400, "the body is not valid JSON") from None
+                model, role = route(request.headers, payload, stable)
+                answered = {"X-Model-Version": model.version, "X-Model-Role": role}
                 columns, n = parse_payload(payload, model.contract)
                 if n > 256:  # a large request is checked off the event loop: health checks keep answering
                     checked = await asyncio.to_thread(check_payload, columns, n, model, settings.max_records)
                 else:
                     checked = check_payload(columns, n, model, settings.max_records)
             except BadRequest as exc:
-                return refuse(exc)
-            proba = await scorer.score(checked.inputs, model)
-            used = model
+                return refuse(exc, answered)
+            proba = await scorer.score(checked.inputs, model, role == "stable")
         finally:
             scorer.in_flight -= 1
             metrics.in_flight.dec()
-        predicted = labels(proba, used.threshold, used.contract)
+        predicted = labels(proba, model.threshold, model.contract)
+        histogram = metrics.scores.labels(model.version, role)
         for value in proba:
-            metrics.scores.labels(used.version).observe(float(value))
+            histogram.observe(float(value))
         warned = sum(1 for w in checked.warnings if w)
         if warned:
             metrics.warned.inc(warned)
         predictions = [
-            {"probability": float(p), "label": label, "model_version": used.version, "warnings": w or []}
+            {"probability": float(p), "label": label, "model_version": model.version, "warnings": w or []}
             for p, label, w in zip(proba, predicted, checked.warnings, strict=True)
         ]
-        headers = {"X-Model-Version": used.version}
         if warned:
-            headers["X-Reprokit-Warnings"] = str(warned)
-        return answer(200, {"predictions": predictions}, headers)
+            answered["X-Reprokit-Warnings"] = str(warned)
+        return answer(200, {"predictions": predictions}, answered)
 
     @app.get("/health/live")
     async def live():
@@ -202,6 +236,11 @@ def create_app(settings: Settings | None = None):
         body["compiled"] = model.compiled is not None
         if scorer.shadow is not None:
             body["shadow_version"] = scorer.shadow.version
+        canary = scorer.canary
+        if canary is not None:
+            body["canary_version"], body["canary_weight"] = canary.model.version, canary.split.weight
+            if canary.split.segment:
+                body["canary_segment"] = "=".join(canary.split.segment)
         return answer(200, body)
 
     @app.get("/metrics")
@@ -251,6 +290,11 @@ def build_parser(model_default: str = Settings.model, exit_on_error: bool = True
     parser.add_argument("--max-records", type=int, default=Settings.max_records, help="records per request")
     parser.add_argument("--poll-seconds", type=float, default=Settings.poll_seconds, help="alias check interval")
     parser.add_argument("--shadow", default=None, help="alias scored beside the served model (e.g. challenger)")
+    parser.add_argument(
+        "--canary",
+        default=None,
+        help="alias served to a share of requests: its version's canary_weight tag in the registry (e.g. canary)",
+    )
     parser.add_argument("--graceful-seconds", type=float, default=Settings.graceful_seconds)
     parser.add_argument(
         "--access-log",
@@ -342,8 +386,9 @@ def parse_args(argv: list[str] | None = None, environ=None) -> Settings:
     ):
         if not math.isfinite(value) or value < 0:
             parser.error(f"{name} must be a finite number of at least 0")
-    if args.shadow and not args.model.startswith("models:/"):
-        parser.error("--shadow needs a registry model: models:/<name>@<alias>")
+    for name, alias in (("--shadow", args.shadow), ("--canary", args.canary)):
+        if alias and not args.model.startswith("models:/"):
+            parser.error(f"{name} needs a registry model: models:/<name>@<alias>")
     return Settings(
         model=args.model,
         host=args.host,
@@ -356,6 +401,7 @@ def parse_args(argv: list[str] | None = None, environ=None) -> Settings:
         max_records=args.max_records,
         poll_seconds=args.poll_seconds,
         shadow=args.shadow,
+        canary=args.canary,
         graceful_seconds=args.graceful_seconds,
         access_log=args.access_log,
     )
