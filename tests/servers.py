@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -209,6 +210,11 @@ def wait_healthy(url: str, process: subprocess.Popen, timeout: float, what: str,
         time.sleep(0.2)
 
 
+def metric(text: str, name: str) -> float:
+    """The value of the first sample in a Prometheus text exposition whose line starts with `name`."""
+    return float(next(line.split()[-1] for line in text.splitlines() if line.startswith(name)))
+
+
 def wait_until(condition, failure: str, seconds: float = 120) -> None:
     """Poll `condition` until it holds; fail with `failure` after `seconds` (a bound no healthy
     run nears: the verdict never depends on how fast the machine is)."""
@@ -218,39 +224,66 @@ def wait_until(condition, failure: str, seconds: float = 120) -> None:
         time.sleep(0.05)
 
 
-@contextmanager
-def mlflow_server(backend_uri: str, artifacts: str, env: dict[str, str], log: Path) -> Iterator[str]:
-    """A real `mlflow server` process (one worker, no job runner); yields its URL."""
-    port = free_port()
-    out = open(log, "wb")
-    process = subprocess.Popen(
-        [
-            str(BIN / "mlflow"),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            backend_uri,
-            "--artifacts-destination",
-            artifacts,
-            "--serve-artifacts",
-        ],
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **env},
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+def start_server(
+    args: list[str], port: int, health: str, what: str, log: Path, timeout: float, env: dict[str, str] | None = None
+) -> tuple[str, subprocess.Popen]:
+    """Start a server process in its own process group, its output appended to `log`; its URL
+    and process once `health` (a path) answers 200. Stop it with `stop(process)`."""
+    with open(log, "ab") as out:
+        process = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(f"{url}/health", process, 90, "mlflow server", log)
+        wait_healthy(f"{url}{health}", process, timeout, what, log)
+    except BaseException:
+        stop(process)
+        raise
+    return url, process
+
+
+def start_mlflow(backend_uri: str, artifacts: str, env: dict[str, str], log: Path, port: int | None = None):
+    """A real `mlflow server` process (one worker, no job runner) on `port` (default: a free
+    one): its URL and process, once it answers."""
+    port = port or free_port()
+    args = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    args += ["--backend-store-uri", backend_uri, "--artifacts-destination", artifacts, "--serve-artifacts"]
+    server_env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **env}
+    return start_server(args, port, "/health", "mlflow server", log, 90, server_env)
+
+
+@contextmanager
+def mlflow_server(backend_uri: str, artifacts: str, env: dict[str, str], log: Path) -> Iterator[str]:
+    """A real `mlflow server` process for the block; yields its URL."""
+    url, process = start_mlflow(backend_uri, artifacts, env, log)
+    try:
         yield url
     finally:
         stop(process)
-        out.close()
+
+
+@contextmanager
+def prometheus_server(
+    targets: list[str], workdir: Path, scrape_seconds: float = 1.0
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A real Prometheus server (Debian's `prometheus`) scraping `targets` (host:port of
+    `/metrics`) every `scrape_seconds`; yields its URL and process."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "prometheus.yml"
+    config.write_text(
+        json.dumps(
+            {
+                "global": {"scrape_interval": f"{scrape_seconds:g}s", "evaluation_interval": f"{scrape_seconds:g}s"},
+                "scrape_configs": [{"job_name": "reprokit-serve", "static_configs": [{"targets": targets}]}],
+            }
+        )
+    )
+    port = free_port()
+    args = [shutil.which("prometheus") or "/usr/bin/prometheus", f"--config.file={config}"]
+    args += [f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{port}"]
+    url, process = start_server(args, port, "/-/ready", "prometheus", workdir / "prometheus.log", 60)
+    try:
+        yield url, process
+    finally:
+        stop(process)
 
 
 @contextmanager

@@ -66,7 +66,8 @@ def test_segments():
     assert split.parse_segment("X-Customer-Tier=premium") == ("x-customer-tier", "premium")
     assert split.parse_segment("x-plan=a=b") == ("x-plan", "a=b")
     assert split.parse_segment("") is None and split.parse_segment(None) is None
-    for bad in ("premium", "=premium", "x-tier=", "x tier=premium", "x-tier;rm -rf /=1", "x" * 65 + "=1"):
+    hostile = ("x-tier= premium", "x-tier=pr\u00e9mium", "x-tier=a\r\nb", "x-tier=a b", "x-tier=" + "a" * 201)
+    for bad in ("premium", "=premium", "x-tier=", "x tier=premium", "x-tier;rm -rf /=1", "x" * 65 + "=1", *hostile):
         with pytest.raises(split.SplitError, match="canary segment"):
             split.parse_segment(bad)
     premium = Split("3", 10_000, ("x-customer-tier", "premium"))
@@ -162,6 +163,59 @@ def test_a_canary_is_a_gated_version_other_than_the_champion_and_stops_at_weight
     assert tags[split.WEIGHT_TAG] == "0" and tags["canary_stopped_reason"] == "scores shifted"
     with pytest.raises(StageError, match="no canary to stop"):
         registry.stop_canary(client, "churn", "bo", "again")
+    # A segment ends with its canary: the next canary of the same version serves everyone.
+    registry.set_canary(client, "churn", "2", "5", "x-tier=premium", "ana", "segment")
+    registry.stop_canary(client, "churn", "ana", "done")
+    assert registry.set_canary(client, "churn", "2", "5", None, "ana", "again")[1] == Split("2", 500)
+
+
+def test_a_canary_that_becomes_the_champion_is_no_longer_a_canary(store):
+    """Promoted, it serves all traffic as the stable model; rolled back to, likewise."""
+    client = store
+    registry.set_canary(client, "churn", "2", "5", "x-tier=premium", "ana", "try")
+    client.set_model_version_tag("churn", "2", "gate_champion_version", "1")
+    registry.promote(client, "churn", "2", "ana", "good")
+    assert registry.aliases(client, "churn") == {"champion": "2"}
+    assert split.read_split(client, "churn") == Split()
+    tags = client.get_model_version("churn", "2").tags
+    assert tags[split.WEIGHT_TAG] == "0" and split.SEGMENT_TAG not in tags
+    client.set_registered_model_alias("churn", "canary", "1")  # an old champion as canary, by hand
+    registry.rollback(client, "churn", "bo", "worse")
+    assert registry.aliases(client, "churn") == {"champion": "1"}
+
+
+def test_changing_weight_and_segment_never_passes_through_a_wider_split(store, monkeypatch):
+    """Every split a service could read between the registry writes of one change: none sends
+    a request to the canary that neither the old nor the new split would."""
+    client = store
+    seen: list[Split] = []
+
+    def watching(write):
+        def watched(*args, **kwargs):
+            write(*args, **kwargs)
+            seen.append(split.read_split(client, "churn"))
+
+        return watched
+
+    changes = [("5", ""), ("100", "x-tier=premium"), ("5", ""), ("50", "x-tier=premium"), ("10", "x-tier=basic")]
+    registry.set_canary(client, "churn", "2", "5", None, "ana", "start")
+    before = split.read_split(client, "churn")
+    for method in ("set_model_version_tag", "delete_model_version_tag"):
+        monkeypatch.setattr(client, method, watching(getattr(client, method)))
+    for weight, segment in changes:
+        seen.clear()
+        after = registry.set_canary(client, "churn", None, weight, segment, "ana", "change")[1]
+        for middle in seen:
+            for tier in ("premium", "basic", None):
+                headers = {"x-tier": tier} if tier else {}
+                for key in ("a", "b", "c", "d", "e", "f", "g", "h"):
+                    goes = middle.in_segment(headers) and middle.to_canary(key)
+                    assert not goes or any(s.in_segment(headers) and s.to_canary(key) for s in (before, after)), (
+                        before,
+                        middle,
+                        after,
+                    )
+        before = after
 
 
 def test_the_canary_command(store, capsys, caplog):

@@ -25,9 +25,11 @@ def service(tmp_path_factory, telco_package):
             yield client
 
 
-@pytest.fixture(scope="module")
-def logistic_package(tmp_path_factory, repo, telco_splits, telco_contract):
-    """The telco package with logistic regression instead of the default model: other scores."""
+def train_package(out, repo, telco_splits, telco_contract, model: str = "hist_gradient_boosting", shift: float = 0.0):
+    """A telco package written by the `package` stage's own function: `model` fitted on the
+    train split, with the label turned positive on a seeded `shift` share of the rows (a
+    version trained on shifted data scores every customer higher)."""
+    import numpy as np
     from sklearn.pipeline import Pipeline
 
     from reprokit.core.config import FeaturizeParams, TrainParams, load_section
@@ -38,16 +40,30 @@ def logistic_package(tmp_path_factory, repo, telco_splits, telco_contract):
     from reprokit.stages.package import save_package, synthetic_example
 
     _, train, test, _ = telco_splits
+    if shift:
+        train = train.copy()
+        train.loc[np.random.default_rng(0).random(len(train)) < shift, "churn"] = 1
     transformer, train_x, _ = fit_transform(train, test, telco_contract, FeaturizeParams(True, "median"))
     base = load_section("train", repo / "params.yaml")
-    params = TrainParams(
-        "logistic_regression", base.hist_gradient_boosting, base.random_forest, base.logistic_regression
-    )
-    other = Pipeline([("features", transformer), ("model", fit(train_x, "churn", params, 0))])
+    params = TrainParams(model, base.hist_gradient_boosting, base.random_forest, base.logistic_regression)
+    pipeline = Pipeline([("features", transformer), ("model", fit(train_x, "churn", params, 0))])
     inputs = inputs_of(test, telco_contract)
-    out = tmp_path_factory.mktemp("logistic") / "package"
     example = synthetic_example(telco_contract)
-    save_package(
-        other, telco_contract, inputs, out, predict_proba(other, inputs, 1), 0.5, 1, example, repo / RUNTIME_LOCK
-    )
+    expected = predict_proba(pipeline, inputs, 1)
+    save_package(pipeline, telco_contract, inputs, out, expected, 0.5, 1, example, repo / RUNTIME_LOCK)
     return out
+
+
+@pytest.fixture(scope="module")
+def logistic_package(tmp_path_factory, repo, telco_splits, telco_contract):
+    """The telco package with logistic regression instead of the default model: other scores."""
+    out = tmp_path_factory.mktemp("logistic") / "package"
+    return train_package(out, repo, telco_splits, telco_contract, "logistic_regression")
+
+
+@pytest.fixture(scope="module")
+def shifted_package(tmp_path_factory, repo, telco_splits, telco_contract):
+    """The default model trained with the label turned positive on half of the rows: every
+    customer scores higher (a version trained on shifted data)."""
+    out = tmp_path_factory.mktemp("shifted") / "package"
+    return train_package(out, repo, telco_splits, telco_contract, shift=0.5)

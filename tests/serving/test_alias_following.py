@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from registered import NAME, nest_schema, register
-from servers import scoring_service, wait_until
+from servers import metric, scoring_service, wait_until
 
 from reprokit.model.trust import load_package
 from reprokit.release import tracking
@@ -47,10 +47,6 @@ def scores(client, records):
     answer = client.post("/invocations", json={"instances": records})
     assert answer.status_code == 200, answer.text
     return answer.json()["predictions"]
-
-
-def metric(text: str, name: str) -> float:
-    return float(next(line.split()[-1] for line in text.splitlines() if line.startswith(name)))
 
 
 def served_version(answer) -> str:

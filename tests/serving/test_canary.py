@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from registered import NAME, nest_schema, register
-from servers import BIN, mlflow_server, scoring_service, wait_until
+from servers import BIN, metric, mlflow_server, scoring_service, wait_until
 
 from reprokit.model import split
 from reprokit.model.trust import load_package
@@ -62,7 +62,7 @@ def expected(telco_package, logistic_package, records) -> dict[str, np.ndarray]:
 def service(server, tmp_path_factory):
     root, url, _ = server
     log = tmp_path_factory.mktemp("canary-serve") / "serve.log"
-    args = [f"models:/{NAME}@champion", "--canary", "canary", "--poll-seconds", "0.3"]
+    args = [f"models:/{NAME}@champion", "--canary", "canary", "--shadow", "challenger", "--poll-seconds", "0.3"]
     with scoring_service(args, log, env={"MLFLOW_TRACKING_URI": url}, cwd=root) as (address, _):
         with httpx.Client(base_url=address, timeout=60) as client:
             yield client, log
@@ -122,6 +122,7 @@ def test_the_canary_answers_its_weights_share_and_a_key_always_meets_the_same_ve
     shown = canary(server, "2", "--weight", "20", "--reason", "logistic regression, 20%")
     assert "version 2 is the canary at 20%" in shown
     wait_for_split(client, "2", 20.0)
+    wait_until(lambda: client.get("/version").json().get("shadow_version") == "2", "the shadow never loaded")
     chosen = split.Split("2", split.weight_buckets("20"))
     before = client.get("/metrics").text
     roles: list[str] = []  # every answer of this test, for /metrics
@@ -166,6 +167,12 @@ def test_the_canary_answers_its_weights_share_and_a_key_always_meets_the_same_ve
         if line.startswith("reprokit_predicted_score_count{")
     }
     assert scored['model_version="2",role="canary"'] >= roles.count("canary") + len(records)
+    # The shadow is compared with the stable model's batches only, never with the canary's.
+    shadowed = roles.count("stable") + metric(before, "reprokit_shadow_records_total")
+    wait_until(
+        lambda: metric(client.get("/metrics").text, "reprokit_shadow_records_total") == shadowed,
+        "the shadow did not compare exactly the stable model's records",
+    )
 
 
 def test_a_segment_gets_its_share_and_no_one_else_meets_the_canary(service, server, records, expected):
@@ -179,6 +186,15 @@ def test_a_segment_gets_its_share_and_no_one_else_meets_the_canary(service, serv
         assert answered(premium, i, expected) == "canary"
         assert answered(basic, i, expected) == "stable"
         assert answered(post(client, [records[i]]), i, expected) == "stable"
+    canary(server, "--weight", "50", "--reason", "A/B on premium, half")
+    wait_for_split(client, "2", 50.0)
+    premium = [
+        answered(post(client, [records[i % 50]], {"X-Customer-Tier": "premium"}), i % 50, expected) for i in range(300)
+    ]
+    assert abs(premium.count("canary") - 150) < 5 * (300 * 0.25) ** 0.5
+    assert {answered(post(client, [records[i]], {"X-Customer-Tier": "Premium"}), i, expected) for i in range(50)} == {
+        "stable"
+    }  # the value matches case and all
     canary(server, "--weight", "0", "--segment", "", "--reason", "held at zero")
     wait_for_split(client, "2", 0.0)
     assert "canary_segment" not in client.get("/version").json()

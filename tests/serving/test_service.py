@@ -329,13 +329,16 @@ def test_a_422_lists_every_problem_of_a_record_and_the_total(service, rows):
         (["--port", "99999"], "--port must be between 1 and 65535"),
         (["--max-batch", "0"], "--max-batch must be at least 1"),
         (["--shadow", "challenger"], "--shadow needs a registry model"),
+        (["--canary", "canary"], "--canary needs a registry model"),
+        (["models:/m@champion", "--canary", "champion"], "the alias the service serves as its stable model"),
+        (["models:/m@champion", "--canary", "can ary;rm -rf ~"], "an alias is letters, digits, _ and -"),
     ],
 )
 def test_bad_settings_are_one_clear_error(tmp_path, telco_package, args, message):
     import subprocess
     import sys
 
-    model = [] if args[0].startswith("/") else [str(telco_package)]
+    model = [] if args[0].startswith(("/", "models:/")) else [str(telco_package)]
     done = subprocess.run(
         [sys.executable, "-m", "reprokit.serving.serve", *model, *args],
         capture_output=True,

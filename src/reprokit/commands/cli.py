@@ -70,6 +70,11 @@ COMMANDS: dict[str, Command] = {
         'reprokit canary 4 --weight 5 --reason "new features"',
         ("canary",),
     ),
+    "rollout": Command(
+        "reprokit.release.rollout",
+        "roll a version out as a canary, step by step, judged on Prometheus; roll back on a breach",
+        "reprokit rollout 4 --prometheus http://127.0.0.1:9090",
+    ),
     "report": Command(
         "reprokit.commands.report",
         "compare params, metrics and curves with a base revision (the pull-request report)",

@@ -174,6 +174,37 @@ class ServeParams:
 
 
 @dataclasses.dataclass(frozen=True)
+class RolloutParams:
+    """`reprokit rollout`: the canary's steps and what each window must show (reprokit.release.rollout)."""
+
+    steps: list  # percent of requests the canary answers, step by step, ending at 100
+    window_seconds: float  # each step's observation window
+    settle_seconds: float  # after a weight change, before the window opens: every instance's poll
+    min_requests: int  # canary requests a window needs before any verdict
+    max_windows: int  # windows at one step without enough traffic before the rollout holds
+    max_error_ratio_increase: float  # canary 5xx share minus the stable model's
+    max_p95_latency_ratio: float  # canary p95 latency over the stable model's
+    max_score_psi: float  # PSI of canary vs stable scores, a breach when also significant at alpha
+    alpha: float
+    prometheus_url: str  # REPROKIT_PROMETHEUS_URL or --prometheus wins
+    selector: str  # extra PromQL label matchers of the service's series, e.g. job="reprokit-serve"
+
+    def __post_init__(self) -> None:
+        where = f"{PARAMS_FILE}: rollout"
+        steps = self.steps
+        if not steps or not all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in steps):
+            raise ConfigError(f"{where}.steps: expected a list of percents, e.g. [5, 25, 50, 100]")
+        if any(not 0 < s <= 100 for s in steps) or list(steps) != sorted(set(steps)) or steps[-1] != 100:
+            raise ConfigError(f"{where}.steps: percents rising from above 0 to 100, got {steps}")
+        if self.window_seconds <= 0 or self.settle_seconds < 0 or self.min_requests < 1 or self.max_windows < 1:
+            raise ConfigError(f"{where}: window_seconds > 0, settle_seconds >= 0, min_requests and max_windows >= 1")
+        if not 0 < self.alpha < 1 or self.max_p95_latency_ratio <= 0 or self.max_score_psi <= 0:
+            raise ConfigError(f"{where}: alpha between 0 and 1; max_p95_latency_ratio and max_score_psi above 0")
+        if not 0 <= self.max_error_ratio_increase <= 1:
+            raise ConfigError(f"{where}.max_error_ratio_increase: a share between 0 and 1")
+
+
+@dataclasses.dataclass(frozen=True)
 class BatchesParams:
     location_shift_sd: float  # numeric columns moved by this many reference standard deviations
     scale_factor: float  # numeric columns' spread around their mean multiplied by this
@@ -335,6 +366,7 @@ _SECTIONS: dict[str, type] = {
     "tracking": TrackingParams,
     "gate": GateParams,
     "serve": ServeParams,
+    "rollout": RolloutParams,
     "batches": BatchesParams,
     "monitor": MonitorParams,
 }

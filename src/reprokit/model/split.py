@@ -27,6 +27,8 @@ ROLES = ("stable", "canary")
 ROUTE_HEADER = "x-model-route"  # `canary` or `stable`: forces the route (internal testers)
 KEY_HEADER = "x-routing-key"  # the routing key; else the first record's id field, else random
 _HEADER_NAME = re.compile(r"[A-Za-z0-9-]{1,64}")
+_HEADER_VALUE = re.compile(r"[!-~]{1,200}")  # visible ASCII: what a header carries unchanged (no spaces)
+ALIAS = re.compile(r"[A-Za-z0-9_-]{1,255}")  # a registry alias
 
 
 class SplitError(ValueError):
@@ -47,7 +49,8 @@ class Split:
         return self.buckets * 100 / BUCKETS
 
     def in_segment(self, headers) -> bool:
-        """Whether a request with these headers (a case-insensitive mapping) takes part."""
+        """Whether a request with these headers (a case-insensitive mapping; of a repeated
+        header, the first value) takes part: its value equals the segment's, case and all."""
         return self.segment is None or headers.get(self.segment[0]) == self.segment[1]
 
     def to_canary(self, key: str | None) -> bool:
@@ -83,8 +86,11 @@ def parse_segment(value: str | None) -> tuple[str, str] | None:
     if not value:
         return None
     name, sep, wanted = value.partition("=")
-    if not sep or not _HEADER_NAME.fullmatch(name) or not wanted or len(wanted) > 200:
-        raise SplitError(f"canary segment {value[:80]!r}: expected HEADER=VALUE, e.g. x-customer-tier=premium")
+    if not sep or not _HEADER_NAME.fullmatch(name) or not _HEADER_VALUE.fullmatch(wanted):
+        raise SplitError(
+            f"canary segment {value[:80]!r}: expected HEADER=VALUE (visible ASCII, no spaces), "
+            "e.g. x-customer-tier=premium"
+        )
     return name.lower(), wanted
 
 

@@ -48,8 +48,18 @@ def aliases(client, name: str) -> dict[str, str]:
 
     try:
         return {alias: str(version) for alias, version in client.get_registered_model(name).aliases.items()}
-    except MlflowException:
-        raise StageError(f"no registered model {name!r}: run `dvc repro` with tracking on first") from None
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise StageError(f"no registered model {name!r}: run `dvc repro` with tracking on first") from None
+        raise unavailable(exc) from None
+
+
+def unavailable(exc: Exception) -> StageError:
+    """A registry that failed to answer, named as such (never "no such model")."""
+    from reprokit.core.redaction import redact_text
+
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return StageError(f"the registry did not answer: {redact_text(first)[:300]}")
 
 
 def _stamp(by: str, reason: str) -> dict[str, str]:
@@ -76,6 +86,8 @@ def promote(client, name: str, version: str, by: str, reason: str) -> str:
         client.set_model_version_tag(name, version, f"promoted_{key}", value)
     client.set_model_version_tag(name, version, "previous_champion", previous or "none")
     client.set_registered_model_alias(name, tracking.CHAMPION, version)
+    if current.get(split.CANARY) == version:  # the champion now: all its traffic is the stable one
+        end_canary(client, name, version)
     return version
 
 
@@ -91,15 +103,25 @@ def rollback(client, name: str, by: str, reason: str) -> str:
         client.set_model_version_tag(name, current, f"rolled_back_{key}", value)
         client.set_model_version_tag(name, previous, f"restored_{key}", value)
     client.set_registered_model_alias(name, tracking.CHAMPION, previous)
+    if aliases(client, name).get(split.CANARY) == previous:
+        end_canary(client, name, previous)
     return previous
+
+
+def version_tags(client, name: str, version: str) -> dict[str, str]:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return dict(client.get_model_version(name, version).tags or {})
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise StageError(f"{name} has no version {version!r}") from None
+        raise unavailable(exc) from None
 
 
 def gate_passed(client, name: str, version: str, action: str) -> None:
     """Refuse `action` on a version that does not exist or whose release gate did not pass."""
-    try:
-        tags = client.get_model_version(name, version).tags
-    except Exception:
-        raise StageError(f"{name} has no version {version!r}") from None
+    tags = version_tags(client, name, version)
     if tags.get("gate_passed") != "true":
         state = "failed" if tags.get("gate_passed") == "false" else "has not been run"
         raise StageError(
@@ -130,26 +152,48 @@ def set_canary(
         client.set_model_version_tag(name, previous, split.WEIGHT_TAG, "0")
     for key, value in _stamp(by, reason).items():
         client.set_model_version_tag(name, version, f"canary_{key}", value)
-    client.set_model_version_tag(name, version, split.WEIGHT_TAG, format(buckets * 100 / split.BUCKETS, "g"))
+    tags = version_tags(client, name, version)
+    new_weight = format(buckets * 100 / split.BUCKETS, "g")
+    if previous == version and _buckets(tags) > buckets:  # a smaller share: before the segment changes
+        client.set_model_version_tag(name, version, split.WEIGHT_TAG, new_weight)
+    if previous != version and segment is None:
+        segment = ""  # a version that becomes the canary does not inherit an old segment
     if parsed is not None:
         client.set_model_version_tag(name, version, split.SEGMENT_TAG, "=".join(parsed))
-    elif segment is not None:  # "" removes the segment
-        client.delete_model_version_tag(name, version, split.SEGMENT_TAG)
+    elif segment is not None and split.SEGMENT_TAG in tags:
+        client.delete_model_version_tag(name, version, split.SEGMENT_TAG)  # "" removes the segment
+    client.set_model_version_tag(name, version, split.WEIGHT_TAG, new_weight)
     if previous != version:
         client.set_registered_model_alias(name, split.CANARY, version)
     return version, split.read_split(client, name)
 
 
+def _buckets(tags: dict[str, str]) -> int:
+    """The share a version's weight tag gives now (a bad tag gives none: `split.split_of`)."""
+    try:
+        return split.weight_buckets(tags.get(split.WEIGHT_TAG, "0"))
+    except split.SplitError:
+        return 0
+
+
 def stop_canary(client, name: str, by: str, reason: str) -> str:
-    """No more traffic to the canary: its weight 0 first, then the alias removed. Returns its version."""
+    """No more traffic to the canary: its weight 0 first, then the alias removed (and its
+    segment, so that a later canary does not inherit it). Returns its version."""
     version = aliases(client, name).get(split.CANARY)
     if version is None:
         raise StageError(f"{name} has no canary to stop")
-    client.set_model_version_tag(name, version, split.WEIGHT_TAG, "0")
+    end_canary(client, name, version)
     for key, value in _stamp(by, reason).items():
         client.set_model_version_tag(name, version, f"canary_stopped_{key}", value)
-    client.delete_registered_model_alias(name, split.CANARY)
     return version
+
+
+def end_canary(client, name: str, version: str) -> None:
+    """Weight 0, the segment removed, then the canary alias removed from `version`."""
+    client.set_model_version_tag(name, version, split.WEIGHT_TAG, "0")
+    if split.SEGMENT_TAG in version_tags(client, name, version):
+        client.delete_model_version_tag(name, version, split.SEGMENT_TAG)
+    client.delete_registered_model_alias(name, split.CANARY)
 
 
 def default_user() -> str:

@@ -10,6 +10,7 @@ import dataclasses
 import logging
 import math
 import os
+import random
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -140,17 +141,17 @@ class Scorer:
 
     async def follow_canary(self) -> None:
         """Poll the canary alias and its split tags. A new canary version receives traffic only
-        once it is loaded and warmed up; one that cannot load, a removed alias or a registry
-        that does not answer means no canary traffic until the next poll says otherwise."""
-        from reprokit.model.split import read_split
-
+        once it is loaded and warmed up; one that cannot load (tried again after RETRY_SECONDS)
+        or a removed alias means no canary traffic; a registry that does not answer holds the
+        split last read."""
         uri = registry_uri(self.settings.model, self.settings.canary)
         name = uri[len("models:/") :].split("@")[0]
         loop = asyncio.get_running_loop()
         failed: dict[str, float] = {}  # version -> when it failed to load: tried again after RETRY_SECONDS
+        said_unset = False
         while True:
             try:
-                split = await loop.run_in_executor(None, read_split, registry_client(), name, self.settings.canary)
+                split = await loop.run_in_executor(None, read_canary, name, self.settings.canary)
             except Exception as exc:  # noqa: BLE001 - a registry outage holds the split last read
                 log.error("canary %s: registry unavailable, keeping the current split: %s", uri, exc)
                 await asyncio.sleep(self.settings.poll_seconds)
@@ -168,6 +169,9 @@ class Scorer:
                     failed[split.version] = loop.time()
                     self.metrics.swap_failures.inc()
                     log.error("canary %s version %s cannot be loaded; no traffic to it: %s", uri, split.version, exc)
+            if split.version is None and not said_unset:
+                log.info("canary %s is not set: all traffic to the stable model", uri)
+            said_unset = split.version is None
             self.set_canary(Canary(model, split) if model is not None else None)
             await asyncio.sleep(self.settings.poll_seconds)
 
@@ -212,7 +216,13 @@ class Scorer:
             groups: dict[tuple, list] = {}  # by the model each request was checked against (a swap may fall between)
             for item in items:
                 groups.setdefault((id(item[2]), item[3]), []).append(item)
-            for key in sorted(groups, key=lambda key: not key[1]):  # the stable model's requests first
+            # A batch that mixes stable and canary requests runs one model after the other, in
+            # a random order: a fixed order would make one side wait one call longer every time,
+            # and a rollout would read that as the canary's latency.
+            order = list(groups)
+            if len(order) > 1:
+                random.shuffle(order)
+            for key in order:
                 await self.run_batch(groups[key], loop)
 
     async def run_batch(self, items: list, loop) -> None:
@@ -337,7 +347,10 @@ def registry_uri(model: str, alias: str) -> str:
     return f"models:/{name}@{alias}"
 
 
-def registry_client():
+def read_canary(name: str, alias: str) -> Split:
+    """The registry's split now (a worker thread: the client's first use may take a while)."""
     import mlflow
 
-    return mlflow.MlflowClient()
+    from reprokit.model.split import read_split
+
+    return read_split(mlflow.MlflowClient(), name, alias)

@@ -197,7 +197,11 @@ def create_app(settings: Settings | None = None):
                     checked = check_payload(columns, n, model, settings.max_records)
             except BadRequest as exc:
                 return refuse(exc, answered)
-            proba = await scorer.score(checked.inputs, model, role == "stable")
+            try:
+                proba = await scorer.score(checked.inputs, model, role == "stable")
+            except Exception:  # noqa: BLE001 - counted under the version and role that failed
+                log.exception("version %s (%s) failed to score a request", model.version, role)
+                return answer(500, {"error": "internal error"}, answered)
         finally:
             scorer.in_flight -= 1
             metrics.in_flight.dec()
@@ -386,9 +390,16 @@ def parse_args(argv: list[str] | None = None, environ=None) -> Settings:
     ):
         if not math.isfinite(value) or value < 0:
             parser.error(f"{name} must be a finite number of at least 0")
+    from reprokit.model.split import ALIAS
+
+    served = args.model.split("@", 1)[1] if "@" in args.model else None
     for name, alias in (("--shadow", args.shadow), ("--canary", args.canary)):
         if alias and not args.model.startswith("models:/"):
             parser.error(f"{name} needs a registry model: models:/<name>@<alias>")
+        if alias and not ALIAS.fullmatch(alias):
+            parser.error(f"{name} {alias[:80]!r}: an alias is letters, digits, _ and -")
+        if alias and alias == served:
+            parser.error(f"{name} {alias}: the alias the service serves as its stable model")
     return Settings(
         model=args.model,
         host=args.host,

@@ -1,0 +1,389 @@
+"""An automated canary rollout, judged window by window on Prometheus, with rollback.
+
+    reprokit rollout VERSION [--prometheus URL]     start, or resume, the rollout of VERSION
+    reprokit rollout status [VERSION]               where a rollout stands
+
+VERSION must have passed its release gate against the current champion. It becomes the canary
+(`reprokit canary`) at the first of `rollout.steps`; after `settle_seconds` (every service reads
+the new weight) a window of `window_seconds` opens, and at its end Prometheus's HTTP API is asked
+for canary and stable figures over that window: requests, the 5xx share, p95 latency and the
+score histogram. With at least `min_requests` canary requests, a window passes when the canary's
+5xx share exceeds the stable model's by at most `max_error_ratio_increase`, its p95 is at most
+`max_p95_latency_ratio` times the stable's, and the two score histograms are not apart (PSI at
+least `max_score_psi` with a chi-square test significant at `alpha`, as the monitor judges drift).
+A passing window raises the weight to the next step; a breach sets it to zero and removes the
+alias (rollback), with the reason; after the last step passes, `champion` moves through
+`promote` and the canary alias is removed. Too few requests for `max_windows` windows holds.
+
+The registry holds the state (version tags `rollout_state`, `rollout_step`, `rollout_reason`,
+`rollout_run_id`), so `reprokit rollout VERSION` resumes an interrupted or held rollout at its
+step. Each rollout is one MLflow run (`rollout-v<VERSION>`) with every window's figures. If
+Prometheus does not answer, the rollout holds at its step (nothing promoted, exit status 1); if
+the registry does not answer, nothing can move and the command stops with the state it had.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
+import re
+import time
+from typing import Any
+
+from reprokit.core.config import RolloutParams, load_section
+from reprokit.core.errors import StageError
+from reprokit.core.redaction import redact, redact_text
+from reprokit.core.running import add_debug_option, run_stage
+from reprokit.model import split
+from reprokit.model.scoring import SCORE_BINS
+from reprokit.release import registry, tracking
+
+log = logging.getLogger("reprokit.rollout")
+
+PROMETHEUS_ENV = "REPROKIT_PROMETHEUS_URL"
+STATE, STEP, REASON, RUN, LAST = "rollout_state", "rollout_step", "rollout_reason", "rollout_run_id", "rollout_last"
+RUNNING, HELD, ROLLED_BACK, PROMOTED = "running", "held", "rolled_back", "promoted"
+MAX_ANSWER_BYTES = 4 << 20  # a Prometheus answer larger than this is refused
+_SELECTOR = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"([^"\\]|\\.)*"\s*(,\s*|$))*')
+
+
+class PrometheusUnavailable(Exception):
+    """Prometheus did not answer, or answered with an error: the rollout holds."""
+
+
+class Prometheus:
+    """Instant queries against a Prometheus server's HTTP API (`/api/v1/query`)."""
+
+    def __init__(self, url: str, timeout: float = 10.0) -> None:
+        self.url, self.timeout = url.rstrip("/"), timeout
+
+    def query(self, promql: str, at: float) -> list[dict[str, Any]]:
+        import urllib.error
+        import urllib.parse
+        import urllib.request
+
+        body = urllib.parse.urlencode({"query": promql, "time": f"{at:.3f}"}).encode()
+        request = urllib.request.Request(f"{self.url}/api/v1/query", data=body, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as answer:
+                raw = answer.read(MAX_ANSWER_BYTES + 1)
+        except urllib.error.HTTPError as exc:
+            raise PrometheusUnavailable(f"Prometheus at {redact(self.url)} answered HTTP {exc.code}") from None
+        except (OSError, ValueError) as exc:
+            raise PrometheusUnavailable(f"Prometheus at {redact(self.url)} does not answer ({exc})") from None
+        if len(raw) > MAX_ANSWER_BYTES:
+            raise PrometheusUnavailable(
+                f"Prometheus at {redact(self.url)}: answer larger than {MAX_ANSWER_BYTES} bytes"
+            )
+        try:
+            data = json.loads(raw)
+            if data.get("status") != "success" or data["data"]["resultType"] != "vector":
+                raise ValueError(data.get("error", "not a vector"))
+            return list(data["data"]["result"])
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise PrometheusUnavailable(f"Prometheus at {redact(self.url)}: unexpected answer ({exc})") from None
+
+    def number(self, promql: str, at: float) -> float | None:
+        """The single value of a query (None: no series, or not a finite number)."""
+        result = self.query(promql, at)
+        if not result:
+            return None
+        value = float(result[0]["value"][1])
+        return value if math.isfinite(value) else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Figures:
+    """One role's figures over one window."""
+
+    requests: float
+    errors: float
+    p95_seconds: float | None
+    scores: tuple[float, ...]  # per SCORE_BINS bin
+
+    @property
+    def error_ratio(self) -> float:
+        return self.errors / self.requests if self.requests > 0 else 0.0
+
+
+def figures(prometheus: Prometheus, role: str, version: str, window: float, at: float, selector: str) -> Figures:
+    """Requests, 5xx answers, p95 latency and score counts of `role` answered by `version`."""
+    labels = f'role="{role}",model_version="{version}"' + (f",{selector}" if selector.strip() else "")
+    served = f'route="/invocations",{labels}'
+    span = f"[{window:g}s]"
+    requests = prometheus.number(f"sum(increase(reprokit_requests_total{{{served}}}{span}))", at) or 0.0
+    errors = prometheus.number(f'sum(increase(reprokit_requests_total{{{served},status=~"5.."}}{span}))', at) or 0.0
+    p95 = prometheus.number(
+        f"histogram_quantile(0.95, sum by (le) (increase(reprokit_request_seconds_bucket{{{served}}}{span})))", at
+    )
+    cumulative = {}
+    for sample in prometheus.query(f"sum by (le) (increase(reprokit_predicted_score_bucket{{{labels}}}{span}))", at):
+        bound = float(sample["metric"].get("le", "nan"))
+        cumulative[bound] = max(float(sample["value"][1]), 0.0)
+    counts, below = [], 0.0
+    for bound in SCORE_BINS:
+        total = cumulative.get(float(bound), below)
+        counts.append(max(total - below, 0.0))
+        below = max(total, below)
+    return Figures(requests, errors, p95, tuple(counts))
+
+
+def verdict(params: RolloutParams, canary: Figures, stable: Figures | None) -> tuple[str, str, dict[str, float]]:
+    """("wait" | "pass" | "breach", reason, the window's figures) of one window; `stable` is the
+    stable model's figures (None: too little stable traffic to compare, e.g. at 100%)."""
+    import numpy as np
+
+    from reprokit.core.drift import chi_square_p, psi
+
+    shown: dict[str, float] = {"canary_requests": round(canary.requests, 1)}
+    shown["canary_error_ratio"] = round(canary.error_ratio, 6)
+    if canary.requests < params.min_requests:
+        return "wait", f"{canary.requests:.0f} canary requests, fewer than rollout.min_requests", shown
+    base_errors = stable.error_ratio if stable is not None else 0.0
+    if stable is not None:
+        shown["stable_requests"] = round(stable.requests, 1)
+        shown["stable_error_ratio"] = round(stable.error_ratio, 6)
+    if canary.error_ratio - base_errors > params.max_error_ratio_increase:
+        return "breach", f"5xx share {canary.error_ratio:.4f} against {base_errors:.4f} for stable", shown
+    if stable is None:
+        return "pass", "no stable traffic to compare with: the error share alone", shown
+    if canary.p95_seconds is not None and stable.p95_seconds:
+        ratio = canary.p95_seconds / stable.p95_seconds
+        shown["p95_latency_ratio"] = round(ratio, 4)
+        if ratio > params.max_p95_latency_ratio:
+            return "breach", f"p95 latency {ratio:.2f} times the stable model's", shown
+    ours, theirs = np.asarray(canary.scores), np.asarray(stable.scores)
+    if ours.sum() > 0 and theirs.sum() > 0:
+        distance, p_value = psi(theirs, ours), chi_square_p(theirs, ours)
+        shown["score_psi"], shown["score_p_value"] = round(distance, 6), float(f"{p_value:.6g}")
+        if distance >= params.max_score_psi and p_value < params.alpha:
+            return "breach", f"scores apart from the stable model's: PSI {distance:.3f}, p {p_value:.2g}", shown
+    return "pass", "within every limit", shown
+
+
+class Rollout:
+    """One version's rollout: the registry's state, the MLflow run, the windows."""
+
+    def __init__(self, client, name: str, version: str, params: RolloutParams, prometheus: Prometheus, by: str):
+        self.client, self.name, self.version, self.params = client, name, version, params
+        self.prometheus, self.by = prometheus, by
+        self.stable_reference: Figures | None = None
+
+    def tags(self) -> dict[str, str]:
+        return dict(self.client.get_model_version(self.name, self.version).tags or {})
+
+    def mark(self, state: str, step: int, reason: str, last: dict[str, Any] | None = None) -> None:
+        for key, value in ((STATE, state), (STEP, str(step)), (REASON, reason[:400])):
+            self.client.set_model_version_tag(self.name, self.version, key, value)
+        if last is not None:
+            self.client.set_model_version_tag(self.name, self.version, LAST, json.dumps(last, sort_keys=True))
+
+    def start_step(self) -> int:
+        """The step to (re)start from; refuses a version that cannot be rolled out now."""
+        tags = self.tags()
+        state = tags.get(STATE)
+        if state in (ROLLED_BACK, PROMOTED):
+            raise StageError(
+                f"the rollout of {self.name} version {self.version} is over ({state}: {tags.get(REASON, '')}); "
+                "register a new version to roll out"
+            )
+        current = registry.aliases(self.client, self.name)
+        other = current.get(split.CANARY)
+        if other not in (None, self.version):
+            other_state = self.client.get_model_version(self.name, other).tags.get(STATE)
+            if other_state in (RUNNING, HELD):
+                raise StageError(f"version {other} is being rolled out ({other_state}): finish or stop it first")
+        if current.get(tracking.CHAMPION) is None:
+            raise StageError(f"{self.name} has no champion: promote one first (a canary is weighed against it)")
+        registry.gate_passed(self.client, self.name, self.version, "roll out")
+        measured = tags.get(tracking.GATE_CHAMPION_TAG, "none")
+        if measured != current[tracking.CHAMPION]:
+            raise StageError(
+                f"refusing to roll out {self.name} version {self.version}: its release gate was measured against "
+                f"champion {measured}, but the champion is {current[tracking.CHAMPION]}: run the gate again"
+            )
+        if state in (RUNNING, HELD):
+            step = int(tags.get(STEP, "0"))
+            log.info("resuming the rollout of version %s at step %d (%s)", self.version, step + 1, state)
+            return min(max(step, 0), len(self.params.steps) - 1)
+        return 0
+
+    def run(self, mlflow, experiment_id: str) -> str:
+        stable_version = registry.aliases(self.client, self.name)[tracking.CHAMPION]
+        step = self.start_step()
+        run_id = self.tags().get(RUN)
+        with mlflow.start_run(
+            run_id=run_id,
+            experiment_id=None if run_id else experiment_id,
+            run_name=None if run_id else f"rollout-v{self.version}",
+        ) as run:
+            if not run_id:
+                self.client.set_model_version_tag(self.name, self.version, RUN, run.info.run_id)
+                mlflow.log_params({f"rollout.{k}": v for k, v in dataclasses.asdict(self.params).items()})
+                mlflow.set_tags({"rollout_version": self.version, "rollout_stable_version": stable_version})
+            windows = int(float(self.tags().get("rollout_windows", "0")))
+            try:
+                return self.walk(mlflow, step, stable_version, windows)
+            except KeyboardInterrupt:
+                step = int(self.tags().get(STEP, step))
+                self.mark(HELD, step, "interrupted")
+                mlflow.set_tag("rollout_outcome", HELD)
+                raise StageError(
+                    f"interrupted; held at step {step + 1}: run `reprokit rollout {self.version}` to resume"
+                )
+
+    def walk(self, mlflow, step: int, stable_version: str, windows: int) -> str:
+        params = self.params
+        while step < len(params.steps):
+            weight = params.steps[step]
+            registry.set_canary(self.client, self.name, self.version, str(weight), "", self.by, "rollout")
+            self.mark(RUNNING, step, f"step {step + 1} of {len(params.steps)}: {weight:g}%")
+            log.info(
+                "step %d of %d: version %s answers %g%% of requests", step + 1, len(params.steps), self.version, weight
+            )
+            time.sleep(params.settle_seconds)
+            waited = 0
+            while True:
+                time.sleep(params.window_seconds)
+                at = time.time()
+                try:
+                    canary = figures(
+                        self.prometheus, "canary", self.version, params.window_seconds, at, params.selector
+                    )
+                    stable = figures(
+                        self.prometheus, "stable", stable_version, params.window_seconds, at, params.selector
+                    )
+                except PrometheusUnavailable as exc:
+                    reason = f"held at {weight:g}%: {exc}"
+                    self.mark(HELD, step, reason)
+                    mlflow.set_tag("rollout_outcome", HELD)
+                    raise StageError(f"{reason}; nothing promoted: run `reprokit rollout {self.version}` to resume")
+                if stable.requests >= params.min_requests:
+                    self.stable_reference = stable
+                decision, reason, shown = verdict(params, canary, self.stable_reference)
+                windows += 1
+                mlflow.log_metrics({"weight": float(weight), **shown}, step=windows)
+                self.client.set_model_version_tag(self.name, self.version, "rollout_windows", str(windows))
+                log.info("window %d at %g%%: %s (%s) %s", windows, weight, decision, reason, json.dumps(shown))
+                last = {"window": windows, "weight": weight, "decision": decision, "reason": reason, **shown}
+                if decision == "breach":
+                    registry.stop_canary(self.client, self.name, self.by, f"rollout: {reason}")
+                    self.mark(ROLLED_BACK, step, f"rolled back at {weight:g}%: {reason}", last)
+                    mlflow.set_tag("rollout_outcome", ROLLED_BACK)
+                    raise StageError(f"version {self.version} rolled back at {weight:g}%: {reason}")
+                if decision == "pass":
+                    self.mark(RUNNING, step, f"step {step + 1} passed: {reason}", last)
+                    break
+                waited += 1
+                if waited >= params.max_windows:
+                    reason = f"held at {weight:g}%: {waited} windows with too few canary requests"
+                    self.mark(HELD, step, reason, last)
+                    mlflow.set_tag("rollout_outcome", HELD)
+                    raise StageError(f"{reason}; nothing promoted: run `reprokit rollout {self.version}` to resume")
+            step += 1
+            if step < len(params.steps):
+                self.mark(RUNNING, step, f"step {step + 1} of {len(params.steps)}")
+        registry.promote(self.client, self.name, self.version, self.by, "rollout: every step passed")  # ends the canary
+        self.mark(PROMOTED, len(params.steps) - 1, "every step passed; champion")
+        mlflow.set_tag("rollout_outcome", PROMOTED)
+        return f"{self.name} version {self.version} passed {len(params.steps)} steps and is the champion"
+
+
+def status(client, name: str, version: str | None) -> str:
+    """Where the rollout of `version` (default: the canary, else the latest rolled out) stands."""
+    current = registry.aliases(client, name)
+    if version is None:
+        version = current.get(split.CANARY)
+    if version is None:
+        found = [v for v in client.search_model_versions(f"name = '{name}'") if STATE in (v.tags or {})]
+        if not found:
+            return f"{name}: no rollout"
+        version = str(max(found, key=lambda v: int(v.version)).version)
+    version = current.get(version, version)
+    try:
+        tags = client.get_model_version(name, version).tags or {}
+    except Exception:
+        raise StageError(f"{name} has no version {version!r}") from None
+    if STATE not in tags:
+        return f"{name} version {version}: no rollout"
+    now = split.read_split(client, name)
+    serving = f"; canary at {now.weight:g}%" if now.version == version else ""
+    lines = [
+        f"{name} version {version}: {tags[STATE]} at step {int(tags.get(STEP, '0')) + 1}{serving}",
+        f"  {tags.get(REASON, '')}",
+    ]
+    if LAST in tags:
+        lines.append(f"  last window: {tags[LAST]}")
+    if RUN in tags:
+        lines.append(f"  MLflow run {tags[RUN]}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and not argv[0].startswith("-") and argv[0] not in ("start", "status"):
+        argv.insert(0, "start")  # `reprokit rollout 4`
+    parser = argparse.ArgumentParser(
+        prog="reprokit rollout",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog='example: reprokit rollout 4 --prometheus http://127.0.0.1:9090 --by "$USER"',
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    add_debug_option(common)
+    common.add_argument("--params", default="params.yaml")
+    common.add_argument("--contract", default="dataset.yaml", help="names the registered model by default")
+    sub = parser.add_subparsers(dest="command", required=True)
+    start = sub.add_parser("start", parents=[common], help="start or resume the rollout of VERSION (the default)")
+    start.add_argument("version", help="version number or alias")
+    start.add_argument("--prometheus", default=None, help=f"Prometheus URL (default: ${PROMETHEUS_ENV}, else params)")
+    start.add_argument("--by", default=None, help="who (default: $GITHUB_ACTOR or the login name)")
+    show = sub.add_parser("status", parents=[common], help="where a rollout stands (default: the canary's)")
+    show.add_argument("version", nargs="?", default=None)
+    show.add_argument("--prometheus", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    def body() -> str:
+        params = tracking.settings(args.params, args.contract)
+        if not params.enabled:
+            raise StageError("tracking.enabled is false in params.yaml: there is no registry to roll out from")
+        mlflow, experiment_id = tracking.open_store(params)
+        client, name = mlflow.MlflowClient(), params.registered_model
+        if args.command == "status":
+            print(status(client, name, args.version))
+            return "status shown"
+        rollout_params = load_section("rollout", args.params)
+        if not _SELECTOR.fullmatch(rollout_params.selector):
+            raise StageError(
+                f"{args.params}: rollout.selector {rollout_params.selector[:80]!r}: expected label matchers, "
+                'e.g. job="reprokit-serve"'
+            )
+        url = args.prometheus or os.environ.get(PROMETHEUS_ENV) or rollout_params.prometheus_url
+        if not url.startswith(("http://", "https://")):
+            raise StageError(f"Prometheus URL {redact(url)!r}: expected http:// or https://")
+        from mlflow.exceptions import MlflowException
+
+        try:
+            version = registry.aliases(client, name).get(args.version, args.version)
+            rollout = Rollout(
+                client, name, version, rollout_params, Prometheus(url), args.by or registry.default_user()
+            )
+            return rollout.run(mlflow, experiment_id)
+        except MlflowException as exc:
+            first = redact_text(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
+            raise StageError(
+                f"the registry at {redact(params.uri)} failed ({first[:300]}); nothing was promoted, and the "
+                f"rollout's state is what the registry last took: `reprokit rollout {args.version}` resumes it"
+            ) from None
+
+    run_stage("rollout", body, debug=args.debug)
+
+
+if __name__ == "__main__":
+    main()
