@@ -56,9 +56,7 @@ def test_a_score_difference_must_be_large_and_significant(params):
     """PSI at the limit on a handful of requests is noise: no breach. A small shift on many is
     significant but small: no breach either."""
     few = dataclasses.replace(params, min_requests=5)
-    noisy = verdict(
-        few, Figures(6.0, 0.0, 0.01, scores(0.5, 0.0, n=6)), Figures(6.0, 0.0, 0.01, scores(0.0, 0.5, n=6))
-    )
+    noisy = verdict(few, Figures(6.0, 0.0, 0.01, scores(0.5, 0.0, n=6)), Figures(6.0, 0.0, 0.01, scores(0.0, 0.5, n=6)))
     assert noisy[0] == "pass" and noisy[2]["score_psi"] >= params.max_score_psi and noisy[2]["score_p_value"] >= 0.01
     small = verdict(
         params, Figures(100_000.0, 0.0, 0.01, scores(0.51, 0.29, n=1e5)), Figures(1e5, 0, 0.01, scores(0.5, 0.3, n=1e5))
@@ -92,3 +90,15 @@ def test_bad_rollout_params_are_one_error_naming_the_key(tmp_path, repo, changes
     with pytest.raises(ConfigError, match="rollout") as error:
         load_section("rollout", tmp_path / "params.yaml")
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://user:s3cret@127.0.0.1:notaport", "ftp://127.0.0.1", "http://", "127.0.0.1:9090"]
+)
+def test_a_bad_prometheus_url_is_one_error_that_never_shows_a_password(url):
+    from reprokit.core.errors import StageError
+    from reprokit.release.rollout import prometheus_url
+
+    with pytest.raises(StageError, match="expected http") as error:
+        prometheus_url(url)
+    assert "s3cret" not in str(error.value)

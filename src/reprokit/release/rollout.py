@@ -62,6 +62,7 @@ class Prometheus:
         self.url, self.timeout = url.rstrip("/"), timeout
 
     def query(self, promql: str, at: float) -> list[dict[str, Any]]:
+        import http.client
         import urllib.error
         import urllib.parse
         import urllib.request
@@ -73,8 +74,9 @@ class Prometheus:
                 raw = answer.read(MAX_ANSWER_BYTES + 1)
         except urllib.error.HTTPError as exc:
             raise PrometheusUnavailable(f"Prometheus at {redact(self.url)} answered HTTP {exc.code}") from None
-        except (OSError, ValueError) as exc:
-            raise PrometheusUnavailable(f"Prometheus at {redact(self.url)} does not answer ({exc})") from None
+        except (OSError, ValueError, http.client.HTTPException) as exc:  # the URL's own text may hold a password
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else type(exc).__name__
+            raise PrometheusUnavailable(f"Prometheus at {redact(self.url)} does not answer ({reason})") from None
         if len(raw) > MAX_ANSWER_BYTES:
             raise PrometheusUnavailable(
                 f"Prometheus at {redact(self.url)}: answer larger than {MAX_ANSWER_BYTES} bytes"
@@ -114,7 +116,7 @@ def figures(prometheus: Prometheus, role: str, version: str, window: float, at: 
     """Requests, 5xx answers, p95 latency and score counts of `role` answered by `version`."""
     labels = f'role="{role}",model_version="{version}"' + (f",{selector}" if selector.strip() else "")
     served = f'route="/invocations",{labels}'
-    span = f"[{window:g}s]"
+    span = f"[{round(window * 1000)}ms]"  # whole milliseconds: every Prometheus reads them
     requests = prometheus.number(f"sum(increase(reprokit_requests_total{{{served}}}{span}))", at) or 0.0
     errors = prometheus.number(f'sum(increase(reprokit_requests_total{{{served},status=~"5.."}}{span}))', at) or 0.0
     p95 = prometheus.number(
@@ -213,8 +215,8 @@ class Rollout:
         return 0
 
     def run(self, mlflow, experiment_id: str) -> str:
+        step = self.start_step()  # first: it names what is missing (no champion, no gate) in one line
         stable_version = registry.aliases(self.client, self.name)[tracking.CHAMPION]
-        step = self.start_step()
         run_id = self.tags().get(RUN)
         with mlflow.start_run(
             run_id=run_id,
@@ -304,10 +306,7 @@ def status(client, name: str, version: str | None) -> str:
             return f"{name}: no rollout"
         version = str(max(found, key=lambda v: int(v.version)).version)
     version = current.get(version, version)
-    try:
-        tags = client.get_model_version(name, version).tags or {}
-    except Exception:
-        raise StageError(f"{name} has no version {version!r}") from None
+    tags = registry.version_tags(client, name, version)
     if STATE not in tags:
         return f"{name} version {version}: no rollout"
     now = split.read_split(client, name)
@@ -321,6 +320,20 @@ def status(client, name: str, version: str | None) -> str:
     if RUN in tags:
         lines.append(f"  MLflow run {tags[RUN]}")
     return "\n".join(lines)
+
+
+def prometheus_url(url: str) -> str:
+    """A Prometheus base URL, checked before anything is asked of it (one error, credentials hidden)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise StageError(f"Prometheus URL {redact(url)!r}: expected http(s)://HOST[:PORT][/PATH]")
+    return url
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -356,7 +369,12 @@ def main(argv: list[str] | None = None) -> None:
         mlflow, experiment_id = tracking.open_store(params)
         client, name = mlflow.MlflowClient(), params.registered_model
         if args.command == "status":
-            print(status(client, name, args.version))
+            from mlflow.exceptions import MlflowException
+
+            try:
+                print(status(client, name, args.version))
+            except MlflowException as exc:
+                raise registry.unavailable(exc) from None
             return "status shown"
         rollout_params = load_section("rollout", args.params)
         if not _SELECTOR.fullmatch(rollout_params.selector):
@@ -364,9 +382,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{args.params}: rollout.selector {rollout_params.selector[:80]!r}: expected label matchers, "
                 'e.g. job="reprokit-serve"'
             )
-        url = args.prometheus or os.environ.get(PROMETHEUS_ENV) or rollout_params.prometheus_url
-        if not url.startswith(("http://", "https://")):
-            raise StageError(f"Prometheus URL {redact(url)!r}: expected http:// or https://")
+        url = prometheus_url(args.prometheus or os.environ.get(PROMETHEUS_ENV) or rollout_params.prometheus_url)
         from mlflow.exceptions import MlflowException
 
         try:
