@@ -64,8 +64,9 @@ def test_a_score_difference_must_be_large_and_significant(params):
     assert small[0] == "pass" and small[2]["score_p_value"] < 0.01 and small[2]["score_psi"] < params.max_score_psi
 
 
-def test_without_stable_traffic_only_the_error_share_is_judged(params):
-    assert verdict(params, Figures(400.0, 0.0, 9.0, scores(1.0, n=400)), None)[0] == "pass"
+def test_without_stable_figures_only_a_5xx_breach_is_judged_and_nothing_passes(params):
+    slow_and_shifted = Figures(400.0, 0.0, 9.0, scores(1.0, n=400))
+    assert verdict(params, slow_and_shifted, None)[:2] == ("wait", "no stable figures to compare with yet")
     assert verdict(params, Figures(400.0, 40.0, 0.01, scores(1.0, n=400)), None)[0] == "breach"
 
 
@@ -76,6 +77,7 @@ def test_without_stable_traffic_only_the_error_share_is_judged(params):
         ({"steps": [25, 5, 100]}, "rising from above 0 to 100"),
         ({"steps": [0, 100]}, "rising from above 0 to 100"),
         ({"steps": []}, "expected a list of percents"),
+        ({"steps": [100]}, "at least one step below 100"),
         ({"steps": ["5", 100]}, "expected a list of percents"),
         ({"window_seconds": 0}, "window_seconds > 0"),
         ({"alpha": 1.5}, "alpha between 0 and 1"),
@@ -102,3 +104,73 @@ def test_a_bad_prometheus_url_is_one_error_that_never_shows_a_password(url):
     with pytest.raises(StageError, match="expected http") as error:
         prometheus_url(url)
     assert "s3cret" not in str(error.value)
+
+
+def rollout_of(client, version: str, params):
+    """A Rollout of `churn` version `version`; its Prometheus is never asked in these tests."""
+    from reprokit.release.rollout import Prometheus, Rollout
+
+    return Rollout(client, "churn", version, params, Prometheus("http://127.0.0.1:9"), "ana")
+
+
+def gated(client, version: str) -> None:
+    client.set_model_version_tag("churn", version, "gate_passed", "true")
+    client.set_model_version_tag("churn", version, "gate_champion_version", "1")
+
+
+def test_a_rollback_stopped_between_its_verdict_and_the_alias_finishes_when_resumed(store, params):
+    """The state says rolling_back before traffic moves: a run killed there leaves the canary
+    serving, and the next run takes it out and ends the rollout, never walking on."""
+    from reprokit.core.errors import StageError
+    from reprokit.model import split
+    from reprokit.release import registry
+
+    client = store
+    gated(client, "2")
+    registry.set_canary(client, "churn", "2", "25", None, "ana", "rollout step 1")
+    for key, value in (("rollout_state", "rolling_back"), ("rollout_step", "0"), ("rollout_reason", "scores apart")):
+        client.set_model_version_tag("churn", "2", key, value)
+    with pytest.raises(StageError, match="version 2 rolled back at 5%: scores apart"):
+        rollout_of(client, "2", params).start_step()
+    assert registry.aliases(client, "churn") == {"champion": "1"} and split.read_split(client, "churn").weight == 0
+    tags = client.get_model_version("churn", "2").tags
+    assert tags["rollout_state"] == "rolled_back" and tags[split.WEIGHT_TAG] == "0"
+    with pytest.raises(StageError, match=r"is over \(rolled_back"):
+        rollout_of(client, "2", params).start_step()
+
+
+def test_a_rollout_resumes_only_with_the_steps_it_began_with_and_tags_edited_by_hand_are_named(store, params):
+    from reprokit.core.errors import StageError
+
+    client = store
+    gated(client, "2")
+    assert rollout_of(client, "2", params).start_step() == 0
+    client.set_model_version_tag("churn", "2", "rollout_steps", rollout_of(client, "2", params).steps_text())
+    client.set_model_version_tag("churn", "2", "rollout_state", "held")
+    client.set_model_version_tag("churn", "2", "rollout_step", "1")
+    assert rollout_of(client, "2", params).start_step() == 1
+    with pytest.raises(StageError, match=r"rollout.steps are \[25.0, 100.0\] but the rollout of version 2 began with"):
+        rollout_of(client, "2", dataclasses.replace(params, steps=(25.0, 100.0))).start_step()
+    for key, value in (("rollout_step", "one"), ("rollout_stable_reference", '{"requests": 1}')):
+        client.set_model_version_tag("churn", "2", key, value)
+        with pytest.raises(StageError, match="edited by hand"):
+            rollout_of(client, "2", params).start_step()
+        client.set_model_version_tag("churn", "2", "rollout_step", "1")
+
+
+def test_the_canary_of_an_active_rollout_is_not_replaced_by_hand(store):
+    """`reprokit canary OTHER` while a rollout walks would judge one version's traffic for
+    another; stopping the canary by hand stays possible (the rollout then holds)."""
+    from reprokit.core.errors import StageError
+    from reprokit.release import registry
+
+    client = store
+    gated(client, "3")
+    registry.set_canary(client, "churn", "2", "25", None, "ana", "rollout step 1")
+    for state in ("running", "held", "rolling_back"):
+        client.set_model_version_tag("churn", "2", "rollout_state", state)
+        with pytest.raises(StageError, match=f"version 2 is the canary of a rollout \\({state}\\)"):
+            registry.set_canary(client, "churn", "3", "5", None, "bo", "mine")
+    assert registry.aliases(client, "churn")["canary"] == "2"
+    client.set_model_version_tag("churn", "2", "rollout_state", "rolled_back")
+    assert registry.set_canary(client, "churn", "3", "5", None, "bo", "mine")[0] == "3"

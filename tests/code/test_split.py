@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 
 from reprokit.core.errors import StageError
 from reprokit.model import split
@@ -111,30 +110,6 @@ def test_the_routing_key_of_a_request_is_its_first_records_id(telco_contract):
     ):
         assert first_id(hostile, contract) is None, hostile
     assert first_id({"instances": [{"customer_id": "x" * 10_000}]}, contract) == "x" * 200
-
-
-@pytest.fixture()
-def store(tmp_path, repo, monkeypatch):
-    """A real MLflow SQLite registry with versions 1-3 of `churn` (tags and aliases only: the
-    canary's control plane does not open the packages); 1 is the champion, 1 and 2 passed their gate."""
-    import mlflow
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    client.create_registered_model("churn")
-    for version in ("1", "2", "3"):
-        client.create_model_version("churn", source=str(tmp_path / f"package-{version}"))
-    for version in ("1", "2"):
-        client.set_model_version_tag("churn", version, "gate_passed", "true")
-    client.set_model_version_tag("churn", "3", "gate_passed", "false")
-    client.set_registered_model_alias("churn", "champion", "1")
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["tracking"]["enabled"] = True
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    (tmp_path / "dataset.yaml").write_text((repo / "dataset.yaml").read_text().replace("telco_customer_churn", "churn"))
-    return client
 
 
 def test_a_canary_is_a_gated_version_other_than_the_champion_and_stops_at_weight_zero(store):

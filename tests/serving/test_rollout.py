@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 
 import httpx
 import mlflow
@@ -78,10 +79,17 @@ def parts(tmp_path_factory, repo, telco_package, telco_splits, telco_contract):
         with scoring_service(args, root / "serve.log", env=env, cwd=root) as (service, _):
             target = service.removeprefix("http://")
             with prometheus_server([target], root / "prometheus") as (prometheus, _):
+                wait_scraped(prometheus)
                 parts = Parts(root, url, process, prometheus, service, client, record)
                 yield parts
     finally:
         stop(parts.mlflow_process if "parts" in locals() else process)
+
+
+def wait_scraped(prometheus: str) -> None:
+    """Until Prometheus holds the service's series (a rollout asks before it moves any traffic)."""
+    asked = rollouts.Prometheus(prometheus)
+    wait_until(lambda: asked.query("reprokit_model_info", time.time()), "Prometheus never scraped the service")
 
 
 def store(root) -> tuple[str, str, dict]:
@@ -116,17 +124,35 @@ def same_model_again(parts: Parts) -> str:
     return gated(parts, str(created.version))
 
 
+def user_env(parts: Parts) -> dict[str, str]:
+    """The environment a user's shell gives `reprokit`: without the MLflow request settings this
+    test process took from `tracking.open_store` (no retries), which the rollout would inherit."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_HTTP_REQUEST_")}
+    return {**inherited, "MLFLOW_TRACKING_URI": parts.mlflow_url}
+
+
 def rollout(parts: Parts, *argv: str, prometheus: str | None = None, wait: bool = True):
     command = [str(BIN / "reprokit"), "rollout", *argv, "--prometheus", prometheus or parts.prometheus_url]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": parts.mlflow_url}
+    env = user_env(parts)
     if not wait:
         return subprocess.Popen(command, cwd=parts.root, env=env, stderr=subprocess.PIPE, text=True)
     return subprocess.run(command, cwd=parts.root, env=env, capture_output=True, text=True, timeout=600)
 
 
+def step_passed(parts: Parts, version: str, running: subprocess.Popen) -> None:
+    """Until the rollout running in `running` passed its first step (it may be at the last)."""
+    wait_until(
+        lambda: running.poll() is not None or tags(parts, version).get(rollouts.STEP) in ("1", "2"),
+        "no step passed",
+        300,
+    )
+    assert running.poll() is None, f"the rollout stopped before any step passed: {running.stderr.read()[-3000:]}"
+
+
 @dataclasses.dataclass
 class Seen:
     answers: list = dataclasses.field(default_factory=list)  # (role, version)
+    sent: list = dataclasses.field(default_factory=list)  # (when the request was sent, role)
     failures: list = dataclasses.field(default_factory=list)
 
 
@@ -138,6 +164,7 @@ def load(parts: Parts, threads: int = 4):
     def client() -> None:
         with httpx.Client(base_url=parts.service_url, timeout=60) as http:
             while not done.is_set():
+                sent = time.monotonic()
                 try:
                     answer = http.post("/invocations", json={"instances": [parts.record]})
                 except httpx.HTTPError as exc:
@@ -147,6 +174,7 @@ def load(parts: Parts, threads: int = 4):
                     seen.failures.append(f"{answer.status_code} {answer.text[:200]}")
                 else:
                     seen.answers.append((answer.headers["x-model-role"], answer.headers["x-model-version"]))
+                    seen.sent.append((sent, answer.headers["x-model-role"]))
 
     workers = [threading.Thread(target=client) for _ in range(threads)]
     for worker in workers:
@@ -189,6 +217,7 @@ def test_a_healthy_canary_walks_every_step_and_ends_as_champion_with_no_request_
     assert registry_aliases(parts) == {"champion": version, "challenger": "1"}
     state = tags(parts, version)
     assert state[rollouts.STATE] == "promoted" and state["promoted_reason"] == "rollout: every step passed"
+    assert state[rollouts.STEPS] == "[25.0, 50.0, 100.0]"
     weights = history(parts, version, "weight")
     assert sorted(set(weights)) == [25.0, 50.0, 100.0] and weights == sorted(weights)
     assert all(psi == 0.0 for psi in history(parts, version, "score_psi"))
@@ -213,14 +242,14 @@ def test_a_canary_with_shifted_scores_is_rolled_back_at_its_first_window_with_en
     gated(parts, version)
     with load(parts) as seen:
         done = rollout(parts, version)
-        wait_until(lambda: no_canary_served(parts), "the service kept the canary")
-        after = len(seen.answers)
-        wait_until(lambda: len(seen.answers) > after + 20, "no request after the rollback")
-        late = seen.answers[after:]
+        wait_until(lambda: no_canary_served(parts), f"the service kept the canary: {done.stderr[-2000:]}")
+        switched = time.monotonic()  # a request sent after this is routed after the canary left
+        wait_until(lambda: sum(t > switched for t, _ in list(seen.sent)) > 20, "no request after the rollback")
+        late = [role for t, role in list(seen.sent) if t > switched]
     assert done.returncode == 1 and f"version {version} rolled back at 25%: scores apart" in done.stderr
     assert "Traceback" not in done.stderr
     assert seen.failures == [] and ("canary", version) in seen.answers
-    assert {role for role, _ in late} == {"stable"}  # all traffic back on the champion
+    assert set(late) == {"stable"}  # all traffic back on the champion
     assert champion(parts) == before and "canary" not in registry_aliases(parts)
     state = tags(parts, version)
     assert state[rollouts.STATE] == "rolled_back" and state[split.WEIGHT_TAG] == "0"
@@ -242,29 +271,32 @@ def test_prometheus_down_mid_rollout_holds_promotes_nothing_and_the_rollout_resu
     version = same_model_again(parts)
     target = parts.service_url.removeprefix("http://")
     with load(parts) as seen, prometheus_server([target], tmp_path / "own") as (own, process):
+        wait_scraped(own)
         running = rollout(parts, version, prometheus=own, wait=False)
         try:
-            wait_until(lambda: tags(parts, version).get(rollouts.STEP) == "1", "the first step never passed", 300)
-            stop(process)  # Prometheus goes away while the canary answers 50%
+            step_passed(parts, version, running)
+            stop(process)  # Prometheus goes away while the canary answers 50% (100% on a slow machine)
             _, stderr = running.communicate(timeout=300)
         finally:
             running.kill()
+        step = int(tags(parts, version)[rollouts.STEP])
+        weight = ROLLOUT["steps"][step]
         assert running.returncode == 1, stderr
-        assert "held at 50%" in stderr and "does not answer" in stderr and "nothing promoted" in stderr
+        assert f"held at {weight}%" in stderr and "does not answer" in stderr and "nothing promoted" in stderr
         assert "Traceback" not in stderr
         assert champion(parts) == before
-        assert split.read_split(parts.client, NAME) == split.Split(version, split.weight_buckets("50"))  # held
+        assert split.read_split(parts.client, NAME) == split.Split(version, split.weight_buckets(str(weight)))  # held
         assert tags(parts, version)[rollouts.STATE] == "held"
         shown = rollout(parts, "status")
-        assert f"version {version}: held at step 2; canary at 50%" in shown.stdout
+        assert f"version {version}: held at step {step + 1}; canary at {weight}%" in shown.stdout
         run = tags(parts, version)[rollouts.RUN]
         resumed = rollout(parts, version)  # the suite's Prometheus, from the step it held at
     assert resumed.returncode == 0, resumed.stderr
-    assert "resuming the rollout of version" in resumed.stderr and "at step 2 (held)" in resumed.stderr
+    assert "resuming the rollout of version" in resumed.stderr and f"at step {step + 1} (held)" in resumed.stderr
     assert champion(parts) == version and tags(parts, version)[rollouts.RUN] == run  # one run per rollout
     assert seen.failures == []
     weights = history(parts, version, "weight")
-    assert weights[0] == 25.0 and weights[-1] == 100.0 and 25.0 not in weights[weights.index(50.0) :]
+    assert weights[0] == 25.0 and weights[-1] == 100.0 and weights == sorted(weights)
 
 
 def test_a_canary_that_cannot_become_ready_gets_no_traffic_and_the_rollout_holds(parts, repo, telco_package):
@@ -285,7 +317,7 @@ def test_a_canary_that_cannot_become_ready_gets_no_traffic_and_the_rollout_holds
             env={"MLFLOW_TRACKING_URI": parts.mlflow_url, "PATH": str(BIN)},
             capture_output=True,
         )
-    assert done.returncode == 1 and "held at 25%: 2 windows with too few canary requests" in done.stderr
+    assert done.returncode == 1 and "held at 25%: 2 windows with 0 canary requests" in done.stderr
     assert seen.failures == [] and all(role == "stable" for role, _ in seen.answers)
     assert champion(parts) == before
     assert history(parts, version, "canary_requests") == [0.0, 0.0]
@@ -300,7 +332,7 @@ def test_the_registry_down_mid_rollout_promotes_nothing_and_the_rollout_resumes(
     with load(parts) as seen:
         running = rollout(parts, version, wait=False)
         try:
-            wait_until(lambda: tags(parts, version).get(rollouts.STEP) == "1", "the first step never passed", 300)
+            step_passed(parts, version, running)
             stop(parts.mlflow_process)
             _, stderr = running.communicate(timeout=300)
         finally:
@@ -312,8 +344,94 @@ def test_the_registry_down_mid_rollout_promotes_nothing_and_the_rollout_resumes(
         assert running.returncode == 1, stderr
         assert "the registry at" in stderr and "nothing was promoted" in stderr and "Traceback" not in stderr
         assert champion(parts) == before
-        assert tags(parts, version)[rollouts.STATE] == "running" and tags(parts, version)[rollouts.STEP] == "1"
+        step = tags(parts, version)[rollouts.STEP]
+        assert tags(parts, version)[rollouts.STATE] == "running" and step in ("1", "2")
         resumed = rollout(parts, version)
     assert resumed.returncode == 0, resumed.stderr
-    assert "at step 2 (running)" in resumed.stderr and champion(parts) == version
+    assert f"at step {int(step) + 1} (running)" in resumed.stderr and champion(parts) == version
     assert seen.failures == []
+
+
+def test_compare_prints_the_canary_beside_the_stable_model_from_prometheus(parts):
+    """An A/B test held at 50%: `reprokit compare` shows both versions' figures over a window."""
+    stable = champion(parts)
+    version = same_model_again(parts)
+    env = user_env(parts)
+    reprokit = [str(BIN / "reprokit")]
+    started = subprocess.run(
+        [*reprokit, "canary", version, "--weight", "50", "--reason", "A/B"],
+        cwd=parts.root,
+        env=env,
+        capture_output=True,
+    )
+    assert started.returncode == 0, started.stderr
+    try:
+        with load(parts) as seen:
+            wait_until(lambda: ("canary", version) in seen.answers, "the canary never answered")
+            counted = len(seen.answers)
+            wait_until(lambda: len(seen.answers) > counted + 200, "too few requests")
+            time.sleep(3)  # two more scrapes
+            shown = subprocess.run(
+                [*reprokit, "compare", "--window", "10", "--prometheus", parts.prometheus_url],
+                cwd=parts.root,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+    finally:
+        subprocess.run([*reprokit, "canary", "--stop", "--reason", "A/B over"], cwd=parts.root, env=env)
+    assert shown.returncode == 0, shown.stderr
+    rows = {
+        line.split()[0]: line.split() for line in shown.stdout.splitlines() if line.startswith(("stable ", "canary "))
+    }
+    assert rows["stable"][1] == stable and rows["canary"][1] == version
+    assert float(rows["stable"][2]) > 0 and float(rows["canary"][2]) > 0 and rows["canary"][3] == "0.0000"
+    assert "canary at 50%" in shown.stdout and "PSI 0.0000, chi-square p 1" in shown.stdout  # one record: one score
+    refused = subprocess.run([*reprokit, "compare", "--window", "nan"], cwd=parts.root, env=env, capture_output=True)
+    assert refused.returncode == 2 and b"--window must be a number of seconds" in refused.stderr
+
+
+def test_a_prometheus_without_the_services_series_changes_nothing(parts, repo):
+    """A wrong selector (or a Prometheus scraping something else) is found before any traffic moves."""
+    version = same_model_again(parts)
+    params = write_params(parts.root, repo, "nowhere.yaml", selector='job="nowhere"')
+    done = rollout(parts, version, "--params", params)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert 'holds no reprokit_model_info series matching job="nowhere"' in done.stderr, done.stderr
+    assert "Nothing was changed" in done.stderr
+    assert "canary" not in registry_aliases(parts)
+    assert not any(key.startswith(("rollout_", "canary_")) for key in tags(parts, version))
+
+
+def test_a_canary_stopped_or_a_champion_moved_by_hand_holds_the_rollout(parts):
+    """Each window reads the registry first: a canary stopped by hand holds the rollout; a
+    champion moved by hand (the gate measured the old one) stops the canary and holds it."""
+    before = champion(parts)
+    version = same_model_again(parts)
+    env = user_env(parts)
+    reprokit = [str(BIN / "reprokit")]
+    with load(parts) as seen:
+        running = rollout(parts, version, wait=False)
+        try:
+            wait_until(lambda: registry_aliases(parts).get("canary") == version, "the canary never started", 300)
+            stopped = subprocess.run([*reprokit, "canary", "--stop", "--reason", "by hand"], env=env, cwd=parts.root)
+            assert stopped.returncode == 0
+            _, stderr = running.communicate(timeout=300)
+        finally:
+            running.kill()
+        assert running.returncode == 1 and "the canary was stopped or replaced by hand" in stderr, stderr
+        assert tags(parts, version)[rollouts.STATE] == "held" and champion(parts) == before
+
+        other = same_model_again(parts)
+        running = rollout(parts, version, wait=False)  # resumed
+        try:
+            wait_until(lambda: registry_aliases(parts).get("canary") == version, "the canary never restarted", 300)
+            parts.client.set_registered_model_alias(NAME, tracking.CHAMPION, other)
+            _, stderr = running.communicate(timeout=300)
+        finally:
+            running.kill()
+            parts.client.set_registered_model_alias(NAME, tracking.CHAMPION, before)
+    assert running.returncode == 1 and f"the champion changed to {other}: canary stopped" in stderr, stderr
+    assert "Traceback" not in stderr and "canary" not in registry_aliases(parts)
+    assert tags(parts, version)[rollouts.STATE] == "held" and seen.failures == []

@@ -75,6 +75,12 @@ COMMANDS: dict[str, Command] = {
         "roll a version out as a canary, step by step, judged on Prometheus; roll back on a breach",
         "reprokit rollout 4 --prometheus http://127.0.0.1:9090",
     ),
+    "compare": Command(
+        "reprokit.release.rollout",
+        "the canary beside the stable model over a window (an A/B test's figures, from Prometheus)",
+        "reprokit compare --window 3600",
+        ("compare",),
+    ),
     "report": Command(
         "reprokit.commands.report",
         "compare params, metrics and curves with a base revision (the pull-request report)",

@@ -196,6 +196,8 @@ class RolloutParams:
             raise ConfigError(f"{where}.steps: expected a list of percents, e.g. [5, 25, 50, 100]")
         if any(not 0 < s <= 100 for s in steps) or list(steps) != sorted(set(steps)) or steps[-1] != 100:
             raise ConfigError(f"{where}.steps: percents rising from above 0 to 100, got {steps}")
+        if len(steps) < 2:  # the stable model's figures come from a step that still serves it
+            raise ConfigError(f"{where}.steps: at least one step below 100 before 100, got {steps}")
         if self.window_seconds <= 0 or self.settle_seconds < 0 or self.min_requests < 1 or self.max_windows < 1:
             raise ConfigError(f"{where}: window_seconds > 0, settle_seconds >= 0, min_requests and max_windows >= 1")
         if not 0 < self.alpha < 1 or self.max_p95_latency_ratio <= 0 or self.max_score_psi <= 0:

@@ -33,6 +33,9 @@ from reprokit.release import tracking
 
 log = logging.getLogger("reprokit.registry")
 
+ROLLOUT_STATE = "rollout_state"  # a version tag `reprokit rollout` keeps (reprokit.release.rollout)
+ROLLOUT_ACTIVE = ("running", "held", "rolling_back")
+
 
 def _client(params_file: str, contract_file: str):
     params = tracking.settings(params_file, contract_file)
@@ -149,6 +152,11 @@ def set_canary(
         raise StageError(f"{name} version {version} is the champion: a canary is a version the champion is not")
     previous = current.get(split.CANARY)
     if previous is not None and previous != version:
+        rolling = version_tags(client, name, previous).get(ROLLOUT_STATE)
+        if rolling in ROLLOUT_ACTIVE:
+            raise StageError(
+                f"version {previous} is the canary of a rollout ({rolling}): `reprokit canary --stop` it first"
+            )
         client.set_model_version_tag(name, previous, split.WEIGHT_TAG, "0")
     for key, value in _stamp(by, reason).items():
         client.set_model_version_tag(name, version, f"canary_{key}", value)

@@ -25,6 +25,7 @@ the registry does not answer, nothing can move and the command stops with the st
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -45,8 +46,15 @@ from reprokit.release import registry, tracking
 log = logging.getLogger("reprokit.rollout")
 
 PROMETHEUS_ENV = "REPROKIT_PROMETHEUS_URL"
-STATE, STEP, REASON, RUN, LAST = "rollout_state", "rollout_step", "rollout_reason", "rollout_run_id", "rollout_last"
-RUNNING, HELD, ROLLED_BACK, PROMOTED = "running", "held", "rolled_back", "promoted"
+STATE, STEP, REASON, RUN, LAST = (
+    registry.ROLLOUT_STATE,
+    "rollout_step",
+    "rollout_reason",
+    "rollout_run_id",
+    "rollout_last",
+)
+STEPS, REFERENCE, WINDOWS = "rollout_steps", "rollout_stable_reference", "rollout_windows"
+RUNNING, HELD, ROLLING_BACK, ROLLED_BACK, PROMOTED = "running", "held", "rolling_back", "rolled_back", "promoted"
 MAX_ANSWER_BYTES = 4 << 20  # a Prometheus answer larger than this is refused
 _SELECTOR = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"([^"\\]|\\.)*"\s*(,\s*|$))*')
 
@@ -73,7 +81,13 @@ class Prometheus:
             with urllib.request.urlopen(request, timeout=self.timeout) as answer:
                 raw = answer.read(MAX_ANSWER_BYTES + 1)
         except urllib.error.HTTPError as exc:
-            raise PrometheusUnavailable(f"Prometheus at {redact(self.url)} answered HTTP {exc.code}") from None
+            try:  # Prometheus says why (a bad query: the selector)
+                why = str(json.loads(exc.read(65536)).get("error", ""))[:300]
+            except (ValueError, AttributeError, OSError):
+                why = ""
+            raise PrometheusUnavailable(
+                f"Prometheus at {redact(self.url)} answered HTTP {exc.code}" + (f": {why}" if why else "")
+            ) from None
         except (OSError, ValueError, http.client.HTTPException) as exc:  # the URL's own text may hold a password
             reason = exc.reason if isinstance(exc, urllib.error.URLError) else type(exc).__name__
             raise PrometheusUnavailable(f"Prometheus at {redact(self.url)} does not answer ({reason})") from None
@@ -136,7 +150,8 @@ def figures(prometheus: Prometheus, role: str, version: str, window: float, at: 
 
 def verdict(params: RolloutParams, canary: Figures, stable: Figures | None) -> tuple[str, str, dict[str, float]]:
     """("wait" | "pass" | "breach", reason, the window's figures) of one window; `stable` is the
-    stable model's figures (None: too little stable traffic to compare, e.g. at 100%)."""
+    stable model's figures (at 100%, those of the last window that had stable traffic; None:
+    none yet, so only a 5xx breach can be judged)."""
     import numpy as np
 
     from reprokit.core.drift import chi_square_p, psi
@@ -152,7 +167,7 @@ def verdict(params: RolloutParams, canary: Figures, stable: Figures | None) -> t
     if canary.error_ratio - base_errors > params.max_error_ratio_increase:
         return "breach", f"5xx share {canary.error_ratio:.4f} against {base_errors:.4f} for stable", shown
     if stable is None:
-        return "pass", "no stable traffic to compare with: the error share alone", shown
+        return "wait", "no stable figures to compare with yet", shown
     if canary.p95_seconds is not None and stable.p95_seconds:
         ratio = canary.p95_seconds / stable.p95_seconds
         shown["p95_latency_ratio"] = round(ratio, 4)
@@ -176,18 +191,44 @@ class Rollout:
         self.stable_reference: Figures | None = None
 
     def tags(self) -> dict[str, str]:
-        return dict(self.client.get_model_version(self.name, self.version).tags or {})
+        return registry.version_tags(self.client, self.name, self.version)
+
+    def tag(self, key: str, value: str) -> None:
+        self.client.set_model_version_tag(self.name, self.version, key, value)
 
     def mark(self, state: str, step: int, reason: str, last: dict[str, Any] | None = None) -> None:
         for key, value in ((STATE, state), (STEP, str(step)), (REASON, reason[:400])):
-            self.client.set_model_version_tag(self.name, self.version, key, value)
+            self.tag(key, value)
         if last is not None:
-            self.client.set_model_version_tag(self.name, self.version, LAST, json.dumps(last, sort_keys=True))
+            self.tag(LAST, json.dumps(last, sort_keys=True))
+
+    def steps_text(self) -> str:
+        return json.dumps([float(s) for s in self.params.steps])  # 5 and 5.0 are one step
 
     def start_step(self) -> int:
-        """The step to (re)start from; refuses a version that cannot be rolled out now."""
+        """The step to (re)start from; refuses a version that cannot be rolled out now, and
+        finishes a rollback an earlier run began."""
         tags = self.tags()
         state = tags.get(STATE)
+        try:
+            step = min(max(int(tags.get(STEP, "0")), 0), len(self.params.steps) - 1)
+            reference = json.loads(tags[REFERENCE]) if REFERENCE in tags else None
+            if reference is not None:  # the stable figures to compare with where the stable model has no traffic
+                self.stable_reference = Figures(
+                    float(reference["requests"]),
+                    float(reference["errors"]),
+                    None if reference["p95_seconds"] is None else float(reference["p95_seconds"]),
+                    tuple(float(count) for count in reference["scores"]),
+                )
+                if len(self.stable_reference.scores) != len(SCORE_BINS):
+                    raise ValueError("score bins")
+        except (ValueError, KeyError, TypeError):
+            raise StageError(
+                f"{self.name} version {self.version}: its tags {STEP} or {REFERENCE} were edited by hand "
+                f"({tags.get(STEP)!r}): set them back or register a new version"
+            ) from None
+        if state == ROLLING_BACK:  # an earlier run stopped between its verdict and the alias
+            raise self.roll_back(step, tags.get(REASON, "an earlier run's breach"), None)
         if state in (ROLLED_BACK, PROMOTED):
             raise StageError(
                 f"the rollout of {self.name} version {self.version} is over ({state}: {tags.get(REASON, '')}); "
@@ -196,8 +237,8 @@ class Rollout:
         current = registry.aliases(self.client, self.name)
         other = current.get(split.CANARY)
         if other not in (None, self.version):
-            other_state = self.client.get_model_version(self.name, other).tags.get(STATE)
-            if other_state in (RUNNING, HELD):
+            other_state = registry.version_tags(self.client, self.name, other).get(STATE)
+            if other_state in registry.ROLLOUT_ACTIVE:
                 raise StageError(f"version {other} is being rolled out ({other_state}): finish or stop it first")
         if current.get(tracking.CHAMPION) is None:
             raise StageError(f"{self.name} has no champion: promote one first (a canary is weighed against it)")
@@ -208,14 +249,37 @@ class Rollout:
                 f"refusing to roll out {self.name} version {self.version}: its release gate was measured against "
                 f"champion {measured}, but the champion is {current[tracking.CHAMPION]}: run the gate again"
             )
+        steps = self.steps_text()
         if state in (RUNNING, HELD):
-            step = int(tags.get(STEP, "0"))
+            if tags.get(STEPS, steps) != steps:
+                raise StageError(
+                    f"rollout.steps are {steps} but the rollout of version {self.version} began with "
+                    f"{tags[STEPS]}: put them back to resume it"
+                )
             log.info("resuming the rollout of version %s at step %d (%s)", self.version, step + 1, state)
-            return min(max(step, 0), len(self.params.steps) - 1)
+            return step
         return 0
+
+    def preflight(self) -> None:
+        """Ask Prometheus before any traffic moves: it answers, takes the selector, and holds
+        the service's series."""
+        selector = self.params.selector.strip()
+        found = self.prometheus.query(f"count(reprokit_model_info{{{selector}}})", time.time())
+        if not found:
+            raise StageError(
+                f"Prometheus at {redact(self.prometheus.url)} holds no reprokit_model_info series"
+                + (f" matching {selector}" if selector else "")
+                + ": is it scraping the services (README, Kubernetes)? Nothing was changed"
+            )
 
     def run(self, mlflow, experiment_id: str) -> str:
         step = self.start_step()  # first: it names what is missing (no champion, no gate) in one line
+        try:
+            self.preflight()
+        except PrometheusUnavailable as exc:
+            raise StageError(f"{exc}; nothing was changed") from None
+        if STEPS not in self.tags():  # a rollout resumes only with the steps it began with
+            self.tag(STEPS, self.steps_text())
         stable_version = registry.aliases(self.client, self.name)[tracking.CHAMPION]
         run_id = self.tags().get(RUN)
         with mlflow.start_run(
@@ -224,21 +288,37 @@ class Rollout:
             run_name=None if run_id else f"rollout-v{self.version}",
         ) as run:
             if not run_id:
-                self.client.set_model_version_tag(self.name, self.version, RUN, run.info.run_id)
+                self.tag(RUN, run.info.run_id)
                 mlflow.log_params({f"rollout.{k}": v for k, v in dataclasses.asdict(self.params).items()})
                 mlflow.set_tags({"rollout_version": self.version, "rollout_stable_version": stable_version})
-            windows = int(float(self.tags().get("rollout_windows", "0")))
+            windows = int(float(self.tags().get(WINDOWS, "0")))
             try:
-                return self.walk(mlflow, step, stable_version, windows)
+                outcome = self.walk(step, stable_version, windows, mlflow)
             except KeyboardInterrupt:
                 step = int(self.tags().get(STEP, step))
                 self.mark(HELD, step, "interrupted")
-                mlflow.set_tag("rollout_outcome", HELD)
                 raise StageError(
                     f"interrupted; held at step {step + 1}: run `reprokit rollout {self.version}` to resume"
-                )
+                ) from None
+            finally:
+                with contextlib.suppress(Exception):  # the outcome is the registry's; the run records it if it can
+                    mlflow.set_tag("rollout_outcome", self.tags().get(STATE, "unknown"))
+            return outcome
 
-    def walk(self, mlflow, step: int, stable_version: str, windows: int) -> str:
+    def hold(self, step: int, reason: str, last: dict[str, Any] | None = None) -> StageError:
+        self.mark(HELD, step, reason, last)
+        return StageError(f"{reason}; nothing promoted: run `reprokit rollout {self.version}` to resume")
+
+    def roll_back(self, step: int, reason: str, last: dict[str, Any] | None) -> StageError:
+        """Traffic off first: the state says `rolling_back` before the alias moves, so that a run
+        stopped half-way finishes the rollback when resumed, never serves the canary again."""
+        self.mark(ROLLING_BACK, step, reason, last)
+        if registry.aliases(self.client, self.name).get(split.CANARY) == self.version:
+            registry.stop_canary(self.client, self.name, self.by, f"rollout: {reason}")
+        self.mark(ROLLED_BACK, step, f"rolled back at {self.params.steps[step]:g}%: {reason}", last)
+        return StageError(f"version {self.version} rolled back at {self.params.steps[step]:g}%: {reason}")
+
+    def walk(self, step: int, stable_version: str, windows: int, mlflow) -> str:
         params = self.params
         while step < len(params.steps):
             weight = params.steps[step]
@@ -251,6 +331,14 @@ class Rollout:
             waited = 0
             while True:
                 time.sleep(params.window_seconds)
+                current = registry.aliases(self.client, self.name)
+                if current.get(split.CANARY) != self.version:
+                    raise self.hold(step, "the canary was stopped or replaced by hand")
+                if current.get(tracking.CHAMPION) != stable_version:
+                    registry.stop_canary(self.client, self.name, self.by, "rollout: the champion changed")
+                    raise self.hold(
+                        step, f"the champion changed to {current.get(tracking.CHAMPION)}: canary stopped; gate again"
+                    )
                 at = time.time()
                 try:
                     canary = figures(
@@ -260,39 +348,83 @@ class Rollout:
                         self.prometheus, "stable", stable_version, params.window_seconds, at, params.selector
                     )
                 except PrometheusUnavailable as exc:
-                    reason = f"held at {weight:g}%: {exc}"
-                    self.mark(HELD, step, reason)
-                    mlflow.set_tag("rollout_outcome", HELD)
-                    raise StageError(f"{reason}; nothing promoted: run `reprokit rollout {self.version}` to resume")
+                    raise self.hold(step, f"held at {weight:g}%: {exc}") from None
                 if stable.requests >= params.min_requests:
                     self.stable_reference = stable
+                    self.tag(REFERENCE, json.dumps(dataclasses.asdict(stable), default=lambda x: x))
                 decision, reason, shown = verdict(params, canary, self.stable_reference)
                 windows += 1
-                mlflow.log_metrics({"weight": float(weight), **shown}, step=windows)
-                self.client.set_model_version_tag(self.name, self.version, "rollout_windows", str(windows))
-                log.info("window %d at %g%%: %s (%s) %s", windows, weight, decision, reason, json.dumps(shown))
                 last = {"window": windows, "weight": weight, "decision": decision, "reason": reason, **shown}
+                log.info("window %d at %g%%: %s (%s) %s", windows, weight, decision, reason, json.dumps(shown))
                 if decision == "breach":
-                    registry.stop_canary(self.client, self.name, self.by, f"rollout: {reason}")
-                    self.mark(ROLLED_BACK, step, f"rolled back at {weight:g}%: {reason}", last)
-                    mlflow.set_tag("rollout_outcome", ROLLED_BACK)
-                    raise StageError(f"version {self.version} rolled back at {weight:g}%: {reason}")
+                    error = self.roll_back(step, reason, last)
+                    self.record(mlflow, windows, weight, shown)
+                    raise error
+                self.record(mlflow, windows, weight, shown)
                 if decision == "pass":
                     self.mark(RUNNING, step, f"step {step + 1} passed: {reason}", last)
                     break
                 waited += 1
                 if waited >= params.max_windows:
-                    reason = f"held at {weight:g}%: {waited} windows with too few canary requests"
-                    self.mark(HELD, step, reason, last)
-                    mlflow.set_tag("rollout_outcome", HELD)
-                    raise StageError(f"{reason}; nothing promoted: run `reprokit rollout {self.version}` to resume")
+                    raise self.hold(step, f"held at {weight:g}%: {waited} windows with {reason}", last)
             step += 1
             if step < len(params.steps):
                 self.mark(RUNNING, step, f"step {step + 1} of {len(params.steps)}")
-        registry.promote(self.client, self.name, self.version, self.by, "rollout: every step passed")  # ends the canary
+        try:
+            registry.promote(self.client, self.name, self.version, self.by, "rollout: every step passed")
+        except StageError as exc:  # e.g. the champion moved after the last window: no traffic left unjudged
+            registry.stop_canary(self.client, self.name, self.by, f"rollout: promotion refused: {exc}")
+            raise self.hold(len(params.steps) - 1, f"promotion refused ({exc}); canary stopped") from None
         self.mark(PROMOTED, len(params.steps) - 1, "every step passed; champion")
-        mlflow.set_tag("rollout_outcome", PROMOTED)
         return f"{self.name} version {self.version} passed {len(params.steps)} steps and is the champion"
+
+    def record(self, mlflow, window: int, weight: float, shown: dict[str, float]) -> None:
+        mlflow.log_metrics({"weight": float(weight), **shown}, step=window)
+        self.tag(WINDOWS, str(window))
+
+
+def comparison(client, name: str, prometheus: Prometheus, window: float, selector: str) -> str:
+    """The stable model and the canary side by side over the last `window` seconds: requests,
+    5xx share, p95 latency, mean score and the score histograms, with their PSI and p-value."""
+    import numpy as np
+
+    from reprokit.core.drift import chi_square_p, psi
+
+    current = registry.aliases(client, name)
+    stable_version = current.get(tracking.CHAMPION)
+    canary_version = current.get(split.CANARY)
+    if stable_version is None:
+        raise StageError(f"{name} has no champion: nothing is served to compare")
+    now = time.time()
+    rows = [("stable", stable_version, figures(prometheus, "stable", stable_version, window, now, selector))]
+    if canary_version is not None:
+        rows.append(("canary", canary_version, figures(prometheus, "canary", canary_version, window, now, selector)))
+    mids = np.asarray([0.0, *SCORE_BINS[:-1]]) / 2 + np.asarray(SCORE_BINS) / 2
+    share = split.read_split(client, name)
+    segment = f" of requests with {'='.join(share.segment)}" if share.segment else ""
+    lines = [
+        f"{name}, the last {window:g} s (Prometheus {redact(prometheus.url)})"
+        + (f"; canary at {share.weight:g}%{segment}" if canary_version else "; no canary"),
+        f"{'role':<8}{'version':>9}{'requests':>11}{'5xx share':>11}{'p95 ms':>9}{'mean score':>12}",
+    ]
+    for role, version, got in rows:
+        total = sum(got.scores)
+        mean = f"{float(np.dot(mids, got.scores)) / total:.3f}" if total else "-"
+        p95 = f"{got.p95_seconds * 1000:.1f}" if got.p95_seconds is not None else "-"
+        lines.append(f"{role:<8}{version:>9}{got.requests:>11.0f}{got.error_ratio:>11.4f}{p95:>9}{mean:>12}")
+    if len(rows) == 2 and sum(rows[0][2].scores) and sum(rows[1][2].scores):
+        ours, theirs = np.asarray(rows[1][2].scores), np.asarray(rows[0][2].scores)
+        lines.append(
+            f"scores, canary against stable: PSI {psi(theirs, ours):.4f}, chi-square p {chi_square_p(theirs, ours):.3g}"
+        )
+    lines.append("score histogram (share of each role's scores, by upper bound):")
+    for i, bound in enumerate(SCORE_BINS):
+        shares = [got.scores[i] / sum(got.scores) if sum(got.scores) else 0.0 for _, _, got in rows]
+        lines.append(
+            f"  <= {bound:<5g}"
+            + "".join(f"{role:>8} {value:.3f}" for (role, _, _), value in zip(rows, shares, strict=True))
+        )
+    return "\n".join(lines)
 
 
 def status(client, name: str, version: str | None) -> str:
@@ -340,14 +472,9 @@ def main(argv: list[str] | None = None) -> None:
     import sys
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and not argv[0].startswith("-") and argv[0] not in ("start", "status"):
+    if argv and not argv[0].startswith("-") and argv[0] not in ("start", "status", "compare"):
         argv.insert(0, "start")  # `reprokit rollout 4`
-    parser = argparse.ArgumentParser(
-        prog="reprokit rollout",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog='example: reprokit rollout 4 --prometheus http://127.0.0.1:9090 --by "$USER"',
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common = argparse.ArgumentParser(add_help=False)
     add_debug_option(common)
     common.add_argument("--params", default="params.yaml")
@@ -360,21 +487,43 @@ def main(argv: list[str] | None = None) -> None:
     show = sub.add_parser("status", parents=[common], help="where a rollout stands (default: the canary's)")
     show.add_argument("version", nargs="?", default=None)
     show.add_argument("--prometheus", default=None, help=argparse.SUPPRESS)
+    compare = sub.add_parser(
+        "compare",
+        parents=[common],
+        help="the canary beside the stable model over a window (an A/B test's figures), from Prometheus",
+    )
+    compare.add_argument("--window", type=float, default=None, help="seconds (default: rollout.window_seconds)")
+    compare.add_argument("--prometheus", default=None, help=f"Prometheus URL (default: ${PROMETHEUS_ENV}, else params)")
     args = parser.parse_args(argv)
+    if args.command == "compare" and args.window is not None and not (math.isfinite(args.window) and args.window >= 1):
+        parser.error("--window must be a number of seconds, at least 1")
 
     def body() -> str:
+        from mlflow.exceptions import MlflowException
+
         params = tracking.settings(args.params, args.contract)
         if not params.enabled:
             raise StageError("tracking.enabled is false in params.yaml: there is no registry to roll out from")
+        # A rollout talks to the registry for many minutes: a dropped keep-alive connection is
+        # retried (every call it makes can be repeated), not taken for an outage.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
         mlflow, experiment_id = tracking.open_store(params)
         client, name = mlflow.MlflowClient(), params.registered_model
-        if args.command == "status":
-            from mlflow.exceptions import MlflowException
-
-            try:
-                print(status(client, name, args.version))
-            except MlflowException as exc:
+        try:
+            return command(client, name, mlflow, experiment_id)
+        except MlflowException as exc:
+            if args.command != "start":
                 raise registry.unavailable(exc) from None
+            first = redact_text(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
+            raise StageError(
+                f"the registry at {redact(params.uri)} failed ({first[:300]}); nothing was promoted, and a "
+                "rollout's state is what the registry last took: `reprokit rollout VERSION` resumes it"
+            ) from None
+
+    def command(client, name: str, mlflow, experiment_id: str) -> str:
+        if args.command == "status":
+            print(status(client, name, args.version))
             return "status shown"
         rollout_params = load_section("rollout", args.params)
         if not _SELECTOR.fullmatch(rollout_params.selector):
@@ -383,20 +532,16 @@ def main(argv: list[str] | None = None) -> None:
                 'e.g. job="reprokit-serve"'
             )
         url = prometheus_url(args.prometheus or os.environ.get(PROMETHEUS_ENV) or rollout_params.prometheus_url)
-        from mlflow.exceptions import MlflowException
-
-        try:
-            version = registry.aliases(client, name).get(args.version, args.version)
-            rollout = Rollout(
-                client, name, version, rollout_params, Prometheus(url), args.by or registry.default_user()
-            )
-            return rollout.run(mlflow, experiment_id)
-        except MlflowException as exc:
-            first = redact_text(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
-            raise StageError(
-                f"the registry at {redact(params.uri)} failed ({first[:300]}); nothing was promoted, and the "
-                f"rollout's state is what the registry last took: `reprokit rollout {args.version}` resumes it"
-            ) from None
+        if args.command == "compare":
+            window = args.window or rollout_params.window_seconds
+            try:
+                print(comparison(client, name, Prometheus(url), window, rollout_params.selector))
+            except PrometheusUnavailable as exc:
+                raise StageError(str(exc)) from None
+            return f"the last {window:g} s compared"
+        version = registry.aliases(client, name).get(args.version, args.version)
+        rollout = Rollout(client, name, version, rollout_params, Prometheus(url), args.by or registry.default_user())
+        return rollout.run(mlflow, experiment_id)
 
     run_stage("rollout", body, debug=args.debug)
 
