@@ -129,6 +129,71 @@ def test_the_compiled_pipeline_gives_exactly_the_pipelines_probabilities(telco_s
         assert np.array_equal(compiled.features(inputs), pipeline[0].transform(inputs).to_numpy()), name
 
 
+def boosted_pipelines(telco_splits, telco_contract, repo):
+    """Gradient boosting as params.yaml sets it and as `tune` searches it (shallow trees, a
+    share of the features per split), on the real featurize and fit functions."""
+    import dataclasses
+
+    from sklearn.pipeline import Pipeline
+
+    from reprokit.model.estimators import fit
+    from reprokit.stages.featurize import fit_transform
+
+    _, train, test, _ = telco_splits
+    base = load_section("train", repo / "params.yaml")
+    transformer, train_x, _ = fit_transform(train, test, telco_contract, FeaturizeParams(True, "median"))
+    shallow = {"max_iter": 300, "max_leaf_nodes": 4, "min_samples_leaf": 50, "l2_regularization": 20.0}
+    for name, hyper in (("params", {}), ("shallow", shallow), ("feature-share", {**shallow, "max_features": 0.5})):
+        boosting = {**base.hist_gradient_boosting, **hyper}
+        params = dataclasses.replace(base, model="hist_gradient_boosting", hist_gradient_boosting=boosting)
+        yield name, Pipeline([("features", transformer), ("model", fit(train_x, "churn", params, 0))])
+
+
+def test_the_compiled_trees_give_exactly_the_models_probabilities(telco_splits, telco_contract, repo):
+    """Every test row alone, in small batches and all together, and features with nulls (the
+    trees' missing-value branches): the same float64 probabilities as scikit-learn's."""
+    import warnings
+
+    _, _, test, _ = telco_splits
+    inputs = inputs_of(test, telco_contract)
+    for name, pipeline in boosted_pipelines(telco_splits, telco_contract, repo):
+        compiled = compile_pipeline(pipeline)
+        assert compiled.trees is not None and verify(compiled, pipeline, probe_records(telco_contract)), name
+        assert compiled.trees is not None, name
+        features = compiled.features(inputs)
+        with_nulls = features.copy()
+        with_nulls[np.random.default_rng(0).random(features.shape) < 0.2] = np.nan
+        model = pipeline.named_steps["model"]
+        for matrix in (features, with_nulls):
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="X does not have valid feature names")
+                expected = model.predict_proba(matrix)
+            assert np.array_equal(compiled.trees.predict_proba(matrix), expected), name
+            for size in (1, 7):
+                for start in range(0, 280, size):
+                    got = compiled.trees.predict_proba(matrix[start : start + size])
+                    assert np.array_equal(got, expected[start : start + size]), (name, start, size)
+        small, large = inputs.head(3), inputs  # the compiled trees for a small batch, scikit-learn's for a large one
+        assert compiled.trees.suits(len(small)) and not compiled.trees.suits(len(large))
+        np.testing.assert_array_equal(compiled.predict_proba(small), pipeline.predict_proba(small), err_msg=name)
+
+
+def test_wrong_compiled_trees_are_dropped_by_verify(telco_pipeline, telco_contract):
+    """Trees that give other probabilities are never used: the model's own prediction is."""
+    compiled = compile_pipeline(telco_pipeline)
+    compiled.trees.value = compiled.trees.value * 1.5
+    assert verify(compiled, telco_pipeline, probe_records(telco_contract)) and compiled.trees is None
+    compiled = compile_pipeline(telco_pipeline)
+    compiled.trees.left, compiled.trees.right = compiled.trees.right, compiled.trees.left
+    assert verify(compiled, telco_pipeline, probe_records(telco_contract)) and compiled.trees is None
+
+
+def test_a_model_of_another_kind_has_no_compiled_trees(telco_splits, telco_contract, repo):
+    for name, pipeline in fitted_pipelines(telco_splits, telco_contract, repo):
+        compiled = compile_pipeline(pipeline)
+        assert (compiled.trees is not None) == name.startswith("hist_gradient_boosting"), name
+
+
 def test_text_binaries_and_nulls_compile_exactly():
     from synthetic import loan_pipeline
 

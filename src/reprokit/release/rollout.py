@@ -331,14 +331,7 @@ class Rollout:
             waited = 0
             while True:
                 time.sleep(params.window_seconds)
-                current = registry.aliases(self.client, self.name)
-                if current.get(split.CANARY) != self.version:
-                    raise self.hold(step, "the canary was stopped or replaced by hand")
-                if current.get(tracking.CHAMPION) != stable_version:
-                    registry.stop_canary(self.client, self.name, self.by, "rollout: the champion changed")
-                    raise self.hold(
-                        step, f"the champion changed to {current.get(tracking.CHAMPION)}: canary stopped; gate again"
-                    )
+                self.check_aliases(step, stable_version)
                 at = time.time()
                 try:
                     canary = figures(
@@ -370,6 +363,7 @@ class Rollout:
             step += 1
             if step < len(params.steps):
                 self.mark(RUNNING, step, f"step {step + 1} of {len(params.steps)}")
+        self.check_aliases(len(params.steps) - 1, stable_version)  # a change made during the last window
         try:
             registry.promote(self.client, self.name, self.version, self.by, "rollout: every step passed")
         except StageError as exc:  # e.g. the champion moved after the last window: no traffic left unjudged
@@ -377,6 +371,18 @@ class Rollout:
             raise self.hold(len(params.steps) - 1, f"promotion refused ({exc}); canary stopped") from None
         self.mark(PROMOTED, len(params.steps) - 1, "every step passed; champion")
         return f"{self.name} version {self.version} passed {len(params.steps)} steps and is the champion"
+
+    def check_aliases(self, step: int, stable_version: str) -> None:
+        """Hold where the registry changed by hand: the canary stopped or replaced, or the
+        champion moved (the gate was measured against the old one; the canary is stopped)."""
+        current = registry.aliases(self.client, self.name)
+        if current.get(split.CANARY) != self.version:
+            raise self.hold(step, "the canary was stopped or replaced by hand")
+        if current.get(tracking.CHAMPION) != stable_version:
+            registry.stop_canary(self.client, self.name, self.by, "rollout: the champion changed")
+            raise self.hold(
+                step, f"the champion changed to {current.get(tracking.CHAMPION)}: canary stopped; gate again"
+            )
 
     def record(self, mlflow, window: int, weight: float, shown: dict[str, float]) -> None:
         mlflow.log_metrics({"weight": float(weight), **shown}, step=window)
