@@ -2,6 +2,7 @@
 
 Side by side in one run, same package (`models/package`, so run `make repro` first), same
 payloads, with `hey` (Debian package) on loopback and bounded request counts:
+the HTTP-stack floor (bench/floor_app.py: the same FastAPI + uvicorn answering a constant),
 `mlflow models serve --env-manager local` and `reprokit serve` (one worker process,
 and two), each alone on the machine, for single records at concurrency 1 and 8 and
 100-record batches at concurrency 8.
@@ -114,20 +115,32 @@ def serve(kind: str, package: Path, log: Path) -> tuple[subprocess.Popen, str, f
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
     }
     base = f"http://127.0.0.1:{port}"
-    workers = 2 if kind == "reprokit-2" else 1
-    if kind == "mlflow":
+    workers = 2 if kind.endswith("-2") else 1
+    if kind.startswith("floor"):
+        args = [sys.executable, str(REPO / "bench" / "floor_app.py"), "--port", str(port), "--workers", str(workers)]
+        ready = f"{base}/health/ready"
+    elif kind == "mlflow":
         args = [str(BIN / "mlflow"), "models", "serve", "-m", str(package), "--env-manager", "local"]
         args += ["-h", "127.0.0.1", "-p", str(port)]
         ready = f"{base}/health"
     else:
-        args = [sys.executable, "-m", "reprokit.serving.serve", str(package), "--port", str(port), "--workers", str(workers)]
+        args = [
+            sys.executable,
+            "-m",
+            "reprokit.serving.serve",
+            str(package),
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ]
         ready = f"{base}/health/ready"
     process = subprocess.Popen(
         args, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
     )
     started = time.perf_counter()
     wait_ready(ready, process)
-    while kind != "mlflow":  # every worker answers for itself: wait until all have loaded the model
+    while kind.startswith("reprokit"):  # every worker answers for itself: wait until all have loaded the model
         with urllib.request.urlopen(f"{base}/metrics", timeout=5) as answer:
             if answer.read().decode().count("reprokit_model_info{") >= workers:
                 break
@@ -140,6 +153,8 @@ def measure_services(root: Path, package: Path, quick: bool) -> dict:
     scale = 0.2 if quick else 1.0
     ours = [("single", 3000, 1), ("single", 6000, 8), ("batch100", 1000, 8)]
     plan = {
+        "floor": ours,  # the HTTP stack answering a constant: the ceiling of any service on it
+        "floor-2": ours,
         "mlflow": [("single", 500, 1), ("single", 1000, 8), ("batch100", 200, 8)],
         "reprokit": ours,
         "reprokit-2": ours,
@@ -241,6 +256,9 @@ def main() -> None:
     for kind in ("reprokit", "reprokit-2"):
         ours = results["services"][kind]["single_c8"]["req_per_s"]
         results[f"throughput_vs_mlflow_single_c8_{kind}"] = round(ours / mlflow, 1)
+        if "floor" in results["services"]:  # the share of the bare HTTP stack's throughput (same workers)
+            floor = results["services"][kind.replace("reprokit", "floor")]["single_c8"]["req_per_s"]
+            results[f"share_of_floor_single_c8_{kind}"] = round(ours / floor, 3)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
 

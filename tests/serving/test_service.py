@@ -391,3 +391,28 @@ def test_requests_are_not_logged_by_default(tmp_path, telco_package, rows):
         with httpx.Client(base_url=url, timeout=60) as client:
             assert post(client, {"instances": rows[:1]}).status_code == 200
     assert "listening on http://127.0.0.1:" in log.read_text() and "POST /invocations" not in log.read_text()
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_an_unexpected_error_is_a_json_500_counted_and_logged_never_a_trace(telco_package, rows, monkeypatch, caplog):
+    """A bug past the input checks: the client gets one JSON line, `/metrics` counts a 500 and
+    the log holds the trace (the service's own ASGI wrapper, in process)."""
+    from starlette.testclient import TestClient
+
+    from reprokit.serving import serve
+    from reprokit.serving.scorer import Settings
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug SECRET-DETAIL")
+
+    monkeypatch.setattr(serve, "labels", broken)
+    with TestClient(serve.create_app(Settings(model=str(telco_package)))) as client:
+        answer = client.post("/invocations", json={"instances": rows[:1]})
+        assert answer.status_code == 500 and answer.json() == {"error": "internal error"}
+        assert "SECRET-DETAIL" not in answer.text
+        assert 'reprokit_requests_total{model_version="",role="",route="/invocations",status="500"} 1.0' in (
+            client.get("/metrics").text
+        )
+        assert client.post("/invocations", json={"instances": rows[:1]}).status_code == 500
+        assert client.post("/invocations", json={"instances": "x"}).status_code == 422  # still answering
+    assert "unexpected error on /invocations" in caplog.text and "SECRET-DETAIL" in caplog.text

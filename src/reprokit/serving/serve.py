@@ -119,23 +119,9 @@ def create_app(settings: Settings | None = None):
 
     access_level = None if settings.access_log == "off" else getattr(logging, settings.access_log.upper())
 
-    @app.middleware("http")
-    async def count(request: Request, call_next):
-        started = time.perf_counter()
-        route = request.url.path if request.url.path in ROUTES else "other"
-        try:
-            response = await call_next(request)
-        except Exception:  # noqa: BLE001 - never a stack trace to the client
-            log.exception("unexpected error on %s", route)
-            response = answer(500, {"error": "internal error"})
-        seconds = time.perf_counter() - started
-        version = response.headers.get("x-model-version", "")
-        role = response.headers.get("x-model-role", "")
-        metrics.requests.labels(route, str(response.status_code), version, role).inc()
-        metrics.latency.labels(route, version, role).observe(seconds)
-        if access_level is not None:  # the route, never the raw path or query (they may carry secrets)
-            log.log(access_level, "%s %s %d %.1f ms", request.method, route, response.status_code, seconds * 1000)
-        return response
+    @app.exception_handler(Exception)
+    async def internal_error(request, exc):  # starlette re-raises it: `counted` logs it
+        return answer(500, {"error": "internal error"})
 
     async def read_body(request: Request) -> bytes:
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -263,7 +249,53 @@ def create_app(settings: Settings | None = None):
         return schema
 
     app.openapi = openapi
-    return loading_first(app, scorer, roll)
+    return loading_first(counted(app, metrics, access_level), scorer, roll)
+
+
+def counted(app, metrics: Metrics, access_level: int | None):
+    """`app` with every HTTP request counted and timed in `metrics` by route, status, model
+    version and role (the response's X-Model-Version and X-Model-Role), and logged at
+    `access_level`. Plain ASGI: starlette's `BaseHTTPMiddleware` costs a task and a stream
+    per request."""
+    import orjson
+
+    failed = [(b"content-type", b"application/json")]
+
+    async def asgi(scope, receive, send):
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+        started = time.perf_counter()
+        path = scope["path"]
+        route = path if path in ROUTES else "other"
+        seen = {"status": 500, "version": "", "role": ""}
+
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                seen["status"] = message["status"]
+                for key, value in message.get("headers", ()):
+                    if key == b"x-model-version":
+                        seen["version"] = value.decode("latin-1")
+                    elif key == b"x-model-role":
+                        seen["role"] = value.decode("latin-1")
+                seen["started"] = True
+            await send(message)
+
+        try:
+            await app(scope, receive, sending)
+        except Exception:  # noqa: BLE001 - never a stack trace to the client
+            log.exception("unexpected error on %s", route)
+            if "started" not in seen:
+                body = orjson.dumps({"error": "internal error"})
+                await send({"type": "http.response.start", "status": 500, "headers": failed})
+                await send({"type": "http.response.body", "body": body})
+        seconds = time.perf_counter() - started
+        status, version, role = seen["status"], seen["version"], seen["role"]
+        metrics.requests.labels(route, str(status), version, role).inc()
+        metrics.latency.labels(route, version, role).observe(seconds)
+        if access_level is not None:  # the route, never the raw path or query (they may carry secrets)
+            log.log(access_level, "%s %s %d %.1f ms", scope["method"], route, status, seconds * 1000)
+
+    return asgi
 
 
 ROUTES = {"/invocations", "/health/live", "/health/ready", "/version", "/metrics", "/openapi.json", "/docs"}
