@@ -188,6 +188,21 @@ def test_wrong_compiled_trees_are_dropped_by_verify(telco_pipeline, telco_contra
     assert verify(compiled, telco_pipeline, probe_records(telco_contract)) and compiled.trees is None
 
 
+def test_trees_that_are_not_trees_do_not_compile(telco_pipeline):
+    """A child outside its tree, or a node that is its own child (a file edited by hand that
+    skipped the loading checks): no compiled trees, never a hang or an out-of-bounds read."""
+    import copy
+
+    from reprokit.model.compiled import compile_trees
+
+    assert compile_trees(telco_pipeline.named_steps["model"]) is not None
+    for field, value in (("left", 10_000), ("right", 0)):
+        model = copy.deepcopy(telco_pipeline.named_steps["model"])
+        nodes = model._predictors[3][0].nodes
+        nodes[field][0] = value  # the root's child: far away, or the root itself
+        assert compile_trees(model) is None, field
+
+
 def test_a_model_of_another_kind_has_no_compiled_trees(telco_splits, telco_contract, repo):
     for name, pipeline in fitted_pipelines(telco_splits, telco_contract, repo):
         compiled = compile_pipeline(pipeline)

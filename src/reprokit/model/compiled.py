@@ -159,10 +159,15 @@ def compile_trees(model) -> CompiledTrees | None:
     is_leaf = flat["is_leaf"].astype(bool)
     left = np.where(is_leaf, own, flat["left"].astype(np.intp) + offsets)
     right = np.where(is_leaf, own, flat["right"].astype(np.intp) + offsets)
-    levels, frontier = 0, starts  # children follow their parent: this ends
+    ends = offsets + np.repeat(sizes, sizes)
+    if sizes.min() < 1 or np.any((left < offsets) | (left >= ends) | (right < offsets) | (right >= ends)):
+        return None  # a child outside its own tree: not a model `train` fits
+    levels, frontier = 0, starts  # children follow their parent (checked on loading): this ends
     while not is_leaf[frontier].all():
         inner = frontier[~is_leaf[frontier]]
         frontier, levels = np.concatenate([left[inner], right[inner]]), levels + 1
+        if levels > sizes.max() or len(frontier) > len(flat):  # not a tree: the model's own prediction
+            return None
     return CompiledTrees(
         feature=np.where(is_leaf, 0, flat["feature_idx"]).astype(np.intp),
         threshold=flat["num_threshold"].astype("float64"),
