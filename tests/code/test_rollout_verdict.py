@@ -151,7 +151,12 @@ def test_a_rollout_resumes_only_with_the_steps_it_began_with_and_tags_edited_by_
     assert rollout_of(client, "2", params).start_step() == 1
     with pytest.raises(StageError, match=r"rollout.steps are \[25.0, 100.0\] but the rollout of version 2 began with"):
         rollout_of(client, "2", dataclasses.replace(params, steps=(25.0, 100.0))).start_step()
-    for key, value in (("rollout_step", "one"), ("rollout_stable_reference", '{"requests": 1}')):
+    edited = (
+        ("rollout_step", "one"),
+        ("rollout_stable_reference", '{"requests": 1, "version": "1"}'),
+        ("rollout_stable_reference", "[1]"),
+    )
+    for key, value in edited:
         client.set_model_version_tag("churn", "2", key, value)
         with pytest.raises(StageError, match="edited by hand"):
             rollout_of(client, "2", params).start_step()
@@ -174,3 +179,66 @@ def test_the_canary_of_an_active_rollout_is_not_replaced_by_hand(store):
     assert registry.aliases(client, "churn")["canary"] == "2"
     client.set_model_version_tag("churn", "2", "rollout_state", "rolled_back")
     assert registry.set_canary(client, "churn", "3", "5", None, "bo", "mine")[0] == "3"
+
+
+def test_an_interrupt_never_turns_a_rollback_or_a_promotion_into_a_hold(store, params):
+    """Ctrl-C (or a second run's hold) while the rollback runs: the state stays rolling_back,
+    so the next run finishes the rollback instead of resuming the breached canary."""
+    client = store
+    gated(client, "2")
+    for state in ("rolling_back", "rolled_back", "promoted"):
+        client.set_model_version_tag("churn", "2", "rollout_state", state)
+        error = rollout_of(client, "2", params).hold(0, "interrupted")
+        assert f"the rollout's state is {state}" in str(error)
+        assert client.get_model_version("churn", "2").tags["rollout_state"] == state
+    client.set_model_version_tag("churn", "2", "rollout_state", "running")
+    rollout_of(client, "2", params).hold(1, "interrupted")
+    assert client.get_model_version("churn", "2").tags["rollout_state"] == "held"
+
+
+def test_a_promotion_stopped_half_way_is_finished_by_the_next_run(store, params):
+    """The champion moved but the run stopped before it ended the canary and said so."""
+    from reprokit.model import split
+    from reprokit.release import registry
+
+    client = store
+    gated(client, "2")
+    registry.set_canary(client, "churn", "2", "100", None, "ana", "rollout", rollout=True)
+    client.set_model_version_tag("churn", "2", "rollout_state", "running")
+    client.set_registered_model_alias("churn", "champion", "2")  # promote() got this far
+    done = rollout_of(client, "2", params).run(None, "0")
+    assert "its interrupted promotion is finished" in done
+    assert registry.aliases(client, "churn") == {"champion": "2"} and split.read_split(client, "churn").weight == 0
+    assert client.get_model_version("churn", "2").tags["rollout_state"] == "promoted"
+
+
+def test_stable_figures_of_another_champion_are_never_compared_with(store, params):
+    import json
+
+    from reprokit.model.scoring import SCORE_BINS
+
+    client = store
+    gated(client, "2")
+    figures = {"requests": 500.0, "errors": 0.0, "p95_seconds": 0.01, "scores": [1.0] * len(SCORE_BINS)}
+    client.set_model_version_tag("churn", "2", "rollout_state", "held")
+    client.set_model_version_tag("churn", "2", "rollout_steps", rollout_of(client, "2", params).steps_text())
+    for measured, kept in (("1", True), ("3", False)):
+        reference = {**figures, "version": measured}
+        client.set_model_version_tag("churn", "2", "rollout_stable_reference", json.dumps(reference))
+        rollout = rollout_of(client, "2", params)
+        rollout.start_step()
+        assert (rollout.stable_reference is not None) == kept, measured
+
+
+def test_the_split_of_a_version_being_rolled_out_is_the_rollouts_alone(store):
+    from reprokit.core.errors import StageError
+    from reprokit.release import registry
+
+    client = store
+    registry.set_canary(client, "churn", "2", "25", None, "rollout", "step 1", rollout=True)
+    client.set_model_version_tag("churn", "2", "rollout_state", "running")
+    for weight, segment in (("100", None), ("25", "x-tier=premium")):
+        with pytest.raises(StageError, match=r"version 2 is being rolled out \(running\): its steps set its weight"):
+            registry.set_canary(client, "churn", "2", weight, segment, "bo", "by hand")
+    assert registry.set_canary(client, "churn", "2", "50", "", "rollout", "step 2", rollout=True)[1].weight == 50
+    assert registry.stop_canary(client, "churn", "bo", "by hand") == "2"  # stopping stays possible

@@ -395,8 +395,10 @@ def test_requests_are_not_logged_by_default(tmp_path, telco_package, rows):
 
 @pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 def test_an_unexpected_error_is_a_json_500_counted_and_logged_never_a_trace(telco_package, rows, monkeypatch, caplog):
-    """A bug past the input checks: the client gets one JSON line, `/metrics` counts a 500 and
-    the log holds the trace (the service's own ASGI wrapper, in process)."""
+    """A bug past the routing: one JSON line to the client, a 500 counted under the version and
+    role that answered (a rollout judges the canary's 5xx share by them), the trace in the log.
+    A bug before it: the same answer, counted without a version (in process)."""
+    import orjson
     from starlette.testclient import TestClient
 
     from reprokit.serving import serve
@@ -405,14 +407,20 @@ def test_an_unexpected_error_is_a_json_500_counted_and_logged_never_a_trace(telc
     def broken(*args, **kwargs):
         raise RuntimeError("a bug SECRET-DETAIL")
 
-    monkeypatch.setattr(serve, "labels", broken)
     with TestClient(serve.create_app(Settings(model=str(telco_package)))) as client:
-        answer = client.post("/invocations", json={"instances": rows[:1]})
-        assert answer.status_code == 500 and answer.json() == {"error": "internal error"}
-        assert "SECRET-DETAIL" not in answer.text
-        assert 'reprokit_requests_total{model_version="",role="",route="/invocations",status="500"} 1.0' in (
-            client.get("/metrics").text
-        )
-        assert client.post("/invocations", json={"instances": rows[:1]}).status_code == 500
-        assert client.post("/invocations", json={"instances": "x"}).status_code == 422  # still answering
-    assert "unexpected error on /invocations" in caplog.text and "SECRET-DETAIL" in caplog.text
+        version = client.get("/version").json()["model_version"]
+        for target, labels in (
+            (serve, f'model_version="{version}",role="stable"'),
+            (orjson, 'model_version="",role=""'),
+        ):
+            with monkeypatch.context() as patch:
+                patch.setattr(target, "labels" if target is serve else "loads", broken)
+                answer = client.post("/invocations", json={"instances": rows[:1]})
+            assert answer.status_code == 500 and answer.json() == {"error": "internal error"}
+            assert "SECRET-DETAIL" not in answer.text
+            assert f'reprokit_requests_total{{{labels},route="/invocations",status="500"}} 1.0' in (
+                client.get("/metrics").text
+            )
+        assert client.post("/invocations", json={"instances": rows[:1]}).status_code == 200  # still answering
+    assert "failed on a request" in caplog.text and "unexpected error on /invocations" in caplog.text
+    assert "SECRET-DETAIL" in caplog.text

@@ -37,6 +37,9 @@ def run_stage(name: str, body: Callable[[], str], debug: bool = False) -> None:
     except EXPECTED_ERRORS as exc:
         log.error("%s failed: %s", name, exc, exc_info=debug)
         raise SystemExit(1) from None
+    except KeyboardInterrupt:  # Ctrl-C: one line, the shell's status for an interrupt
+        log.error("%s interrupted", name)
+        raise SystemExit(130) from None
     except Exception:  # a bug: its traceback is the evidence, shown through the same redaction
         log.critical("%s failed on an unexpected error (a bug; the traceback follows)", name, exc_info=True)
         raise SystemExit(1) from None

@@ -41,6 +41,7 @@ class CompiledTrees:
     probabilities. Past `MAX_STEPS` row-levels the per-tree calls win and are used."""
 
     MAX_STEPS = 400  # rows x levels: measured break-even about 550 (200 trees, 13 levels, 2 cores)
+    MAX_VALUES = 1 << 20  # rows x trees: a leaf value each, 8 MiB
 
     feature: np.ndarray  # per node of every tree; a leaf's children are itself
     threshold: np.ndarray
@@ -54,7 +55,8 @@ class CompiledTrees:
     loss: Any
 
     def suits(self, rows: int) -> bool:
-        return rows * self.levels <= self.MAX_STEPS
+        """Whether a batch of `rows` is cheaper here (and small: rows x trees values at most)."""
+        return rows * max(self.levels, 1) <= self.MAX_STEPS and rows * len(self.roots) <= self.MAX_VALUES
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         rows = np.arange(len(features))[:, None]

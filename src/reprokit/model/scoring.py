@@ -24,6 +24,7 @@ Every record is checked column by column, and:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Mapping, Sequence
 
@@ -141,10 +142,16 @@ class Checked:
     nothing); `reasons` holds every reason, a record's second and third ones too: (field,
     the records it rejects in increasing order, the problem or a problem per record)."""
 
-    inputs: pd.DataFrame
+    columns: dict[str, Any]  # the model's input columns: numpy arrays (or pandas Series of text)
     rejected: np.ndarray  # object: None or the reason
     warnings: np.ndarray  # object: None or a list of messages
     reasons: list[tuple[str, np.ndarray, str | dict[int, str]]] = dataclasses.field(default_factory=list)
+
+    @functools.cached_property
+    def inputs(self) -> pd.DataFrame:
+        """The records as the model's input frame (built on first use: the service builds one
+        frame per micro-batch from the columns of its requests instead, `frame_of`)."""
+        return frame_of([self.columns])
 
     def problems(self, first: int) -> tuple[list[tuple[int, str, str]], int]:
         """The first `first` problems, as (record, field, problem) in record then field order,
@@ -290,9 +297,26 @@ def check_records(columns: Mapping[str, Sequence[Any] | np.ndarray | pd.Series],
             nulls_at = np.flatnonzero(nulls)
             reject([i for i in nulls_at if i not in problems] if problems else nulls_at, NULL_PROBLEM, name)
         data[name] = column
-    index = pd.RangeIndex(n)
+    warnings[rejected != None] = None  # noqa: E711 - elementwise: a rejected record is not scored
+    return Checked(columns=data, rejected=rejected, warnings=warnings, reasons=reasons)
+
+
+def frame_of(parts: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """One model input frame of the checked columns of one or more `Checked` (their records
+    in order), each column with the dtype the check gave it."""
+    names = list(parts[0])
+    if len(parts) == 1:
+        data = dict(parts[0])
+    else:
+        data = {
+            name: pd.concat([pd.Series(p[name]) for p in parts], ignore_index=True)
+            if any(isinstance(p[name], pd.Series) for p in parts)
+            else np.concatenate([p[name] for p in parts])
+            for name in names
+        }
+    index = pd.RangeIndex(len(data[names[0]]) if names else 0)
     # Explicit dtypes: pandas would otherwise re-infer each text column (costly for one record).
-    inputs = pd.DataFrame(
+    return pd.DataFrame(
         {
             name: column
             if isinstance(column, pd.Series)
@@ -302,8 +326,6 @@ def check_records(columns: Mapping[str, Sequence[Any] | np.ndarray | pd.Series],
         index=index,
         copy=False,
     )
-    warnings[rejected != None] = None  # noqa: E711 - elementwise: a rejected record is not scored
-    return Checked(inputs=inputs, rejected=rejected, warnings=warnings, reasons=reasons)
 
 
 NULL_PROBLEM = "null where the contract requires a value"

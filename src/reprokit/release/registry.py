@@ -134,11 +134,19 @@ def gate_passed(client, name: str, version: str, action: str) -> None:
 
 
 def set_canary(
-    client, name: str, version: str | None, weight: str, segment: str | None, by: str, reason: str
+    client,
+    name: str,
+    version: str | None,
+    weight: str,
+    segment: str | None,
+    by: str,
+    reason: str,
+    rollout: bool = False,
 ) -> tuple[str, split.Split]:
     """Serve `version` (a number or an alias; None: the current canary) to `weight` percent of
     requests (of `segment`'s, if given). The tags are written before the alias moves, so a
-    service never reads a new canary with an old version's weight. Returns the version and split."""
+    service never reads a new canary with an old version's weight. Returns the version and split.
+    The split of a version being rolled out is the rollout's (`rollout=True`) alone."""
     buckets = split.weight_buckets(weight)
     parsed = split.parse_segment(segment)
     current = aliases(client, name)
@@ -148,6 +156,12 @@ def set_canary(
             raise StageError(f"{name} has no canary: give the version to serve as one")
     version = current.get(version, version)
     gate_passed(client, name, version, "serve as a canary")
+    own = version_tags(client, name, version).get(ROLLOUT_STATE)
+    if not rollout and own in ROLLOUT_ACTIVE:
+        raise StageError(
+            f"version {version} is being rolled out ({own}): its steps set its weight; "
+            "`reprokit canary --stop` ends the rollout's canary"
+        )
     if current.get(tracking.CHAMPION) == version:
         raise StageError(f"{name} version {version} is the champion: a canary is a version the champion is not")
     previous = current.get(split.CANARY)

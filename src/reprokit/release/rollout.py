@@ -213,7 +213,9 @@ class Rollout:
         try:
             step = min(max(int(tags.get(STEP, "0")), 0), len(self.params.steps) - 1)
             reference = json.loads(tags[REFERENCE]) if REFERENCE in tags else None
-            if reference is not None:  # the stable figures to compare with where the stable model has no traffic
+            champion_now = registry.aliases(self.client, self.name).get(tracking.CHAMPION)
+            if reference is not None and reference.get("version") == champion_now:
+                # the stable figures to compare with where the stable model has no traffic
                 self.stable_reference = Figures(
                     float(reference["requests"]),
                     float(reference["errors"]),
@@ -222,7 +224,7 @@ class Rollout:
                 )
                 if len(self.stable_reference.scores) != len(SCORE_BINS):
                     raise ValueError("score bins")
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             raise StageError(
                 f"{self.name} version {self.version}: its tags {STEP} or {REFERENCE} were edited by hand "
                 f"({tags.get(STEP)!r}): set them back or register a new version"
@@ -272,7 +274,23 @@ class Rollout:
                 + ": is it scraping the services (README, Kubernetes)? Nothing was changed"
             )
 
+    def finish_promotion(self) -> str | None:
+        """A run stopped inside `promote` left the champion moved and the state running: end
+        the canary and record the promotion (the gate checks would refuse a resume)."""
+        if self.tags().get(STATE) not in (RUNNING, HELD):
+            return None
+        current = registry.aliases(self.client, self.name)
+        if current.get(tracking.CHAMPION) != self.version:
+            return None
+        if current.get(split.CANARY) == self.version:
+            registry.end_canary(self.client, self.name, self.version)
+        self.mark(PROMOTED, len(self.params.steps) - 1, "every step passed; champion (promotion finished on resume)")
+        return f"{self.name} version {self.version} is the champion: its interrupted promotion is finished"
+
     def run(self, mlflow, experiment_id: str) -> str:
+        finished = self.finish_promotion()
+        if finished is not None:
+            return finished
         step = self.start_step()  # first: it names what is missing (no champion, no gate) in one line
         try:
             self.preflight()
@@ -291,21 +309,33 @@ class Rollout:
                 self.tag(RUN, run.info.run_id)
                 mlflow.log_params({f"rollout.{k}": v for k, v in dataclasses.asdict(self.params).items()})
                 mlflow.set_tags({"rollout_version": self.version, "rollout_stable_version": stable_version})
-            windows = int(float(self.tags().get(WINDOWS, "0")))
+            try:
+                windows = max(int(self.tags().get(WINDOWS, "0")), 0)
+            except ValueError:
+                raise StageError(f"{self.name} version {self.version}: its tag {WINDOWS} was edited by hand") from None
             try:
                 outcome = self.walk(step, stable_version, windows, mlflow)
             except KeyboardInterrupt:
-                step = int(self.tags().get(STEP, step))
-                self.mark(HELD, step, "interrupted")
-                raise StageError(
-                    f"interrupted; held at step {step + 1}: run `reprokit rollout {self.version}` to resume"
-                ) from None
+                raise self.hold(self.current_step(step), "interrupted") from None
             finally:
                 with contextlib.suppress(Exception):  # the outcome is the registry's; the run records it if it can
                     mlflow.set_tag("rollout_outcome", self.tags().get(STATE, "unknown"))
             return outcome
 
+    def current_step(self, default: int) -> int:
+        try:
+            return min(max(int(self.tags().get(STEP, default)), 0), len(self.params.steps) - 1)
+        except ValueError:
+            return default
+
     def hold(self, step: int, reason: str, last: dict[str, Any] | None = None) -> StageError:
+        """Held at `step`, unless a rollback or the promotion already began: their state stays,
+        so that a resumed run finishes them (never walks a rolled-back canary on)."""
+        state = self.tags().get(STATE)
+        if state in (ROLLING_BACK, ROLLED_BACK, PROMOTED):
+            return StageError(
+                f"{reason}; the rollout's state is {state}: `reprokit rollout {self.version}` finishes it"
+            )
         self.mark(HELD, step, reason, last)
         return StageError(f"{reason}; nothing promoted: run `reprokit rollout {self.version}` to resume")
 
@@ -322,7 +352,7 @@ class Rollout:
         params = self.params
         while step < len(params.steps):
             weight = params.steps[step]
-            registry.set_canary(self.client, self.name, self.version, str(weight), "", self.by, "rollout")
+            registry.set_canary(self.client, self.name, self.version, str(weight), "", self.by, "rollout", rollout=True)
             self.mark(RUNNING, step, f"step {step + 1} of {len(params.steps)}: {weight:g}%")
             log.info(
                 "step %d of %d: version %s answers %g%% of requests", step + 1, len(params.steps), self.version, weight
@@ -344,7 +374,8 @@ class Rollout:
                     raise self.hold(step, f"held at {weight:g}%: {exc}") from None
                 if stable.requests >= params.min_requests:
                     self.stable_reference = stable
-                    self.tag(REFERENCE, json.dumps(dataclasses.asdict(stable), default=lambda x: x))
+                    reference = {**dataclasses.asdict(stable), "version": stable_version}
+                    self.tag(REFERENCE, json.dumps(reference, default=lambda x: x))
                 decision, reason, shown = verdict(params, canary, self.stable_reference)
                 windows += 1
                 last = {"window": windows, "weight": weight, "decision": decision, "reason": reason, **shown}
@@ -380,8 +411,10 @@ class Rollout:
             raise self.hold(step, "the canary was stopped or replaced by hand")
         if current.get(tracking.CHAMPION) != stable_version:
             registry.stop_canary(self.client, self.name, self.by, "rollout: the champion changed")
-            raise self.hold(
-                step, f"the champion changed to {current.get(tracking.CHAMPION)}: canary stopped; gate again"
+            with contextlib.suppress(Exception):  # figures of the old champion: never compared with again
+                self.client.delete_model_version_tag(self.name, self.version, REFERENCE)
+            raise self.hold(  # from the first step: the new champion has never been compared with
+                0, f"the champion changed to {current.get(tracking.CHAMPION)}: canary stopped; gate again"
             )
 
     def record(self, mlflow, window: int, weight: float, shown: dict[str, float]) -> None:
@@ -449,8 +482,9 @@ def status(client, name: str, version: str | None) -> str:
         return f"{name} version {version}: no rollout"
     now = split.read_split(client, name)
     serving = f"; canary at {now.weight:g}%" if now.version == version else ""
+    step = tags.get(STEP, "0")[:20]
     lines = [
-        f"{name} version {version}: {tags[STATE]} at step {int(tags.get(STEP, '0')) + 1}{serving}",
+        f"{name} version {version}: {tags[STATE]} at step {int(step) + 1 if step.isdigit() else step}{serving}",
         f"  {tags.get(REASON, '')}",
     ]
     if LAST in tags:
@@ -523,8 +557,8 @@ def main(argv: list[str] | None = None) -> None:
                 raise registry.unavailable(exc) from None
             first = redact_text(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
             raise StageError(
-                f"the registry at {redact(params.uri)} failed ({first[:300]}); nothing was promoted, and a "
-                "rollout's state is what the registry last took: `reprokit rollout VERSION` resumes it"
+                f"the registry at {redact(params.uri)} failed ({first[:300]}); the rollout stopped where the "
+                "registry last took it (`reprokit rollout status`): `reprokit rollout VERSION` resumes or finishes it"
             ) from None
 
     def command(client, name: str, mlflow, experiment_id: str) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from reprokit.core.threads import limit_threads
-from reprokit.model.scoring import InputError
+from reprokit.model.scoring import Checked, InputError, frame_of
 from reprokit.model.scoring_model import ScoringModel, resolve
 from reprokit.model.split import Split
 from reprokit.serving.metrics import Metrics
@@ -188,11 +188,12 @@ class Scorer:
             segment = f" of requests with {'='.join(canary.split.segment)}" if canary.split.segment else ""
             log.info("canary: version %s at %g%%%s", canary.model.version, canary.split.weight, segment)
 
-    async def score(self, inputs: pd.DataFrame, model: ScoringModel, stable: bool = True) -> np.ndarray:
+    async def score(self, checked: Checked, model: ScoringModel, stable: bool = True) -> np.ndarray:
         """Probabilities of records checked against `model`, by that same model (the shadow
-        is compared with the stable model's batches only)."""
+        is compared with the stable model's batches only). A micro-batch builds one input
+        frame from the checked columns of its requests."""
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put((inputs, future, model, stable))
+        await self.queue.put((checked, future, model, stable))
         return await future
 
     async def batches(self) -> None:
@@ -201,7 +202,7 @@ class Scorer:
         max_wait = self.settings.max_wait_ms / 1000
         while True:
             items = [await self.queue.get()]
-            rows = len(items[0][0])
+            rows = len(items[0][0].rejected)
             deadline = loop.time() + max_wait
             while rows < self.settings.max_batch and len(items) < self.in_flight:
                 remaining = deadline - loop.time()
@@ -212,7 +213,7 @@ class Scorer:
                 except TimeoutError:
                     break
                 items.append(item)
-                rows += len(item[0])
+                rows += len(item[0].rejected)
             groups: dict[tuple, list] = {}  # by the model each request was checked against (a swap may fall between)
             for item in items:
                 groups.setdefault((id(item[2]), item[3]), []).append(item)
@@ -228,7 +229,7 @@ class Scorer:
     async def run_batch(self, items: list, loop) -> None:
         """Score one batch of requests checked against the same model; resolve their futures."""
         model, shadow = items[0][2], self.shadow if items[0][3] else None
-        frame = items[0][0] if len(items) == 1 else pd.concat([i[0] for i in items], ignore_index=True)
+        frame = frame_of([i[0].columns for i in items])
         try:
             proba = await loop.run_in_executor(self.executor, model.probabilities, frame)
         except Exception as exc:  # noqa: BLE001 - handed to each waiting request
@@ -238,10 +239,11 @@ class Scorer:
             return
         self.metrics.batch_rows.observe(len(frame))
         start = 0
-        for inputs, future, _, _ in items:
+        for checked, future, _, _ in items:
+            rows = len(checked.rejected)
             if not future.done():
-                future.set_result(proba[start : start + len(inputs)])
-            start += len(inputs)
+                future.set_result(proba[start : start + rows])
+            start += rows
         if shadow is not None:
             loop.run_in_executor(self.executor, self.compare, shadow, model, frame, proba)
 

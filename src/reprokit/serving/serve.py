@@ -184,13 +184,25 @@ def create_app(settings: Settings | None = None):
             except BadRequest as exc:
                 return refuse(exc, answered)
             try:
-                proba = await scorer.score(checked.inputs, model, role == "stable")
+                proba = await scorer.score(checked, model, role == "stable")
             except Exception:  # noqa: BLE001 - counted under the version and role that failed
                 log.exception("version %s (%s) failed to score a request", model.version, role)
                 return answer(500, {"error": "internal error"}, answered)
+        except Exception:  # noqa: BLE001 - after routing: a 500 under the version and role (a rollout counts it)
+            if not answered:
+                raise
+            log.exception("version %s (%s) failed on a request", model.version, role)
+            return answer(500, {"error": "internal error"}, answered)
         finally:
             scorer.in_flight -= 1
             metrics.in_flight.dec()
+        try:
+            return respond(model, role, proba, checked, answered)
+        except Exception:  # noqa: BLE001 - counted under the version and role that failed
+            log.exception("version %s (%s) failed on a request", model.version, role)
+            return answer(500, {"error": "internal error"}, answered)
+
+    def respond(model: ScoringModel, role: str, proba, checked, answered: dict[str, str]) -> Response:
         predicted = labels(proba, model.threshold, model.contract)
         histogram = metrics.scores.labels(model.version, role)
         for value in proba:
