@@ -161,6 +161,8 @@ def test_edit_yaml_changes_only_the_values_it_sets(repo):
     changed = [(a, b) for a, b in zip(text.splitlines(), updated.splitlines(), strict=True) if a != b]
     assert [b.split("#")[0].strip() for _, b in changed] == ["seed: 7", 'model: "random_forest"']
     assert all(("#" in a) == ("#" in b) for a, b in changed)
+    same = {("train", "model"): "hist_gradient_boosting", ("base", "seed"): 42, ("split", "test_size"): 0.2}
+    assert edit_yaml(text, same, "params.yaml") == text  # a value already so keeps its spelling
     with pytest.raises(ConfigError, match=r"params\.yaml: no train\.nothing\.deep to set"):
         edit_yaml(text, {("train", "nothing", "deep"): 1}, "params.yaml")
     with pytest.raises(ConfigError, match=r"params\.yaml: no base\.seed\.deep to set"):

@@ -108,17 +108,20 @@ def test_live_scores_like_the_reference_raise_no_alert(project, rules, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_live_scores_like_a_drifted_batch_fire_at_the_monitors_psi(project, rules, tmp_path):
-    """The numeric-location batch's scores: the monitor's PSI is above `psi_alert`, and
-    Prometheus computes the same PSI from the scraped buckets."""
+@pytest.mark.parametrize("shape", ["numeric_location", "reversed"])
+def test_live_scores_like_a_drifted_batch_fire_at_the_monitors_psi(project, rules, tmp_path, shape):
+    """Scores shaped like the numeric-location batch's (the monitor's PSI between `psi_warn`
+    and `psi_alert`: the warning alone) or like the reference's turned around (above
+    `psi_alert`: both), and Prometheus computes the same PSI from the scraped buckets."""
     reference, current = shares_of(project, "reference"), shares_of(project, "current")
+    if shape == "reversed":
+        current = reference[::-1]
     expected = psi(np.array(reference), np.array(current))
-    assert expected >= 0.25
+    assert (0.1 <= expected < 0.25) if shape == "numeric_location" else (expected >= 0.25)
     series = histogram_series(current, per_minute=6000)
-    fired = [
-        {"exp_labels": {"alertname": "ReprokitScoreDriftAlert", "severity": "critical"}},
-        {"exp_labels": {"alertname": "ReprokitScoreDriftWarning", "severity": "warning"}},
-    ]
+    fired = [{"exp_labels": {"alertname": "ReprokitScoreDriftWarning", "severity": "warning"}}]
+    if expected >= 0.25:
+        fired.append({"exp_labels": {"alertname": "ReprokitScoreDriftAlert", "severity": "critical"}})
     done = promtool_test(tmp_path, rules, series, fired, psi_between=(expected - 0.01, expected + 0.01))
     assert done.returncode == 0, done.stdout + done.stderr
 

@@ -16,9 +16,10 @@ import yaml
 from dasks import executed
 
 from reprokit.core.artifacts import write_parquet
+from reprokit.core.config import edit_yaml
 
 REPO_FILES = ("params.yaml", "dataset.yaml")
-GRID = {"max_iter": [20, 40], "max_leaf_nodes": [3, 7], "max_features": [0.5]}  # max_features: a new key
+GRID = {"max_iter": [20, 40], "max_leaf_nodes": [3, 7], "max_bins": [128]}  # max_bins: a key params.yaml lacks
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +34,8 @@ def workdir(tmp_path_factory, repo, telco_splits):
     end = params.index("\n\n", start)
     tiny = "  grid:\n" + "".join(f"    {key}: {json.dumps(values)}\n" for key, values in GRID.items())
     params = params[:start] + tiny + params[end + 1 :]
+    weak = {("train", "hist_gradient_boosting", "max_iter"): 10}  # so that a grid point wins
+    params = edit_yaml(params, weak, "params.yaml")
     (root / "params.yaml").write_text(params.replace("  folds: 5 ", "  folds: 3 "))
     _, train, _, _ = telco_splits
     write_parquet(train, root / "data" / "prepared" / "train.parquet")
@@ -121,6 +124,22 @@ def test_the_best_candidate_is_printed_as_a_dvc_exp_run_line_and_applied_on_requ
     applied = yaml.safe_load(text)["train"]
     assert applied["model"] == "hist_gradient_boosting"
     assert {k: applied["hist_gradient_boosting"][k] for k in result["best"]["params"]} == result["best"]["params"]
+    again = tune(copy, "--apply", "--n-jobs", "1")  # params now train the best: nothing to print or write
+    assert again.returncode == 0, again.stderr
+    assert "dvc exp run" not in again.stdout and "params.yaml already trains it" in again.stderr
+    assert (copy / "params.yaml").read_text() == text
+
+
+def test_no_dvc_exp_run_line_when_params_already_train_the_best():
+    from reprokit.commands.tune import exp_run_line
+
+    best = {"max_iter": 300, "max_leaf_nodes": 4}
+    assert exp_run_line("hist_gradient_boosting", "hist_gradient_boosting", best, best) is None
+    other_kind = exp_run_line("random_forest", "hist_gradient_boosting", best, best)
+    assert other_kind == "dvc exp run -S 'train.model=hist_gradient_boosting'"
+    assert exp_run_line("hist_gradient_boosting", "hist_gradient_boosting", best, {"max_iter": 300}) == (
+        "dvc exp run -S 'train.model=hist_gradient_boosting' -S '+train.hist_gradient_boosting.max_leaf_nodes=4'"
+    )
 
 
 def test_a_bad_grid_value_is_one_error_naming_it(workdir, tmp_path):

@@ -15,9 +15,10 @@ same table: every task is seeded and single-threaded. The test split is never re
 Writes `metrics/tune.json` (the best candidate and the current one: `dvc metrics show metrics/tune.json`) and
 `metrics/tune_cv.json` (the table, one row per candidate: a DVC plot), logs a parent
 MLflow run with one child run per candidate when tracking is enabled, and prints the
-`dvc exp run -S ...` line that trains the best candidate. On a terminal, stderr shows the
-(candidate, fold) tasks done of the total, the time spent and the time left. The prepared data must not be
-enlarged (`scale.rows: 0`): copies of a row in both folds would reward memorising it.
+`dvc exp run -S ...` line that trains the best candidate (nothing when params.yaml does).
+On a terminal, stderr shows the (candidate, fold) tasks done of the total, the time spent
+and the time left. The prepared data must not be enlarged (`scale.rows: 0`): copies of a
+row in both folds would reward memorising it.
 """
 
 from __future__ import annotations
@@ -140,16 +141,19 @@ def _check(train, seed: int) -> None:
         raise StageError(f"params.yaml: tune.grid gives train.{train.model} a bad value: {exc}") from None
 
 
-def exp_run_line(model: str, best: dict[str, Any], current: dict[str, Any]) -> str:
-    """The `dvc exp run` line that trains `best` (only the values that differ from params).
+def exp_run_line(trained: str, model: str, best: dict[str, Any], current: dict[str, Any]) -> str | None:
+    """The `dvc exp run` line that trains `best` (only the values that differ from params), or
+    None when params already train it (`trained` is params' train.model, `current` its values).
     DVC applies `-S` as Hydra overrides, which refuse a new key unless it starts with `+`."""
-    sets = [f"-S 'train.model={model}'"]
+    sets = []
     for key, value in best.items():
         if key not in current:
             sets.append(f"-S '+train.{model}.{key}={json.dumps(value)}'")
         elif current[key] != value:
             sets.append(f"-S 'train.{model}.{key}={json.dumps(value)}'")
-    return "dvc exp run " + " ".join(sets)
+    if not sets and trained == model:
+        return None
+    return "dvc exp run " + " ".join([f"-S 'train.model={model}'", *sets])
 
 
 def apply_best(params_file: str, model: str, best: dict[str, Any]) -> None:
@@ -222,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{args.params}: scale.rows is on; its copies of a row would sit in both a fit fold and a scored "
                 "fold, so cross-validation would reward memorising them: tune with scale.rows: 0"
             )
-        train = _with_model(train, tune.model)
+        trained, train = train.model, _with_model(train, tune.model)
         split = pd.read_parquet(args.train)
         from reprokit.model.inference import inputs_of
 
@@ -255,14 +259,16 @@ def main(argv: list[str] | None = None) -> None:
         write_json(args.out, result)
         write_json(args.plot_out, [_plot_row(row) for row in sorted(table, key=lambda r: r["candidate"])])
         log_search(args.params, args.contract, tune.model, tune.folds, table)
-        line = exp_run_line(tune.model, best["params"], train.hyperparams)
-        print(line)
-        if args.apply:
+        line = exp_run_line(trained, tune.model, best["params"], train.hyperparams)
+        outcome = f"; {args.params} already trains it" if line is None else ""
+        if line is not None:
+            print(line)
+        if args.apply and line is not None:
             apply_best(args.params, tune.model, best["params"])
         return (
             f"{len(table)} candidates x {tune.folds} folds on {len(split)} rows ({backend}): best CV ROC AUC "
             f"{best['cv_roc_auc']:.4f} (current {current['cv_roc_auc']:.4f})"
-            + (f"; written to {args.params}" if args.apply else "")
+            + (outcome or (f"; written to {args.params}" if args.apply else ""))
         )
 
     run_stage("tune", body, debug=args.debug)

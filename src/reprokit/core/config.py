@@ -314,9 +314,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 def edit_yaml(text: str, changes: dict[tuple[str, ...], Any], where: str) -> str:
     """`text` with each key path in `changes` set to its value, everything else kept as it is
-    (comments, quotes, `null`s, order): the one way the project edits `params.yaml`. A string
-    value is written double-quoted; every key but the last must exist (a new last key is added
-    at the end of its mapping, as `tune --apply` does for a hyperparameter params.yaml lacks).
+    (comments, quotes, `null`s, order): the one way the project edits `params.yaml`. A value
+    already there is left as written; a new string value is written double-quoted; every key
+    but the last must exist (a new last key is added at the end of its mapping, as
+    `tune --apply` does for a hyperparameter params.yaml lacks).
     The result is read back with DVC's rules and must hold exactly the new values."""
     import io
 
@@ -339,6 +340,9 @@ def edit_yaml(text: str, changes: dict[tuple[str, ...], Any], where: str) -> str
             parent = parent[key]
         if not isinstance(parent, dict):
             raise ConfigError(f"{where}: no {'.'.join(path)} to set")
+        old = parent.get(path[-1])
+        if old == value and (type(old) is type(value) or isinstance(old, str) and isinstance(value, str)):
+            continue  # already so: left as written (its quotes too)
         parent[path[-1]] = DoubleQuotedScalarString(value) if isinstance(value, str) else value
     buffer = io.StringIO()
     editor.dump(data, buffer)
