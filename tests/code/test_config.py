@@ -132,14 +132,14 @@ def test_batch_work_and_the_service_have_their_own_thread_budgets(tmp_path):
     """Fits and predictions over tables use base.n_threads; the service (one row at a time,
     on a possibly busy machine) and the gate's latency check use serve.n_threads."""
     from reprokit.model.scoring_model import thread_budget_setting
-    from reprokit.serving import serve
+    from reprokit.serving.settings import parse_args
 
     path = tmp_path / "params.yaml"
     path.write_text("base:\n  seed: 1\n  n_threads: 2\nserve:\n  n_threads: 1\n")
     assert thread_budget_setting(None, str(path)) == 2
     assert thread_budget_setting(None, str(path), "serve") == 1
     assert thread_budget_setting(3, str(path), "serve") == 3
-    assert serve.parse_args(["models:/churn@champion", "--params", str(path)]).n_threads == 1
+    assert parse_args(["models:/churn@champion", "--params", str(path)]).n_threads == 1
     path.write_text("base:\n  seed: 1\n  n_threads: 2\nserve:\n  n_threads: 0\n")
     with pytest.raises(ConfigError, match="serve.n_threads must be at least 1"):
         thread_budget_setting(None, str(path), "serve")
@@ -167,8 +167,8 @@ def test_edit_yaml_changes_only_the_values_it_sets(repo):
         edit_yaml(text, {("train", "nothing", "deep"): 1}, "params.yaml")
     with pytest.raises(ConfigError, match=r"params\.yaml: no base\.seed\.deep to set"):
         edit_yaml(text, {("base", "seed", "deep"): 1}, "params.yaml")
-    added = edit_yaml(text, {("train", "hist_gradient_boosting", "max_features"): 0.5}, "params.yaml")
-    assert yaml.safe_load(added)["train"]["hist_gradient_boosting"]["max_features"] == 0.5
+    added = edit_yaml(text, {("train", "hist_gradient_boosting", "max_bins"): 128}, "params.yaml")
+    assert yaml.safe_load(added)["train"]["hist_gradient_boosting"]["max_bins"] == 128
     assert len(added.splitlines()) == len(text.splitlines()) + 1  # one line added, nothing else moved
     with pytest.raises(ConfigError, match=r"params\.yaml: not valid YAML"):
         edit_yaml("a: [", {}, "params.yaml")

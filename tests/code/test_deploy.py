@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reprokit.serving.serve import ROUTES, parse_args
+from reprokit.serving.serve import ROUTES
+from reprokit.serving.settings import parse_args
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

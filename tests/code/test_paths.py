@@ -113,3 +113,26 @@ def test_an_output_inside_another_output_folder_is_refused_whatever_the_names(tm
         outputs = {folder: str(tmp_path / "out"), inner: str(tmp_path / "out" / "x.json")}
         with pytest.raises(StageError, match=f"output {inner} .* lies inside the output folder {folder}"):
             check_outputs({}, outputs, (folder,))
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ftp://127.0.0.1/hook", "http://", "127.0.0.1:9090", "http://h:notaport/T0/B1/s3cret", "file:///s3cret", "", None],
+)
+def test_a_server_url_is_http_with_a_host_and_the_error_never_shows_it(url):
+    """The one check of a URL the project asks or posts to (Prometheus, the monitor's webhook)."""
+    from reprokit.core.paths import web_url
+
+    with pytest.raises(StageError, match=r"^REPROKIT_MONITOR_WEBHOOK: expected http\(s\)://HOST") as caught:
+        web_url(url, "REPROKIT_MONITOR_WEBHOOK")
+    assert "s3cret" not in str(caught.value)
+    assert web_url("https://hooks.example.com:8443/T0/B1", "w") == "https://hooks.example.com:8443/T0/B1"
+
+
+def test_the_monitor_refuses_a_webhook_that_is_not_http_before_anything_is_read(monkeypatch):
+    from reprokit.monitoring.alerts import URL_VARIABLE, post_verdict
+
+    monkeypatch.setenv(URL_VARIABLE, "gopher://hooks.example.com/T0/s3cret")
+    with pytest.raises(StageError, match=f"{URL_VARIABLE}: expected http") as caught:
+        post_verdict({"verdict": "ok"}, name="churn", batch="no/such/batch.parquet")
+    assert "s3cret" not in str(caught.value)

@@ -10,7 +10,8 @@ import yaml
 
 from reprokit.core.config import ConfigError, load_section
 from reprokit.model.scoring import SCORE_BINS
-from reprokit.release.rollout import Figures, verdict
+from reprokit.release.prometheus import Figures
+from reprokit.release.rollout import verdict
 
 
 @pytest.fixture()
@@ -99,16 +100,37 @@ def test_bad_rollout_params_are_one_error_naming_the_key(tmp_path, repo, changes
 )
 def test_a_bad_prometheus_url_is_one_error_that_never_shows_a_password(url):
     from reprokit.core.errors import StageError
-    from reprokit.release.rollout import prometheus_url
+    from reprokit.release.prometheus import checked_url
 
     with pytest.raises(StageError, match="expected http") as error:
-        prometheus_url(url)
+        checked_url(url)
     assert "s3cret" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "selector",
+    ['job="a"} or vector(1) #', "job=reprokit", 'job="a" or 1', 'job="a\\"', '{job="a"}', 'job="a",,x="b"', '1job="a"'],
+)
+def test_a_selector_that_is_not_label_matchers_is_refused(selector):
+    """It goes inside every query's braces: anything but `name op "value"` pairs could change the query."""
+    from reprokit.core.errors import StageError
+    from reprokit.release.prometheus import check_selector
+
+    with pytest.raises(StageError, match=r"^params\.yaml: rollout\.selector .*expected label matchers"):
+        check_selector(selector, "params.yaml: rollout.selector")
+
+
+@pytest.mark.parametrize("selector", ["", 'job="reprokit-serve"', 'job=~"a|b", instance!="x:1"', 'env="say \\"hi\\""'])
+def test_label_matchers_are_taken_as_they_are(selector):
+    from reprokit.release.prometheus import check_selector
+
+    assert check_selector(selector, "rollout.selector") == selector
 
 
 def rollout_of(client, version: str, params):
     """A Rollout of `churn` version `version`; its Prometheus is never asked in these tests."""
-    from reprokit.release.rollout import Prometheus, Rollout
+    from reprokit.release.prometheus import Prometheus
+    from reprokit.release.rollout import Rollout
 
     return Rollout(client, "churn", version, params, Prometheus("http://127.0.0.1:9"), "ana")
 

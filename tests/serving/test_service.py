@@ -402,7 +402,7 @@ def test_an_unexpected_error_is_a_json_500_counted_and_logged_never_a_trace(telc
     from starlette.testclient import TestClient
 
     from reprokit.serving import serve
-    from reprokit.serving.scorer import Settings
+    from reprokit.serving.settings import Settings
 
     def broken(*args, **kwargs):
         raise RuntimeError("a bug SECRET-DETAIL")

@@ -8,6 +8,8 @@ are one file.
   command ever hands such a value to a shell.
 - `batch_location`: a batch is such a path, or a URL of a storage scheme fsspec reads, with
   no credentials and no query (the value is committed).
+- `web_url`: a server the project asks or posts to (Prometheus, a webhook) is an http(s) URL
+  with a host.
 - `location` / `same_place` / `check_outputs`: a command that writes compares places, not
   spellings (`./`, `..`, symlinks, hard links, a URL's two spellings), and refuses to write
   over any of its inputs or to give two outputs one place.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +73,20 @@ def batch_location(value: str, what: str, root: str | Path | None = None) -> str
             )
         return value
     return repository_path(value, what, root)
+
+
+def web_url(value: str, what: str) -> str:
+    """`value`, an http:// or https:// URL with a host (and a numeric port, if any), to ask or
+    post to; else one `StageError` naming `what`, never the value (a webhook's path can be its
+    secret: a caller that may show it passes it redacted in `what`)."""
+    try:
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except (ValueError, TypeError, AttributeError):
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise StageError(f"{what}: expected http(s)://HOST[:PORT][/PATH]")
+    return value
 
 
 def cache_file(root: Path, md5: Any) -> Path:

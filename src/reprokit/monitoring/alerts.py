@@ -25,6 +25,7 @@ import urllib.request
 from typing import Any
 
 from reprokit.core.errors import StageError
+from reprokit.core.paths import web_url
 from reprokit.core.redaction import redact
 
 log = logging.getLogger("reprokit.alerts")
@@ -164,13 +165,7 @@ def post_verdict(figures: dict[str, Any], name: str, batch: str, required: bool 
         if required:
             raise StageError(f"--webhook-required, but {URL_VARIABLE} is not set")
         return False
-    try:
-        parts = urllib.parse.urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise StageError(f"{URL_VARIABLE} must be an http:// or https:// URL with a host")
+    web_url(url, URL_VARIABLE)
     dataset = {"name": name, "batch": redact(batch)}
     if os.path.isfile(batch):  # read only when there is somewhere to post it
         from reprokit.core.artifacts import md5_file
@@ -209,7 +204,7 @@ def post_verdict(figures: dict[str, Any], name: str, batch: str, required: bool 
             else:
                 problem = str(reason)
     # The URL may hold a token: name the host only.
-    host = parts.hostname
+    host = urllib.parse.urlsplit(url).hostname
     message = f"could not post the verdict to the webhook at {host} ({problem}) after {attempt + 1} attempt(s)"
     if required:
         raise StageError(message)

@@ -74,8 +74,7 @@ def promote(client, name: str, version: str, by: str, reason: str) -> str:
     """Make `version` (a number or an alias) the champion if its gate passed; return it."""
     current = aliases(client, name)
     version = current.get(version, version)
-    gate_passed(client, name, version, "promote")
-    tags = client.get_model_version(name, version).tags
+    tags = gate_passed(client, name, version, "promote")
     previous = current.get(tracking.CHAMPION)
     if previous == version:
         raise StageError(f"{name} version {version} is already the champion")
@@ -122,8 +121,9 @@ def version_tags(client, name: str, version: str) -> dict[str, str]:
         raise unavailable(exc) from None
 
 
-def gate_passed(client, name: str, version: str, action: str) -> None:
-    """Refuse `action` on a version that does not exist or whose release gate did not pass."""
+def gate_passed(client, name: str, version: str, action: str) -> dict[str, str]:
+    """Refuse `action` on a version that does not exist or whose release gate did not pass;
+    else its tags."""
     tags = version_tags(client, name, version)
     if tags.get("gate_passed") != "true":
         state = "failed" if tags.get("gate_passed") == "false" else "has not been run"
@@ -131,6 +131,7 @@ def gate_passed(client, name: str, version: str, action: str) -> None:
             f"refusing to {action} {name} version {version}: its release gate {state} "
             "(reprokit gate; see metrics/gate.json)"
         )
+    return tags
 
 
 def set_canary(

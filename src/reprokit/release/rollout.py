@@ -31,7 +31,6 @@ import json
 import logging
 import math
 import os
-import re
 import time
 from typing import Any
 
@@ -42,10 +41,18 @@ from reprokit.core.running import add_debug_option, run_stage
 from reprokit.model import split
 from reprokit.model.scoring import SCORE_BINS
 from reprokit.release import registry, tracking
+from reprokit.release.prometheus import (
+    PROMETHEUS_ENV,
+    Figures,
+    Prometheus,
+    PrometheusUnavailable,
+    check_selector,
+    checked_url,
+    figures,
+)
 
 log = logging.getLogger("reprokit.rollout")
 
-PROMETHEUS_ENV = "REPROKIT_PROMETHEUS_URL"
 STATE, STEP, REASON, RUN, LAST = (
     registry.ROLLOUT_STATE,
     "rollout_step",
@@ -55,97 +62,6 @@ STATE, STEP, REASON, RUN, LAST = (
 )
 STEPS, REFERENCE, WINDOWS = "rollout_steps", "rollout_stable_reference", "rollout_windows"
 RUNNING, HELD, ROLLING_BACK, ROLLED_BACK, PROMOTED = "running", "held", "rolling_back", "rolled_back", "promoted"
-MAX_ANSWER_BYTES = 4 << 20  # a Prometheus answer larger than this is refused
-_SELECTOR = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"([^"\\]|\\.)*"\s*(,\s*|$))*')
-
-
-class PrometheusUnavailable(Exception):
-    """Prometheus did not answer, or answered with an error: the rollout holds."""
-
-
-class Prometheus:
-    """Instant queries against a Prometheus server's HTTP API (`/api/v1/query`)."""
-
-    def __init__(self, url: str, timeout: float = 10.0) -> None:
-        self.url, self.timeout = url.rstrip("/"), timeout
-
-    def query(self, promql: str, at: float) -> list[dict[str, Any]]:
-        import http.client
-        import urllib.error
-        import urllib.parse
-        import urllib.request
-
-        body = urllib.parse.urlencode({"query": promql, "time": f"{at:.3f}"}).encode()
-        request = urllib.request.Request(f"{self.url}/api/v1/query", data=body, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as answer:
-                raw = answer.read(MAX_ANSWER_BYTES + 1)
-        except urllib.error.HTTPError as exc:
-            try:  # Prometheus says why (a bad query: the selector)
-                why = str(json.loads(exc.read(65536)).get("error", ""))[:300]
-            except (ValueError, AttributeError, OSError):
-                why = ""
-            raise PrometheusUnavailable(
-                f"Prometheus at {redact(self.url)} answered HTTP {exc.code}" + (f": {why}" if why else "")
-            ) from None
-        except (OSError, ValueError, http.client.HTTPException) as exc:  # the URL's own text may hold a password
-            reason = exc.reason if isinstance(exc, urllib.error.URLError) else type(exc).__name__
-            raise PrometheusUnavailable(f"Prometheus at {redact(self.url)} does not answer ({reason})") from None
-        if len(raw) > MAX_ANSWER_BYTES:
-            raise PrometheusUnavailable(
-                f"Prometheus at {redact(self.url)}: answer larger than {MAX_ANSWER_BYTES} bytes"
-            )
-        try:
-            data = json.loads(raw)
-            if data.get("status") != "success" or data["data"]["resultType"] != "vector":
-                raise ValueError(data.get("error", "not a vector"))
-            return list(data["data"]["result"])
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise PrometheusUnavailable(f"Prometheus at {redact(self.url)}: unexpected answer ({exc})") from None
-
-    def number(self, promql: str, at: float) -> float | None:
-        """The single value of a query (None: no series, or not a finite number)."""
-        result = self.query(promql, at)
-        if not result:
-            return None
-        value = float(result[0]["value"][1])
-        return value if math.isfinite(value) else None
-
-
-@dataclasses.dataclass(frozen=True)
-class Figures:
-    """One role's figures over one window."""
-
-    requests: float
-    errors: float
-    p95_seconds: float | None
-    scores: tuple[float, ...]  # per SCORE_BINS bin
-
-    @property
-    def error_ratio(self) -> float:
-        return self.errors / self.requests if self.requests > 0 else 0.0
-
-
-def figures(prometheus: Prometheus, role: str, version: str, window: float, at: float, selector: str) -> Figures:
-    """Requests, 5xx answers, p95 latency and score counts of `role` answered by `version`."""
-    labels = f'role="{role}",model_version="{version}"' + (f",{selector}" if selector.strip() else "")
-    served = f'route="/invocations",{labels}'
-    span = f"[{round(window * 1000)}ms]"  # whole milliseconds: every Prometheus reads them
-    requests = prometheus.number(f"sum(increase(reprokit_requests_total{{{served}}}{span}))", at) or 0.0
-    errors = prometheus.number(f'sum(increase(reprokit_requests_total{{{served},status=~"5.."}}{span}))', at) or 0.0
-    p95 = prometheus.number(
-        f"histogram_quantile(0.95, sum by (le) (increase(reprokit_request_seconds_bucket{{{served}}}{span})))", at
-    )
-    cumulative = {}
-    for sample in prometheus.query(f"sum by (le) (increase(reprokit_predicted_score_bucket{{{labels}}}{span}))", at):
-        bound = float(sample["metric"].get("le", "nan"))
-        cumulative[bound] = max(float(sample["value"][1]), 0.0)
-    counts, below = [], 0.0
-    for bound in SCORE_BINS:
-        total = cumulative.get(float(bound), below)
-        counts.append(max(total - below, 0.0))
-        below = max(total, below)
-    return Figures(requests, errors, p95, tuple(counts))
 
 
 def verdict(params: RolloutParams, canary: Figures, stable: Figures | None) -> tuple[str, str, dict[str, float]]:
@@ -205,10 +121,10 @@ class Rollout:
     def steps_text(self) -> str:
         return json.dumps([float(s) for s in self.params.steps])  # 5 and 5.0 are one step
 
-    def start_step(self) -> int:
+    def start_step(self, tags: dict[str, str] | None = None) -> int:
         """The step to (re)start from; refuses a version that cannot be rolled out now, and
-        finishes a rollback an earlier run began."""
-        tags = self.tags()
+        finishes a rollback an earlier run began (`tags`: the version's, if already read)."""
+        tags = self.tags() if tags is None else tags
         state = tags.get(STATE)
         try:
             step = min(max(int(tags.get(STEP, "0")), 0), len(self.params.steps) - 1)
@@ -274,10 +190,10 @@ class Rollout:
                 + ": is it scraping the services (README, Kubernetes)? Nothing was changed"
             )
 
-    def finish_promotion(self) -> str | None:
+    def finish_promotion(self, tags: dict[str, str]) -> str | None:
         """A run stopped inside `promote` left the champion moved and the state running: end
         the canary and record the promotion (the gate checks would refuse a resume)."""
-        if self.tags().get(STATE) not in (RUNNING, HELD):
+        if tags.get(STATE) not in (RUNNING, HELD):
             return None
         current = registry.aliases(self.client, self.name)
         if current.get(tracking.CHAMPION) != self.version:
@@ -288,18 +204,19 @@ class Rollout:
         return f"{self.name} version {self.version} is the champion: its interrupted promotion is finished"
 
     def run(self, mlflow, experiment_id: str) -> str:
-        finished = self.finish_promotion()
+        tags = self.tags()  # read once: only this run writes them until it walks
+        finished = self.finish_promotion(tags)
         if finished is not None:
             return finished
-        step = self.start_step()  # first: it names what is missing (no champion, no gate) in one line
+        step = self.start_step(tags)  # first: it names what is missing (no champion, no gate) in one line
         try:
             self.preflight()
         except PrometheusUnavailable as exc:
             raise StageError(f"{exc}; nothing was changed") from None
-        if STEPS not in self.tags():  # a rollout resumes only with the steps it began with
+        if STEPS not in tags:  # a rollout resumes only with the steps it began with
             self.tag(STEPS, self.steps_text())
         stable_version = registry.aliases(self.client, self.name)[tracking.CHAMPION]
-        run_id = self.tags().get(RUN)
+        run_id = tags.get(RUN)
         with mlflow.start_run(
             run_id=run_id,
             experiment_id=None if run_id else experiment_id,
@@ -310,7 +227,7 @@ class Rollout:
                 mlflow.log_params({f"rollout.{k}": v for k, v in dataclasses.asdict(self.params).items()})
                 mlflow.set_tags({"rollout_version": self.version, "rollout_stable_version": stable_version})
             try:
-                windows = max(int(self.tags().get(WINDOWS, "0")), 0)
+                windows = max(int(tags.get(WINDOWS, "0")), 0)
             except ValueError:
                 raise StageError(f"{self.name} version {self.version}: its tag {WINDOWS} was edited by hand") from None
             try:
@@ -494,20 +411,6 @@ def status(client, name: str, version: str | None) -> str:
     return "\n".join(lines)
 
 
-def prometheus_url(url: str) -> str:
-    """A Prometheus base URL, checked before anything is asked of it (one error, credentials hidden)."""
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises on a port that is not a number
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise StageError(f"Prometheus URL {redact(url)!r}: expected http(s)://HOST[:PORT][/PATH]")
-    return url
-
-
 def main(argv: list[str] | None = None) -> None:
     import sys
 
@@ -566,12 +469,8 @@ def main(argv: list[str] | None = None) -> None:
             print(status(client, name, args.version))
             return "status shown"
         rollout_params = load_section("rollout", args.params)
-        if not _SELECTOR.fullmatch(rollout_params.selector):
-            raise StageError(
-                f"{args.params}: rollout.selector {rollout_params.selector[:80]!r}: expected label matchers, "
-                'e.g. job="reprokit-serve"'
-            )
-        url = prometheus_url(args.prometheus or os.environ.get(PROMETHEUS_ENV) or rollout_params.prometheus_url)
+        check_selector(rollout_params.selector, f"{args.params}: rollout.selector")
+        url = checked_url(args.prometheus or os.environ.get(PROMETHEUS_ENV) or rollout_params.prometheus_url)
         if args.command == "compare":
             window = args.window or rollout_params.window_seconds
             try:

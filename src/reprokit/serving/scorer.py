@@ -21,34 +21,12 @@ from reprokit.model.scoring import Checked, InputError, frame_of
 from reprokit.model.scoring_model import ScoringModel, resolve
 from reprokit.model.split import Split
 from reprokit.serving.metrics import Metrics
+from reprokit.serving.settings import Settings
 
 log = logging.getLogger("reprokit.serve")
 
 
-SETTINGS_ENV = "REPROKIT_SERVE_SETTINGS"
-
-
 RETRY_SECONDS = 60.0  # a canary version that failed to load is tried again after this
-
-READY_DIR_ENV = "REPROKIT_SERVE_READY_DIR"  # where workers > 1 note that they have loaded the model
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    model: str = "models/package"
-    host: str = "127.0.0.1"
-    port: int = 8080
-    workers: int = 1
-    n_threads: int = 1
-    max_batch: int = 64
-    max_wait_ms: float = 2.0
-    max_body_bytes: int = 1 << 20
-    max_records: int = 10_000
-    poll_seconds: float = 10.0
-    shadow: str | None = None
-    canary: str | None = None  # the alias served to a share of requests (reprokit.model.split)
-    graceful_seconds: float = 30.0
-    access_log: str = "off"  # the level of one line per request: off, debug, info or warning
 
 
 class Scorer:
