@@ -9,7 +9,14 @@ Figures (median of --repeats runs, in seconds):
 - no-op `dvc repro` on the real pipeline, and DVC's own floor: the same stage graph
   (same deps, params and outs) whose commands only create their outputs;
 - a train param set back to its earlier value: `dvc repro` restores train, evaluate and
-  package from DVC's run-cache without running them.
+  package from DVC's run-cache without running them;
+- the full repro's floor (tracking off): every stage's `main()` called in order in one
+  Python process (each library imported once, no DVC), plus DVC's own forced run
+  (`dvc repro -f`) of the same graph with commands that only create their outputs; and the
+  full repro over that floor;
+- each stage's import time, from its command run with `python -X importtime`: the total
+  and the top-level packages that cost most (the time spent importing each package's own
+  modules, whoever imported them).
 
 Run with `make bench` (or `uv run python bench/pipeline.py`). Timings, never asserts.
 """
@@ -119,6 +126,57 @@ def floor_repo(root: Path, into: Path) -> Path:
     return floor
 
 
+ONE_PROCESS = """
+import shlex, sys, time
+from importlib import import_module
+started = time.perf_counter()
+for line in sys.stdin.read().splitlines():
+    words = shlex.split(line)
+    module = import_module(words[2])  # bin/python -m MODULE ARGS...
+    try:
+        module.main(words[3:])
+    except SystemExit as exc:
+        if exc.code:
+            raise
+print(time.perf_counter() - started)
+"""
+
+
+def one_process_s(root: Path, env: dict[str, str], commands: dict[str, str]) -> float:
+    """Every stage's `main()` in order in one fresh interpreter (outputs wiped first)."""
+    wipe_outputs(root, env)
+    done = subprocess.run(
+        [sys.executable, "-c", ONE_PROCESS],
+        input="\n".join(commands.values()),
+        cwd=root,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def import_seconds(root: Path, env: dict[str, str], command: str, top: int = 6) -> dict[str, object]:
+    """A stage command's imports under `-X importtime`: the total and the `top` packages by
+    the time spent in their own modules."""
+    words = shlex.split(command)
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", *words[1:]], cwd=root, env=env, check=True, capture_output=True, text=True
+    )
+    packages: dict[str, int] = {}
+    for line in done.stderr.splitlines():
+        match = re.match(r"import time:\s+(\d+) \|\s+\d+ \|\s*(\S+)$", line)
+        if match:
+            package = match.group(2).split(".")[0]
+            packages[package] = packages.get(package, 0) + int(match.group(1))
+    ranked = sorted(packages.items(), key=lambda item: -item[1])[:top]
+    return {
+        "total_s": round(sum(packages.values()) / 1e6, 2),
+        "top_s": {name: round(us / 1e6, 2) for name, us in ranked},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
@@ -167,9 +225,23 @@ def main() -> None:
             params.write_text(committed)
             restored.append(timed([dvc, "repro"], root, env))
         results["reverted_param_from_run_cache_s"] = round(statistics.median(restored), 2)
+        commands = stage_commands(root)
+        results["stage_imports"] = {name: import_seconds(root, env, command) for name, command in commands.items()}
         floor = floor_repo(root, Path(tmp))
         subprocess.run([dvc, "repro"], cwd=floor, env=env, check=True, capture_output=True)
         floor_noop = [timed([dvc, "repro"], floor, env) for _ in range(max(5, args.repeats))]
+        forced = statistics.median(timed([dvc, "repro", "-f"], floor, env) for _ in range(args.repeats))
+        set_tracking(root, False)
+        alone = statistics.median(one_process_s(root, env, commands) for _ in range(args.repeats))
+        subprocess.run(["git", "checkout", "-q", "params.yaml"], cwd=root, check=True)
+        results["full_repro_floor_s"] = {
+            "one_process": round(alone, 2),
+            "dvc_forced_floor": round(forced, 2),
+            "sum": round(alone + forced, 2),
+        }
+        results["full_repro_ratio_to_floor"] = round(
+            results["full_repro_tracking_off"]["median_s"] / (alone + forced), 2
+        )
         results["noop_repro_s"] = round(statistics.median(noop), 3)
         results["noop_floor_s"] = round(statistics.median(floor_noop), 3)
         results["noop_ratio_to_floor"] = round(statistics.median(noop) / statistics.median(floor_noop), 3)

@@ -129,6 +129,68 @@ def test_the_compiled_pipeline_gives_exactly_the_pipelines_probabilities(telco_s
         assert np.array_equal(compiled.features(inputs), pipeline[0].transform(inputs).to_numpy()), name
 
 
+def test_the_checked_columns_score_exactly_as_their_frame(telco_splits, telco_contract, repo):
+    """The service scores a micro-batch's checked columns as they are (no frame): every test
+    record, alone and together, the probes, and text given as a pandas string column with NA."""
+    from reprokit.model.scoring import columns_of, frame_of
+
+    _, _, test, _ = telco_splits
+    inputs = inputs_of(test, telco_contract)
+    checked = check_records({name: inputs[name].tolist() for name in inputs.columns}, len(inputs), telco_contract)
+    alone = [{name: column[i : i + 1] for name, column in checked.columns.items()} for i in range(40)]
+    probes = probe_records(telco_contract)
+    from_probes = check_records({name: probes[name].tolist() for name in probes.columns}, len(probes), telco_contract)
+    text = next(f.name for f in telco_contract.features if f.type == "categorical")
+    arrow = dict(checked.columns)
+    arrow[text] = pd.Series(inputs[text].to_numpy(), dtype="string").where(np.arange(len(inputs)) % 7 != 0, pd.NA)
+    for name, pipeline in fitted_pipelines(telco_splits, telco_contract, repo):
+        compiled = compile_pipeline(pipeline)
+        assert verify(compiled, pipeline, probes), name
+        for columns in (checked.columns, from_probes.columns, columns_of(alone), arrow, *alone[:8]):
+            expected = pipeline.predict_proba(frame_of([columns]))
+            np.testing.assert_array_equal(compiled.predict_proba(columns), expected, err_msg=name)
+
+
+def test_checked_columns_with_text_binaries_and_nulls_score_exactly_as_their_frame(telco_splits, telco_contract):
+    """Binary features given as text (most-frequent imputation, then encoding) with nulls:
+    the branch the Telco contract's 0/1 binaries never take."""
+    import dataclasses
+
+    from sklearn.pipeline import Pipeline
+
+    from reprokit.model.estimators import fit
+    from reprokit.model.scoring import frame_of
+    from reprokit.stages.featurize import fit_transform
+
+    _, train, test, _ = telco_splits
+    names = [f.name for f in telco_contract.features if f.type == "binary"]  # all: one encoder for every binary
+    features = tuple(
+        dataclasses.replace(f, values=("no", "yes"), nullable=True) if f.name in names else f
+        for f in telco_contract.features
+    )
+    contract = dataclasses.replace(telco_contract, features=features)
+
+    def as_text(split):
+        split = split.copy()
+        for name in names:
+            text = np.where(split[name].to_numpy() == 1, "yes", "no").astype(object)
+            split[name] = np.where(np.arange(len(split)) % 5 == 0, None, text)
+        return split
+
+    train, test = as_text(train), as_text(test)
+    transformer, train_x, _ = fit_transform(train, test, contract, FeaturizeParams(True, "median"))
+    params = TrainParams("logistic_regression", {}, {}, {"C": 1.0, "max_iter": 1000})
+    pipeline = Pipeline([("features", transformer), ("model", fit(train_x, "churn", params, 0))])
+    compiled = compile_pipeline(pipeline)
+    assert verify(compiled, pipeline, probe_records(contract))
+    inputs = inputs_of(test, contract)
+    checked = check_records({name: inputs[name].tolist() for name in inputs.columns}, len(inputs), contract)
+    assert pd.isna(checked.columns[names[0]]).sum() > 100  # nulls the imputer fills
+    for columns in (checked.columns, {name: column[:3] for name, column in checked.columns.items()}):
+        expected = pipeline.predict_proba(frame_of([columns]))
+        np.testing.assert_array_equal(compiled.predict_proba(columns), expected)
+
+
 def boosted_pipelines(telco_splits, telco_contract, repo):
     """Gradient boosting as params.yaml sets it and as `tune` searches it (shallow trees, a
     share of the features per split), on the real featurize and fit functions."""

@@ -149,8 +149,8 @@ class Checked:
 
     @functools.cached_property
     def inputs(self) -> pd.DataFrame:
-        """The records as the model's input frame (built on first use: the service builds one
-        frame per micro-batch from the columns of its requests instead, `frame_of`)."""
+        """The records as the model's input frame (built on first use: the service scores a
+        micro-batch's joined columns instead, `columns_of`)."""
         return frame_of([self.columns])
 
     def problems(self, first: int) -> tuple[list[tuple[int, str, str]], int]:
@@ -254,66 +254,83 @@ def check_records(columns: Mapping[str, Sequence[Any] | np.ndarray | pd.Series],
                 warnings[i] = []
             warnings[i].append(message)
 
-    for feature in contract.features:
-        name = feature.name
-        values = columns.get(name)
-        if values is None:
-            values = [None] * n
-        if is_text(feature):
-            column, nulls, problems = _text_column(feature, values, n)
-            if n < 1000:
-                allowed = set(feature.values)
-                known = np.fromiter((v in allowed for v in column), dtype=bool, count=n)
+    # Each mask is tested before its rows are listed: most records break nothing, and a
+    # single-record request pays for every numpy call it makes (the service's common case).
+    with np.errstate(invalid="ignore"):
+        for feature in contract.features:
+            name = feature.name
+            values = columns.get(name)
+            if values is None:
+                values = [None] * n
+            if is_text(feature):
+                column, nulls, problems = _text_column(feature, values, n)
+                if n < 1000:
+                    allowed = set(feature.values)
+                    known = np.fromiter((v in allowed for v in column), dtype=bool, count=n)
+                else:
+                    known = pd.Series(column, copy=False).isin(list(feature.values)).to_numpy()
+                if not known.all():
+                    outside = np.flatnonzero(~nulls & ~known)
+                    outside = [i for i in outside if i not in problems] if problems else outside
+                    if feature.type == "binary":  # the pipeline's binary encoder refuses a third value
+                        reject(outside, f"not one of the contract's two values {list(feature.values)}", name)
+                    warn(outside, f"{name}: a category the contract does not list")
             else:
-                known = pd.Series(column, copy=False).isin(list(feature.values)).to_numpy()
-            outside = np.flatnonzero(~nulls & ~known)
-            outside = [i for i in outside if i not in problems] if problems else outside
-            if feature.type == "binary":  # the pipeline's binary encoder refuses a third value
-                reject(outside, f"not one of the contract's two values {list(feature.values)}", name)
-            warn(outside, f"{name}: a category the contract does not list")
-        else:
-            column, problems = _number_column(feature, values, n)
-            nulls = np.isnan(column)
-            with np.errstate(invalid="ignore"):
+                column, problems = _number_column(feature, values, n)
+                nulls = np.isnan(column)
                 infinite = np.isinf(column)
-                fraction = ~nulls & ~infinite & (column != np.floor(column)) if is_whole(feature) else None
-            reject(np.flatnonzero(infinite), "not a finite number", name)
-            if fraction is not None:
-                reject(np.flatnonzero(fraction), "expected a whole number", name)
-            finite = ~nulls & ~infinite
-            if feature.values is not None:
-                outside = finite & ~np.isin(column, np.asarray(feature.values, dtype="float64"))
-                label = "not one of the contract's values"
-            else:
-                outside = np.zeros(n, dtype=bool)
-                if feature.min is not None:
-                    outside |= finite & (column < feature.min)
-                if feature.max is not None:
-                    outside |= finite & (column > feature.max)
-                label = f"outside the contract's range [{feature.min}, {feature.max}]"
-            warn(np.flatnonzero(outside), f"{name}: {label}")
-        reject(sorted(problems), problems, name)
-        if not feature.nullable:
-            nulls_at = np.flatnonzero(nulls)
-            reject([i for i in nulls_at if i not in problems] if problems else nulls_at, NULL_PROBLEM, name)
-        data[name] = column
+                if infinite.any():
+                    reject(np.flatnonzero(infinite), "not a finite number", name)
+                finite = ~nulls & ~infinite
+                if is_whole(feature):
+                    fraction = finite & (column != np.floor(column))
+                    if fraction.any():
+                        reject(np.flatnonzero(fraction), "expected a whole number", name)
+                if feature.values is not None:
+                    if n < 64:  # float equality either way: a set of the values is cheaper than np.isin
+                        allowed = {float(v) for v in feature.values}
+                        listed = np.fromiter((v in allowed for v in column), dtype=bool, count=n)
+                    else:
+                        listed = np.isin(column, np.asarray(feature.values, dtype="float64"))
+                    outside = finite & ~listed
+                    label = "not one of the contract's values"
+                else:
+                    outside = np.zeros(n, dtype=bool)
+                    if feature.min is not None:
+                        outside |= finite & (column < feature.min)
+                    if feature.max is not None:
+                        outside |= finite & (column > feature.max)
+                    label = f"outside the contract's range [{feature.min}, {feature.max}]"
+                if outside.any():
+                    warn(np.flatnonzero(outside), f"{name}: {label}")
+            if problems:
+                reject(sorted(problems), problems, name)
+            if not feature.nullable and nulls.any():
+                nulls_at = np.flatnonzero(nulls)
+                reject([i for i in nulls_at if i not in problems] if problems else nulls_at, NULL_PROBLEM, name)
+            data[name] = column
     warnings[rejected != None] = None  # noqa: E711 - elementwise: a rejected record is not scored
     return Checked(columns=data, rejected=rejected, warnings=warnings, reasons=reasons)
+
+
+def columns_of(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The checked columns of one or more `Checked` joined (their records in order), each
+    column as the check gave it: a numpy array, or a pandas Series of text."""
+    if len(parts) == 1:
+        return dict(parts[0])
+    return {
+        name: pd.concat([pd.Series(p[name]) for p in parts], ignore_index=True)
+        if any(isinstance(p[name], pd.Series) for p in parts)
+        else np.concatenate([p[name] for p in parts])
+        for name in parts[0]
+    }
 
 
 def frame_of(parts: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """One model input frame of the checked columns of one or more `Checked` (their records
     in order), each column with the dtype the check gave it."""
-    names = list(parts[0])
-    if len(parts) == 1:
-        data = dict(parts[0])
-    else:
-        data = {
-            name: pd.concat([pd.Series(p[name]) for p in parts], ignore_index=True)
-            if any(isinstance(p[name], pd.Series) for p in parts)
-            else np.concatenate([p[name] for p in parts])
-            for name in names
-        }
+    data = columns_of(parts)
+    names = list(data)
     index = pd.RangeIndex(len(data[names[0]]) if names else 0)
     # Explicit dtypes: pandas would otherwise re-infer each text column (costly for one record).
     return pd.DataFrame(

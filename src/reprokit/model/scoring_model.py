@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 from reprokit.core.contract import Contract
-from reprokit.model.scoring import InputError, probe_records
+from reprokit.model.compiled import rows_of
+from reprokit.model.scoring import InputError, frame_of, probe_records
 
 
 @dataclasses.dataclass
@@ -57,6 +58,16 @@ class ScoringModel:
         if len(inputs) == 0:
             return np.empty(0, dtype="float64")
         return (self.compiled or self.pipeline).predict_proba(inputs)[:, 1]
+
+    def probabilities_of(self, columns: dict[str, Any]) -> np.ndarray:
+        """`probabilities` of checked columns (`scoring.columns_of`): the compiled pipeline
+        reads them as they are (`verify` showed it on this form too), the scikit-learn one
+        gets their frame."""
+        if self.compiled is None:
+            return self.probabilities(frame_of([columns]))
+        if rows_of(columns) == 0:
+            return np.empty(0, dtype="float64")
+        return self.compiled.predict_proba(columns)[:, 1]
 
 
 def resolve(uri: str) -> tuple[str, str | None]:

@@ -12,12 +12,12 @@ import math
 import os
 import random
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from reprokit.core.threads import limit_threads
-from reprokit.model.scoring import Checked, InputError, frame_of
+from reprokit.model.scoring import Checked, InputError, columns_of
 from reprokit.model.scoring_model import ScoringModel, resolve
 from reprokit.model.split import Split
 from reprokit.serving.metrics import Metrics
@@ -51,7 +51,9 @@ class Scorer:
 
         with thread_budget(self.settings.n_threads):
             model = ScoringModel.load(uri)
-            model.probabilities(probe_records(model.contract))  # warm-up: every branch of the transform
+            probes = probe_records(model.contract)  # warm-up: every branch of the transform, both forms
+            model.probabilities(probes)
+            model.probabilities_of({name: probes[name].to_numpy() for name in probes.columns})
         return model
 
     async def start(self) -> None:
@@ -207,15 +209,15 @@ class Scorer:
     async def run_batch(self, items: list, loop) -> None:
         """Score one batch of requests checked against the same model; resolve their futures."""
         model, shadow = items[0][2], self.shadow if items[0][3] else None
-        frame = frame_of([i[0].columns for i in items])
+        columns = columns_of([i[0].columns for i in items])
         try:
-            proba = await loop.run_in_executor(self.executor, model.probabilities, frame)
+            proba = await loop.run_in_executor(self.executor, model.probabilities_of, columns)
         except Exception as exc:  # noqa: BLE001 - handed to each waiting request
             for _, future, _, _ in items:
                 if not future.done():
                     future.set_exception(exc)
             return
-        self.metrics.batch_rows.observe(len(frame))
+        self.metrics.batch_rows.observe(len(proba))
         start = 0
         for checked, future, _, _ in items:
             rows = len(checked.rejected)
@@ -223,12 +225,12 @@ class Scorer:
                 future.set_result(proba[start : start + rows])
             start += rows
         if shadow is not None:
-            loop.run_in_executor(self.executor, self.compare, shadow, model, frame, proba)
+            loop.run_in_executor(self.executor, self.compare, shadow, model, columns, proba)
 
-    def compare(self, shadow: ScoringModel, model: ScoringModel, frame: pd.DataFrame, proba: np.ndarray) -> None:
+    def compare(self, shadow: ScoringModel, model: ScoringModel, columns: dict[str, Any], proba: np.ndarray) -> None:
         """Score the batch with the shadow model and record the agreement (prediction thread)."""
         try:
-            other = shadow.probabilities(frame)
+            other = shadow.probabilities_of(columns)
         except Exception as exc:  # noqa: BLE001 - the shadow never affects serving
             log.error("shadow scoring failed: %s", exc)
             return
