@@ -163,6 +163,13 @@ def test_edit_yaml_changes_only_the_values_it_sets(repo):
     assert all(("#" in a) == ("#" in b) for a, b in changed)
     same = {("train", "model"): "hist_gradient_boosting", ("base", "seed"): 42, ("split", "test_size"): 0.2}
     assert edit_yaml(text, same, "params.yaml") == text  # a value already so keeps its spelling
+    spelled = "a:\n  lr: 1.0e-3\n  half: .5\n  mask: 0x10\n  flag: true\n  one: 1\n"
+    assert edit_yaml(spelled, {("a", "lr"): 0.001, ("a", "half"): 0.5, ("a", "mask"): 16}, "p.yaml") == spelled
+    kinds = edit_yaml(spelled, {("a", "flag"): 1, ("a", "one"): 1.0}, "p.yaml")  # equal, another kind: written
+    assert yaml.safe_load(kinds)["a"] == {"lr": 0.001, "half": 0.5, "mask": 16, "flag": 1, "one": 1.0}
+    assert "flag: 1\n" in kinds and "one: 1.0\n" in kinds
+    added_null = edit_yaml(spelled, {("a", "max_depth"): None}, "p.yaml")  # a new key whose value is null
+    assert "max_depth" in yaml.safe_load(added_null)["a"] and yaml.safe_load(added_null)["a"]["max_depth"] is None
     with pytest.raises(ConfigError, match=r"params\.yaml: no train\.nothing\.deep to set"):
         edit_yaml(text, {("train", "nothing", "deep"): 1}, "params.yaml")
     with pytest.raises(ConfigError, match=r"params\.yaml: no base\.seed\.deep to set"):

@@ -312,6 +312,16 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _same_value(old: Any, new: Any) -> bool:
+    """Whether a loaded YAML value (ruamel's str, int and float subclasses) is `new`: equal and
+    of the same kind, so `1` is not `true` nor `1.0`."""
+
+    def kind(value: Any) -> type:
+        return next((t for t in (bool, int, float, str) if isinstance(value, t)), type(value))
+
+    return kind(old) is kind(new) and old == new
+
+
 def edit_yaml(text: str, changes: dict[tuple[str, ...], Any], where: str) -> str:
     """`text` with each key path in `changes` set to its value, everything else kept as it is
     (comments, quotes, `null`s, order): the one way the project edits `params.yaml`. A value
@@ -340,9 +350,8 @@ def edit_yaml(text: str, changes: dict[tuple[str, ...], Any], where: str) -> str
             parent = parent[key]
         if not isinstance(parent, dict):
             raise ConfigError(f"{where}: no {'.'.join(path)} to set")
-        old = parent.get(path[-1])
-        if old == value and (type(old) is type(value) or isinstance(old, str) and isinstance(value, str)):
-            continue  # already so: left as written (its quotes too)
+        if path[-1] in parent and _same_value(parent[path[-1]], value):
+            continue  # already so: left as written (its quotes, `1.0e-3` or `0x10` too)
         parent[path[-1]] = DoubleQuotedScalarString(value) if isinstance(value, str) else value
     buffer = io.StringIO()
     editor.dump(data, buffer)
