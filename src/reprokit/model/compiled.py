@@ -36,6 +36,11 @@ def rows_of(inputs: Inputs) -> int:
     return len(next(iter(inputs.values()))) if inputs else 0
 
 
+def columns_form(frame: pd.DataFrame) -> dict[str, Any]:
+    """`frame` as the service scores checked records: one numpy array per column."""
+    return {name: frame[name].to_numpy() for name in frame.columns}
+
+
 @dataclasses.dataclass
 class CompiledTrees:
     """A fitted binary `HistGradientBoostingClassifier` as flat node arrays, every tree walked
@@ -263,8 +268,7 @@ def verify(compiled: CompiledPipeline | None, pipeline, probes: pd.DataFrame) ->
         features = compiled.features(probes)
         if not np.array_equal(np.asarray(expected, dtype="float64"), features, equal_nan=True):
             return False
-        columns = {name: probes[name].to_numpy() for name in probes.columns}  # the service's form
-        if not np.array_equal(compiled.features(columns), features, equal_nan=True):
+        if not np.array_equal(compiled.features(columns_form(probes)), features, equal_nan=True):
             return False
         probabilities = pipeline.predict_proba(probes)
         if compiled.trees is not None:

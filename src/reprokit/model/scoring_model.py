@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from reprokit.core.contract import Contract
-from reprokit.model.compiled import rows_of
+from reprokit.model.compiled import compile_pipeline, rows_of, verify
 from reprokit.model.scoring import InputError, frame_of, probe_records
 
 
@@ -33,7 +33,6 @@ class ScoringModel:
         (checked by `reprokit.model.trust.open_package`, MLflow imported only for the registry); an
         alias is resolved to its version first."""
         from reprokit.core.contract import parse_contract
-        from reprokit.model.compiled import compile_pipeline, verify
         from reprokit.model.trust import in_signature_order, open_package
 
         target, version = resolve(uri)

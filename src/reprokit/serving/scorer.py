@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from reprokit.core.threads import limit_threads
-from reprokit.model.scoring import Checked, InputError, columns_of
+from reprokit.core.threads import limit_threads, thread_budget
+from reprokit.model.compiled import columns_form
+from reprokit.model.scoring import Checked, InputError, columns_of, probe_records
 from reprokit.model.scoring_model import ScoringModel, resolve
 from reprokit.model.split import Split
 from reprokit.serving.metrics import Metrics
@@ -46,14 +47,11 @@ class Scorer:
 
     # Loading (a worker thread, so the event loop keeps answering health checks).
     def load(self, uri: str) -> ScoringModel:
-        from reprokit.core.threads import thread_budget
-        from reprokit.model.scoring import probe_records
-
         with thread_budget(self.settings.n_threads):
             model = ScoringModel.load(uri)
             probes = probe_records(model.contract)  # warm-up: every branch of the transform, both forms
             model.probabilities(probes)
-            model.probabilities_of({name: probes[name].to_numpy() for name in probes.columns})
+            model.probabilities_of(columns_form(probes))
         return model
 
     async def start(self) -> None:
