@@ -6,7 +6,11 @@ the same model, so that only the routing differs), then, each alone on the machi
 - routing overhead: `reprokit serve models:/...@champion` (one worker) without `--canary`,
   and with `--canary canary` and version 2 at 0% (the routing alone), 5% (a first canary step)
   and 50% (an A/B test: half of each micro-batch goes to a second model call), single records
-  (a random routing key each), `hey` at concurrency 1 and 8;
+  (a random routing key each), `hey` at concurrency 1 and 8. The four services run side by
+  side (each its own registered model, so each its own split) and are measured in ROUNDS
+  interleaved rounds, in a shuffled order each round: a slow minute of the machine then hits
+  every configuration alike. Each figure is the median over the rounds; each ratio the median
+  of the rounds' ratios to the service without a canary;
 - propagation: two worker processes polling every second; the time from a weight change in
   the registry to every worker serving it (each worker's `reprokit_canary_weight_percent`);
 - stop: under load from 8 clients, the time from `reprokit canary --stop` (what a rollback
@@ -42,10 +46,10 @@ BIN = Path(sys.executable).parent
 
 
 @contextlib.contextmanager
-def service(root: Path, url: str, extra: list[str], log: Path):
+def service(root: Path, url: str, extra: list[str], log: Path, name: str = NAME):
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": url}
-    args = [sys.executable, "-m", "reprokit.serving.serve", f"models:/{NAME}@champion", "--port", str(port), *extra]
+    args = [sys.executable, "-m", "reprokit.serving.serve", f"models:/{name}@champion", "--port", str(port), *extra]
     process = subprocess.Popen(
         args, cwd=root, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
     )
@@ -79,6 +83,73 @@ def until(condition, seconds: float = 120) -> float:
     return time.perf_counter() - started
 
 
+CONFIGURATIONS = (("no_canary", None), ("canary_0", "0"), ("canary_5", "5"), ("canary_50", "50"))
+ROUNDS = 7
+LOADS = ((1, 1000), (8, 3000))  # (concurrency, requests): a multiple of the concurrency (hey sends floor(n/c)*c)
+
+
+def routing_overhead(root: Path, url: str, client, first, model_id: str, bodies: dict[str, Path]) -> dict:
+    """Each configuration as its own registered model (versions 1 and 2 of the same logged
+    model), its service started, then ROUNDS rounds of `hey` over all of them in a shuffled order."""
+    import random
+    import statistics
+
+    from reprokit.release import registry
+
+    bases: dict[str, str] = {}
+    with contextlib.ExitStack() as services:
+        for label, weight in CONFIGURATIONS:
+            name = f"{NAME}-{label.replace('_', '-')}"
+            client.create_registered_model(name)
+            for _ in range(2):
+                client.create_model_version(name, first.source, run_id=first.run_id, model_id=model_id)
+            client.set_registered_model_alias(name, "champion", "1")
+            client.set_model_version_tag(name, "2", "gate_passed", "true")
+            extra = ["--poll-seconds", "1"]
+            if weight is not None:
+                registry.set_canary(client, name, "2", weight, None, "bench", "overhead")
+                extra = ["--canary", "canary", *extra]
+            base = services.enter_context(service(root, url, extra, root / f"{label}.log", name))
+            if weight is not None:
+                until(lambda b=base, w=float(weight): weights(b) == [w])
+            hey(f"{base}/invocations", bodies["single"], 200, 1)  # warm-up
+            bases[label] = base
+        order = [label for label, _ in CONFIGURATIONS]
+        shuffle = random.Random(0)
+        rounds: dict[str, dict[str, list[dict]]] = {label: {f"single_c{c}": [] for c, _ in LOADS} for label in order}
+        for _ in range(ROUNDS):
+            shuffle.shuffle(order)
+            for c, n in LOADS:
+                for label in order:
+                    rounds[label][f"single_c{c}"].append(hey(f"{bases[label]}/invocations", bodies["single"], n, c))
+    overhead: dict = {"rounds": ROUNDS}
+    for label, loads in rounds.items():
+        overhead[label] = {
+            load: {
+                "requests_per_round": runs[0]["requests"],
+                "concurrency": runs[0]["concurrency"],
+                **{
+                    key: round(statistics.median(run[key] for run in runs), 2)
+                    for key in ("req_per_s", "p50_ms", "p95_ms", "p99_ms")
+                },
+                "p95_ms_each_round": [run["p95_ms"] for run in runs],
+                "non_200": sum(run["non_200"] for run in runs),
+            }
+            for load, runs in loads.items()
+        }
+    for label, _ in CONFIGURATIONS[1:]:
+        for c, _ in LOADS:
+            load = f"single_c{c}"
+            base_runs, runs = rounds["no_canary"][load], rounds[label][load]
+            overhead[f"{label}_p95_ratio_c{c}"] = round(
+                statistics.median(r["p95_ms"] / b["p95_ms"] for r, b in zip(runs, base_runs)), 3
+            )
+            overhead[f"{label}_throughput_ratio_c{c}"] = round(
+                statistics.median(r["req_per_s"] / b["req_per_s"] for r, b in zip(runs, base_runs)), 3
+            )
+    return overhead
+
+
 def main() -> None:
     import mlflow
 
@@ -110,27 +181,9 @@ def main() -> None:
             client.set_model_version_tag(NAME, "2", "gate_passed", "true")
             from reprokit.release import registry
 
-            overhead = {}
-            configurations = (("no_canary", None), ("canary_0", "0"), ("canary_5", "5"), ("canary_50", "50"))
-            for label, weight in configurations:
-                extra = ["--canary", "canary"] if weight is not None else []
-                if weight is not None:
-                    registry.set_canary(client, NAME, "2", weight, None, "bench", "overhead")
-                with service(root, url, [*extra, "--poll-seconds", "1"], root / f"{label}.log") as base:
-                    if weight is not None:
-                        until(lambda w=float(weight): weights(base) == [w])
-                    hey(f"{base}/invocations", bodies["single"], 200, 1)  # warm-up
-                    overhead[label] = {
-                        f"single_c{c}": hey(f"{base}/invocations", bodies["single"], n, c)
-                        for c, n in ((1, 3000), (8, 6000))
-                    }
-            for label, _ in configurations[1:]:
-                for c in (1, 8):
-                    before, after = overhead["no_canary"][f"single_c{c}"], overhead[label][f"single_c{c}"]
-                    overhead[f"{label}_p95_ratio_c{c}"] = round(after["p95_ms"] / before["p95_ms"], 3)
-                    overhead[f"{label}_throughput_ratio_c{c}"] = round(after["req_per_s"] / before["req_per_s"], 3)
-            results["routing_overhead"] = overhead
+            results["routing_overhead"] = routing_overhead(root, url, client, first, model_id, bodies)
 
+            registry.set_canary(client, NAME, "2", "50", None, "bench", "propagation")
             extra = ["--canary", "canary", "--workers", "2", "--poll-seconds", "1"]
             with service(root, url, extra, root / "propagation.log") as base:
                 until(lambda: weights(base) == [50.0, 50.0])

@@ -1,8 +1,9 @@
 """Wall time of `make test`, alone and beside a second full run sharing the machine.
 
 Each run happens in its own fresh clone (its own `.venv` from uv.lock), started from a
-shell where nothing is activated. Writes bench/test_suite_results.json. Timings only:
-the point of the concurrent run is that every test still passes under load.
+shell where nothing is activated. Writes bench/test_suite_results.json (each run's own wall
+time, pytest's summary and the tests that failed) and keeps each run's log in --logs. Timings
+only: the point of the concurrent run is that every test still passes under load.
 
     python3 bench/test_suite.py [--skip-alone]
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -32,25 +34,36 @@ def start(root: Path) -> tuple[subprocess.Popen, float]:
     return subprocess.Popen(["make", "test"], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT), time.monotonic()
 
 
-def finish(process: subprocess.Popen, started: float, root: Path) -> dict:
-    code = process.wait()
-    tail = (root / "make-test.log").read_text().strip().splitlines()[-1]
-    return {"exit": code, "seconds": round(time.monotonic() - started, 1), "summary": tail}
+def finish(process: subprocess.Popen, started: float, root: Path, logs: Path) -> dict:
+    """The run's exit, its own wall time, pytest's summary line and every test that failed
+    or errored; its whole log is kept in `logs` (the clone is removed)."""
+    while process.poll() is None:  # each run's own end, whichever is waited for first
+        time.sleep(1)
+    seconds = round(time.monotonic() - started, 1)
+    text = (root / "make-test.log").read_text()
+    logs.mkdir(parents=True, exist_ok=True)
+    (logs / f"{root.name}.log").write_text(text)
+    lines = text.strip().splitlines()
+    summary = next((line for line in reversed(lines) if re.search(r"\d+ (passed|failed)", line)), lines[-1])
+    failed = [line for line in lines if line.startswith(("FAILED ", "ERROR "))]
+    return {"exit": process.returncode, "seconds": seconds, "summary": summary.strip("= "), "failed": failed}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--skip-alone", action="store_true")
     parser.add_argument("--out", default=str(REPO / "bench" / "test_suite_results.json"))
+    parser.add_argument("--logs", default=str(Path(tempfile.gettempdir()) / "reprokit-test-suite-logs"))
     args = parser.parse_args()
+    logs = Path(args.logs)
     results: dict = {"cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_alone:
             root = clone(Path(tmp), "alone")
-            results["alone"] = finish(*start(root), root)
+            results["alone"] = finish(*start(root), root, logs)
         first, second = clone(Path(tmp), "first"), clone(Path(tmp), "second")
         runs = [(start(first), first), (start(second), second)]
-        results["concurrent"] = [finish(*run, root) for run, root in runs]
+        results["concurrent"] = [finish(*run, root, logs) for run, root in runs]
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
 
