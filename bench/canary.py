@@ -88,6 +88,15 @@ ROUNDS = 7
 LOADS = ((1, 1000), (8, 3000))  # (concurrency, requests): a multiple of the concurrency (hey sends floor(n/c)*c)
 
 
+def two_versions(client, name: str, first, model_id: str, versions: int) -> None:
+    """Add `versions` versions of `first`'s logged model under `name`: the champion alias on
+    version 1, version 2 through the gate (the same model twice, so that only the routing differs)."""
+    for _ in range(versions):
+        client.create_model_version(name, first.source, run_id=first.run_id, model_id=model_id)
+    client.set_registered_model_alias(name, "champion", "1")
+    client.set_model_version_tag(name, "2", "gate_passed", "true")
+
+
 def routing_overhead(root: Path, url: str, client, first, model_id: str, bodies: dict[str, Path]) -> dict:
     """Each configuration as its own registered model (versions 1 and 2 of the same logged
     model), its service started, then ROUNDS rounds of `hey` over all of them in a shuffled order."""
@@ -101,10 +110,7 @@ def routing_overhead(root: Path, url: str, client, first, model_id: str, bodies:
         for label, weight in CONFIGURATIONS:
             name = f"{NAME}-{label.replace('_', '-')}"
             client.create_registered_model(name)
-            for _ in range(2):
-                client.create_model_version(name, first.source, run_id=first.run_id, model_id=model_id)
-            client.set_registered_model_alias(name, "champion", "1")
-            client.set_model_version_tag(name, "2", "gate_passed", "true")
+            two_versions(client, name, first, model_id, versions=2)
             extra = ["--poll-seconds", "1"]
             if weight is not None:
                 registry.set_canary(client, name, "2", weight, None, "bench", "overhead")
@@ -176,9 +182,7 @@ def main() -> None:
             client = mlflow.MlflowClient(tracking_uri=url)
             first = client.get_model_version(NAME, "1")
             model_id = first.source.rsplit("/", 1)[-1]  # version 2: the same logged model
-            client.create_model_version(NAME, first.source, run_id=first.run_id, model_id=model_id)
-            client.set_registered_model_alias(NAME, "champion", "1")
-            client.set_model_version_tag(NAME, "2", "gate_passed", "true")
+            two_versions(client, NAME, first, model_id, versions=1)  # version 1: registered above
             from reprokit.release import registry
 
             results["routing_overhead"] = routing_overhead(root, url, client, first, model_id, bodies)

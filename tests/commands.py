@@ -8,6 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+# A subprocess's limit only catches a hang: the verdict never depends on how busy the machine
+# is. A full `dvc repro` takes about 30 s alone and several minutes beside a second test run on
+# these two cores; 30 minutes is far beyond both and still inside CI's 90.
+HANG_S = 1800
+
 
 def run(cwd: Path, module: str, *args, env: dict | None = None) -> subprocess.CompletedProcess:
     """`python -m MODULE ARGS` in `cwd`, with `env` added to this environment."""
@@ -16,7 +21,7 @@ def run(cwd: Path, module: str, *args, env: dict | None = None) -> subprocess.Co
         cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=HANG_S,
         env={**os.environ, **(env or {})},
     )
 

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from commands import HANG_S
 
 BIN = Path(sys.executable).parent
 
@@ -22,7 +23,7 @@ class Clone:
         self.root = root
         self.env = env
 
-    def run(self, *args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+    def run(self, *args: str, check: bool = True, timeout: int = HANG_S) -> subprocess.CompletedProcess:
         done = subprocess.run(args, cwd=self.root, env=self.env, capture_output=True, text=True, timeout=timeout)
         if check and done.returncode != 0:
             raise AssertionError(f"{' '.join(args)} exited {done.returncode}\n{done.stdout}\n{done.stderr}")

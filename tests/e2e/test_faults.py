@@ -11,6 +11,7 @@ import threading
 import time
 
 import pytest
+from commands import HANG_S
 from dvcclone import cache_snapshot, ran_stages
 
 pytestmark = pytest.mark.e2e
@@ -98,7 +99,7 @@ def stage_process(parent: int, module: str):
     return None
 
 
-def wait_for(condition, what: str, timeout: float = 300) -> None:
+def wait_for(condition, what: str, timeout: float = HANG_S) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -134,15 +135,25 @@ def test_a_stage_killed_while_writing_is_not_done_and_reruns_to_the_locked_bytes
 
 
 def test_two_repros_at_once_the_second_stops_with_the_lock_message(copy_of):
+    """While a stage command of the first repro runs, DVC has released its repository lock and
+    holds that stage's outputs: a second `dvc repro` stops on them, naming the first, and changes
+    nothing. The command is held still (SIGSTOP) while the second runs, so that the moment cannot
+    pass on a slow or busy machine; the first then finishes to the locked bytes."""
     clone = copy_of("concurrent")
     locked = clone.locked_outputs(rev="HEAD")
     first, lines, reader = start_repro(clone, "-f")
-    wait_for(lambda: any("Running stage" in line for line in lines) or first.poll() is not None, "the first repro")
-    second = clone.dvc("repro", check=False)
+    wait_for(lambda: stage_process(first.pid, "train") is not None or first.poll() is not None, "train to start")
+    stage = stage_process(first.pid, "train")
+    assert stage is not None and first.poll() is None, "".join(lines)
+    stage.send_signal(signal.SIGSTOP)
+    try:
+        second = clone.dvc("repro", check=False)
+    finally:
+        stage.send_signal(signal.SIGCONT)
     assert second.returncode != 0
-    # DVC's repository lock, or (while a stage command runs) its lock on the stage's outputs.
-    assert "Unable to acquire lock" in second.stderr or "is busy, it is being blocked by" in second.stderr
-    assert first.wait(timeout=600) == 0, "".join(lines)
+    assert "is busy, it is being blocked by" in second.stderr and "dvc repro -f" in second.stderr, second.stderr
+    assert "Running stage" not in second.stdout
+    assert first.wait(timeout=HANG_S) == 0, "".join(lines)
     reader.join(timeout=10)
     assert ran_stages("".join(lines)) == ["prepare", "featurize", "train", "evaluate", "package", "batches", "monitor"]
     assert clone.file_hashes(locked) == locked

@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+from commands import HANG_S
 
 pytestmark = pytest.mark.e2e
 
@@ -46,7 +47,7 @@ def clone(tmp_path_factory, reproduced):
 @pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_no_command_shows_a_secret_it_was_given(clone, name):
     command, env = COMMANDS[name]
-    done = clone.run(*command, check=False, timeout=900) if not env else run_with(clone, command, env)
+    done = clone.run(*command, check=False, timeout=HANG_S) if not env else run_with(clone, command, env)
     shown = done.stdout + done.stderr
     assert done.returncode != 0, shown  # every place above is unreachable or refused
     assert SECRET not in shown and KEY not in shown, shown
@@ -55,7 +56,7 @@ def test_no_command_shows_a_secret_it_was_given(clone, name):
 
 def run_with(clone, command, env):
     return subprocess.run(
-        command, cwd=clone.root, env={**clone.env, **env}, capture_output=True, text=True, timeout=900
+        command, cwd=clone.root, env={**clone.env, **env}, capture_output=True, text=True, timeout=HANG_S
     )
 
 

@@ -1,6 +1,6 @@
 """dvc.lock is the same on every CPython 3.11 this machine has, Debian's own `python3.11`
 package (3.11.2) and the one first on PATH (3.11.7, whose `uv sync` the pipeline workflow's
-reproducibility job makes in test_workflow_steps.py), and whichever installer made the
+reproducibility job makes in test_pipeline_reproducibility.py), and whichever installer made the
 environment: `uv sync` (no pip, setuptools or wheel of its own) or a plain `python -m venv`
 and `pip install` of the exported runtime lock (pip, and a venv's own setuptools). Each builds
 its own venv in a fresh clone and reproduces the pipeline from scratch, in a shell where
@@ -75,7 +75,7 @@ def test_this_machine_has_two_patch_releases_to_compare():
 
 def other_interpreters() -> list[Path]:
     """Those besides setup-python's: the pipeline workflow's reproducibility job, run step by step
-    in test_workflow_steps.py, already makes a fresh clone's venv with that one and reproduces the
+    in test_pipeline_reproducibility.py, already makes a fresh clone's venv with that one and reproduces the
     committed lock in it."""
     return [p for p in interpreters() if p != base_interpreter()] or [
         pytest.param(None, marks=pytest.mark.skip(reason="no CPython 3.11 here besides setup-python's"))
