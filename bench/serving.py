@@ -7,7 +7,9 @@ the HTTP-stack floor (bench/floor_app.py: the same FastAPI + uvicorn answering a
 and two), each alone on the machine, for single records at concurrency 1 and 8 and
 100-record batches at concurrency 8.
 Also: each service's start-up to ready, and `reprokit score` on a 1M-row Parquet
-file (the default data resampled) at thread budgets 1 and 2: rows per second and peak RSS.
+file (the default data resampled) at thread budgets 1 and 2: rows per second, peak RSS, the time
+from launch to the first chunk written, and the whole command against scikit-learn's
+`predict_proba` alone on the same rows (read, checked and transformed beforehand), same threads.
 
 Run with `uv run python bench/serving.py` (about 5 minutes). Timings, never asserts.
 """
@@ -187,10 +189,19 @@ def measure_batch(root: Path, package: Path, rows: int) -> dict:
     del raw
     results = {"rows": rows}
     for threads in (1, 2):
+        # The time to the first chunk written counts from the launch (interpreter start-up,
+        # imports and loading the model included): the wrapper only notes when it happens.
         code = (
-            "import resource, sys, time\n"
-            "from reprokit.serving.score import main\n"
-            "main(sys.argv[1:])\n"
+            "import os, resource, sys, time\n"
+            "import reprokit.serving.score as score\n"
+            "first = []\n"
+            "write = score.AtomicParquet.write\n"
+            "def noted(self, table):\n"
+            "    write(self, table)\n"
+            "    first or first.append(time.time() - float(os.environ['BENCH_LAUNCHED']))\n"
+            "score.AtomicParquet.write = noted\n"
+            "score.main(sys.argv[1:])\n"
+            "print('FIRST', first[0], file=sys.stderr)\n"
             "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
         )
         started = time.perf_counter()
@@ -210,20 +221,60 @@ def measure_batch(root: Path, package: Path, rows: int) -> dict:
             text=True,
             check=True,
             cwd=REPO,
+            env={**os.environ, "BENCH_LAUNCHED": repr(time.time())},
         )
         wall = time.perf_counter() - started
-        seconds = float(re.search(r"\(([0-9.]+) s\)$", done.stderr.strip().splitlines()[-2]).group(1))
+        seconds = float(re.search(r"\(([0-9.]+) s\)$", done.stderr.strip().splitlines()[-3]).group(1))
         scoring = float(re.search(r"; ([0-9.]+) s after loading the model", done.stderr).group(1))
+        first = float(done.stderr.split("FIRST ")[1].split()[0])
         peak = int(done.stderr.split("PEAK ")[1].split()[0]) / 1024
+        alone = predict_proba_alone(source, package, threads)
         results[f"threads_{threads}"] = {
             "wall_s": round(wall, 2),
             "command_s": round(seconds, 2),
             "scoring_s_after_model_load": round(scoring, 2),
+            "first_chunk_written_s": round(first, 2),
+            "predict_proba_alone_s": alone,
+            "wall_ratio_to_predict_proba": round(wall / alone, 2),
             "rows_per_s_after_model_load": round(rows / scoring),
             "rows_per_s_end_to_end": round(rows / wall),
             "peak_rss_mib": round(peak),
         }
     return results
+
+
+def predict_proba_alone(source: Path, package: Path, threads: int) -> float:
+    """scikit-learn's `predict_proba` of the packaged model alone on the same rows, already read,
+    checked and transformed, under the same thread budget, in a process of its own: the floor the
+    whole command is compared with (the median of 3)."""
+    code = (
+        "import statistics, sys, time\n"
+        "import pandas as pd\n"
+        "from reprokit.core.threads import thread_budget\n"
+        "from reprokit.model.scoring import check_records\n"
+        "from reprokit.model.scoring_model import ScoringModel\n"
+        "model = ScoringModel.load(sys.argv[2])\n"
+        "frame = pd.read_parquet(sys.argv[1], columns=model.contract.feature_names)\n"
+        "checked = check_records({c: frame[c] for c in frame.columns}, len(frame), model.contract)\n"
+        "assert checked.ok.all()\n"
+        "features, estimator = model.pipeline[:-1], model.pipeline[-1]\n"
+        "seconds = []\n"
+        "with thread_budget(int(sys.argv[3])):\n"
+        "    transformed = features.transform(checked.inputs)\n"
+        "    for _ in range(3):\n"
+        "        started = time.perf_counter()\n"
+        "        estimator.predict_proba(transformed)\n"
+        "        seconds.append(time.perf_counter() - started)\n"
+        "print(round(statistics.median(seconds), 2))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(source), str(package), str(threads)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
+    return float(done.stdout.split()[-1])
 
 
 def main() -> None:
