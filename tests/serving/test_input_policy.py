@@ -14,6 +14,8 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from reprokit.core.errors import StageError
 from reprokit.model.scoring import InputError
@@ -133,3 +135,85 @@ def test_every_reader_gives_the_same_verdict(
     else:
         probabilities = [outcomes[reader][1] for reader in ("service", "pyfunc", "score")]
         assert all(math.isclose(p, probabilities[0], rel_tol=0, abs_tol=0) for p in probabilities), probabilities
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+def alone_and_together(payloads: list[dict], contract) -> tuple[list, list]:
+    """Each request's outcome (refused: status, message, problems, total; else warnings and the
+    model's input columns) checked alone, and checked with the others in one micro-batch."""
+    from reprokit.serving.requests import BadRequest, check_payloads, parse_payload, shape_payload
+
+    def shaped(payload):
+        try:
+            return shape_payload(*parse_payload(payload, contract), contract, 100)
+        except BadRequest:
+            return None  # refused by its shape, before any micro-batch
+
+    def outcome(checked, verdict, start, n):
+        if verdict is not None:
+            return (verdict.status, verdict.message, verdict.problems, verdict.total)
+        columns = {k: list(pd.Series(v).iloc[start : start + n].astype(object)) for k, v in checked.columns.items()}
+        return list(checked.warnings[start : start + n]), repr(columns)
+
+    batch = [p for p in map(shaped, payloads) if p is not None]
+    alone = []
+    for payload in [p for p in map(shaped, payloads) if p is not None]:  # fresh: shaping marks missing fields
+        checked, (verdict,) = check_payloads([payload], contract)
+        alone.append(outcome(checked, verdict, 0, payload.n))
+    together = []
+    if batch:
+        checked, verdicts = check_payloads(batch, contract)
+        start = 0
+        for payload, verdict in zip(batch, verdicts, strict=True):
+            together.append(outcome(checked, verdict, start, payload.n))
+            start += payload.n
+    return alone, together
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_request_checked_in_a_micro_batch_gets_its_verdict_alone(case, good_record, telco_contract):
+    """The service checks the records of a micro-batch's requests together: each request of
+    the corpus, between good ones, is answered as it is alone (a 422 numbers its own records)."""
+    record = record_of(good_record, CASES[case][0])
+    requests = [
+        {"instances": [good_record]},
+        {"dataframe_records": [good_record, record, record]},
+        {"instances": [record]},
+        {"dataframe_split": {"columns": list(record), "data": [list(record.values())]}},
+    ]
+    alone, together = alone_and_together(requests, telco_contract)
+    assert together == alone
+    verdicts = ["refused" if isinstance(o[0], int) else "warned" if any(o[0]) else "scored" for o in together]
+    assert verdicts[0] == "scored" and set(verdicts[1:]) <= {CASES[case][1]}, verdicts
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzzed_micro_batches_answer_each_request_as_alone(good_record, telco_contract, data):
+    """Up to five requests of records that start valid and get fields replaced, dropped or added,
+    in each wire format: checked together, every request gets what it gets checked alone."""
+    fields = list(good_record)
+    requests = []
+    for _ in range(data.draw(st.integers(1, 5))):
+        records = []
+        for _ in range(data.draw(st.integers(1, 3))):
+            record = dict(good_record)
+            for name in data.draw(st.lists(st.sampled_from(fields), max_size=3)):
+                record[name] = data.draw(json_values)
+            for name in data.draw(st.lists(st.sampled_from(fields), max_size=2)):
+                record.pop(name, None)
+            records.append(record)
+        kind = data.draw(st.sampled_from(["instances", "dataframe_records", "dataframe_split"]))
+        if kind == "dataframe_split":
+            columns = data.draw(st.one_of(st.just(fields), st.lists(st.sampled_from(fields), max_size=25, unique=True)))
+            requests.append({kind: {"columns": columns, "data": [[r.get(c) for c in columns] for r in records]}})
+        else:
+            requests.append({kind: records})
+    alone, together = alone_and_together(requests, telco_contract)
+    assert together == alone

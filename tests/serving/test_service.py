@@ -238,33 +238,52 @@ def test_concurrent_single_records_each_get_their_own_answer(tmp_path, telco_pac
 
 
 def test_requests_in_flight_together_share_one_model_call(telco_package, pyfunc, rows):
-    """The micro-batcher, in process (no load can change what overlaps): eight checked single
-    records queued while eight requests are in flight make one model call of eight rows, and
-    each request gets its own probability back."""
+    """The micro-batcher, in process (no load can change what overlaps): eight single records
+    queued while eight requests are in flight are checked together, and the seven that pass
+    make one model call of seven rows; each request gets its own probability back, and the
+    one that breaks the contract the 422 it gets alone."""
     import asyncio
 
     from reprokit.serving.metrics import Metrics
-    from reprokit.serving.requests import check_payload, parse_payload
+    from reprokit.serving.requests import BadRequest, check_payloads, parse_payload, shape_payload
     from reprokit.serving.scorer import Scorer
     from reprokit.serving.settings import Settings
 
-    async def run() -> tuple[list[float], Any]:
+    records = [*rows[:3], {**rows[3], "tenure": SECRET}, *rows[4:8]]
+
+    async def run() -> tuple[list, Any]:
         metrics = Metrics()
         scorer = Scorer(Settings(model=str(telco_package), max_wait_ms=2000, max_batch=64), metrics)
         await scorer.start()
         try:
             model = scorer.model
-            checked = [check_payload(*parse_payload({"instances": [r]}, model.contract), model, 10) for r in rows[:8]]
-            scorer.in_flight = len(checked)  # as the request handler counts them
-            answers = await asyncio.gather(*(scorer.score(c, model) for c in checked))
+            shaped = [
+                shape_payload(*parse_payload({"instances": [r]}, model.contract), model.contract, 10) for r in records
+            ]
+            scorer.in_flight = len(shaped)  # as the request handler counts them
+            answers = await asyncio.gather(*(scorer.score(p, model) for p in shaped), return_exceptions=True)
         finally:
             await scorer.stop()
-        return [float(a[0]) for a in answers], metrics.registry
+        return answers, metrics.registry
 
-    proba, registry = asyncio.run(run())
-    np.testing.assert_array_equal(proba, expected(pyfunc, rows[:8]))
+    answers, registry = asyncio.run(run())
+    refused = answers.pop(3)
+    contract = pyfunc.contract
+    _, (alone,) = check_payloads(
+        [shape_payload(*parse_payload({"instances": [records[3]]}, contract), contract, 10)], contract
+    )
+    assert isinstance(refused, BadRequest)
+    assert (refused.status, refused.message, refused.problems, refused.total) == (
+        alone.status,
+        alone.message,
+        alone.problems,
+        alone.total,
+    )
+    assert refused.problems == [{"record": 0, "field": "tenure", "problem": "expected a number, got text"}]
+    np.testing.assert_array_equal([float(p[0]) for p, _ in answers], expected(pyfunc, rows[:3] + rows[4:8]))
+    assert all(list(w) == [None] for _, w in answers)
     assert registry.get_sample_value("reprokit_batch_rows_count") == 1  # one model call
-    assert registry.get_sample_value("reprokit_batch_rows_sum") == 8
+    assert registry.get_sample_value("reprokit_batch_rows_sum") == 7
 
 
 def test_graceful_shutdown_finishes_the_request_in_flight(tmp_path, telco_package, pyfunc, rows):

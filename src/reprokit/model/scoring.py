@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -156,17 +156,30 @@ class Checked:
     def problems(self, first: int) -> tuple[list[tuple[int, str, str]], int]:
         """The first `first` problems, as (record, field, problem) in record then field order,
         and how many there are in all."""
-        total = sum(len(rows) for _, rows, _ in self.reasons)
-        listed = [
-            (int(i), field, message[i] if isinstance(message, dict) else message)
-            for field, rows, message in self.reasons
-            for i in rows[:first]  # a record among the first `first` is among the first of each field
-        ]
-        return sorted(listed)[:first], total
+        return list_problems(self.reasons, first)
 
     @property
     def ok(self) -> np.ndarray:
         return np.equal(self.rejected, None).astype(bool)
+
+
+def list_problems(
+    reasons: Sequence[tuple[str, np.ndarray, str | dict[int, str]]], first: int
+) -> tuple[list[tuple[int, str, str]], int]:
+    """The first `first` of `reasons`' problems (as `Checked.reasons` holds them), as (record,
+    field, problem) in record then field order, and how many there are in all."""
+    total = sum(len(rows) for _, rows, _ in reasons)
+    listed = [
+        (int(i), field, message[i] if isinstance(message, dict) else message)
+        for field, rows, message in reasons
+        for i in rows[:first]  # a record among the first `first` is among the first of each field
+    ]
+    return sorted(listed)[:first], total
+
+
+def missing_required(names: Collection[str], contract: Contract) -> list[tuple[str, str]]:
+    """The required features absent from `names`, each with MISSING_PROBLEM (`column_error`)."""
+    return [(f.name, MISSING_PROBLEM) for f in contract.features if f.name not in names and not f.nullable]
 
 
 def _show(value: Any) -> str:
@@ -229,11 +242,44 @@ def _text_column(feature: Feature, values: Any, n: int) -> tuple[np.ndarray, np.
     return out, nulls, problems
 
 
+@dataclasses.dataclass(frozen=True)
+class _Rule:
+    """What `check_records` asks of one feature, worked out once per contract."""
+
+    feature: Feature
+    text: bool
+    whole: bool
+    allowed: frozenset  # the listed values (as floats for a number): a set lookup per record
+
+
+_RULES: dict[int, tuple[Contract, list[_Rule]]] = {}
+
+
+def _rules(contract: Contract) -> list[_Rule]:
+    """The contract's rules, kept by identity for the few contracts a process holds (a
+    service's stable, canary and shadow models): a request pays no per-feature setup."""
+    kept = _RULES.get(id(contract))
+    if kept is None or kept[0] is not contract:
+        rules = [
+            _Rule(
+                f,
+                is_text(f),
+                is_whole(f),
+                frozenset(() if f.values is None else f.values if is_text(f) else (float(v) for v in f.values)),
+            )
+            for f in contract.features
+        ]
+        if len(_RULES) >= 16:
+            _RULES.clear()
+        kept = _RULES[id(contract)] = (contract, rules)
+    return kept[1]
+
+
 def check_records(columns: Mapping[str, Sequence[Any] | np.ndarray | pd.Series], n: int, contract: Contract) -> Checked:
     """Check `n` records, given column by column (`columns[name]` holds n values), against
     the contract. Columns that are not features are ignored; a missing nullable feature is
     all null; a missing required feature raises `InputError`."""
-    missing = [(f.name, MISSING_PROBLEM) for f in contract.features if f.name not in columns and not f.nullable]
+    missing = missing_required(columns, contract)
     if missing:
         raise InputError(column_error(missing))
     rejected = np.full(n, None, dtype=object)
@@ -255,21 +301,23 @@ def check_records(columns: Mapping[str, Sequence[Any] | np.ndarray | pd.Series],
             warnings[i].append(message)
 
     # Each mask is tested before its rows are listed: most records break nothing, and a
-    # single-record request pays for every numpy call it makes (the service's common case).
+    # single-record request pays for every numpy call it makes (the service's common case;
+    # `np.count_nonzero` tests a mask several times faster than its `any()`).
     with np.errstate(invalid="ignore"):
-        for feature in contract.features:
+        for rule in _rules(contract):
+            feature = rule.feature
             name = feature.name
             values = columns.get(name)
             if values is None:
                 values = [None] * n
-            if is_text(feature):
+            if rule.text:
                 column, nulls, problems = _text_column(feature, values, n)
                 if n < 1000:
-                    allowed = set(feature.values)
+                    allowed = rule.allowed
                     known = np.fromiter((v in allowed for v in column), dtype=bool, count=n)
                 else:
                     known = pd.Series(column, copy=False).isin(list(feature.values)).to_numpy()
-                if not known.all():
+                if np.count_nonzero(known) != n:
                     outside = np.flatnonzero(~nulls & ~known)
                     outside = [i for i in outside if i not in problems] if problems else outside
                     if feature.type == "binary":  # the pipeline's binary encoder refuses a third value
@@ -279,16 +327,16 @@ def check_records(columns: Mapping[str, Sequence[Any] | np.ndarray | pd.Series],
                 column, problems = _number_column(feature, values, n)
                 nulls = np.isnan(column)
                 infinite = np.isinf(column)
-                if infinite.any():
+                if np.count_nonzero(infinite):
                     reject(np.flatnonzero(infinite), "not a finite number", name)
                 finite = ~nulls & ~infinite
-                if is_whole(feature):
+                if rule.whole:
                     fraction = finite & (column != np.floor(column))
-                    if fraction.any():
+                    if np.count_nonzero(fraction):
                         reject(np.flatnonzero(fraction), "expected a whole number", name)
                 if feature.values is not None:
                     if n < 64:  # float equality either way: a set of the values is cheaper than np.isin
-                        allowed = {float(v) for v in feature.values}
+                        allowed = rule.allowed
                         listed = np.fromiter((v in allowed for v in column), dtype=bool, count=n)
                     else:
                         listed = np.isin(column, np.asarray(feature.values, dtype="float64"))
@@ -301,15 +349,16 @@ def check_records(columns: Mapping[str, Sequence[Any] | np.ndarray | pd.Series],
                     if feature.max is not None:
                         outside |= finite & (column > feature.max)
                     label = f"outside the contract's range [{feature.min}, {feature.max}]"
-                if outside.any():
+                if np.count_nonzero(outside):
                     warn(np.flatnonzero(outside), f"{name}: {label}")
             if problems:
                 reject(sorted(problems), problems, name)
-            if not feature.nullable and nulls.any():
+            if not feature.nullable and np.count_nonzero(nulls):
                 nulls_at = np.flatnonzero(nulls)
                 reject([i for i in nulls_at if i not in problems] if problems else nulls_at, NULL_PROBLEM, name)
             data[name] = column
-    warnings[rejected != None] = None  # noqa: E711 - elementwise: a rejected record is not scored
+    if reasons:  # a rejected record is not scored: it has no warnings
+        warnings[rejected != None] = None  # noqa: E711 - elementwise
     return Checked(columns=data, rejected=rejected, warnings=warnings, reasons=reasons)
 
 

@@ -5,7 +5,8 @@ of a request, derived from the contract."""
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -13,11 +14,14 @@ from reprokit.core.contract import Contract
 from reprokit.model.scoring import (
     MISSING_PROBLEM,
     UNKNOWN_PROBLEM,
-    InputError,
+    Checked,
     check_records,
+    column_error,
     column_problems,
     is_text,
     is_whole,
+    list_problems,
+    missing_required,
 )
 from reprokit.model.scoring_model import ScoringModel
 
@@ -94,48 +98,87 @@ class _Missing:
 _MISSING = _Missing()
 
 
+CONTRACT_MISMATCH = "the input does not match the contract"
+
+
 def _raise(problems: list[dict[str, Any]], total: int):
-    raise BadRequest(422, "the input does not match the contract", problems, total)
+    raise BadRequest(422, CONTRACT_MISMATCH, problems, total)
 
 
 def check_names(names: list[str], contract: Contract) -> None:
     """A 422 for fields the contract does not know (a missing field is a problem of each
-    record that lacks it: `check_payload`)."""
+    record that lacks it: `check_payloads`)."""
     unknown = [(name, problem) for name, problem in column_problems(names, contract) if problem == UNKNOWN_PROBLEM]
     if unknown:
         shown = unknown[:MAX_PROBLEMS]
         _raise([{"field": name[:80], "problem": problem} for name, problem in shown], len(unknown))
 
 
-def check_payload(columns: dict[str, list[Any]], n: int, model: ScoringModel, max_records: int):
-    """Checked records, or a 4xx listing the first problems (record, field, problem: every
-    problem of a record, up to MAX_PROBLEMS in all) and how many there are in all."""
+@dataclasses.dataclass
+class Payload:
+    """A request's records, shaped but not yet checked: its columns (feature name -> values),
+    how many records, and the records that lack each required field."""
+
+    columns: dict[str, list[Any]]
+    n: int
+    absent: dict[str, np.ndarray]
+
+
+def shape_payload(columns: dict[str, list[Any]], n: int, contract: Contract, max_records: int) -> Payload:
+    """A request's records as a `Payload`, or a 4xx for what concerns the request as a whole:
+    no records, too many, a required field that no record has."""
     if n == 0:
         raise BadRequest(422, "no records: send at least one")
     if n > max_records:
         raise BadRequest(413, f"{n} records: at most {max_records} per request (--max-records)")
+    if missing := missing_required(columns, contract):
+        raise BadRequest(422, column_error(missing))
     absent: dict[str, np.ndarray] = {}
-    nullable = {f.name for f in model.contract.features if f.nullable}
+    nullable = {f.name for f in contract.features if f.nullable}
     for name, values in columns.items():
         rows = [i for i, value in enumerate(values) if value is _MISSING]
         for i in rows:
             values[i] = None
         if rows and name not in nullable:
             absent[name] = np.asarray(rows, dtype=np.int64)
-    try:
-        checked = check_records(columns, n, model.contract)
-    except InputError as exc:
-        raise BadRequest(422, str(exc)) from None
-    # A missing required field is that, not also a null: its records leave the field's reasons.
-    checked.reasons = [
-        (field, np.setdiff1d(rows, absent[field], assume_unique=True) if field in absent else rows, message)
-        for field, rows, message in checked.reasons
-    ]
-    checked.reasons += [(field, rows, MISSING_PROBLEM) for field, rows in absent.items()]
-    listed, total = checked.problems(MAX_PROBLEMS)
-    if total:
-        _raise([{"record": i, "field": field, "problem": problem} for i, field, problem in listed], total)
-    return checked
+    return Payload(columns, n, absent)
+
+
+def check_payloads(payloads: Sequence[Payload], contract: Contract) -> tuple[Checked, list[BadRequest | None]]:
+    """The records of one or more requests checked together, in order (one pass of the input
+    policy, its numpy calls once per field for all of them), and each request's own verdict:
+    None, or the 422 listing its first problems (record, field, problem: every problem of a
+    record, up to MAX_PROBLEMS in all, records numbered within the request) and how many there
+    are in all. A request's verdict is the one it would get checked alone."""
+    if len(payloads) == 1:
+        columns: dict[str, Any] = payloads[0].columns
+    else:
+        columns = {
+            f.name: [v for p in payloads for v in p.columns.get(f.name) or [None] * p.n] for f in contract.features
+        }
+    checked = check_records(columns, sum(p.n for p in payloads), contract)
+    verdicts: list[BadRequest | None] = []
+    start = 0
+    for payload in payloads:
+        stop = start + payload.n
+        reasons: list[tuple[str, np.ndarray, str | dict[int, str]]] = []
+        for field, rows, message in checked.reasons:
+            low, high = np.searchsorted(rows, (start, stop))  # a reason's records are in increasing order
+            if low == high:
+                continue
+            if isinstance(message, dict):
+                message = {int(i) - start: message[i] for i in rows[low:high]}
+            own = rows[low:high] - start
+            # A missing required field is that, not also a null: its records leave the field's reasons.
+            if field in payload.absent:
+                own = np.setdiff1d(own, payload.absent[field], assume_unique=True)
+            reasons.append((field, own, message))
+        reasons += [(field, rows, MISSING_PROBLEM) for field, rows in payload.absent.items()]
+        listed, total = list_problems(reasons, MAX_PROBLEMS)
+        problems = [{"record": i, "field": field, "problem": problem} for i, field, problem in listed]
+        verdicts.append(BadRequest(422, CONTRACT_MISMATCH, problems, total) if total else None)
+        start = stop
+    return checked, verdicts
 
 
 def record_schema(model: ScoringModel) -> dict[str, Any]:

@@ -15,13 +15,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from reprokit.core.threads import limit_threads, thread_budget
 from reprokit.model.compiled import columns_form
-from reprokit.model.scoring import Checked, InputError, columns_of, probe_records
+from reprokit.model.scoring import InputError, probe_records
 from reprokit.model.scoring_model import ScoringModel, resolve
 from reprokit.model.split import Split
 from reprokit.serving.metrics import Metrics
+from reprokit.serving.requests import Payload, check_payloads
 from reprokit.serving.settings import Settings
 
 log = logging.getLogger("reprokit.serve")
@@ -40,7 +42,7 @@ class Scorer:
         self.shadow: ScoringModel | None = None
         self.canary: Canary | None = None  # replaced whole: a request reads one consistent split
         self.ready = False
-        self.in_flight = 0  # requests being checked or waiting for the model
+        self.in_flight = 0  # requests being read, checked or waiting for the model
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
         self.queue: asyncio.Queue | None = None
         self.tasks: list[asyncio.Task] = []
@@ -166,12 +168,13 @@ class Scorer:
             segment = f" of requests with {'='.join(canary.split.segment)}" if canary.split.segment else ""
             log.info("canary: version %s at %g%%%s", canary.model.version, canary.split.weight, segment)
 
-    async def score(self, checked: Checked, model: ScoringModel, stable: bool = True) -> np.ndarray:
-        """Probabilities of records checked against `model`, by that same model (the shadow
-        is compared with the stable model's batches only). A micro-batch builds one input
-        frame from the checked columns of its requests."""
+    async def score(self, payload: Payload, model: ScoringModel, stable: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """A request's records checked against `model` and scored by that same model (the
+        shadow is compared with the stable model's batches only): their probabilities and
+        warnings, or the request's `BadRequest`. A micro-batch checks the records of its
+        requests together, and scores those of the requests that pass in one model call."""
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put((checked, future, model, stable))
+        await self.queue.put((payload, future, model, stable))
         return await future
 
     async def batches(self) -> None:
@@ -180,7 +183,7 @@ class Scorer:
         max_wait = self.settings.max_wait_ms / 1000
         while True:
             items = [await self.queue.get()]
-            rows = len(items[0][0].rejected)
+            rows = items[0][0].n
             deadline = loop.time() + max_wait
             while rows < self.settings.max_batch and len(items) < self.in_flight:
                 remaining = deadline - loop.time()
@@ -191,7 +194,7 @@ class Scorer:
                 except TimeoutError:
                     break
                 items.append(item)
-                rows += len(item[0].rejected)
+                rows += item[0].n
             groups: dict[tuple, list] = {}  # by the model each request was checked against (a swap may fall between)
             for item in items:
                 groups.setdefault((id(item[2]), item[3]), []).append(item)
@@ -205,25 +208,64 @@ class Scorer:
                 await self.run_batch(groups[key], loop)
 
     async def run_batch(self, items: list, loop) -> None:
-        """Score one batch of requests checked against the same model; resolve their futures."""
+        """Check and score one batch of requests routed to the same model; resolve their futures."""
         model, shadow = items[0][2], self.shadow if items[0][3] else None
-        columns = columns_of([i[0].columns for i in items])
         try:
-            proba = await loop.run_in_executor(self.executor, model.probabilities_of, columns)
+            answers, columns, proba = await loop.run_in_executor(
+                self.executor, self.check_and_score, model, [i[0] for i in items]
+            )
         except Exception as exc:  # noqa: BLE001 - handed to each waiting request
             for _, future, _, _ in items:
                 if not future.done():
                     future.set_exception(exc)
             return
         self.metrics.batch_rows.observe(len(proba))
-        start = 0
-        for checked, future, _, _ in items:
-            rows = len(checked.rejected)
+        for (_, future, _, _), answer in zip(items, answers, strict=True):
             if not future.done():
-                future.set_result(proba[start : start + rows])
-            start += rows
-        if shadow is not None:
+                if isinstance(answer, BaseException):
+                    future.set_exception(answer)
+                else:
+                    future.set_result(answer)
+        if shadow is not None and len(proba):
             loop.run_in_executor(self.executor, self.compare, shadow, model, columns, proba)
+
+    @staticmethod
+    def check_and_score(model: ScoringModel, payloads: list[Payload]) -> tuple[list, dict[str, Any], np.ndarray]:
+        """On the prediction thread: the batch's records checked together, those of the requests
+        that pass scored in one model call. Returns each request's answer ((probabilities,
+        warnings), or the exception it gets), the scored columns and their probabilities."""
+        try:
+            checked, verdicts = check_payloads(payloads, model.contract)
+        except Exception as exc:  # noqa: BLE001 - a request the check cannot take never fails its neighbours
+            if len(payloads) == 1:
+                raise
+            log.warning("a micro-batch's joint check failed (%s): its requests are checked apart", type(exc).__name__)
+            answers: list = []
+            for payload in payloads:
+                try:
+                    answers += Scorer.check_and_score(model, [payload])[0]
+                except Exception as alone:  # noqa: BLE001 - that request's own answer
+                    answers.append(alone)
+            return answers, {}, np.empty(0)
+        counts = [p.n for p in payloads]
+        passed = [verdict is None for verdict in verdicts]
+        columns = checked.columns
+        if not all(passed):
+            keep = np.repeat(passed, counts)
+            columns = {
+                name: column[keep].reset_index(drop=True) if isinstance(column, pd.Series) else column[keep]
+                for name, column in columns.items()
+            }
+        proba = model.probabilities_of(columns) if any(passed) else np.empty(0)
+        answers, start, scored = [], 0, 0
+        for n, verdict in zip(counts, verdicts, strict=True):
+            if verdict is None:
+                answers.append((proba[scored : scored + n], checked.warnings[start : start + n]))
+                scored += n
+            else:
+                answers.append(verdict)
+            start += n
+        return answers, columns, proba
 
     def compare(self, shadow: ScoringModel, model: ScoringModel, columns: dict[str, Any], proba: np.ndarray) -> None:
         """Score the batch with the shadow model and record the agreement (prediction thread)."""

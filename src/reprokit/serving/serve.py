@@ -4,9 +4,12 @@ MODEL is a package directory (default `models/package`) or `models:/<name>@<alia
 `POST /invocations` takes MLflow's wire formats (`dataframe_split`, `dataframe_records`,
 `instances`) and answers, per record, the probability, the label at the package's
 threshold, the model version and any warnings (`reprokit.model.scoring` holds the input
-policy). Records are checked in the request handler; the model runs in one thread under
-the thread budget, on micro-batches: a request waits at most `--max-wait-ms` for others
-to join, up to `--max-batch` rows, and never while it is the only one in flight.
+policy). The request handler checks a request's shape; its records are checked and scored
+in one thread under the thread budget, on micro-batches: a request waits at most
+`--max-wait-ms` for others to join, up to `--max-batch` rows, and never while it is the only
+one in flight; the records of a micro-batch are checked together (the input policy's numpy
+calls once per field for all of them, each request answered as it would be alone) and those
+of the requests that pass scored in one model call.
 
 Each worker process loads the model and runs a warm-up prediction before it accepts a
 connection, so no request meets a worker without a model. `GET /health/live`,
@@ -28,7 +31,6 @@ role (`X-Model-Version`, `X-Model-Role`); `/metrics` labels requests, latency an
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import json
@@ -45,7 +47,7 @@ from reprokit.model.scoring import labels
 from reprokit.model.scoring_model import ScoringModel
 from reprokit.model.split import KEY_HEADER, ROLES, ROUTE_HEADER
 from reprokit.serving.metrics import Metrics
-from reprokit.serving.requests import BadRequest, check_payload, first_id, parse_payload, request_schema
+from reprokit.serving.requests import BadRequest, first_id, parse_payload, request_schema, shape_payload
 from reprokit.serving.scorer import Scorer, WorkerRoll, loading_first
 from reprokit.serving.settings import READY_DIR_ENV, SETTINGS_ENV, Settings, parse_args
 
@@ -175,14 +177,13 @@ def create_app(settings: Settings | None = None):
                 model, role = route(request.headers, payload, stable)
                 answered = {"X-Model-Version": model.version, "X-Model-Role": role}
                 columns, n = parse_payload(payload, model.contract)
-                if n > 256:  # a large request is checked off the event loop: health checks keep answering
-                    checked = await asyncio.to_thread(check_payload, columns, n, model, settings.max_records)
-                else:
-                    checked = check_payload(columns, n, model, settings.max_records)
+                shaped = shape_payload(columns, n, model.contract, settings.max_records)
             except BadRequest as exc:
                 return refuse(exc, answered)
-            try:
-                proba = await scorer.score(checked, model, role == "stable")
+            try:  # checked with the other requests of its micro-batch, on the prediction thread
+                proba, warnings = await scorer.score(shaped, model, role == "stable")
+            except BadRequest as exc:
+                return refuse(exc, answered)
             except Exception:  # noqa: BLE001 - counted under the version and role that failed
                 log.exception("version %s (%s) failed to score a request", model.version, role)
                 return answer(500, {"error": "internal error"}, answered)
@@ -195,22 +196,22 @@ def create_app(settings: Settings | None = None):
             scorer.in_flight -= 1
             metrics.in_flight.dec()
         try:
-            return respond(model, role, proba, checked, answered)
+            return respond(model, role, proba, warnings, answered)
         except Exception:  # noqa: BLE001 - counted under the version and role that failed
             log.exception("version %s (%s) failed on a request", model.version, role)
             return answer(500, {"error": "internal error"}, answered)
 
-    def respond(model: ScoringModel, role: str, proba, checked, answered: dict[str, str]) -> Response:
+    def respond(model: ScoringModel, role: str, proba, warnings, answered: dict[str, str]) -> Response:
         predicted = labels(proba, model.threshold, model.contract)
         histogram = metrics.scores.labels(model.version, role)
         for value in proba:
             histogram.observe(float(value))
-        warned = sum(1 for w in checked.warnings if w)
+        warned = sum(1 for w in warnings if w)
         if warned:
             metrics.warned.inc(warned)
         predictions = [
             {"probability": float(p), "label": label, "model_version": model.version, "warnings": w or []}
-            for p, label, w in zip(proba, predicted, checked.warnings, strict=True)
+            for p, label, w in zip(proba, predicted, warnings, strict=True)
         ]
         if warned:
             answered["X-Reprokit-Warnings"] = str(warned)
