@@ -6,6 +6,7 @@ import json
 import zipfile
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 import skops.io as sio
@@ -13,13 +14,17 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from reprokit.core import artifacts
 from reprokit.core.artifacts import (
     FIXED_ZIP_TIME,
+    ROW_GROUP_ROWS,
     canonical_skops_bytes,
     dump_skops,
     md5_file,
+    read_features,
     save_skops,
     write_json,
+    write_parquet,
 )
 
 
@@ -129,3 +134,85 @@ def test_dvc_md5_is_what_dvc_records(tmp_path):
         recorded = yaml.safe_load((tmp_path / f"{name}.dvc").read_text())["outs"][0]["md5"]
         assert dvc_md5(tmp_path / name) == recorded
     assert not (tmp_path / "x").exists()
+
+
+def parquet_frames() -> dict[str, pd.DataFrame]:
+    """Frames of every kind the stages write: numbers, text with nulls, categoricals, a named
+    index, a text column null in every row of one row group, no rows."""
+    rows = 2_500
+    frame = pd.DataFrame(
+        {
+            "x": np.linspace(0, 1, rows),
+            "n": np.arange(rows, dtype="int64"),
+            "t": ["a", None, "b", "c", None] * (rows // 5),
+            "c": pd.Categorical(["u", "v"] * (rows // 2)),
+            "y": np.arange(rows, dtype="int8") % 2,
+        },
+        index=pd.Index(np.arange(rows)[::-1], name="row"),
+    )
+    late = pd.DataFrame({"s": pd.Series([None] * (rows - 3) + ["x", "y", "z"], dtype=object)})
+    return {"mixed": frame, "text null in a whole row group": late, "no rows": frame.iloc[:0]}
+
+
+@pytest.mark.parametrize("name", list(parquet_frames()))
+@pytest.mark.parametrize("index", [True, False])
+@pytest.mark.parametrize("row_group", [1_000, ROW_GROUP_ROWS])
+def test_parquet_written_a_row_group_at_a_time_has_the_bytes_of_a_one_shot_write(
+    tmp_path, monkeypatch, name, index, row_group
+):
+    """write_parquet converts one row group at a time; the file is byte for byte what pandas
+    writes in one go with that row group size (pyarrow's default at ROW_GROUP_ROWS), so
+    dvc.lock's hashes do not move."""
+    import pyarrow.parquet as pq
+
+    frame = parquet_frames()[name]
+    monkeypatch.setattr(artifacts, "ROW_GROUP_ROWS", row_group)
+    write_parquet(frame, tmp_path / "out.parquet", index=index)
+    expected = io.BytesIO()
+    frame.to_parquet(expected, engine="pyarrow", index=index, compression="zstd", row_group_size=row_group)
+    assert (tmp_path / "out.parquet").read_bytes() == expected.getvalue()
+    if len(frame) > row_group:
+        assert pq.ParquetFile(tmp_path / "out.parquet").metadata.num_row_groups == -(-len(frame) // row_group)
+
+
+def test_features_are_read_as_one_block_with_the_values_pandas_reads(tmp_path):
+    """read_features: the feature columns as one float64 block (no copy on the way to the
+    estimator), the target apart; the same values, names and order as the frame pandas reads."""
+    rows = 1_000
+    frame = pd.DataFrame(
+        {
+            "a": np.linspace(-1, 1, rows),
+            "b": np.where(np.arange(rows) % 7 == 0, np.nan, 1.5),
+            "churn": np.arange(rows) % 2,
+        },
+        index=pd.Index(np.arange(rows) + 10, name="row"),
+    ).astype({"churn": "int8"})
+    write_parquet(frame, tmp_path / "features.parquet")
+    x, y = read_features(tmp_path / "features.parquet", "churn")
+    assert list(x.columns) == ["a", "b"] and y.dtype == np.int8
+    np.testing.assert_array_equal(y, frame["churn"].to_numpy())
+    np.testing.assert_array_equal(x.to_numpy(), frame[["a", "b"]].to_numpy())
+    assert len(x._mgr.blocks) == 1 and np.shares_memory(np.asarray(x), x._mgr.blocks[0].values)
+
+    frame["n"] = np.arange(rows)  # a column of another type: read as pandas reads it
+    write_parquet(frame, tmp_path / "mixed.parquet")
+    x, y = read_features(tmp_path / "mixed.parquet", "churn")
+    pd.testing.assert_frame_equal(x, frame.drop(columns=["churn"]))
+
+
+def test_a_model_fitted_on_the_read_block_has_the_bytes_of_one_fitted_on_the_frame(tmp_path):
+    """The train stage fits on read_features' block; the model's bytes are those of a fit on
+    the frame pandas reads (names, values and types alike)."""
+    from reprokit.core.config import load_section
+    from reprokit.model.estimators import fit, fit_xy
+
+    fitted_params = load_section("train")  # the committed model and its settings
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(3_000, 4)), columns=list("abcd"))
+    frame["churn"] = (frame["a"] + rng.normal(size=3_000) > 0).astype("int8")
+    write_parquet(frame, tmp_path / "features.parquet")
+    on_frame = fit(pd.read_parquet(tmp_path / "features.parquet"), "churn", fitted_params, 0, 1)
+    on_block = fit_xy(*read_features(tmp_path / "features.parquet", "churn"), fitted_params, 0, 1)
+    save_skops(on_frame, tmp_path / "frame.skops")
+    save_skops(on_block, tmp_path / "block.skops")
+    assert (tmp_path / "frame.skops").read_bytes() == (tmp_path / "block.skops").read_bytes()

@@ -82,14 +82,18 @@ def build_model(params: TrainParams, seed: int, n_threads: int = 1):
 
 
 def fit(features: pd.DataFrame, target: str, params: TrainParams, seed: int, n_threads: int = 1):
-    """Fit the model on `features` (the target column held out) under the thread budget.
+    """Fit the model on `features` (the target column held out) under the thread budget."""
+    return fit_xy(features.drop(columns=[target]), features[target].to_numpy(), params, seed, n_threads)
+
+
+def fit_xy(x: pd.DataFrame, y, params: TrainParams, seed: int, n_threads: int = 1):
+    """Fit the model on features `x` and target `y` under the thread budget.
 
     The fitted model keeps no parallelism: `n_jobs` is reset, so predicting never
     depends on how many jobs run at once."""
     from sklearn.utils._param_validation import InvalidParameterError
 
     model = build_model(params, seed, n_threads)
-    x, y = features.drop(columns=[target]), features[target].to_numpy()
     try:
         with thread_budget(n_threads, exact=True):
             model.fit(x, y)

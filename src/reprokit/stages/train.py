@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import argparse
 
-import pandas as pd
-
-from reprokit.core.artifacts import save_skops
+from reprokit.core.artifacts import read_features, save_skops
 from reprokit.core.config import StageParams
 from reprokit.core.contract import load_stage_contract
 from reprokit.core.running import add_debug_option, run_stage
-from reprokit.model.estimators import fit
+from reprokit.model.estimators import fit_xy
 
 # The keys this stage reads: exactly its params in dvc.yaml (tests/code/test_pipeline_definition.py).
 PARAMS = ("base.seed", "base.n_threads", "train")
@@ -43,10 +41,10 @@ def main(argv: list[str] | None = None) -> None:
         stage_params = StageParams("train", PARAMS, args.params)
         params = stage_params.section("train")
         seed, n_threads = stage_params.value("base.seed"), stage_params.value("base.n_threads")
-        features = pd.read_parquet(args.train)
-        model = fit(features, contract.target.column, params, seed, n_threads)
+        x, y = read_features(args.train, contract.target.column)
+        model = fit_xy(x, y, params, seed, n_threads)
         save_skops(model, args.model_out)
-        return f"{params.model} fitted on {len(features)} rows x {features.shape[1] - 1} features"
+        return f"{params.model} fitted on {len(x)} rows x {x.shape[1]} features"
 
     run_stage("train", body, debug=args.debug)
 
