@@ -138,7 +138,7 @@ def test_dvc_md5_is_what_dvc_records(tmp_path):
 
 def parquet_frames() -> dict[str, pd.DataFrame]:
     """Frames of every kind the stages write: numbers, text with nulls, categoricals, a named
-    index, a text column null in every row of one row group, no rows."""
+    index, a text column null in every row of one row group, no rows, attrs, names that are not text."""
     rows = 2_500
     frame = pd.DataFrame(
         {
@@ -151,7 +151,16 @@ def parquet_frames() -> dict[str, pd.DataFrame]:
         index=pd.Index(np.arange(rows)[::-1], name="row"),
     )
     late = pd.DataFrame({"s": pd.Series([None] * (rows - 3) + ["x", "y", "z"], dtype=object)})
-    return {"mixed": frame, "text null in a whole row group": late, "no rows": frame.iloc[:0]}
+    noted = frame.head(10).copy()
+    noted.attrs["source"] = "written by pandas with its attrs"
+    numbered = pd.DataFrame({0: [1.0, 2.0], 1: ["a", "b"]})  # names that are not text: pandas writes them
+    return {
+        "mixed": frame,
+        "text null in a whole row group": late,
+        "no rows": frame.iloc[:0],
+        "attrs": noted,
+        "integer column names": numbered,
+    }
 
 
 @pytest.mark.parametrize("name", list(parquet_frames()))
@@ -169,7 +178,8 @@ def test_parquet_written_a_row_group_at_a_time_has_the_bytes_of_a_one_shot_write
     monkeypatch.setattr(artifacts, "ROW_GROUP_ROWS", row_group)
     write_parquet(frame, tmp_path / "out.parquet", index=index)
     expected = io.BytesIO()
-    frame.to_parquet(expected, engine="pyarrow", index=index, compression="zstd", row_group_size=row_group)
+    size = {} if row_group == ROW_GROUP_ROWS else {"row_group_size": row_group}  # pyarrow's default, as stages wrote
+    frame.to_parquet(expected, engine="pyarrow", index=index, compression="zstd", **size)
     assert (tmp_path / "out.parquet").read_bytes() == expected.getvalue()
     if len(frame) > row_group:
         assert pq.ParquetFile(tmp_path / "out.parquet").metadata.num_row_groups == -(-len(frame) // row_group)
@@ -192,7 +202,8 @@ def test_features_are_read_as_one_block_with_the_values_pandas_reads(tmp_path):
     assert list(x.columns) == ["a", "b"] and y.dtype == np.int8
     np.testing.assert_array_equal(y, frame["churn"].to_numpy())
     np.testing.assert_array_equal(x.to_numpy(), frame[["a", "b"]].to_numpy())
-    assert len(x._mgr.blocks) == 1 and np.shares_memory(np.asarray(x), x._mgr.blocks[0].values)
+    block = x._mgr.blocks[0].values  # pandas' one block: a view of the array read into, not a copy of it
+    assert len(x._mgr.blocks) == 1 and not block.flags.owndata and np.shares_memory(np.asarray(x), block)
 
     frame["n"] = np.arange(rows)  # a column of another type: read as pandas reads it
     write_parquet(frame, tmp_path / "mixed.parquet")

@@ -4,6 +4,7 @@ that serves a configuration tried before."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -134,6 +135,27 @@ def test_a_stage_killed_while_writing_is_not_done_and_reruns_to_the_locked_bytes
     assert not any(models.glob(".package.partial-*"))
 
 
+def stopped_stage(first: subprocess.Popen, lines: list[str], modules: tuple[str, ...]):
+    """The first of `modules`' stage commands found running under `first`, stopped with SIGSTOP
+    (one that ends between being found and being stopped: the next one found)."""
+    import psutil
+
+    while True:
+        found: list = []
+
+        def running() -> bool:
+            found[:] = [p for p in (stage_process(first.pid, m) for m in modules) if p is not None]
+            return bool(found) or first.poll() is not None
+
+        wait_for(running, "a stage command")
+        assert found and first.poll() is None, "".join(lines)
+        try:
+            found[0].send_signal(signal.SIGSTOP)
+            return found[0]
+        except psutil.NoSuchProcess:
+            continue
+
+
 def test_two_repros_at_once_the_second_stops_with_the_lock_message(copy_of):
     """While a stage command of the first repro runs, DVC has released its repository lock and
     holds that stage's outputs: a second `dvc repro` stops on them, naming the first, and changes
@@ -142,18 +164,20 @@ def test_two_repros_at_once_the_second_stops_with_the_lock_message(copy_of):
     clone = copy_of("concurrent")
     locked = clone.locked_outputs(rev="HEAD")
     first, lines, reader = start_repro(clone, "-f")
-    wait_for(lambda: stage_process(first.pid, "train") is not None or first.poll() is not None, "train to start")
-    stage = stage_process(first.pid, "train")
-    assert stage is not None and first.poll() is None, "".join(lines)
-    stage.send_signal(signal.SIGSTOP)
     try:
-        second = clone.dvc("repro", check=False)
+        stage = stopped_stage(first, lines, ("train", "evaluate", "package"))
+        try:
+            second = clone.dvc("repro", check=False)
+        finally:
+            stage.send_signal(signal.SIGCONT)
+        assert second.returncode != 0
+        assert "is busy, it is being blocked by" in second.stderr and "dvc repro -f" in second.stderr, second.stderr
+        assert "Running stage" not in second.stdout
+        assert first.wait(timeout=HANG_S) == 0, "".join(lines)
     finally:
-        stage.send_signal(signal.SIGCONT)
-    assert second.returncode != 0
-    assert "is busy, it is being blocked by" in second.stderr and "dvc repro -f" in second.stderr, second.stderr
-    assert "Running stage" not in second.stdout
-    assert first.wait(timeout=HANG_S) == 0, "".join(lines)
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
     reader.join(timeout=10)
     assert ran_stages("".join(lines)) == ["prepare", "featurize", "train", "evaluate", "package", "batches", "monitor"]
     assert clone.file_hashes(locked) == locked

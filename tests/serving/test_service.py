@@ -237,19 +237,15 @@ def test_concurrent_single_records_each_get_their_own_answer(tmp_path, telco_pac
     assert rows_scored == 8  # warm-up is not counted
 
 
-def test_requests_in_flight_together_share_one_model_call(telco_package, pyfunc, rows):
-    """The micro-batcher, in process (no load can change what overlaps): eight single records
-    queued while eight requests are in flight are checked together, and the seven that pass
-    make one model call of seven rows; each request gets its own probability back, and the
-    one that breaks the contract the 422 it gets alone."""
+def in_flight_together(telco_package, records: list[dict]) -> tuple[list, Any]:
+    """Each record as its own request, all queued while all are in flight on a real Scorer in
+    process: their answers (or exceptions) and the metrics."""
     import asyncio
 
     from reprokit.serving.metrics import Metrics
-    from reprokit.serving.requests import BadRequest, check_payloads, parse_payload, shape_payload
+    from reprokit.serving.requests import parse_payload, shape_payload
     from reprokit.serving.scorer import Scorer
     from reprokit.serving.settings import Settings
-
-    records = [*rows[:3], {**rows[3], "tenure": SECRET}, *rows[4:8]]
 
     async def run() -> tuple[list, Any]:
         metrics = Metrics()
@@ -266,7 +262,18 @@ def test_requests_in_flight_together_share_one_model_call(telco_package, pyfunc,
             await scorer.stop()
         return answers, metrics.registry
 
-    answers, registry = asyncio.run(run())
+    return asyncio.run(run())
+
+
+def test_requests_in_flight_together_share_one_model_call(telco_package, pyfunc, rows):
+    """The micro-batcher, in process (no load can change what overlaps): eight single records
+    queued while eight requests are in flight are checked together, and the seven that pass
+    make one model call of seven rows; each request gets its own probability back, and the
+    one that breaks the contract the 422 it gets alone."""
+    from reprokit.serving.requests import BadRequest, check_payloads, parse_payload, shape_payload
+
+    records = [*rows[:3], {**rows[3], "tenure": SECRET}, *rows[4:8]]
+    answers, registry = in_flight_together(telco_package, records)
     refused = answers.pop(3)
     contract = pyfunc.contract
     _, (alone,) = check_payloads(
@@ -284,6 +291,52 @@ def test_requests_in_flight_together_share_one_model_call(telco_package, pyfunc,
     assert all(list(w) == [None] for _, w in answers)
     assert registry.get_sample_value("reprokit_batch_rows_count") == 1  # one model call
     assert registry.get_sample_value("reprokit_batch_rows_sum") == 7
+
+
+def test_a_model_error_fails_the_scored_requests_and_the_refused_keep_their_422(
+    telco_package, pyfunc, rows, monkeypatch
+):
+    """A refused request never reaches the model: when the model call of its micro-batch fails,
+    it still gets its 422, and only the requests that passed get the error (a 500)."""
+    from reprokit.model.scoring_model import ScoringModel
+    from reprokit.serving.requests import BadRequest
+
+    started = ScoringModel.probabilities_of
+    calls = []
+
+    def failing_on_the_batch(self, columns):  # the warm-up's probe records pass; the batch of two fails
+        calls.append(len(next(iter(columns.values()))))
+        if calls[-1] == 2:
+            raise RuntimeError("the model failed")
+        return started(self, columns)
+
+    monkeypatch.setattr(ScoringModel, "probabilities_of", failing_on_the_batch)
+    answers, registry = in_flight_together(telco_package, [rows[0], {**rows[1], "tenure": SECRET}, rows[2]])
+    assert isinstance(answers[1], BadRequest) and answers[1].status == 422
+    assert [type(a) for a in (answers[0], answers[2])] == [RuntimeError, RuntimeError]
+    assert calls.count(2) == 1  # one model call, of the two records that passed
+    assert registry.get_sample_value("reprokit_batch_rows_count") == 0  # no call scored
+
+
+def test_a_joint_check_that_fails_checks_each_request_apart(telco_package, pyfunc, rows, monkeypatch):
+    """Should the joint check of a micro-batch ever fail, its requests are checked and scored
+    apart: each gets its own answer, and each model call is counted."""
+    import reprokit.serving.scorer as scorer_module
+    from reprokit.serving.requests import BadRequest
+
+    joint = scorer_module.check_payloads
+
+    def alone_only(payloads, contract):
+        if len(payloads) > 1:
+            raise ValueError("a joint check that cannot be done")
+        return joint(payloads, contract)
+
+    monkeypatch.setattr(scorer_module, "check_payloads", alone_only)
+    answers, registry = in_flight_together(telco_package, [rows[0], {**rows[1], "tenure": SECRET}, rows[2]])
+    assert isinstance(answers[1], BadRequest) and answers[1].problems[0]["record"] == 0
+    np.testing.assert_array_equal([float(answers[i][0][0]) for i in (0, 2)], expected(pyfunc, [rows[0], rows[2]]))
+    assert registry.get_sample_value("reprokit_batch_rows_count") == 2  # two model calls of one row
+    assert registry.get_sample_value("reprokit_batch_rows_sum") == 2
 
 
 def test_graceful_shutdown_finishes_the_request_in_flight(tmp_path, telco_package, pyfunc, rows):

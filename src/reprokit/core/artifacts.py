@@ -118,6 +118,11 @@ def write_parquet(frame, path: str | Path, index: bool = True) -> None:
     import pyarrow.parquet as pq
 
     buffer = io.BytesIO()
+    names = [*frame.columns, *frame.index.names]
+    if frame.attrs or not all(name is None or isinstance(name, str) for name in names):
+        frame.to_parquet(buffer, engine="pyarrow", index=index, compression="zstd")  # pandas' own metadata for these
+        write_bytes_atomic(path, buffer.getvalue())
+        return
     # The schema from every row: a column's type never depends on which rows a slice holds.
     schema = pa.Schema.from_pandas(frame, preserve_index=index)
     with pq.ParquetWriter(buffer, schema, compression="zstd") as writer:
@@ -139,7 +144,8 @@ def read_features(path: str | Path, target: str):
     import pyarrow.parquet as pq
 
     source = pq.ParquetFile(path)
-    index = set(json.loads((source.schema_arrow.metadata or {}).get(b"pandas", b"{}")).get("index_columns", []))
+    pandas = json.loads((source.schema_arrow.metadata or {}).get(b"pandas", b"{}"))
+    index = {name for name in pandas.get("index_columns", []) if isinstance(name, str)}  # a range: metadata only
     names = [f.name for f in source.schema_arrow if f.name != target and f.name not in index]
     if not all(source.schema_arrow.field(name).type == pa.float64() for name in names):
         frame = pd.read_parquet(path)

@@ -211,7 +211,7 @@ class Scorer:
         """Check and score one batch of requests routed to the same model; resolve their futures."""
         model, shadow = items[0][2], self.shadow if items[0][3] else None
         try:
-            answers, columns, proba = await loop.run_in_executor(
+            answers, calls = await loop.run_in_executor(
                 self.executor, self.check_and_score, model, [i[0] for i in items]
             )
         except Exception as exc:  # noqa: BLE001 - handed to each waiting request
@@ -219,21 +219,23 @@ class Scorer:
                 if not future.done():
                     future.set_exception(exc)
             return
-        self.metrics.batch_rows.observe(len(proba))
         for (_, future, _, _), answer in zip(items, answers, strict=True):
             if not future.done():
                 if isinstance(answer, BaseException):
                     future.set_exception(answer)
                 else:
                     future.set_result(answer)
-        if shadow is not None and len(proba):
-            loop.run_in_executor(self.executor, self.compare, shadow, model, columns, proba)
+        for columns, proba in calls:
+            self.metrics.batch_rows.observe(len(proba))
+            if shadow is not None:
+                loop.run_in_executor(self.executor, self.compare, shadow, model, columns, proba)
 
     @staticmethod
-    def check_and_score(model: ScoringModel, payloads: list[Payload]) -> tuple[list, dict[str, Any], np.ndarray]:
+    def check_and_score(model: ScoringModel, payloads: list[Payload]) -> tuple[list, list]:
         """On the prediction thread: the batch's records checked together, those of the requests
         that pass scored in one model call. Returns each request's answer ((probabilities,
-        warnings), or the exception it gets), the scored columns and their probabilities."""
+        warnings), its 422, or the model's exception) and the model calls made (columns and
+        probabilities): a request gets the answer it would get alone."""
         try:
             checked, verdicts = check_payloads(payloads, model.contract)
         except Exception as exc:  # noqa: BLE001 - a request the check cannot take never fails its neighbours
@@ -241,14 +243,19 @@ class Scorer:
                 raise
             log.warning("a micro-batch's joint check failed (%s): its requests are checked apart", type(exc).__name__)
             answers: list = []
+            calls: list = []
             for payload in payloads:
                 try:
-                    answers += Scorer.check_and_score(model, [payload])[0]
+                    answer, call = Scorer.check_and_score(model, [payload])
                 except Exception as alone:  # noqa: BLE001 - that request's own answer
-                    answers.append(alone)
-            return answers, {}, np.empty(0)
+                    answer, call = [alone], []
+                answers += answer
+                calls += call
+            return answers, calls
         counts = [p.n for p in payloads]
         passed = [verdict is None for verdict in verdicts]
+        if not any(passed):
+            return verdicts, []
         columns = checked.columns
         if not all(passed):
             keep = np.repeat(passed, counts)
@@ -256,7 +263,10 @@ class Scorer:
                 name: column[keep].reset_index(drop=True) if isinstance(column, pd.Series) else column[keep]
                 for name, column in columns.items()
             }
-        proba = model.probabilities_of(columns) if any(passed) else np.empty(0)
+        try:
+            proba = model.probabilities_of(columns)
+        except Exception as exc:  # noqa: BLE001 - the scored requests' answer; the refused keep their 422
+            return [exc if verdict is None else verdict for verdict in verdicts], []
         answers, start, scored = [], 0, 0
         for n, verdict in zip(counts, verdicts, strict=True):
             if verdict is None:
@@ -265,7 +275,7 @@ class Scorer:
             else:
                 answers.append(verdict)
             start += n
-        return answers, columns, proba
+        return answers, [(columns, proba)]
 
     def compare(self, shadow: ScoringModel, model: ScoringModel, columns: dict[str, Any], proba: np.ndarray) -> None:
         """Score the batch with the shadow model and record the agreement (prediction thread)."""
