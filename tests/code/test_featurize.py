@@ -97,6 +97,10 @@ def test_splits_read_as_categoricals_give_the_same_features_and_transformer(tmp_
     plain = [pd.read_parquet(tmp_path / f"{name}.parquet") for name in ("train", "test")]
     read = [read_split(str(tmp_path / f"{name}.parquet"), loans_contract_obj) for name in ("train", "test")]
     assert isinstance(read[0]["region"].dtype, pd.CategoricalDtype)
+    values = np.asarray(read[0]["region"])  # what the encoder makes of it: shared strings
+    first = next(value for value in values if isinstance(value, str))
+    same = [value for value in values if value == first]
+    assert len(same) > 1 and all(value is first for value in same)
     assert not isinstance(plain[0]["region"].dtype, pd.CategoricalDtype)
     params = FeaturizeParams(True, "median")
     expected, got = fit_transform(*plain, loans_contract_obj, params), fit_transform(*read, loans_contract_obj, params)

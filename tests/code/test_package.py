@@ -173,3 +173,20 @@ def test_the_synthetic_input_example_follows_the_contract_and_holds_no_real_row(
     stored = json.loads((tmp_path / "p" / "input_example.json").read_text())
     assert stored["data"] == example.to_numpy().tolist()
     assert served_probabilities(tmp_path / "p", example).shape == (5,)
+
+
+def test_the_stage_skips_mlflow_s_version_warnings_that_others_get(tmp_path, pipeline_and_inputs, monkeypatch):
+    """The package stage checks the package it has just pinned from the installed versions
+    without MLflow's requirement comparison; every other loader keeps it."""
+    import mlflow.pyfunc
+
+    from reprokit.model.trust import load_package
+
+    pipeline, inputs = pipeline_and_inputs
+    save(pipeline, inputs, tmp_path / "p")
+    compared = []
+    monkeypatch.setattr(mlflow.pyfunc, "warn_dependency_requirement_mismatches", compared.append)
+    served_probabilities(tmp_path / "p", inputs)
+    assert compared == []
+    load_package(tmp_path / "p")
+    assert len(compared) == 1

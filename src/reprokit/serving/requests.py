@@ -116,12 +116,27 @@ def check_names(names: list[str], contract: Contract) -> None:
 
 @dataclasses.dataclass
 class Payload:
-    """A request's records, shaped but not yet checked: its columns (feature name -> values),
-    how many records, and the records that lack each required field."""
+    """A request's records, shaped but not yet checked: its columns (feature name -> values,
+    an absent field `_MISSING` until `settle`), how many records, and, once settled, the
+    records that lack each required field."""
 
     columns: dict[str, list[Any]]
     n: int
-    absent: dict[str, np.ndarray]
+    absent: dict[str, np.ndarray] | None = None
+
+    def settle(self, contract: Contract) -> dict[str, np.ndarray]:
+        """Turn absent fields into nulls and note, per required field, the records that lack
+        it (a pass over every value: on the prediction thread, never the event loop)."""
+        if self.absent is None:
+            self.absent = {}
+            nullable = {f.name for f in contract.features if f.nullable}
+            for name, values in self.columns.items():
+                rows = [i for i, value in enumerate(values) if value is _MISSING]
+                for i in rows:
+                    values[i] = None
+                if rows and name not in nullable:
+                    self.absent[name] = np.asarray(rows, dtype=np.int64)
+        return self.absent
 
 
 def shape_payload(columns: dict[str, list[Any]], n: int, contract: Contract, max_records: int) -> Payload:
@@ -133,15 +148,7 @@ def shape_payload(columns: dict[str, list[Any]], n: int, contract: Contract, max
         raise BadRequest(413, f"{n} records: at most {max_records} per request (--max-records)")
     if missing := missing_required(columns, contract):
         raise BadRequest(422, column_error(missing))
-    absent: dict[str, np.ndarray] = {}
-    nullable = {f.name for f in contract.features if f.nullable}
-    for name, values in columns.items():
-        rows = [i for i, value in enumerate(values) if value is _MISSING]
-        for i in rows:
-            values[i] = None
-        if rows and name not in nullable:
-            absent[name] = np.asarray(rows, dtype=np.int64)
-    return Payload(columns, n, absent)
+    return Payload(columns, n)
 
 
 def check_payloads(payloads: Sequence[Payload], contract: Contract) -> tuple[Checked, list[BadRequest | None]]:
@@ -150,6 +157,7 @@ def check_payloads(payloads: Sequence[Payload], contract: Contract) -> tuple[Che
     None, or the 422 listing its first problems (record, field, problem: every problem of a
     record, up to MAX_PROBLEMS in all, records numbered within the request) and how many there
     are in all. A request's verdict is the one it would get checked alone."""
+    absences = [payload.settle(contract) for payload in payloads]
     if len(payloads) == 1:
         columns: dict[str, Any] = payloads[0].columns
     else:
@@ -159,7 +167,7 @@ def check_payloads(payloads: Sequence[Payload], contract: Contract) -> tuple[Che
     checked = check_records(columns, sum(p.n for p in payloads), contract)
     verdicts: list[BadRequest | None] = []
     start = 0
-    for payload in payloads:
+    for payload, absent in zip(payloads, absences):
         stop = start + payload.n
         reasons: list[tuple[str, np.ndarray, str | dict[int, str]]] = []
         for field, rows, message in checked.reasons:
@@ -170,10 +178,10 @@ def check_payloads(payloads: Sequence[Payload], contract: Contract) -> tuple[Che
                 message = {int(i) - start: message[i] for i in rows[low:high]}
             own = rows[low:high] - start
             # A missing required field is that, not also a null: its records leave the field's reasons.
-            if field in payload.absent:
-                own = np.setdiff1d(own, payload.absent[field], assume_unique=True)
+            if field in absent:
+                own = np.setdiff1d(own, absent[field], assume_unique=True)
             reasons.append((field, own, message))
-        reasons += [(field, rows, MISSING_PROBLEM) for field, rows in payload.absent.items()]
+        reasons += [(field, rows, MISSING_PROBLEM) for field, rows in absent.items()]
         listed, total = list_problems(reasons, MAX_PROBLEMS)
         problems = [{"record": i, "field": field, "problem": problem} for i, field, problem in listed]
         verdicts.append(BadRequest(422, CONTRACT_MISMATCH, problems, total) if total else None)

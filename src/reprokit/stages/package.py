@@ -221,7 +221,7 @@ def served_probabilities(model_dir: Path, inputs: pd.DataFrame, n_threads: int =
     """Positive-class probabilities from the directory, loaded as MLflow serving does."""
     from reprokit.model.trust import load_package
 
-    model = load_package(model_dir)
+    model = load_package(model_dir, check_requirements=False)  # written from the installed versions
     return served_proba(model, conform(inputs, model), n_threads)
 
 
