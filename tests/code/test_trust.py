@@ -406,7 +406,7 @@ def test_a_package_is_checked_and_opened_from_one_private_copy(package_dir, tmp_
     shutil.copytree(source, copy_dir)
     opened = []
     real_load = mlflow.pyfunc.load_model
-    monkeypatch.setattr(mlflow.pyfunc, "load_model", lambda path: opened.append(path) or real_load(path))
+    monkeypatch.setattr(mlflow.pyfunc, "load_model", lambda path, **kw: opened.append(path) or real_load(path, **kw))
     load_package(copy_dir)
     assert opened and not str(opened[0]).startswith(str(copy_dir))
 

@@ -293,6 +293,62 @@ def test_requests_in_flight_together_share_one_model_call(telco_package, pyfunc,
     assert registry.get_sample_value("reprokit_batch_rows_sum") == 7
 
 
+def test_a_lone_small_request_is_scored_on_the_event_loop_others_on_the_prediction_thread(telco_package, pyfunc, rows):
+    """In process: a request alone in flight, of at most INLINE_RECORDS records, is checked and
+    scored on the event loop's thread (no hop to the prediction thread and back); a larger one,
+    and requests batched together, on the prediction thread. Every call runs under the thread
+    budget and gives the answers pyfunc gives."""
+    import asyncio
+    import threading
+
+    from threadpoolctl import threadpool_info
+
+    from reprokit.serving.metrics import Metrics
+    from reprokit.serving.requests import parse_payload, shape_payload
+    from reprokit.serving.scorer import INLINE_RECORDS, Scorer
+    from reprokit.serving.settings import Settings
+
+    calls = []
+
+    async def run():
+        scorer = Scorer(Settings(model=str(telco_package), max_wait_ms=2000, max_batch=64, n_threads=1), Metrics())
+        await scorer.start()
+        loop_thread = threading.current_thread()
+        model = scorer.model
+        scored = model.probabilities_of
+
+        def spy(columns):
+            on_loop = threading.current_thread() is loop_thread
+            calls.append((on_loop, len(next(iter(columns.values()))), {p["num_threads"] for p in threadpool_info()}))
+            return scored(columns)
+
+        model.probabilities_of = spy
+
+        def payload(records):
+            return shape_payload(*parse_payload({"instances": records}, model.contract), model.contract, 100)
+
+        try:
+            answers = []
+            for group in ([rows[:1]], [rows[:INLINE_RECORDS]], [rows[: INLINE_RECORDS + 1]], [rows[:1], rows[1:2]]):
+                scorer.in_flight = len(group)  # as the request handler counts them
+                answers += await asyncio.gather(*(scorer.score(payload(g), model) for g in group))
+        finally:
+            await scorer.stop()
+        return answers
+
+    answers = asyncio.run(run())
+    assert [(on_loop, n) for on_loop, n, _ in calls] == [
+        (True, 1),
+        (True, INLINE_RECORDS),
+        (False, INLINE_RECORDS + 1),
+        (False, 2),
+    ]
+    assert all(limits == {1} for _, _, limits in calls)  # the budget on either thread
+    got = [float(p) for proba, _ in answers for p in proba]
+    want = [rows[:1], rows[:INLINE_RECORDS], rows[: INLINE_RECORDS + 1], rows[:2]]
+    np.testing.assert_array_equal(got, np.concatenate([expected(pyfunc, w) for w in want]))
+
+
 def test_a_model_error_fails_the_scored_requests_and_the_refused_keep_their_422(
     telco_package, pyfunc, rows, monkeypatch
 ):

@@ -126,7 +126,7 @@ class Payload:
 
     def settle(self, contract: Contract) -> dict[str, np.ndarray]:
         """Turn absent fields into nulls and note, per required field, the records that lack
-        it (a pass over every value: on the prediction thread, never the event loop)."""
+        it (a pass over every value: with the micro-batch, never in the request handler)."""
         if self.absent is None:
             self.absent = {}
             nullable = {f.name for f in contract.features if f.nullable}

@@ -180,7 +180,7 @@ def create_app(settings: Settings | None = None):
                 shaped = shape_payload(columns, n, model.contract, settings.max_records)
             except BadRequest as exc:
                 return refuse(exc, answered)
-            try:  # checked with the other requests of its micro-batch, on the prediction thread
+            try:  # checked with the other requests of its micro-batch (`Scorer.batches`)
                 proba, warnings = await scorer.score(shaped, model, role == "stable")
             except BadRequest as exc:
                 return refuse(exc, answered)
