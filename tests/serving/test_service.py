@@ -262,7 +262,17 @@ def in_flight_together(telco_package, records: list[dict]) -> tuple[list, Any]:
             await scorer.stop()
         return answers, metrics.registry
 
-    return asyncio.run(run())
+    return in_own_thread(run)
+
+
+def in_own_thread(run):
+    """`asyncio.run(run())` on a thread of its own, as a service worker's loop: the thread
+    budget `Scorer.start` sets on the loop's thread stays there, off the test process's."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, run()).result()
 
 
 def test_requests_in_flight_together_share_one_model_call(telco_package, pyfunc, rows):
@@ -294,10 +304,12 @@ def test_requests_in_flight_together_share_one_model_call(telco_package, pyfunc,
 
 
 def test_a_lone_small_request_is_scored_on_the_event_loop_others_on_the_prediction_thread(telco_package, pyfunc, rows):
-    """In process: a request alone in flight, of at most INLINE_RECORDS records, is checked and
-    scored on the event loop's thread (no hop to the prediction thread and back); a larger one,
-    and requests batched together, on the prediction thread. Every call runs under the thread
-    budget and gives the answers pyfunc gives."""
+    """In process: a request alone in flight, of at most INLINE_RECORDS records that the
+    compiled trees score, is checked and scored on the event loop's thread (no hop to the
+    prediction thread and back); a larger one, requests batched together, a model whose trees
+    scikit-learn scores (a forest, a linear model) and any request while a shadow is compared,
+    on the prediction thread. Every call runs under the thread budget and gives the answers
+    pyfunc gives."""
     import asyncio
     import threading
 
@@ -327,25 +339,38 @@ def test_a_lone_small_request_is_scored_on_the_event_loop_others_on_the_predicti
         def payload(records):
             return shape_payload(*parse_payload({"instances": records}, model.contract), model.contract, 100)
 
+        async def send(*group):
+            scorer.in_flight = len(group)  # as the request handler counts them
+            return await asyncio.gather(*(scorer.score(payload(g), model) for g in group))
+
         try:
             answers = []
             for group in ([rows[:1]], [rows[:INLINE_RECORDS]], [rows[: INLINE_RECORDS + 1]], [rows[:1], rows[1:2]]):
-                scorer.in_flight = len(group)  # as the request handler counts them
-                answers += await asyncio.gather(*(scorer.score(payload(g), model) for g in group))
+                answers += await send(*group)
+            scorer.shadow = scorer.model  # compared on the prediction thread: never two computations at once
+            answers += await send(rows[:1])
+            await asyncio.sleep(0)
+            scorer.shadow = None
+            trees, model.compiled.trees = model.compiled.trees, None  # scikit-learn's model scores
+            answers += await send(rows[:1])
+            model.compiled.trees = trees
         finally:
             await scorer.stop()
         return answers
 
-    answers = asyncio.run(run())
+    answers = in_own_thread(run)
     assert [(on_loop, n) for on_loop, n, _ in calls] == [
         (True, 1),
         (True, INLINE_RECORDS),
         (False, INLINE_RECORDS + 1),
         (False, 2),
+        (False, 1),  # with a shadow: the request, then the shadow's comparison
+        (False, 1),
+        (False, 1),  # scikit-learn's trees
     ]
     assert all(limits == {1} for _, _, limits in calls)  # the budget on either thread
     got = [float(p) for proba, _ in answers for p in proba]
-    want = [rows[:1], rows[:INLINE_RECORDS], rows[: INLINE_RECORDS + 1], rows[:2]]
+    want = [rows[:1], rows[:INLINE_RECORDS], rows[: INLINE_RECORDS + 1], rows[:2], rows[:1], rows[:1]]
     np.testing.assert_array_equal(got, np.concatenate([expected(pyfunc, w) for w in want]))
 
 

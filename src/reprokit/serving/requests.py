@@ -128,14 +128,15 @@ class Payload:
         """Turn absent fields into nulls and note, per required field, the records that lack
         it (a pass over every value: with the micro-batch, never in the request handler)."""
         if self.absent is None:
-            self.absent = {}
+            absent = {}
             nullable = {f.name for f in contract.features if f.nullable}
             for name, values in self.columns.items():
                 rows = [i for i, value in enumerate(values) if value is _MISSING]
                 for i in rows:
                     values[i] = None
                 if rows and name not in nullable:
-                    self.absent[name] = np.asarray(rows, dtype=np.int64)
+                    absent[name] = np.asarray(rows, dtype=np.int64)
+            self.absent = absent
         return self.absent
 
 

@@ -26,7 +26,8 @@ from reprokit.serving.metrics import Metrics
 from reprokit.serving.requests import Payload, check_payloads
 from reprokit.serving.settings import Settings
 
-# A lone request of at most this many records is scored on the event loop (`Scorer.batches`).
+# A lone request of at most this many records, for compiled trees and no shadow, is scored
+# on the event loop (`Scorer.batches`).
 INLINE_RECORDS = 8
 
 log = logging.getLogger("reprokit.serve")
@@ -37,7 +38,8 @@ RETRY_SECONDS = 60.0  # a canary version that failed to load is tried again afte
 
 class Scorer:
     """The served model (and optional shadow), swapped atomically, and the micro-batcher
-    feeding one prediction thread (a lone small request is scored on the event loop)."""
+    feeding one prediction thread (a lone small request that the compiled trees score is
+    scored on the event loop)."""
 
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings, self.metrics = settings, metrics
@@ -209,13 +211,19 @@ class Scorer:
             order = list(groups)
             if len(order) > 1:
                 random.shuffle(order)
-            # A request alone in its batch, of a few records for a compiled model, is checked and
-            # scored right here (about 0.3 ms): handing it to the prediction thread and back
-            # cost more than that (single records at concurrency 1: p95 2.0 -> 1.3 ms). Decided
-            # on the whole batch, never per model, so stable and canary requests take the same
-            # path whatever their share.
+            # A request alone in its batch, of a few records that the compiled trees score, is
+            # checked and scored right here (about 0.3 ms): handing it to the prediction thread
+            # and back cost more than that (single records at concurrency 1: p95 2.0 -> 1.3 ms).
+            # Decided on the whole batch, never per model, so stable and canary requests take the
+            # same path whatever their share; never with a shadow, whose comparison runs on the
+            # prediction thread (one model computation at a time, as the thread budget says).
             first = items[0]
-            inline = len(items) == 1 and first[0].n <= INLINE_RECORDS and first[2].compiled is not None
+            inline = (
+                len(items) == 1
+                and first[0].n <= INLINE_RECORDS
+                and self.shadow is None
+                and first[2].scores_quickly(first[0].n)
+            )
             for key in order:
                 await self.run_batch(groups[key], loop, inline)
 
