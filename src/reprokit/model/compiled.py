@@ -106,8 +106,12 @@ class CompiledPipeline:
             start = step(inputs, out, start)
         return out
 
+    def uses_trees(self, rows: int) -> bool:
+        """Whether a batch of `rows` is scored by the compiled trees rather than the model."""
+        return self.trees is not None and self.trees.suits(rows)
+
     def predict_proba(self, inputs: Inputs) -> np.ndarray:
-        if self.trees is not None and self.trees.suits(rows_of(inputs)):
+        if self.uses_trees(rows_of(inputs)):
             return self.trees.predict_proba(self.features(inputs))
         with warnings.catch_warnings():  # the model was fitted on named columns; these are the same, in order
             warnings.filterwarnings("ignore", message="X does not have valid feature names")

@@ -62,8 +62,7 @@ class ScoringModel:
         """Whether `rows` records are scored by the compiled trees (well under a millisecond
         for a few records) rather than scikit-learn's model (tens of milliseconds for a forest
         or boosted trees of a few hundred trees, whatever the rows)."""
-        trees = self.compiled.trees if self.compiled is not None else None
-        return trees is not None and trees.suits(rows)
+        return self.compiled is not None and self.compiled.uses_trees(rows)
 
     def probabilities_of(self, columns: dict[str, Any]) -> np.ndarray:
         """`probabilities` of checked columns (`scoring.columns_of`): the compiled pipeline
