@@ -45,7 +45,12 @@ def workdir(tmp_path_factory, repo, telco_splits):
 def tune(root, *args: str, store: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "MLFLOW_TRACKING_URI": store or f"sqlite:///{root / 'mlflow.db'}"}
     return subprocess.run(
-        [sys.executable, "-m", "reprokit.commands.tune", *args], cwd=root, env=env, capture_output=True, text=True, timeout=900
+        [sys.executable, "-m", "reprokit.commands.tune", *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
 
 
@@ -166,3 +171,16 @@ def test_tuning_on_enlarged_data_is_refused(workdir, tmp_path):
     (copy / "params.yaml").write_text(params.replace("\n  rows: 0 ", "\n  rows: 100000 ", 1))
     done = tune(copy)
     assert done.returncode == 1 and "scale.rows is on" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_store_that_does_not_answer_stops_tune_before_the_search(workdir, tmp_path):
+    """The store is checked first: a tracking server that is down costs seconds, not the search
+    (a minute on the default grid), and no table is written."""
+    from servers import free_port
+
+    store = f"http://127.0.0.1:{free_port()}"  # nothing listens: no other test process is given it
+    out, plot = tmp_path / "tune.json", tmp_path / "tune_cv.json"
+    done = tune(workdir, "--out", str(out), "--plot-out", str(plot), store=store)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert f"MLflow tracking store {store} is unreachable" in done.stderr
+    assert not out.exists() and not plot.exists()  # the search never ran

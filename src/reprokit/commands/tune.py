@@ -14,8 +14,9 @@ same table: every task is seeded and single-threaded. The test split is never re
 
 Writes `metrics/tune.json` (the best candidate and the current one: `dvc metrics show metrics/tune.json`) and
 `metrics/tune_cv.json` (the table, one row per candidate: a DVC plot), logs a parent
-MLflow run with one child run per candidate when tracking is enabled, and prints the
-`dvc exp run -S ...` line that trains the best candidate (nothing when params.yaml does).
+MLflow run with one child run per candidate when tracking is enabled (the store is checked
+to answer before the search starts), and prints the `dvc exp run -S ...` line that trains
+the best candidate (nothing when params.yaml does).
 On a terminal, stderr shows the (candidate, fold) tasks done of the total, the time spent
 and the time left. The prepared data must not be enlarged (`scale.rows: 0`): copies of a
 row in both folds would reward memorising it.
@@ -167,11 +168,22 @@ def apply_best(params_file: str, model: str, best: dict[str, Any]) -> None:
     write_bytes_atomic(params_file, edit_yaml(text, changes, params_file).encode())
 
 
-def log_search(params_file: str, contract_file: str, model: str, folds: int, table: list[dict[str, Any]]) -> None:
-    """A parent MLflow run `tune` with one child run per candidate (tracking enabled only)."""
+def checked_store(params_file: str, contract_file: str):
+    """The tracking settings, the store checked to answer when tracking is enabled: before the
+    search, so that a store that is down or misconfigured costs seconds, not the search."""
     from reprokit.release import tracking
 
     settings = tracking.settings(params_file, contract_file)
+    if settings.enabled:
+        with tracking.store_lock(settings):
+            tracking.open_store(settings)
+    return settings
+
+
+def log_search(settings, model: str, folds: int, table: list[dict[str, Any]]) -> None:
+    """A parent MLflow run `tune` with one child run per candidate (tracking enabled only)."""
+    from reprokit.release import tracking
+
     if not settings.enabled:
         return
     with tracking.store_lock(settings), tracking.store_errors(settings):
@@ -231,6 +243,7 @@ def main(argv: list[str] | None = None) -> None:
         from reprokit.model.inference import inputs_of
 
         inputs, y = inputs_of(split, contract), split[contract.target.column].to_numpy()
+        store = checked_store(args.params, args.contract)
         client = None
         if backend == "dask":
             if not args.scheduler:
@@ -258,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
         }
         write_json(args.out, result)
         write_json(args.plot_out, [_plot_row(row) for row in sorted(table, key=lambda r: r["candidate"])])
-        log_search(args.params, args.contract, tune.model, tune.folds, table)
+        log_search(store, tune.model, tune.folds, table)
         line = exp_run_line(trained, tune.model, best["params"], train.hyperparams)
         outcome = f"; {args.params} already trains it" if line is None else ""
         if line is not None:
