@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from reprokit.core.artifacts import write_json
-from reprokit.core.config import ConfigError, StageParams
+from reprokit.core.config import ConfigError, StageParams, TrackingParams
 from reprokit.core.contract import Contract, load_stage_contract
 from reprokit.core.errors import StageError
 from reprokit.core.progress import HELP as PROGRESS_HELP
@@ -168,7 +168,7 @@ def apply_best(params_file: str, model: str, best: dict[str, Any]) -> None:
     write_bytes_atomic(params_file, edit_yaml(text, changes, params_file).encode())
 
 
-def checked_store(params_file: str, contract_file: str):
+def checked_store(params_file: str, contract_file: str) -> TrackingParams:
     """The tracking settings, the store checked to answer when tracking is enabled: before the
     search, so that a store that is down or misconfigured costs seconds, not the search."""
     from reprokit.release import tracking
@@ -180,7 +180,7 @@ def checked_store(params_file: str, contract_file: str):
     return settings
 
 
-def log_search(settings, model: str, folds: int, table: list[dict[str, Any]]) -> None:
+def log_search(settings: TrackingParams, model: str, folds: int, table: list[dict[str, Any]]) -> None:
     """A parent MLflow run `tune` with one child run per candidate (tracking enabled only)."""
     from reprokit.release import tracking
 
@@ -243,11 +243,11 @@ def main(argv: list[str] | None = None) -> None:
         from reprokit.model.inference import inputs_of
 
         inputs, y = inputs_of(split, contract), split[contract.target.column].to_numpy()
-        store = checked_store(args.params, args.contract)
+        if backend == "dask" and not args.scheduler:
+            raise ConfigError("--backend dask needs --scheduler ADDRESS (a running Dask scheduler)")
+        settings = checked_store(args.params, args.contract)
         client = None
         if backend == "dask":
-            if not args.scheduler:
-                raise ConfigError("--backend dask needs --scheduler ADDRESS (a running Dask scheduler)")
             from distributed import Client
 
             try:
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
         }
         write_json(args.out, result)
         write_json(args.plot_out, [_plot_row(row) for row in sorted(table, key=lambda r: r["candidate"])])
-        log_search(store, tune.model, tune.folds, table)
+        log_search(settings, tune.model, tune.folds, table)
         line = exp_run_line(trained, tune.model, best["params"], train.hyperparams)
         outcome = f"; {args.params} already trains it" if line is None else ""
         if line is not None:
