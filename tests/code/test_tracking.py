@@ -218,27 +218,44 @@ def store_that_breaks_mid_run():
     thread.join()
 
 
-def test_a_store_failing_mid_run_gives_one_clear_error(project, monkeypatch, store_that_breaks_mid_run):
+TUNE_ROW = {"candidate": 0, "params": {"max_iter": 10}, "cv_roc_auc": 0.8, "cv_roc_auc_std": 0.0, "fold_roc_auc": [0.8]}
+LOGGERS = {
+    "package": (
+        "tracking.log_run('params.yaml', 'dataset.yaml', {}, [], 'pkg', {}, [])",
+        "run the package stage again (dvc repro -f -s package)",
+    ),
+    "tune": (
+        f"log_search(tracking.settings('params.yaml', 'dataset.yaml'), 'hist_gradient_boosting', 1, [{TUNE_ROW!r}])",
+        "the search's table is written; run tune again to log it",
+    ),
+}
+
+
+@pytest.mark.parametrize("stage", LOGGERS)
+def test_a_store_failing_mid_run_gives_one_clear_error(project, monkeypatch, store_that_breaks_mid_run, stage):
+    """Each logger's error says how to finish its own run: the package stage's is not tune's."""
     root, _ = project
     fake_outputs(root)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store_that_breaks_mid_run)
+    logs, advice = LOGGERS[stage]
     done = subprocess.run(
         [
             sys.executable,
             "-c",
             "from reprokit.core.running import run_stage\n"
             "from reprokit.release import tracking\n"
-            "run_stage('package', lambda: tracking.log_run('params.yaml', 'dataset.yaml', {}, [], 'pkg', {}, []))",
+            "from reprokit.commands.tune import log_search\n"
+            f"run_stage({stage!r}, lambda: {logs})",
         ],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert done.returncode == 1
-    assert (
-        f"package failed: MLflow tracking store {store_that_breaks_mid_run} failed while logging the run" in done.stderr
+    assert f"{stage} failed: MLflow tracking store {store_that_breaks_mid_run} failed while logging the run" in (
+        done.stderr
     )
-    assert "dvc repro -f -s package" in done.stderr
+    assert f"The run is incomplete; {advice}" in done.stderr
     assert "Traceback" not in done.stderr
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from commands import HANG_S
 from dvcclone import BIN, ran_stages
 
 pytestmark = pytest.mark.e2e
@@ -36,18 +37,39 @@ def grid(tmp_path_factory, reproduced):
     clone.dvc("exp", "run", "--queue", "-S", f"train.hist_gradient_boosting.learning_rate={','.join(RATES)}")
     assert clone.dvc("queue", "status").stdout.count("Queued") == 3
     start_queue(clone, workers=2)
-    deadline = time.monotonic() + 900
     try:
-        while time.monotonic() < deadline:
-            status = clone.dvc("queue", "status").stdout
-            if "Queued" not in status and "Running" not in status:
-                break
-            time.sleep(2)
+        status = wait_for_queue(clone)
     finally:
         clone.dvc("queue", "stop", "--kill", check=False)
         stop_workers(clone)
     assert status.count("Success") == 3, f"{status}\n{worker_logs(clone)}"
     return clone
+
+
+def wait_for_queue(clone) -> str:
+    """`dvc queue status` once nothing is queued or running. A grid takes about 330 s alone and
+    about 940 s beside a second test run, so there is no deadline for the whole: the wait
+    gives up only when neither the queue's status nor any experiment's log has changed for
+    HANG_S, a queue that is stuck, however busy the machine."""
+    seen, still_since = None, time.monotonic()
+    while True:
+        status = clone.dvc("queue", "status").stdout
+        if "Queued" not in status and "Running" not in status:
+            return status
+        progress = (status, [size(p) for p in worker_files(clone, ".out")])
+        if progress != seen:
+            seen, still_since = progress, time.monotonic()
+        elif time.monotonic() - still_since > HANG_S:
+            return status
+        time.sleep(2)
+
+
+def size(path: Path) -> int:
+    """-1 once a finished experiment's folder is cleaned away."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return -1
 
 
 def start_queue(clone, workers: int) -> None:

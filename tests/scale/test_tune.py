@@ -148,11 +148,15 @@ def test_no_dvc_exp_run_line_when_params_already_train_the_best():
 
 
 def test_a_bad_grid_value_is_one_error_naming_it(workdir, tmp_path):
+    """Named before the tracking store is asked: here no store answers, and the grid is what
+    the user is told to fix."""
+    from servers import free_port
+
     copy = tmp_path / "bad"
     shutil.copytree(workdir, copy, ignore=shutil.ignore_patterns("mlflow.db", "mlruns", "*.json"))
     params = (copy / "params.yaml").read_text().replace("max_leaf_nodes: [3, 7]", "max_leaf_nodes: [3, -7]")
     (copy / "params.yaml").write_text(params)
-    done = tune(copy)
+    done = tune(copy, store=f"http://127.0.0.1:{free_port()}")  # nothing listens
     assert done.returncode == 1
     assert "tune.grid gives train.hist_gradient_boosting a bad value" in done.stderr
     assert "max_leaf_nodes" in done.stderr and "Traceback" not in done.stderr

@@ -96,28 +96,24 @@ def search(
     done: Progress = SILENT,
 ) -> list[dict[str, Any]]:
     """Every candidate's fold AUCs, mean and standard deviation, best first (ties: grid order).
-    `done` advances by one as each (candidate, fold) task's result arrives, in task order."""
-    import dataclasses
-
+    `done` advances by one as each (candidate, fold) task's result arrives, in task order.
+    The grid is checked beforehand (check_grid)."""
     from joblib import Parallel, delayed, parallel_config
     from sklearn.model_selection import StratifiedKFold
 
     from reprokit.commands.tune import fold_auc as task  # by reference, also when this module is __main__
 
     folds = list(StratifiedKFold(tune.folds, shuffle=True, random_state=seed).split(inputs, y))
-    found = candidates(train.hyperparams, tune.grid)
-    settings = [dataclasses.replace(train, **{train.model: candidate}) for candidate in found]
-    for setting in settings:  # a bad hyperparameter fails here, once, not in every task
-        _check(setting, seed)
+    found = trials(train, tune)
     with parallel_config(backend=backend, n_jobs=n_jobs):
         tasks = Parallel(return_as="generator")(
             delayed(task)(inputs, y, fit_rows, score_rows, contract, featurize, setting, seed)
-            for setting in settings
+            for _, setting in found
             for fit_rows, score_rows in folds
         )
         aucs = list(done.track(tasks))
     table = []
-    for i, candidate in enumerate(found):
+    for i, (candidate, _) in enumerate(found):
         scores = aucs[i * len(folds) : (i + 1) * len(folds)]
         table.append(
             {
@@ -132,14 +128,26 @@ def search(
     return [{**row, "rank": rank} for rank, row in enumerate(ranked, 1)]
 
 
-def _check(train, seed: int) -> None:
+def trials(train, tune) -> list[tuple[dict[str, Any], Any]]:
+    """(candidate, the train settings that fit it) for each candidate of the grid, in grid order."""
+    import dataclasses
+
+    found = candidates(train.hyperparams, tune.grid)
+    return [(candidate, dataclasses.replace(train, **{train.model: candidate})) for candidate in found]
+
+
+def check_grid(train, tune, seed: int) -> int:
+    """The number of candidates, each checked to build a valid model: a bad hyperparameter fails
+    here, once and before the search and the store check, not in every fold's task."""
     from reprokit.model.estimators import build_model
 
-    model = build_model(train, seed)
-    try:
-        model._validate_params()
-    except Exception as exc:  # noqa: BLE001 - scikit-learn's InvalidParameterError and kin
-        raise StageError(f"params.yaml: tune.grid gives train.{train.model} a bad value: {exc}") from None
+    found = trials(train, tune)
+    for _, setting in found:
+        try:
+            build_model(setting, seed)._validate_params()
+        except Exception as exc:  # noqa: BLE001 - scikit-learn's InvalidParameterError and kin
+            raise StageError(f"params.yaml: tune.grid gives train.{train.model} a bad value: {exc}") from None
+    return len(found)
 
 
 def exp_run_line(trained: str, model: str, best: dict[str, Any], current: dict[str, Any]) -> str | None:
@@ -186,7 +194,8 @@ def log_search(settings: TrackingParams, model: str, folds: int, table: list[dic
 
     if not settings.enabled:
         return
-    with tracking.store_lock(settings), tracking.store_errors(settings):
+    redo = "the search's table is written; run tune again to log it once the store answers"
+    with tracking.store_lock(settings), tracking.store_errors(settings, redo):
         mlflow, experiment_id = tracking.open_store(settings)
         best = table[0]
         with mlflow.start_run(experiment_id=experiment_id, run_name=f"tune {model}"):
@@ -245,6 +254,7 @@ def main(argv: list[str] | None = None) -> None:
         inputs, y = inputs_of(split, contract), split[contract.target.column].to_numpy()
         if backend == "dask" and not args.scheduler:
             raise ConfigError("--backend dask needs --scheduler ADDRESS (a running Dask scheduler)")
+        tasks = check_grid(train, tune, seed) * tune.folds
         settings = checked_store(args.params, args.contract)
         client = None
         if backend == "dask":
@@ -255,7 +265,6 @@ def main(argv: list[str] | None = None) -> None:
             except OSError as exc:
                 raise StageError(f"Dask scheduler {args.scheduler}: cannot connect ({exc})") from None
         try:
-            tasks = len(candidates(train.hyperparams, tune.grid)) * tune.folds
             with progress("tune: candidates x folds", total=tasks, unit="fits") as done:
                 table = search(inputs, y, contract, featurize, train, tune, seed, backend, n_jobs, done)
         finally:

@@ -112,9 +112,12 @@ def store_lock(params: TrackingParams, timeout_seconds: float = 600.0) -> Iterat
 
 
 @contextlib.contextmanager
-def store_errors(params: TrackingParams) -> Iterator[None]:
+def store_errors(
+    params: TrackingParams,
+    redo: str = "run the package stage again (dvc repro -f -s package) once the store answers",
+) -> Iterator[None]:
     """Turn a store that fails part-way through logging (server gone, timeout, driver error)
-    into one clear stage error; the DVC outputs and cache stay as they are."""
+    into one clear stage error that says how to finish (`redo`); the outputs stay as they are."""
     try:
         yield
     except StageError:
@@ -124,7 +127,7 @@ def store_errors(params: TrackingParams) -> Iterator[None]:
         raise StageError(
             f"MLflow tracking store {redact(params.uri)} failed while logging the run "
             f"({type(exc).__name__}: {redact_text(first[:300])}). "
-            "The run is incomplete; run the package stage again (dvc repro -f -s package) once the store answers"
+            f"The run is incomplete; {redo}"
         ) from None
 
 
