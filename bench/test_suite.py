@@ -55,16 +55,21 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "bench" / "test_suite_results.json"))
     parser.add_argument("--logs", default=str(Path(tempfile.gettempdir()) / "reprokit-test-suite-logs"))
     args = parser.parse_args()
-    logs = Path(args.logs)
-    results: dict = {"cpus": os.cpu_count()}
+    logs, out = Path(args.logs), Path(args.out)
+    # The file's other entries (`by_file`, `ci`: recorded by hand from other runs) stay.
+    results: dict = json.loads(out.read_text()) if out.exists() else {}
+    results["cpus"] = os.cpu_count()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_alone:
             root = clone(Path(tmp), "alone")
-            results["alone"] = finish(*start(root), root, logs)
+            results["alone"] = {"commit": commit, **finish(*start(root), root, logs)}
         first, second = clone(Path(tmp), "first"), clone(Path(tmp), "second")
         runs = [(start(first), first), (start(second), second)]
-        results["concurrent"] = [finish(*run, root, logs) for run, root in runs]
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        results["concurrent"] = [{"commit": commit, **finish(*run, root, logs)} for run, root in runs]
+    out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
 
 

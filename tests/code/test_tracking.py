@@ -164,7 +164,8 @@ def test_unreachable_server_fails_fast_naming_the_uri(project, monkeypatch):
         [
             sys.executable,
             "-c",
-            "from reprokit.release import tracking; tracking.log_run('params.yaml', 'dataset.yaml', {}, [], '.', {}, [])",
+            "from reprokit.release import tracking\n"
+            "tracking.log_run('params.yaml', 'dataset.yaml', {}, [], '.', {}, [])",
         ],
         capture_output=True,
         text=True,
@@ -225,8 +226,9 @@ LOGGERS = {
         "run the package stage again (dvc repro -f -s package)",
     ),
     "tune": (
-        f"log_search(tracking.settings('params.yaml', 'dataset.yaml'), 'hist_gradient_boosting', 1, [{TUNE_ROW!r}])",
-        "the search's table is written; run tune again to log it",
+        "log_search(tracking.settings('params.yaml', 'dataset.yaml'), 'hist_gradient_boosting', 1, "
+        f"[{TUNE_ROW!r}], ('tune.json', 'tune_cv.json'))",
+        "only tune.json and tune_cv.json are written: run tune again once the store answers",
     ),
 }
 
@@ -256,6 +258,7 @@ def test_a_store_failing_mid_run_gives_one_clear_error(project, monkeypatch, sto
         done.stderr
     )
     assert f"The run is incomplete; {advice}" in done.stderr
+    assert ("dvc repro" in done.stderr) == (stage == "package")
     assert "Traceback" not in done.stderr
 
 

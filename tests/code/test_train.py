@@ -130,3 +130,22 @@ def test_bad_hyperparameters_are_named(kind, override, message, features):
 def test_the_thread_budget_must_be_a_positive_whole_number(bad, features):
     with pytest.raises(StageError, match="base.n_threads must be a whole number of at least 1"):
         fit(features, "y", params("logistic_regression"), seed=0, n_threads=bad)
+
+
+WAITS = """
+import os, sys
+import reprokit.stages.train
+loaded = sorted(name for name in sys.modules if name.split(".")[0] in ("sklearn", "threadpoolctl"))
+print(os.environ.get("OMP_WAIT_POLICY"), loaded)
+"""
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_a_stage_process_lets_openmp_threads_sleep_while_they_wait(given, expected):
+    """Set before scikit-learn loads OpenMP, which reads it once (core.threads.sleeping_waits;
+    bench/wait_policy.py measures why); a policy the user set is kept."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | (
+        {"OMP_WAIT_POLICY": given} if given else {}
+    )
+    done = subprocess.run([sys.executable, "-c", WAITS], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.split(" ", 1) == [expected, "[]\n"]

@@ -47,29 +47,39 @@ def grid(tmp_path_factory, reproduced):
 
 
 def wait_for_queue(clone) -> str:
-    """`dvc queue status` once nothing is queued or running. A grid takes about 330 s alone and
-    about 940 s beside a second test run, so there is no deadline for the whole: the wait
-    gives up only when neither the queue's status nor any experiment's log has changed for
-    HANG_S, a queue that is stuck, however busy the machine."""
-    seen, still_since = None, time.monotonic()
+    """`dvc queue status` once nothing is queued or running. The grid takes about 330 s alone
+    and over 900 s beside a second test run, so the whole has no deadline: the wait fails only
+    when no task's status and no worker's or experiment's log has changed for HANG_S, a queue
+    that is stuck, however busy the machine. The status is asked every 10 s (each ask is a DVC
+    process and a round of celery's inspection), the logs every 2 s."""
+    seen, still_since, asked = None, time.monotonic(), 0.0
     while True:
-        status = clone.dvc("queue", "status").stdout
-        if "Queued" not in status and "Running" not in status:
-            return status
-        progress = (status, [size(p) for p in worker_files(clone, ".out")])
+        if time.monotonic() - asked >= 10:
+            status, asked = clone.dvc("queue", "status").stdout, time.monotonic()
+            if "Queued" not in status and "Running" not in status:
+                return status
+        progress = (task_rows(status), log_sizes(clone))
         if progress != seen:
             seen, still_since = progress, time.monotonic()
         elif time.monotonic() - still_since > HANG_S:
-            return status
+            raise AssertionError(f"the queue made no progress for {HANG_S} s\n{status}\n{worker_logs(clone)}")
         time.sleep(2)
 
 
-def size(path: Path) -> int:
-    """-1 once a finished experiment's folder is cleaned away."""
+def task_rows(status: str) -> list[str]:
+    """The task table of `dvc queue status`, without its "Worker status" line (celery's count of
+    active workers, which a late reply under load changes without any task advancing)."""
+    return [line for line in status.splitlines() if not line.startswith("Worker status")]
+
+
+def log_sizes(clone) -> list[int]:
+    """The size of each worker's and experiment's log. DVC removes a finished experiment's
+    temporary workspace under `.dvc/tmp/exps` while it may be listed: a scan that meets a
+    vanished folder counts as progress."""
     try:
-        return path.stat().st_size
+        return [path.stat().st_size for path in worker_files(clone, ".out")]
     except FileNotFoundError:
-        return -1
+        return [-1]
 
 
 def start_queue(clone, workers: int) -> None:
@@ -89,9 +99,9 @@ def start_queue(clone, workers: int) -> None:
 
 
 def worker_files(clone, suffix: str) -> list[Path]:
-    return sorted((clone.root / ".dvc/tmp/exps").glob(f"*/*{suffix}")) + sorted(
-        (clone.root / ".dvc/tmp/exps/run").glob(f"*/*{suffix}")
-    )
+    """The queue workers' files (`.dvc/tmp/exps/celery`) and each experiment's (`run/REV/`)."""
+    exps = clone.root / ".dvc/tmp/exps"
+    return sorted((exps / "celery").glob(f"*{suffix}")) + sorted((exps / "run").glob(f"*/*{suffix}"))
 
 
 def worker_logs(clone) -> str:

@@ -13,6 +13,7 @@ import sys
 
 import pytest
 import yaml
+from commands import HANG_S
 from dasks import executed
 
 from reprokit.core.artifacts import write_parquet
@@ -50,7 +51,7 @@ def tune(root, *args: str, store: str | None = None) -> subprocess.CompletedProc
         env=env,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=HANG_S,
     )
 
 
@@ -160,6 +161,19 @@ def test_a_bad_grid_value_is_one_error_naming_it(workdir, tmp_path):
     assert done.returncode == 1
     assert "tune.grid gives train.hist_gradient_boosting a bad value" in done.stderr
     assert "max_leaf_nodes" in done.stderr and "Traceback" not in done.stderr
+    assert "unreachable" not in done.stderr
+    assert not (copy / "metrics" / "tune.json").exists()
+
+
+def test_a_grid_key_the_model_does_not_take_is_one_error_naming_it(workdir, tmp_path):
+    copy = tmp_path / "misspelt"
+    shutil.copytree(workdir, copy, ignore=shutil.ignore_patterns("mlflow.db", "mlruns", "*.json"))
+    params = (copy / "params.yaml").read_text().replace("max_leaf_nodes: [3, 7]", "max_leaf_node: [3, 7]")
+    (copy / "params.yaml").write_text(params)
+    done = tune(copy)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert "tune.grid names max_leaf_node, which train.hist_gradient_boosting does not take" in done.stderr
     assert not (copy / "metrics" / "tune.json").exists()
 
 

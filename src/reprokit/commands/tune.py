@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from reprokit.core.artifacts import write_json
-from reprokit.core.config import ConfigError, StageParams, TrackingParams
+from reprokit.core.config import ConfigError, StageParams, TrackingParams, TrainParams, TuneParams
 from reprokit.core.contract import Contract, load_stage_contract
 from reprokit.core.errors import StageError
 from reprokit.core.progress import HELP as PROGRESS_HELP
@@ -83,38 +83,40 @@ def fold_auc(
     return float(roc_auc_score(y[score_rows], scores))
 
 
+Trials = list[tuple[dict[str, Any], TrainParams]]
+
+
 def search(
     inputs: pd.DataFrame,
     y: np.ndarray,
     contract: Contract,
     featurize,
-    train,
-    tune,
+    trials: Trials,
+    folds: int,
     seed: int,
     backend: str,
     n_jobs: int,
     done: Progress = SILENT,
 ) -> list[dict[str, Any]]:
     """Every candidate's fold AUCs, mean and standard deviation, best first (ties: grid order).
-    `done` advances by one as each (candidate, fold) task's result arrives, in task order.
-    The grid is checked beforehand (check_grid)."""
+    `trials` are check_grid's; `done` advances by one as each (candidate, fold) task's result
+    arrives, in task order."""
     from joblib import Parallel, delayed, parallel_config
     from sklearn.model_selection import StratifiedKFold
 
     from reprokit.commands.tune import fold_auc as task  # by reference, also when this module is __main__
 
-    folds = list(StratifiedKFold(tune.folds, shuffle=True, random_state=seed).split(inputs, y))
-    found = trials(train, tune)
+    splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(inputs, y))
     with parallel_config(backend=backend, n_jobs=n_jobs):
         tasks = Parallel(return_as="generator")(
             delayed(task)(inputs, y, fit_rows, score_rows, contract, featurize, setting, seed)
-            for _, setting in found
-            for fit_rows, score_rows in folds
+            for _, setting in trials
+            for fit_rows, score_rows in splits
         )
         aucs = list(done.track(tasks))
     table = []
-    for i, (candidate, _) in enumerate(found):
-        scores = aucs[i * len(folds) : (i + 1) * len(folds)]
+    for i, (candidate, _) in enumerate(trials):
+        scores = aucs[i * len(splits) : (i + 1) * len(splits)]
         table.append(
             {
                 "candidate": i,
@@ -128,26 +130,28 @@ def search(
     return [{**row, "rank": rank} for rank, row in enumerate(ranked, 1)]
 
 
-def trials(train, tune) -> list[tuple[dict[str, Any], Any]]:
-    """(candidate, the train settings that fit it) for each candidate of the grid, in grid order."""
+def check_grid(train: TrainParams, tune: TuneParams, seed: int) -> Trials:
+    """(candidate, the train settings that fit it) for each candidate of the grid, in grid
+    order, each checked to build a valid model: a bad key or value fails here, once and before
+    the store check and the search, not in every fold's task."""
     import dataclasses
 
-    found = candidates(train.hyperparams, tune.grid)
-    return [(candidate, dataclasses.replace(train, **{train.model: candidate})) for candidate in found]
-
-
-def check_grid(train, tune, seed: int) -> int:
-    """The number of candidates, each checked to build a valid model: a bad hyperparameter fails
-    here, once and before the search and the store check, not in every fold's task."""
     from reprokit.model.estimators import build_model
 
-    found = trials(train, tune)
-    for _, setting in found:
+    takes = build_model(train, seed).get_params()  # a bad key in train itself is train's own error
+    unknown = sorted(set(tune.grid) - set(takes))
+    if unknown:
+        raise StageError(f"params.yaml: tune.grid names {', '.join(unknown)}, which train.{train.model} does not take")
+    trials = [
+        (candidate, dataclasses.replace(train, **{train.model: candidate}))
+        for candidate in candidates(train.hyperparams, tune.grid)
+    ]
+    for _, setting in trials:
         try:
             build_model(setting, seed)._validate_params()
         except Exception as exc:  # noqa: BLE001 - scikit-learn's InvalidParameterError and kin
             raise StageError(f"params.yaml: tune.grid gives train.{train.model} a bad value: {exc}") from None
-    return len(found)
+    return trials
 
 
 def exp_run_line(trained: str, model: str, best: dict[str, Any], current: dict[str, Any]) -> str | None:
@@ -188,13 +192,15 @@ def checked_store(params_file: str, contract_file: str) -> TrackingParams:
     return settings
 
 
-def log_search(settings: TrackingParams, model: str, folds: int, table: list[dict[str, Any]]) -> None:
+def log_search(
+    settings: TrackingParams, model: str, folds: int, table: list[dict[str, Any]], written: tuple[str, ...]
+) -> None:
     """A parent MLflow run `tune` with one child run per candidate (tracking enabled only)."""
     from reprokit.release import tracking
 
     if not settings.enabled:
         return
-    redo = "the search's table is written; run tune again to log it once the store answers"
+    redo = f"only {' and '.join(written)} are written: run tune again once the store answers (the search runs again)"
     with tracking.store_lock(settings), tracking.store_errors(settings, redo):
         mlflow, experiment_id = tracking.open_store(settings)
         best = table[0]
@@ -254,7 +260,7 @@ def main(argv: list[str] | None = None) -> None:
         inputs, y = inputs_of(split, contract), split[contract.target.column].to_numpy()
         if backend == "dask" and not args.scheduler:
             raise ConfigError("--backend dask needs --scheduler ADDRESS (a running Dask scheduler)")
-        tasks = check_grid(train, tune, seed) * tune.folds
+        trials = check_grid(train, tune, seed)
         settings = checked_store(args.params, args.contract)
         client = None
         if backend == "dask":
@@ -265,8 +271,8 @@ def main(argv: list[str] | None = None) -> None:
             except OSError as exc:
                 raise StageError(f"Dask scheduler {args.scheduler}: cannot connect ({exc})") from None
         try:
-            with progress("tune: candidates x folds", total=tasks, unit="fits") as done:
-                table = search(inputs, y, contract, featurize, train, tune, seed, backend, n_jobs, done)
+            with progress("tune: candidates x folds", total=len(trials) * tune.folds, unit="fits") as done:
+                table = search(inputs, y, contract, featurize, trials, tune.folds, seed, backend, n_jobs, done)
         finally:
             if client is not None:
                 client.close()
@@ -280,7 +286,7 @@ def main(argv: list[str] | None = None) -> None:
         }
         write_json(args.out, result)
         write_json(args.plot_out, [_plot_row(row) for row in sorted(table, key=lambda r: r["candidate"])])
-        log_search(settings, tune.model, tune.folds, table)
+        log_search(settings, tune.model, tune.folds, table, (args.out, args.plot_out))
         line = exp_run_line(trained, tune.model, best["params"], train.hyperparams)
         outcome = f"; {args.params} already trains it" if line is None else ""
         if line is not None:

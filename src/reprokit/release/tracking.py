@@ -112,10 +112,7 @@ def store_lock(params: TrackingParams, timeout_seconds: float = 600.0) -> Iterat
 
 
 @contextlib.contextmanager
-def store_errors(
-    params: TrackingParams,
-    redo: str = "run the package stage again (dvc repro -f -s package) once the store answers",
-) -> Iterator[None]:
+def store_errors(params: TrackingParams, redo: str) -> Iterator[None]:
     """Turn a store that fails part-way through logging (server gone, timeout, driver error)
     into one clear stage error that says how to finish (`redo`); the outputs stay as they are."""
     try:
@@ -185,7 +182,8 @@ def log_run(
     params = settings(params_file, contract_file)
     if not params.enabled:
         return None
-    with store_lock(params), store_errors(params):  # queue workers take turns on a SQLite store
+    redo = "run the package stage again (dvc repro -f -s package) once the store answers"
+    with store_lock(params), store_errors(params, redo):  # queue workers take turns on a SQLite store
         mlflow, experiment_id = open_store(params)
         from mlflow.entities import LoggedModelOutput
 
