@@ -6,7 +6,7 @@ threads), each in a fresh process: OpenMP reads `OMP_WAIT_POLICY` once, when it 
 Measured alone, two at once (two queued experiments' train stages on the same cores), and
 beside BUSY processes that each spin on a core, in rounds that alternate the policies: the
 library's default (threads spin a while before they sleep) and `PASSIVE` (what every stage
-process sets, `core.threads.sleeping_waits`), and one thread for comparison (a one-thread
+process gets from `bin/python`), and one thread for comparison (a one-thread
 fit stores other bytes: only a reference). Run after `dvc repro`:
 `.venv/bin/python bench/wait_policy.py`. Timings, never asserts.
 """

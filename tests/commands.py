@@ -10,8 +10,9 @@ from pathlib import Path
 
 # A subprocess's limit only catches a hang: the verdict never depends on how busy the machine
 # is. A full `dvc repro` takes about 30 s alone and several minutes beside a second test run on
-# these two cores; 30 minutes is far beyond both and inside the 90 that `.ci/run` is given (the
-# GitHub workflow's test job allows 60: there a hang late in the run meets the job's limit first).
+# these two cores; 30 minutes is far beyond both and inside the 90 minutes the project's CI
+# gives `.ci/run` (the GitHub workflow's test job allows 60: there a hang late in the run meets
+# the job's limit first).
 HANG_S = 1800
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import sqlite3
@@ -52,7 +53,7 @@ def wait_for_queue(clone) -> str:
     when no task's status and no worker's or experiment's log has changed for HANG_S, a queue
     that is stuck, however busy the machine. The status is asked every 10 s (each ask is a DVC
     process and a round of celery's inspection), the logs every 2 s."""
-    seen, still_since, asked = None, time.monotonic(), 0.0
+    seen, still_since, asked = None, time.monotonic(), -math.inf
     while True:
         if time.monotonic() - asked >= 10:
             status, asked = clone.dvc("queue", "status").stdout, time.monotonic()
@@ -73,13 +74,15 @@ def task_rows(status: str) -> list[str]:
 
 
 def log_sizes(clone) -> list[int]:
-    """The size of each worker's and experiment's log. DVC removes a finished experiment's
-    temporary workspace under `.dvc/tmp/exps` while it may be listed: a scan that meets a
-    vanished folder counts as progress."""
+    """The size of each worker's and experiment's log; -1 for one DVC removed once listed."""
+    return [size(path) for path in worker_files(clone, ".out")]
+
+
+def size(path: Path) -> int:
     try:
-        return [path.stat().st_size for path in worker_files(clone, ".out")]
+        return path.stat().st_size
     except FileNotFoundError:
-        return [-1]
+        return -1
 
 
 def start_queue(clone, workers: int) -> None:
@@ -99,14 +102,27 @@ def start_queue(clone, workers: int) -> None:
 
 
 def worker_files(clone, suffix: str) -> list[Path]:
-    """The queue workers' files (`.dvc/tmp/exps/celery`) and each experiment's (`run/REV/`)."""
+    """The queue workers' files (`.dvc/tmp/exps/celery`) and each experiment's (`run/REV/`).
+    DVC cleans these folders up as experiments end: a listing that meets a vanished one is
+    taken again."""
     exps = clone.root / ".dvc/tmp/exps"
-    return sorted((exps / "celery").glob(f"*{suffix}")) + sorted((exps / "run").glob(f"*/*{suffix}"))
+    while True:
+        try:
+            return sorted((exps / "celery").glob(f"*{suffix}")) + sorted((exps / "run").glob(f"*/*{suffix}"))
+        except FileNotFoundError:
+            continue
 
 
 def worker_logs(clone) -> str:
     """The queue workers' and experiments' own logs, to tell a slow grid from a stuck one."""
-    return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in worker_files(clone, ".out"))
+    return "\n".join(f"--- {p.name}\n{tail(p)}" for p in worker_files(clone, ".out"))
+
+
+def tail(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")[-3000:]
+    except FileNotFoundError:
+        return "(removed by DVC)"
 
 
 def stop_workers(clone) -> None:

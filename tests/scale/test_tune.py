@@ -165,15 +165,16 @@ def test_a_bad_grid_value_is_one_error_naming_it(workdir, tmp_path):
     assert not (copy / "metrics" / "tune.json").exists()
 
 
-def test_a_grid_key_the_model_does_not_take_is_one_error_naming_it(workdir, tmp_path):
+@pytest.mark.parametrize("key", ["max_leaf_node", "random_state"])  # misspelt; the project's (base.seed)
+def test_a_grid_key_the_model_does_not_take_is_one_error_naming_it(workdir, tmp_path, key):
     copy = tmp_path / "misspelt"
     shutil.copytree(workdir, copy, ignore=shutil.ignore_patterns("mlflow.db", "mlruns", "*.json"))
-    params = (copy / "params.yaml").read_text().replace("max_leaf_nodes: [3, 7]", "max_leaf_node: [3, 7]")
+    params = (copy / "params.yaml").read_text().replace("max_leaf_nodes: [3, 7]", f"{key}: [3, 7]")
     (copy / "params.yaml").write_text(params)
     done = tune(copy)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.count("\n") == 1, done.stderr
-    assert "tune.grid names max_leaf_node, which train.hist_gradient_boosting does not take" in done.stderr
+    assert f"tune.grid names {key}, which train.hist_gradient_boosting does not take" in done.stderr
     assert not (copy / "metrics" / "tune.json").exists()
 
 

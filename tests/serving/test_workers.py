@@ -94,3 +94,26 @@ def test_every_request_after_ready_scores_and_metrics_hold_no_false_zero(tmp_pat
         # no shadow model: nothing was compared, so no agreement ratio (an idle worker said 0.0)
         assert "reprokit_shadow_label_agreement_ratio" not in metrics
         assert "Traceback" not in log.read_text()
+
+
+STARTING_WORKER = """
+import os, sys
+from prometheus_client import generate_latest
+from reprokit.serving.metrics import Metrics
+metrics = Metrics()
+metrics.requests.labels("/predict", "200", "1", "stable").inc()
+print(generate_latest(metrics.registry).decode())
+"""
+
+
+def test_a_worker_starting_beside_another_that_has_not_sized_its_file_yet(tmp_path):
+    """A worker creates its metrics file, then sizes it: another worker that starts or is scraped
+    in between meets an empty file. Seen in CI: the starting worker died with a traceback
+    (struct.error in prometheus_client's merge, client_python#1199), and uvicorn restarted it."""
+    shared = tmp_path / "metrics"
+    shared.mkdir()
+    (shared / "counter_999999.db").touch()  # a neighbour's file, created but not yet sized
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(shared), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", STARTING_WORKER], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert 'reprokit_requests_total{model_version="1",role="stable",route="/predict",status="200"} 1.0' in done.stdout

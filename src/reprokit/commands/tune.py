@@ -138,10 +138,14 @@ def check_grid(train: TrainParams, tune: TuneParams, seed: int) -> Trials:
 
     from reprokit.model.estimators import build_model
 
-    takes = build_model(train, seed).get_params()  # a bad key in train itself is train's own error
-    unknown = sorted(set(tune.grid) - set(takes))
+    # A bad key in train itself is train's own error; the seed and the thread budget are the project's.
+    takes = set(build_model(train, seed).get_params()) - {"random_state", "n_jobs"}
+    unknown = sorted(set(tune.grid) - takes)
     if unknown:
-        raise StageError(f"params.yaml: tune.grid names {', '.join(unknown)}, which train.{train.model} does not take")
+        raise StageError(
+            f"params.yaml: tune.grid names {', '.join(unknown)}, which train.{train.model} does not take "
+            "(random_state and n_jobs come from base.seed and base.n_threads)"
+        )
     trials = [
         (candidate, dataclasses.replace(train, **{train.model: candidate}))
         for candidate in candidates(train.hyperparams, tune.grid)

@@ -55,16 +55,3 @@ def limit_threads(n_threads: int) -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=n_threads)
-
-
-def sleeping_waits() -> None:
-    """OpenMP threads that wait for work sleep instead of spinning (`OMP_WAIT_POLICY=PASSIVE`,
-    unless the environment says otherwise). On a busy machine, e.g. two queued experiments on
-    two cores, a spinning thread holds the core that its partner needs to reach the next
-    barrier: train's two-thread fit, two at once, took 3.0-6.0 s and at times 89 s with
-    spinning waits, 1.9-2.6 s with sleeping ones; alone, 1.5-1.8 s against 1.9
-    (bench/wait_policy.py). The computation, so every byte, is the same. OpenMP reads the
-    setting once, when its library loads: call this before scikit-learn is imported."""
-    import os
-
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

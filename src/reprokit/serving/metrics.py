@@ -6,6 +6,7 @@ answered, so that any Prometheus can compare a canary with the stable model."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from reprokit.model.scoring import SCORE_BINS
@@ -20,9 +21,8 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.multiprocess = multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
         if multiprocess:
-            from prometheus_client import multiprocess as mp
-
-            mp_collector = mp.MultiProcessCollector(self.registry)
+            mp_collector = WorkerFiles(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+            self.registry.register(mp_collector)
         reg = None if multiprocess else self.registry
         self.requests = Counter(
             "reprokit_requests",
@@ -89,6 +89,32 @@ class Metrics:
     def show_canary(self, old: str | None, new: str | None) -> None:
         if old != new:
             self.show_version(old, new, "canary")
+
+
+class WorkerFiles:
+    """Every worker's metrics, merged from the files in the shared folder as prometheus_client's
+    MultiProcessCollector merges them, less the files a starting worker has created but not yet
+    sized: read in that moment, one empty file failed the whole merge and the starting worker
+    with it (prometheus/client_python#1199). A file only grows, so a sized one reads whole."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def collect(self):
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        return MultiProcessCollector.merge([str(f) for f in _sized(Path(self.path).glob("*.db"))], accumulate=True)
+
+
+def _sized(files) -> list[Path]:
+    found = []
+    for file in files:
+        try:
+            if file.stat().st_size > 0:
+                found.append(file)
+        except FileNotFoundError:
+            continue
+    return found
 
 
 class AgreementRatio:

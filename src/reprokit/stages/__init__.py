@@ -3,7 +3,3 @@ own process: read inputs, call the core and model, write outputs. A stage never 
 stage; it may import `reprokit.core`, `reprokit.model`, `reprokit.release.tracking` (package logs
 its run) and `reprokit.monitoring` (the monitor stage).
 """
-
-from reprokit.core.threads import sleeping_waits
-
-sleeping_waits()  # a stage's process, before the stage imports scikit-learn
