@@ -8,7 +8,9 @@ TESTS ?=
 # so a module's fixtures (servers, clones) are built once; one test alone: `.venv/bin/pytest PATH::NAME`.
 # Three on two cores: many tests wait on servers, subprocesses and the disk.
 TEST_WORKERS ?= 3
-PYTEST := $(RUN) pytest -n $(TEST_WORKERS) --dist loadfile
+# OpenMP's idle threads sleep instead of spinning in the test processes too (as in the stage
+# processes, bin/python), unless you set OMP_WAIT_POLICY: three processes share two cores.
+PYTEST := OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-PASSIVE} $(RUN) pytest -n $(TEST_WORKERS) --dist loadfile
 
 .DEFAULT_GOAL := help
 .PHONY: help setup runtime-lock repro test test-fast test-unprivileged test-container bench

@@ -2,7 +2,9 @@
 
 Two data sizes: the default pipeline outputs alone, and the same plus about 100 MB
 of extra tracked data (random, incompressible files under `data/raw/bulk`). The S3
-remote is a real moto server on 127.0.0.1. Writes bench/remote_results.json.
+remote is a real moto server on 127.0.0.1. Each figure is the median of --rounds rounds (each
+round a new remote, copy and clone; every round's seconds are kept beside it). Writes
+bench/remote_results.json.
 
 - push: `dvc push` from a reproduced clone to an empty remote; bytes = what the
   remote holds afterwards.
@@ -18,6 +20,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -107,9 +110,23 @@ def measure(base: Path, work: Path, kind: str, target: str, remote_bytes) -> dic
     }
 
 
+def medians(rounds: list[dict[str, float]]) -> dict:
+    """Each round's bytes are the same (the same data moved); seconds: the median, and each round's."""
+    out: dict = {}
+    for key, value in rounds[0].items():
+        if key.endswith("_s"):
+            out[key] = round(statistics.median(r[key] for r in rounds), 2)
+            out[f"{key}_each_round"] = [r[key] for r in rounds]
+        else:
+            assert all(r[key] == value for r in rounds), f"{key} differs between rounds"
+            out[key] = value
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default=str(REPO / "bench" / "remote_results.json"))
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     dvc = str(BIN / "dvc")
     results: dict[str, dict] = {}
@@ -131,23 +148,29 @@ def main() -> None:
         client = s3_client(endpoint)
         for name, source in datasets.items():
             for kind in ("local", "s3"):
-                work = tmp_path / f"{name}-{kind}"
-                work.mkdir()
-                if kind == "local":
-                    storage = work / "storage"
-                    target, remote_bytes = str(storage), lambda s=storage: tree_bytes(s)
-                else:
-                    bucket = f"bench-{name.replace('_', '-').lower()}"
-                    client.create_bucket(Bucket=bucket)
-                    target = f"{endpoint}|{bucket}"
+                rounds = []
+                for round_ in range(args.rounds):
+                    work = tmp_path / f"{name}-{kind}-{round_}"
+                    work.mkdir()
+                    if kind == "local":
+                        storage = work / "storage"
+                        target, remote_bytes = str(storage), lambda s=storage: tree_bytes(s)
+                    else:
+                        bucket = f"bench-{name.replace('_', '-').lower()}-{round_}"
+                        client.create_bucket(Bucket=bucket)
+                        target = f"{endpoint}|{bucket}"
 
-                    def remote_bytes(b=bucket) -> int:
-                        pages = client.get_paginator("list_objects_v2").paginate(Bucket=b)
-                        return sum(o["Size"] for page in pages for o in page.get("Contents", []))
+                        def remote_bytes(b=bucket) -> int:
+                            pages = client.get_paginator("list_objects_v2").paginate(Bucket=b)
+                            return sum(o["Size"] for page in pages for o in page.get("Contents", []))
 
-                results.setdefault(name, {})[kind] = measure(source, work, kind, target, remote_bytes)
+                    rounds.append(measure(source, work, kind, target, remote_bytes))
+                    shutil.rmtree(work)
+                results.setdefault(name, {})[kind] = medians(rounds)
                 print(name, kind, results[name][kind], flush=True)
-    Path(args.out).write_text(json.dumps({"machine_cpus": os.cpu_count(), **results}, indent=2) + "\n")
+    Path(args.out).write_text(
+        json.dumps({"machine_cpus": os.cpu_count(), "rounds": args.rounds, **results}, indent=2) + "\n"
+    )
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """Wall time of `make test`, alone and beside a second full run sharing the machine.
 
-Each run happens in its own fresh clone (its own `.venv` from uv.lock), started from a
-shell where nothing is activated. Writes bench/test_suite_results.json (each run's own wall
-time, pytest's summary and the tests that failed) and keeps each run's log in --logs. Timings
-only: the point of the concurrent run is that every test still passes under load.
+Each run happens in its own fresh clone (its own `.venv` from uv.lock, made by the run and
+timed with it), started from a shell where nothing is activated. The pair is the landing
+check, `CI=true bash .ci/run`, beside `make test`. Writes bench/test_suite_results.json
+(each run's command, its own wall time and CPU time, pytest's summary and the tests that
+failed) and keeps each run's log in --logs. Timings only: the point of the concurrent run is
+that every test still passes under load.
 
     python3 bench/test_suite.py [--skip-alone]
 """
@@ -28,25 +30,44 @@ def clone(into: Path, name: str) -> Path:
     return root
 
 
-def start(root: Path) -> tuple[subprocess.Popen, float]:
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
-    log = open(root / "make-test.log", "w")  # noqa: SIM115 (closed with the process)
-    return subprocess.Popen(["make", "test"], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT), time.monotonic()
+MAKE_TEST = ["make", "test"]
+CI_RUN = ["bash", ".ci/run"]  # with CI=true, as the landing check runs it
+
+
+def start(root: Path, command: list[str]) -> tuple[subprocess.Popen, float]:
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "CI")}
+    if command == CI_RUN:
+        env["CI"] = "true"
+    log = open(root / "run.log", "w")  # noqa: SIM115 (closed with the process)
+    process = subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return process, time.monotonic()
 
 
 def finish(process: subprocess.Popen, started: float, root: Path, logs: Path) -> dict:
-    """The run's exit, its own wall time, pytest's summary line and every test that failed
-    or errored; its whole log is kept in `logs` (the clone is removed)."""
-    while process.poll() is None:  # each run's own end, whichever is waited for first
+    """The run's exit, its own wall and CPU time (its process tree's, from wait4), pytest's
+    summary line and every test that failed or errored; its whole log is kept in `logs` (the
+    clone is removed)."""
+    while True:  # each run's own end, whichever is waited for first
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            break
         time.sleep(1)
+    process.returncode = os.waitstatus_to_exitcode(status)
     seconds = round(time.monotonic() - started, 1)
-    text = (root / "make-test.log").read_text()
+    text = (root / "run.log").read_text()
     logs.mkdir(parents=True, exist_ok=True)
     (logs / f"{root.name}.log").write_text(text)
     lines = text.strip().splitlines()
     summary = next((line for line in reversed(lines) if re.search(r"\d+ (passed|failed)", line)), lines[-1])
     failed = [line for line in lines if line.startswith(("FAILED ", "ERROR "))]
-    return {"exit": process.returncode, "seconds": seconds, "summary": summary.strip("= "), "failed": failed}
+    return {
+        "what": " ".join(["CI=true", *process.args] if process.args == CI_RUN else process.args),
+        "exit": process.returncode,
+        "seconds": seconds,
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime),
+        "summary": summary.strip("= "),
+        "failed": failed,
+    }
 
 
 def main() -> None:
@@ -62,13 +83,15 @@ def main() -> None:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout.strip()
+    how = "in a fresh clone from a shell where nothing is activated, its venv made and timed with it"
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_alone:
             root = clone(Path(tmp), "alone")
-            results["alone"] = {"commit": commit, **finish(*start(root), root, logs)}
+            results["alone"] = {"commit": commit, "how": how, **finish(*start(root, MAKE_TEST), root, logs)}
         first, second = clone(Path(tmp), "first"), clone(Path(tmp), "second")
-        runs = [(start(first), first), (start(second), second)]
-        results["concurrent"] = [{"commit": commit, **finish(*run, root, logs)} for run, root in runs]
+        runs = [(start(first, CI_RUN), first), (start(second, MAKE_TEST), second)]
+        how = f"two runs started together, each {how}"
+        results["concurrent"] = [{"commit": commit, "how": how, **finish(*run, root, logs)} for run, root in runs]
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
 

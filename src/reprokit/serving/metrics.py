@@ -103,18 +103,14 @@ class WorkerFiles:
     def collect(self):
         from prometheus_client.multiprocess import MultiProcessCollector
 
-        return MultiProcessCollector.merge([str(f) for f in _sized(Path(self.path).glob("*.db"))], accumulate=True)
-
-
-def _sized(files) -> list[Path]:
-    found = []
-    for file in files:
-        try:
-            if file.stat().st_size > 0:
-                found.append(file)
-        except FileNotFoundError:
-            continue
-    return found
+        sized = []
+        for file in Path(self.path).glob("*.db"):
+            try:
+                if file.stat().st_size > 0:
+                    sized.append(str(file))
+            except FileNotFoundError:  # a file removed since the listing
+                continue
+        return MultiProcessCollector.merge(sized, accumulate=True)
 
 
 class AgreementRatio:
