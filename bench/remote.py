@@ -146,31 +146,40 @@ def main() -> None:
         run(["git", "commit", "-qm", "bulk data"], bulk)
         datasets["default_plus_100MB"] = bulk
         client = s3_client(endpoint)
-        for name, source in datasets.items():
-            for kind in ("local", "s3"):
-                rounds = []
-                for round_ in range(args.rounds):
-                    work = tmp_path / f"{name}-{kind}-{round_}"
-                    work.mkdir()
-                    if kind == "local":
-                        storage = work / "storage"
-                        target, remote_bytes = str(storage), lambda s=storage: tree_bytes(s)
-                    else:
-                        bucket = f"bench-{name.replace('_', '-').lower()}-{round_}"
-                        client.create_bucket(Bucket=bucket)
-                        target = f"{endpoint}|{bucket}"
+        rounds: dict[tuple[str, str], list[dict]] = {(n, k): [] for n in datasets for k in ("local", "s3")}
+        for round_ in range(args.rounds):  # round by round, so that a slow spell hits every configuration
+            for (name, kind), done in rounds.items():
+                work = tmp_path / f"{name}-{kind}-{round_}"
+                work.mkdir()
+                bucket = f"bench-{name.replace('_', '-').lower()}-{round_}"
+                if kind == "local":
+                    storage = work / "storage"
+                    target, remote_bytes = str(storage), lambda s=storage: tree_bytes(s)
+                else:
+                    client.create_bucket(Bucket=bucket)
+                    target = f"{endpoint}|{bucket}"
 
-                        def remote_bytes(b=bucket) -> int:
-                            pages = client.get_paginator("list_objects_v2").paginate(Bucket=b)
-                            return sum(o["Size"] for page in pages for o in page.get("Contents", []))
+                    def remote_bytes(b=bucket) -> int:
+                        return sum(o["Size"] for o in objects(client, b))
 
-                    rounds.append(measure(source, work, kind, target, remote_bytes))
-                    shutil.rmtree(work)
-                results.setdefault(name, {})[kind] = medians(rounds)
-                print(name, kind, results[name][kind], flush=True)
-    Path(args.out).write_text(
-        json.dumps({"machine_cpus": os.cpu_count(), "rounds": args.rounds, **results}, indent=2) + "\n"
-    )
+                done.append(measure(datasets[name], work, kind, target, remote_bytes))
+                print(name, kind, round_, done[-1], flush=True)
+                shutil.rmtree(work)
+                if kind == "s3":  # moto keeps objects in memory
+                    for o in objects(client, bucket):
+                        client.delete_object(Bucket=bucket, Key=o["Key"])
+        for (name, kind), done in rounds.items():
+            results.setdefault(name, {})[kind] = medians(done)
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    summary = {"machine_cpus": os.cpu_count(), "commit": commit, "rounds": args.rounds, **results}
+    Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def objects(client, bucket: str) -> list[dict]:
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    return [o for page in pages for o in page.get("Contents", [])]
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
-"""Wall time of `make test`, alone and beside a second full run sharing the machine.
+"""Wall time of `make test`, alone and beside the landing check sharing the machine.
 
 Each run happens in its own fresh clone (its own `.venv` from uv.lock, made by the run and
 timed with it), started from a shell where nothing is activated. The pair is the landing
 check, `CI=true bash .ci/run`, beside `make test`. Writes bench/test_suite_results.json
-(each run's command, its own wall time and CPU time, pytest's summary and the tests that
-failed) and keeps each run's log in --logs. Timings only: the point of the concurrent run is
+(each run's command, its own wall time, the CPU time of the run and of the descendants it
+waited for (DVC's detached queue workers are not among them), pytest's summary and the tests
+that failed) and keeps each run's log in --logs. Timings only: the point of the concurrent run is
 that every test still passes under load.
 
     python3 bench/test_suite.py [--skip-alone]
@@ -43,31 +44,38 @@ def start(root: Path, command: list[str]) -> tuple[subprocess.Popen, float]:
     return process, time.monotonic()
 
 
-def finish(process: subprocess.Popen, started: float, root: Path, logs: Path) -> dict:
-    """The run's exit, its own wall and CPU time (its process tree's, from wait4), pytest's
-    summary line and every test that failed or errored; its whole log is kept in `logs` (the
-    clone is removed)."""
-    while True:  # each run's own end, whichever is waited for first
-        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-        if pid:
-            break
+def finish(runs: list[tuple[subprocess.Popen, float, Path]], logs: Path) -> list[dict]:
+    """Each run's exit, its own wall time (taken when it is reaped, whichever ends first) and CPU
+    time (wait4: the run and the descendants it waited for), pytest's summary line and every test
+    that failed or errored; each whole log is kept in `logs` (the clones are removed)."""
+    ended: dict[int, tuple[float, int, float]] = {}
+    while len(ended) < len(runs):
+        for process, _, _ in runs:
+            if process.pid not in ended:
+                pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+                if pid:
+                    ended[pid] = (time.monotonic(), status, usage.ru_utime + usage.ru_stime)
         time.sleep(1)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    seconds = round(time.monotonic() - started, 1)
-    text = (root / "run.log").read_text()
-    logs.mkdir(parents=True, exist_ok=True)
-    (logs / f"{root.name}.log").write_text(text)
-    lines = text.strip().splitlines()
-    summary = next((line for line in reversed(lines) if re.search(r"\d+ (passed|failed)", line)), lines[-1])
-    failed = [line for line in lines if line.startswith(("FAILED ", "ERROR "))]
-    return {
-        "what": " ".join(["CI=true", *process.args] if process.args == CI_RUN else process.args),
-        "exit": process.returncode,
-        "seconds": seconds,
-        "cpu_seconds": round(usage.ru_utime + usage.ru_stime),
-        "summary": summary.strip("= "),
-        "failed": failed,
-    }
+    results = []
+    for process, started, root in runs:
+        at, status, cpu = ended[process.pid]
+        process.returncode = os.waitstatus_to_exitcode(status)
+        text = (root / "run.log").read_text()
+        logs.mkdir(parents=True, exist_ok=True)
+        (logs / f"{root.name}.log").write_text(text)
+        lines = text.strip().splitlines()
+        summary = next((line for line in reversed(lines) if re.search(r"\d+ (passed|failed)", line)), lines[-1])
+        results.append(
+            {
+                "what": " ".join(["CI=true", *process.args] if process.args == CI_RUN else process.args),
+                "exit": process.returncode,
+                "seconds": round(at - started, 1),
+                "cpu_seconds": round(cpu),
+                "summary": summary.strip("= "),
+                "failed": [line for line in lines if line.startswith(("FAILED ", "ERROR "))],
+            }
+        )
+    return results
 
 
 def main() -> None:
@@ -87,11 +95,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_alone:
             root = clone(Path(tmp), "alone")
-            results["alone"] = {"commit": commit, "how": how, **finish(*start(root, MAKE_TEST), root, logs)}
+            (alone,) = finish([(*start(root, MAKE_TEST), root)], logs)
+            results["alone"] = {"commit": commit, "how": how, **alone}
         first, second = clone(Path(tmp), "first"), clone(Path(tmp), "second")
-        runs = [(start(first, CI_RUN), first), (start(second, MAKE_TEST), second)]
+        runs = [(*start(first, CI_RUN), first), (*start(second, MAKE_TEST), second)]
         how = f"two runs started together, each {how}"
-        results["concurrent"] = [{"commit": commit, "how": how, **finish(*run, root, logs)} for run, root in runs]
+        results["concurrent"] = [{"commit": commit, "how": how, **run} for run in finish(runs, logs)]
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
 

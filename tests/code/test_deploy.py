@@ -156,6 +156,7 @@ def test_the_configmap_sets_the_service(telco_package):
     assert settings.workers == int(data["REPROKIT_SERVE_WORKERS"]) == 2
     assert settings.n_threads == int(data["REPROKIT_SERVE_THREADS"])
     assert settings.graceful_seconds == float(data["REPROKIT_SERVE_GRACEFUL_SECONDS"])
+    assert settings.keep_alive_seconds == float(data["REPROKIT_SERVE_KEEP_ALIVE_SECONDS"])
     assert settings.max_wait_ms == float(data["REPROKIT_SERVE_MAX_WAIT_MS"])
     assert settings.access_log == data["REPROKIT_SERVE_ACCESS_LOG"]
 

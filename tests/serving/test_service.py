@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import signal
 import threading
@@ -448,6 +449,39 @@ def test_graceful_shutdown_finishes_the_request_in_flight(tmp_path, telco_packag
     np.testing.assert_array_equal(proba, expected(pyfunc, big))
 
 
+def idle_connection(url: str) -> http.client.HTTPConnection:
+    """A keep-alive connection that has had one answer and now waits, as a proxy's pool holds it."""
+    address = httpx.URL(url)
+    connection = http.client.HTTPConnection(address.host, address.port, timeout=60)
+    connection.request("GET", "/health/live")
+    answer = connection.getresponse()
+    assert answer.status == 200 and b"live" in answer.read()
+    return connection
+
+
+def test_an_idle_connection_outlives_uvicorns_own_five_seconds(service):
+    """A proxy reuses a pooled connection after an idle spell (ingress-nginx and AWS ALB keep one
+    up to 60 s); a service that closes it first lets a request sent at that moment go unanswered
+    (a 502 at the proxy). The service keeps an idle connection 90 s (`--keep-alive-seconds`),
+    past uvicorn's default of 5 s."""
+    connection = idle_connection(str(service.base_url))
+    socket = connection.sock
+    time.sleep(7)
+    connection.request("GET", "/health/live")  # the server closed it: RemoteDisconnected
+    assert connection.getresponse().status == 200 and connection.sock is socket
+    connection.close()
+
+
+def test_the_keep_alive_set_is_the_one_used(tmp_path, telco_package):
+    """One second: the service closes the idle connection well inside the 60 s this waits
+    (the default would keep it 90 s)."""
+    with scoring_service([str(telco_package), "--keep-alive-seconds", "1"], tmp_path / "serve.log") as (url, _):
+        connection = idle_connection(url)
+        connection.sock.settimeout(60)
+        assert connection.sock.recv(1) == b""  # closed by the service; a timeout raises
+        connection.close()
+
+
 def test_several_workers_share_one_metrics_view(tmp_path, telco_package, pyfunc, rows):
     with scoring_service([str(telco_package), "--workers", "2"], tmp_path / "serve.log") as (url, _):
         with httpx.Client(base_url=url, timeout=60) as client:
@@ -510,6 +544,7 @@ def test_a_422_lists_every_problem_of_a_record_and_the_total(service, rows):
         (["/nonexistent/package"], "not a package directory"),
         (["--port", "99999"], "--port must be between 1 and 65535"),
         (["--max-batch", "0"], "--max-batch must be at least 1"),
+        (["--keep-alive-seconds", "-1"], "--keep-alive-seconds must be a finite number of at least 0"),
         (["--shadow", "challenger"], "--shadow needs a registry model"),
         (["--canary", "canary"], "--canary needs a registry model"),
         (["models:/m@champion", "--canary", "champion"], "the alias the service serves as its stable model"),

@@ -333,6 +333,7 @@ def main(argv: list[str] | None = None) -> None:
         host=settings.host,
         port=settings.port,
         timeout_graceful_shutdown=settings.graceful_seconds,
+        timeout_keep_alive=settings.keep_alive_seconds,
         http=NoDelayH11Protocol,
         log_level="warning",
         access_log=False,

@@ -29,6 +29,10 @@ class Settings:
     shadow: str | None = None
     canary: str | None = None  # the alias served to a share of requests (reprokit.model.split)
     graceful_seconds: float = 30.0
+    # How long an idle keep-alive connection stays open. Longer than the idle timeout of the
+    # proxies that pool connections to the service (AWS ALB and ingress-nginx: 60 s), so that the
+    # proxy closes first: uvicorn's 5 s let a request sent as the service closed fail unanswered.
+    keep_alive_seconds: float = 90.0
     access_log: str = "off"  # the level of one line per request: off, debug, info or warning
 
 
@@ -65,6 +69,12 @@ def build_parser(
         help="alias served to a share of requests: its version's canary_weight tag in the registry (e.g. canary)",
     )
     parser.add_argument("--graceful-seconds", type=float, default=Settings.graceful_seconds)
+    parser.add_argument(
+        "--keep-alive-seconds",
+        type=float,
+        default=Settings.keep_alive_seconds,
+        help="how long an idle connection stays open: above your proxy's idle timeout (default: 90)",
+    )
     parser.add_argument(
         "--access-log",
         choices=("off", "debug", "info", "warning"),
@@ -155,6 +165,7 @@ def parse_args(argv: list[str] | None = None, environ=None, description: str | N
         ("--max-wait-ms", args.max_wait_ms),
         ("--poll-seconds", args.poll_seconds),
         ("--graceful-seconds", args.graceful_seconds),
+        ("--keep-alive-seconds", args.keep_alive_seconds),
     ):
         if not math.isfinite(value) or value < 0:
             parser.error(f"{name} must be a finite number of at least 0")
@@ -182,5 +193,6 @@ def parse_args(argv: list[str] | None = None, environ=None, description: str | N
         shadow=args.shadow,
         canary=args.canary,
         graceful_seconds=args.graceful_seconds,
+        keep_alive_seconds=args.keep_alive_seconds,
         access_log=args.access_log,
     )
