@@ -151,11 +151,11 @@ def main() -> None:
             for (name, kind), done in rounds.items():
                 work = tmp_path / f"{name}-{kind}-{round_}"
                 work.mkdir()
-                bucket = f"bench-{name.replace('_', '-').lower()}-{round_}"
                 if kind == "local":
                     storage = work / "storage"
                     target, remote_bytes = str(storage), lambda s=storage: tree_bytes(s)
                 else:
+                    bucket = f"bench-{name.replace('_', '-').lower()}-{round_}"
                     client.create_bucket(Bucket=bucket)
                     target = f"{endpoint}|{bucket}"
 
@@ -178,6 +178,7 @@ def main() -> None:
 
 
 def objects(client, bucket: str) -> list[dict]:
+    """Every object in the bucket (boto3 S3 client), each as list_objects_v2 gives it."""
     pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
     return [o for page in pages for o in page.get("Contents", [])]
 

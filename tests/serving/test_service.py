@@ -473,9 +473,10 @@ def test_an_idle_connection_outlives_uvicorns_own_five_seconds(service):
 
 
 def test_the_keep_alive_set_is_the_one_used(tmp_path, telco_package):
-    """One second: the service closes the idle connection well inside the 60 s this waits
-    (the default would keep it 90 s)."""
-    with scoring_service([str(telco_package), "--keep-alive-seconds", "1"], tmp_path / "serve.log") as (url, _):
+    """One second, with two worker processes as the ConfigMap runs them: a worker closes the
+    idle connection well inside the 60 s this waits (the default would keep it 90 s)."""
+    args = [str(telco_package), "--keep-alive-seconds", "1", "--workers", "2"]
+    with scoring_service(args, tmp_path / "serve.log") as (url, _):
         connection = idle_connection(url)
         connection.sock.settimeout(60)
         assert connection.sock.recv(1) == b""  # closed by the service; a timeout raises
@@ -544,7 +545,9 @@ def test_a_422_lists_every_problem_of_a_record_and_the_total(service, rows):
         (["/nonexistent/package"], "not a package directory"),
         (["--port", "99999"], "--port must be between 1 and 65535"),
         (["--max-batch", "0"], "--max-batch must be at least 1"),
-        (["--keep-alive-seconds", "-1"], "--keep-alive-seconds must be a finite number of at least 0"),
+        (["--keep-alive-seconds", "-1"], "--keep-alive-seconds must be a finite number above 0"),
+        (["--keep-alive-seconds", "0"], "--keep-alive-seconds must be a finite number above 0"),
+        (["--keep-alive-seconds", "nan"], "--keep-alive-seconds must be a finite number above 0"),
         (["--shadow", "challenger"], "--shadow needs a registry model"),
         (["--canary", "canary"], "--canary needs a registry model"),
         (["models:/m@champion", "--canary", "champion"], "the alias the service serves as its stable model"),

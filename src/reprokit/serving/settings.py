@@ -29,9 +29,10 @@ class Settings:
     shadow: str | None = None
     canary: str | None = None  # the alias served to a share of requests (reprokit.model.split)
     graceful_seconds: float = 30.0
-    # How long an idle keep-alive connection stays open. Longer than the idle timeout of the
-    # proxies that pool connections to the service (AWS ALB and ingress-nginx: 60 s), so that the
-    # proxy closes first: uvicorn's 5 s let a request sent as the service closed fail unanswered.
+    # How long an idle keep-alive connection stays open: longer than the idle timeout of a proxy
+    # that pools connections to the service (ingress-nginx and AWS ALB: 60 s; set it above yours),
+    # so that the proxy closes first. With uvicorn's 5 s, a request sent as the service closed the
+    # connection went unanswered.
     keep_alive_seconds: float = 90.0
     access_log: str = "off"  # the level of one line per request: off, debug, info or warning
 
@@ -73,7 +74,7 @@ def build_parser(
         "--keep-alive-seconds",
         type=float,
         default=Settings.keep_alive_seconds,
-        help="how long an idle connection stays open: above your proxy's idle timeout (default: 90)",
+        help="how long an idle connection stays open: above your proxy's idle timeout (default: %(default)g)",
     )
     parser.add_argument(
         "--access-log",
@@ -165,10 +166,13 @@ def parse_args(argv: list[str] | None = None, environ=None, description: str | N
         ("--max-wait-ms", args.max_wait_ms),
         ("--poll-seconds", args.poll_seconds),
         ("--graceful-seconds", args.graceful_seconds),
-        ("--keep-alive-seconds", args.keep_alive_seconds),
     ):
         if not math.isfinite(value) or value < 0:
             parser.error(f"{name} must be a finite number of at least 0")
+    # 0 would close every connection right after its answer, without a `Connection: close`:
+    # the race a long keep-alive avoids, on every request.
+    if not math.isfinite(args.keep_alive_seconds) or args.keep_alive_seconds <= 0:
+        parser.error("--keep-alive-seconds must be a finite number above 0")
     from reprokit.model.split import ALIAS
 
     served = args.model.split("@", 1)[1] if "@" in args.model else None
