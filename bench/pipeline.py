@@ -1,6 +1,7 @@
 """Measure the pipeline's wall-clock times and write them to bench/results.json.
 
-Figures (median of --repeats runs, in seconds):
+Figures (median of --repeats runs, in seconds; the full repros and their floor are timed in
+interleaved rounds, and the ratio to the floor is each round's own, then the median):
 - full `dvc repro` from scratch in a fresh clone (cache emptied): tracking off, tracking
   on with the local SQLite store, and tracking on with a real `mlflow server`
   (PostgreSQL backend, S3 artifacts on moto), all on 127.0.0.1; the differences are
@@ -13,7 +14,7 @@ Figures (median of --repeats runs, in seconds):
 - the full repro's floor (tracking off): every stage's `main()` called in order in one
   Python process (each library imported once, no DVC), plus DVC's own forced run
   (`dvc repro -f`) of the same graph with commands that only create their outputs; and the
-  full repro over that floor;
+  full repro over that floor, round by round;
 - each stage's import time, from its command run with `python -X importtime`: the total
   and the top-level packages that cost most (the time spent importing each package's own
   modules, whoever imported them).
@@ -184,36 +185,58 @@ def main() -> None:
     args = parser.parse_args()
     dvc = str(BIN / "dvc")
     results: dict[str, object] = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, check=True, capture_output=True, text=True
+        ).stdout.strip(),
         "repeats": args.repeats,
     }
     with tempfile.TemporaryDirectory() as tmp:
         root = clone(Path(tmp))
         env = environment(root)
-
-        def full_repros(label: str, run_env: dict[str, str]) -> None:
-            runs = []
-            for _ in range(args.repeats):
-                wipe_outputs(root, run_env)
-                runs.append(timed([dvc, "repro"], root, run_env))
-            results[label] = {"median_s": round(statistics.median(runs), 2), "runs_s": [round(r, 2) for r in runs]}
-
-        set_tracking(root, False)
-        full_repros("full_repro_tracking_off", env)
+        commands = stage_commands(root)
         set_tracking(root, True)
         subprocess.run([dvc, "repro"], cwd=root, env=env, check=True, capture_output=True)  # create the store once
-        full_repros("full_repro_tracking_local_sqlite", env)
+        floor = floor_repo(root, Path(tmp))  # after a repro: it lists the files of directory outputs
+        subprocess.run([dvc, "repro"], cwd=floor, env=env, check=True, capture_output=True)
         with tracking_server(Path(tmp) / "server") as server:
             server_env = {**env, "MLFLOW_TRACKING_URI": server["MLFLOW_TRACKING_URI"]}
             subprocess.run(
                 [dvc, "repro", "-f", "-s", "package"], cwd=root, env=server_env, check=True, capture_output=True
             )
-            full_repros("full_repro_tracking_server", server_env)
+            # Each round times every configuration and the floor one after the other, so a slow
+            # phase of the machine (seen to last minutes, by up to 1.7x) weighs on a round's
+            # repros and its floor alike: the ratio is taken within each round.
+            rounds: dict[str, list[float]] = {
+                key: [] for key in ("off", "local_sqlite", "server", "one_process", "forced")
+            }
+            for _ in range(args.repeats):
+                set_tracking(root, False)
+                wipe_outputs(root, env)
+                rounds["off"].append(timed([dvc, "repro"], root, env))
+                rounds["one_process"].append(one_process_s(root, env, commands))
+                rounds["forced"].append(timed([dvc, "repro", "-f"], floor, env))
+                set_tracking(root, True)
+                wipe_outputs(root, env)
+                rounds["local_sqlite"].append(timed([dvc, "repro"], root, env))
+                wipe_outputs(root, server_env)
+                rounds["server"].append(timed([dvc, "repro"], root, server_env))
+        for label in ("off", "local_sqlite", "server"):
+            runs = rounds[label]
+            results[f"full_repro_tracking_{label}"] = {
+                "median_s": round(statistics.median(runs), 2),
+                "runs_s": [round(r, 2) for r in runs],
+            }
         subprocess.run(["git", "checkout", "-q", "params.yaml"], cwd=root, check=True)
         subprocess.run([dvc, "repro"], cwd=root, env=env, check=True, capture_output=True)
         results["stage_seconds"] = {
             name: round(statistics.median(timed(command, root, env, shell=True) for _ in range(args.repeats)), 2)
-            for name, command in stage_commands(root).items()
+            for name, command in commands.items()
         }
         noop = [timed([dvc, "repro"], root, env) for _ in range(max(5, args.repeats))]
         params = root / "params.yaml"
@@ -225,23 +248,22 @@ def main() -> None:
             params.write_text(committed)
             restored.append(timed([dvc, "repro"], root, env))
         results["reverted_param_from_run_cache_s"] = round(statistics.median(restored), 2)
-        commands = stage_commands(root)
         results["stage_imports"] = {name: import_seconds(root, env, command) for name, command in commands.items()}
-        floor = floor_repo(root, Path(tmp))
-        subprocess.run([dvc, "repro"], cwd=floor, env=env, check=True, capture_output=True)
         floor_noop = [timed([dvc, "repro"], floor, env) for _ in range(max(5, args.repeats))]
-        forced = statistics.median(timed([dvc, "repro", "-f"], floor, env) for _ in range(args.repeats))
-        set_tracking(root, False)
-        alone = statistics.median(one_process_s(root, env, commands) for _ in range(args.repeats))
-        subprocess.run(["git", "checkout", "-q", "params.yaml"], cwd=root, check=True)
+        ratios = [
+            full / (alone + forced)
+            for full, alone, forced in zip(rounds["off"], rounds["one_process"], rounds["forced"])
+        ]
+        alone, forced = statistics.median(rounds["one_process"]), statistics.median(rounds["forced"])
         results["full_repro_floor_s"] = {
             "one_process": round(alone, 2),
             "dvc_forced_floor": round(forced, 2),
             "sum": round(alone + forced, 2),
+            "one_process_runs_s": [round(r, 2) for r in rounds["one_process"]],
+            "dvc_forced_floor_runs_s": [round(r, 2) for r in rounds["forced"]],
         }
-        results["full_repro_ratio_to_floor"] = round(
-            results["full_repro_tracking_off"]["median_s"] / (alone + forced), 2
-        )
+        results["full_repro_ratio_to_floor"] = round(statistics.median(ratios), 2)
+        results["full_repro_ratio_to_floor_rounds"] = [round(r, 2) for r in ratios]
         results["noop_repro_s"] = round(statistics.median(noop), 3)
         results["noop_floor_s"] = round(statistics.median(floor_noop), 3)
         results["noop_ratio_to_floor"] = round(statistics.median(noop) / statistics.median(floor_noop), 3)
