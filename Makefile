@@ -10,10 +10,11 @@ TESTS ?=
 TEST_WORKERS ?= 3
 # OpenMP's idle threads sleep instead of spinning in the test processes too (as in the stage
 # processes, bin/python), unless you set OMP_WAIT_POLICY: three processes share two cores.
-PYTEST := OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-PASSIVE} $(RUN) pytest -n $(TEST_WORKERS) --dist loadfile
+# Every run ends with its 20 slowest tests: where the suite's time goes, in each CI log.
+PYTEST := OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-PASSIVE} $(RUN) pytest -n $(TEST_WORKERS) --dist loadfile --durations=20
 
 .DEFAULT_GOAL := help
-.PHONY: help setup runtime-lock repro test test-fast test-unprivileged test-container bench
+.PHONY: help setup runtime-lock repro test test-fast test-unprivileged test-container bench bench-all
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -44,3 +45,15 @@ test-fast: setup ## Set up, then run the tests without the end-to-end, runner an
 
 bench: setup ## Measure pipeline timings into bench/results.json
 	$(RUN) python bench/pipeline.py
+
+# One quiet run of every bench but the test suite's (bench/test_suite.py, over an hour): the
+# serving, canary, monitor and wait-policy benches measure this checkout's reproduced outputs.
+bench-all: repro ## Re-measure every table in bench/ but the test suite's, one bench after another (needs hey)
+	@command -v hey >/dev/null 2>&1 || { echo "make bench-all needs hey (apt-get install hey)" >&2; exit 1; }
+	$(RUN) python bench/pipeline.py
+	$(RUN) python bench/remote.py
+	$(RUN) python bench/serving.py
+	$(RUN) python bench/canary.py
+	$(RUN) python bench/monitor.py
+	$(RUN) python bench/wait_policy.py
+	$(RUN) python bench/scale.py

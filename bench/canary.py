@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -38,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
 
+from provenance import commit, machine  # noqa: E402
 from registered import NAME, register  # noqa: E402
 from servers import free_port, mlflow_server, stop  # noqa: E402
 from serving import hey, payloads, wait_ready  # noqa: E402
@@ -165,11 +165,8 @@ def main() -> None:
     if not (package / "MLmodel").exists():
         raise SystemExit("models/package is missing: run `make repro` first")
     results: dict = {
-        "machine": {
-            "cores": os.cpu_count(),
-            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-            "python": platform.python_version(),
-        }
+        "machine": machine(),
+        "commit": commit(),
     }
     with tempfile.TemporaryDirectory(prefix="bench-canary-") as tmp:
         root = Path(tmp)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import resource
 import subprocess
@@ -19,6 +18,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from provenance import commit, machine
 
 REPO = Path(__file__).resolve().parent.parent
 LADDERS = {
@@ -75,7 +76,14 @@ def monitor_1m(rows: int) -> dict:
             before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
             started = time.perf_counter()
             done = subprocess.run(
-                [sys.executable, "-m", "reprokit.monitoring.monitor", str(path), "--metrics-out", f"{tmp}/out/monitor.json"],
+                [
+                    sys.executable,
+                    "-m",
+                    "reprokit.monitoring.monitor",
+                    str(path),
+                    "--metrics-out",
+                    f"{tmp}/out/monitor.json",
+                ],
                 cwd=REPO,
                 capture_output=True,
                 text=True,
@@ -119,7 +127,8 @@ def main() -> None:
         pop = population(model, [train, test], len(train))
         sizes = [500, 5_000] if args.quick else [500, 5_000, 50_000, 1_000_000]
         results = {
-            "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
+            "machine": machine(),
+            "commit": commit(),
             "settings": {"alpha": params.alpha, "correction": params.correction, "psi_warn": params.psi_warn},
             "false_alarms": false_alarms(model, pop, params, sizes, 20 if args.quick else 200),
             "power": power(

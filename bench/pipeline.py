@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shlex
 import shutil
@@ -43,6 +42,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
+from provenance import commit, machine  # noqa: E402
 from servers import tracking_server  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -185,15 +185,8 @@ def main() -> None:
     args = parser.parse_args()
     dvc = str(BIN / "dvc")
     results: dict[str, object] = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
-        "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, check=True, capture_output=True, text=True
-        ).stdout.strip(),
+        "machine": machine(),
+        "commit": commit(),
         "repeats": args.repeats,
     }
     with tempfile.TemporaryDirectory() as tmp:

@@ -30,6 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
+from provenance import commit, machine  # noqa: E402
 from servers import moto_s3, s3_client  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -170,10 +171,7 @@ def main() -> None:
                         client.delete_object(Bucket=bucket, Key=o["Key"])
         for (name, kind), done in rounds.items():
             results.setdefault(name, {})[kind] = medians(done)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout.strip()
-    summary = {"machine_cpus": os.cpu_count(), "commit": commit, "rounds": args.rounds, **results}
+    summary = {"machine": machine(), "commit": commit(), "rounds": args.rounds, **results}
     Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
 
 

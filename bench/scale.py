@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -32,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
 from pipeline import BIN, clone, environment, floor_repo, stage_commands, wipe_outputs  # noqa: E402
+from provenance import commit, machine  # noqa: E402
 
 PIPELINE = ("prepare", "featurize", "train", "evaluate", "package", "batches", "monitor")
 MEASURE = (
@@ -170,11 +169,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "bench" / "scale_results"))
     args = parser.parse_args()
     results: dict = {
-        "machine": {
-            "cores": os.cpu_count(),
-            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-            "python": platform.python_version(),
-        },
+        "machine": machine(),
+        "commit": commit(),
         "sizes": [],
     }
     with tempfile.TemporaryDirectory() as tmp:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -32,6 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
+from provenance import commit, machine  # noqa: E402
 from servers import free_port, stop  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -291,11 +291,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         root = Path(tmp)
         results = {
-            "machine": {
-                "cores": os.cpu_count(),
-                "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-                "python": platform.python_version(),
-            },
+            "machine": machine(),
+            "commit": commit(),
             "services": (
                 json.loads(Path(args.out).read_text())["services"]
                 if args.batch_only

@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from provenance import commit as head
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -88,9 +90,7 @@ def main() -> None:
     # The file's other entries (`by_file`, `ci`: recorded by hand from other runs) stay.
     results: dict = json.loads(out.read_text()) if out.exists() else {}
     results["cpus"] = os.cpu_count()
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout.strip()
+    commit = head()
     how = "in a fresh clone from a shell where nothing is activated, its venv made and timed with it"
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_alone:

@@ -21,6 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from provenance import commit, machine
+
 REPO = Path(__file__).resolve().parent.parent
 FIT = """
 import sys, time
@@ -72,7 +74,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "bench" / "wait_policy_results.json"))
     args = parser.parse_args()
     results = {
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "machine": machine(),
+        "commit": commit(),
         "quiet": measure(args.rounds),
         "two_fits_at_once": measure(args.rounds * 2, at_once=2, one_thread=False),
     }
