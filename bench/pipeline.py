@@ -144,10 +144,11 @@ print(time.perf_counter() - started)
 
 
 def one_process_s(root: Path, env: dict[str, str], commands: dict[str, str]) -> float:
-    """Every stage's `main()` in order in one fresh interpreter (outputs wiped first)."""
+    """Every stage's `main()` in order in one fresh interpreter (outputs wiped first), started
+    as the stages are, through `bin/python`: the same Python and the same OpenMP wait policy."""
     wipe_outputs(root, env)
     done = subprocess.run(
-        [sys.executable, "-c", ONE_PROCESS],
+        [str(root / "bin" / "python"), "-c", ONE_PROCESS],
         input="\n".join(commands.values()),
         cwd=root,
         env=env,
@@ -204,21 +205,31 @@ def main() -> None:
             )
             # Each round times every configuration and the floor one after the other, so a slow
             # phase of the machine (seen to last minutes, by up to 1.7x) weighs on a round's
-            # repros and its floor alike: the ratio is taken within each round.
-            rounds: dict[str, list[float]] = {
-                key: [] for key in ("off", "local_sqlite", "server", "one_process", "forced")
-            }
-            for _ in range(args.repeats):
+            # repros and its floor alike: the ratio and the tracking overheads are taken within
+            # each round. The order turns by one each round, so no configuration always follows
+            # the same one. The tracking server (idle PostgreSQL, MLflow and moto) runs throughout.
+
+            def full(tracking: bool, run_env: dict[str, str]) -> float:
+                set_tracking(root, tracking)
+                wipe_outputs(root, run_env)
+                return timed([dvc, "repro"], root, run_env)
+
+            def alone() -> float:
                 set_tracking(root, False)
-                wipe_outputs(root, env)
-                rounds["off"].append(timed([dvc, "repro"], root, env))
-                rounds["one_process"].append(one_process_s(root, env, commands))
-                rounds["forced"].append(timed([dvc, "repro", "-f"], floor, env))
-                set_tracking(root, True)
-                wipe_outputs(root, env)
-                rounds["local_sqlite"].append(timed([dvc, "repro"], root, env))
-                wipe_outputs(root, server_env)
-                rounds["server"].append(timed([dvc, "repro"], root, server_env))
+                return one_process_s(root, env, commands)
+
+            measures = {
+                "off": lambda: full(False, env),
+                "one_process": alone,
+                "forced": lambda: timed([dvc, "repro", "-f"], floor, env),
+                "local_sqlite": lambda: full(True, env),
+                "server": lambda: full(True, server_env),
+            }
+            rounds: dict[str, list[float]] = {key: [] for key in measures}
+            for turn in range(args.repeats):
+                keys = list(measures)
+                for key in keys[turn % len(keys) :] + keys[: turn % len(keys)]:
+                    rounds[key].append(measures[key]())
         for label in ("off", "local_sqlite", "server"):
             runs = rounds[label]
             results[f"full_repro_tracking_{label}"] = {
@@ -260,10 +271,9 @@ def main() -> None:
         results["noop_repro_s"] = round(statistics.median(noop), 3)
         results["noop_floor_s"] = round(statistics.median(floor_noop), 3)
         results["noop_ratio_to_floor"] = round(statistics.median(noop) / statistics.median(floor_noop), 3)
-        off = results["full_repro_tracking_off"]["median_s"]
-        results["tracking_overhead_s"] = {
-            "local_sqlite": round(results["full_repro_tracking_local_sqlite"]["median_s"] - off, 2),
-            "server_postgres_s3": round(results["full_repro_tracking_server"]["median_s"] - off, 2),
+        results["tracking_overhead_s"] = {  # the median of each round's difference to tracking off
+            name: round(statistics.median(on - off for on, off in zip(rounds[key], rounds["off"])), 2)
+            for name, key in (("local_sqlite", "local_sqlite"), ("server_postgres_s3", "server"))
         }
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

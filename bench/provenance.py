@@ -22,6 +22,9 @@ def machine() -> dict[str, object]:
 
 
 def commit() -> str:
-    """The repository's HEAD, the code a bench clones and measures."""
-    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
+    """The repository's HEAD, `-dirty` when the working tree differs from it: the benches that
+    clone the repository measure HEAD, the others this checkout."""
+    done = subprocess.run(
+        ["git", "describe", "--always", "--dirty", "--abbrev=7"], cwd=REPO, capture_output=True, text=True, check=True
+    )
     return done.stdout.strip()

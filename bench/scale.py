@@ -75,14 +75,15 @@ def pipeline_commands(root: Path) -> dict[str, str]:
 
 
 def one_process(root: Path, env: dict[str, str], commands: dict[str, str]) -> dict[str, float]:
-    """The stages' `main()` one after another in one process (outputs removed first)."""
+    """The stages' `main()` one after another in one process (outputs removed first), started
+    through `bin/python` as the stages are (`bench/pipeline.py: one_process_s`)."""
     lines = []
     for command in commands.values():
         words = shlex.split(command)
         assert words[:2] == ["bin/python", "-m"], command
         lines.append(f"{words[2]} {shlex.join(words[3:])}")
     done = subprocess.run(
-        [sys.executable, "-c", ONE_PROCESS],
+        [str(root / "bin" / "python"), "-c", ONE_PROCESS],
         cwd=root,
         env=env,
         input="\n".join(lines),
@@ -120,9 +121,9 @@ def size(root: Path, env: dict[str, str], floor: Path, rows: int) -> dict[str, o
 
 
 def markdown(results: dict) -> str:
-    machine = results["machine"]
+    host = results["machine"]
     lines = [
-        f"Machine: {machine['cores']} cores, {machine['memory_gib']} GiB, Python {machine['python']}.",
+        f"Machine: {host['cores']} cores, {host['memory_gib']} GiB, Python {host['python']}.",
         "Seconds (peak RSS in MiB).",
         "",
         "| rows | " + " | ".join(PIPELINE) + " | full repro | one process | ratio | no-op / DVC floor |",
