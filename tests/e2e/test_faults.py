@@ -163,9 +163,9 @@ def test_two_repros_at_once_the_second_stops_with_the_lock_message(copy_of):
     pass on a slow or busy machine; the first then finishes to the locked bytes."""
     clone = copy_of("concurrent")
     locked = clone.locked_outputs(rev="HEAD")
-    first, lines, reader = start_repro(clone, "-f")
+    first, lines, reader = start_repro(clone, "-f", "-s", "train")  # one stage is enough to hold
     try:
-        stage = stopped_stage(first, lines, ("train", "evaluate", "package"))
+        stage = stopped_stage(first, lines, ("train",))
         try:
             second = clone.dvc("repro", check=False)
         finally:
@@ -179,7 +179,7 @@ def test_two_repros_at_once_the_second_stops_with_the_lock_message(copy_of):
             os.killpg(first.pid, signal.SIGKILL)
             first.wait()
     reader.join(timeout=10)
-    assert ran_stages("".join(lines)) == ["prepare", "featurize", "train", "evaluate", "package", "batches", "monitor"]
+    assert ran_stages("".join(lines)) == ["train"]
     assert clone.file_hashes(locked) == locked
 
 

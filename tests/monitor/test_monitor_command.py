@@ -359,6 +359,8 @@ class Drip:
 
     def close(self):
         self.stop.set()
+        # Closing alone does not wake a thread blocked in accept() on Linux; shutting it down does.
+        self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
         for thread in self.threads:
             thread.join(10)
