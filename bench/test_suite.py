@@ -3,9 +3,10 @@
 Each run happens in its own fresh clone (its own `.venv` from uv.lock, made by the run and
 timed with it), started from a shell where nothing is activated. The pair is the landing
 check, `CI=true bash .ci/run`, beside `make test`. Writes bench/test_suite_results.json
-(each run's command, its own wall time, the CPU time of the run and of the descendants it
-waited for (DVC's detached queue workers are not among them), pytest's summary and the tests
-that failed) and keeps each run's log in --logs. Timings only: the point of the concurrent run is
+(the machine; each run's command, its own wall time, the CPU time of the run and of the
+descendants it waited for (DVC's detached queue workers are not among them), pytest's summary,
+the tests that failed and the tests' seconds by folder, from a JUnit report) and keeps each
+run's log and report in --logs. Timings only: the point of the concurrent run is
 that every test still passes under load.
 
     python3 bench/test_suite.py [--skip-alone]
@@ -17,12 +18,16 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
+from xml.etree import ElementTree
 
 from provenance import commit as head
+from provenance import machine
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,6 +44,7 @@ CI_RUN = ["bash", ".ci/run"]  # with CI=true, as the landing check runs it
 
 def start(root: Path, command: list[str]) -> tuple[subprocess.Popen, float]:
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "CI")}
+    env["PYTEST_ADDOPTS"] = f"--junitxml={root / 'junit.xml'}"  # each test's seconds, beside the log
     if command == CI_RUN:
         env["CI"] = "true"
     log = open(root / "run.log", "w")  # noqa: SIM115 (closed with the process)
@@ -67,6 +73,9 @@ def finish(runs: list[tuple[subprocess.Popen, float, Path]], logs: Path) -> list
         (logs / f"{root.name}.log").write_text(text)
         lines = text.strip().splitlines()
         summary = next((line for line in reversed(lines) if re.search(r"\d+ (passed|failed)", line)), lines[-1])
+        junit = root / "junit.xml"
+        if junit.exists():
+            shutil.copyfile(junit, logs / f"{root.name}.xml")
         results.append(
             {
                 "what": " ".join(["CI=true", *process.args] if process.args == CI_RUN else process.args),
@@ -75,9 +84,22 @@ def finish(runs: list[tuple[subprocess.Popen, float, Path]], logs: Path) -> list
                 "cpu_seconds": round(cpu),
                 "summary": summary.strip("= "),
                 "failed": [line for line in lines if line.startswith(("FAILED ", "ERROR "))],
+                **(test_seconds(junit) if junit.exists() else {}),
             }
         )
     return results
+
+
+def test_seconds(junit: Path) -> dict:
+    """The tests' own seconds (setup, call and teardown; the parallel processes' summed), in
+    total and by folder under tests/, from pytest's JUnit report."""
+    by_folder: Counter[str] = Counter()
+    for case in ElementTree.parse(junit).iter("testcase"):
+        by_folder[case.get("classname", "").split(".")[1]] += float(case.get("time", 0))
+    return {
+        "test_seconds_total": round(sum(by_folder.values())),
+        "test_seconds_by_folder": {name: round(seconds) for name, seconds in by_folder.most_common()},
+    }
 
 
 def main() -> None:
@@ -89,7 +111,9 @@ def main() -> None:
     logs, out = Path(args.logs), Path(args.out)
     # The file's other entries (`by_file`, `ci`: recorded by hand from other runs) stay.
     results: dict = json.loads(out.read_text()) if out.exists() else {}
-    results["cpus"] = os.cpu_count()
+    for old in ("cpus", "memory_gib"):  # what the file held before `machine`
+        results.pop(old, None)
+    results["machine"] = machine()
     commit = head()
     how = "in a fresh clone from a shell where nothing is activated, its venv made and timed with it"
     with tempfile.TemporaryDirectory() as tmp:
