@@ -158,9 +158,11 @@ def stopped_stage(first: subprocess.Popen, lines: list[str], modules: tuple[str,
 
 def test_two_repros_at_once_the_second_stops_with_the_lock_message(copy_of):
     """While a stage command of the first repro runs, DVC has released its repository lock and
-    holds that stage's outputs: a second `dvc repro` stops on them, naming the first, and changes
-    nothing. The command is held still (SIGSTOP) while the second runs, so that the moment cannot
-    pass on a slow or busy machine; the first then finishes to the locked bytes."""
+    holds that stage's inputs (read) and outputs (write): a second `dvc repro` stops at the first
+    stage that would rewrite one of them (featurize, whose outputs train reads), naming the
+    first, and changes nothing. The command is held still (SIGSTOP) while the second runs, so
+    that the moment cannot pass on a slow or busy machine; the first then finishes to the locked
+    bytes and leaves no lock behind."""
     clone = copy_of("concurrent")
     locked = clone.locked_outputs(rev="HEAD")
     first, lines, reader = start_repro(clone, "-f", "-s", "train")  # one stage is enough to hold
@@ -181,6 +183,7 @@ def test_two_repros_at_once_the_second_stops_with_the_lock_message(copy_of):
     reader.join(timeout=10)
     assert ran_stages("".join(lines)) == ["train"]
     assert clone.file_hashes(locked) == locked
+    assert "Data and pipelines are up to date" in clone.dvc("status").stdout
 
 
 @pytest.fixture()
