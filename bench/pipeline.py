@@ -128,7 +128,7 @@ def floor_repo(root: Path, into: Path) -> Path:
 
 
 ONE_PROCESS = """
-import shlex, sys, time
+import resource, shlex, sys, time
 from importlib import import_module
 started = time.perf_counter()
 for line in sys.stdin.read().splitlines():
@@ -139,24 +139,30 @@ for line in sys.stdin.read().splitlines():
     except SystemExit as exc:
         if exc.code:
             raise
-print(time.perf_counter() - started)
+print(time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
-def one_process_s(root: Path, env: dict[str, str], commands: dict[str, str]) -> float:
+def one_process(root: Path, env: dict[str, str], commands: dict[str, str]) -> dict[str, float]:
     """Every stage's `main()` in order in one fresh interpreter (outputs wiped first), started
-    as the stages are, through `bin/python`: the same Python and the same OpenMP wait policy."""
+    as the stages are, through `bin/python`: the same Python and the same OpenMP wait policy.
+    Its wall seconds and peak RSS (MiB)."""
+    for command in commands.values():
+        assert shlex.split(command)[:2] == ["bin/python", "-m"], command
     wipe_outputs(root, env)
     done = subprocess.run(
         [str(root / "bin" / "python"), "-c", ONE_PROCESS],
         input="\n".join(commands.values()),
         cwd=root,
         env=env,
-        check=True,
+        check=False,
         capture_output=True,
         text=True,
     )
-    return float(done.stdout.strip().splitlines()[-1])
+    if done.returncode:
+        raise RuntimeError(f"one process failed:\n{done.stderr[-3000:]}")
+    seconds, kib = done.stdout.split()[-2:]
+    return {"s": round(float(seconds), 3), "peak_rss_mib": round(int(kib) / 1024)}
 
 
 def import_seconds(root: Path, env: dict[str, str], command: str, top: int = 6) -> dict[str, object]:
@@ -214,13 +220,13 @@ def main() -> None:
                 wipe_outputs(root, run_env)
                 return timed([dvc, "repro"], root, run_env)
 
-            def alone() -> float:
+            def one_process_round() -> float:
                 set_tracking(root, False)
-                return one_process_s(root, env, commands)
+                return one_process(root, env, commands)["s"]
 
             measures = {
                 "off": lambda: full(False, env),
-                "one_process": alone,
+                "one_process": one_process_round,
                 "forced": lambda: timed([dvc, "repro", "-f"], floor, env),
                 "local_sqlite": lambda: full(True, env),
                 "server": lambda: full(True, server_env),
@@ -255,14 +261,14 @@ def main() -> None:
         results["stage_imports"] = {name: import_seconds(root, env, command) for name, command in commands.items()}
         floor_noop = [timed([dvc, "repro"], floor, env) for _ in range(max(5, args.repeats))]
         ratios = [
-            full / (alone + forced)
-            for full, alone, forced in zip(rounds["off"], rounds["one_process"], rounds["forced"])
+            repro / (single + forced)
+            for repro, single, forced in zip(rounds["off"], rounds["one_process"], rounds["forced"])
         ]
-        alone, forced = statistics.median(rounds["one_process"]), statistics.median(rounds["forced"])
+        single, forced = statistics.median(rounds["one_process"]), statistics.median(rounds["forced"])
         results["full_repro_floor_s"] = {
-            "one_process": round(alone, 2),
+            "one_process": round(single, 2),
             "dvc_forced_floor": round(forced, 2),
-            "sum": round(alone + forced, 2),
+            "sum": round(single + forced, 2),
             "one_process_runs_s": [round(r, 2) for r in rounds["one_process"]],
             "dvc_forced_floor_runs_s": [round(r, 2) for r in rounds["forced"]],
         }

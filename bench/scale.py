@@ -9,17 +9,23 @@ clone, with tracking to the local SQLite store as a user runs it:
   create their outputs (`bench/pipeline.py: floor_repo`);
 - the one-process floor: every stage's `main()` called one after another in a single
   Python process, the same work as the full repro without process start-ups, re-imports
-  and DVC.
+  and DVC (`bench/pipeline.py: one_process`).
 
-Run: `.venv/bin/python bench/scale.py [--rows 10000 100000 1000000 5000000]`. Timings,
-never asserts. Each measurement runs once per size (the large sizes take minutes).
+The full repro and the one process are timed in `--rounds` rounds, the two one after the
+other, the first of them turning each round, so that a slow phase of the machine (seen to
+last minutes) weighs on both: the ratio is each round's own, then the median. The other
+figures are taken once per size (the large sizes take minutes).
+
+Run: `.venv/bin/python bench/scale.py [--rows 10000 100000 1000000 5000000] [--rounds 3]`.
+Timings, never asserts. Each size records the machine and commit it measured; the sizes of
+the results file that a run does not measure are kept as they were if the machine is the same.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,7 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-from pipeline import BIN, clone, environment, floor_repo, stage_commands, wipe_outputs  # noqa: E402
+from pipeline import BIN, clone, environment, floor_repo, one_process, stage_commands, wipe_outputs  # noqa: E402
 from provenance import commit, machine  # noqa: E402
 
 PIPELINE = ("prepare", "featurize", "train", "evaluate", "package", "batches", "monitor")
@@ -38,14 +44,6 @@ MEASURE = (
     "r = subprocess.run(sys.argv[1:]); t = time.perf_counter() - t; "
     "print(round(t, 3), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)"
 )
-ONE_PROCESS = """
-import importlib, resource, shlex, sys, time
-started = time.perf_counter()
-for line in sys.stdin.read().splitlines():
-    module, argv = line.split(" ", 1)
-    importlib.import_module(module).main(shlex.split(argv))
-print(round(time.perf_counter() - started, 3), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-"""
 
 
 def measured(args: list[str], cwd: Path, env: dict[str, str]) -> dict[str, float]:
@@ -74,47 +72,45 @@ def pipeline_commands(root: Path) -> dict[str, str]:
     return commands
 
 
-def one_process(root: Path, env: dict[str, str], commands: dict[str, str]) -> dict[str, float]:
-    """The stages' `main()` one after another in one process (outputs removed first), started
-    through `bin/python` as the stages are (`bench/pipeline.py: one_process_s`)."""
-    lines = []
-    for command in commands.values():
-        words = shlex.split(command)
-        assert words[:2] == ["bin/python", "-m"], command
-        lines.append(f"{words[2]} {shlex.join(words[3:])}")
-    done = subprocess.run(
-        [str(root / "bin" / "python"), "-c", ONE_PROCESS],
-        cwd=root,
-        env=env,
-        input="\n".join(lines),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode:
-        raise RuntimeError(f"one process failed:\n{done.stderr[-3000:]}")
-    seconds, kib = done.stdout.split()[-2:]
-    return {"s": float(seconds), "peak_rss_mib": round(int(kib) / 1024)}
+def median_run(runs: list[dict[str, float]]) -> dict[str, object]:
+    """The median of the rounds' seconds, the largest peak RSS, and every round's seconds."""
+    return {
+        "s": round(statistics.median(run["s"] for run in runs), 3),
+        "peak_rss_mib": max(run["peak_rss_mib"] for run in runs),
+        "runs_s": [run["s"] for run in runs],
+    }
 
 
-def size(root: Path, env: dict[str, str], floor: Path, rows: int) -> dict[str, object]:
+def size(root: Path, env: dict[str, str], floor: Path, rows: int, rounds: int, where: dict) -> dict[str, object]:
+    """One size's figures; `where`: the machine and commit measured."""
     dvc = str(BIN / "dvc")
     set_rows(root, rows)
     commands = pipeline_commands(root)
-    wipe_outputs(root, env)
-    full = measured([dvc, "repro"], root, env)
+
+    def full() -> dict[str, float]:
+        wipe_outputs(root, env)
+        return measured([dvc, "repro"], root, env)
+
+    measures = {"full_repro": full, "one_process": lambda: one_process(root, env, commands)}
+    runs: dict[str, list[dict[str, float]]] = {key: [] for key in measures}
+    for turn in range(rounds):  # the last round ends on the full repro: its outputs and cache stay for what follows
+        for key in list(measures)[:: 1 if (rounds - 1 - turn) % 2 == 0 else -1]:
+            runs[key].append(measures[key]())
+    subprocess.run([dvc, "repro"], cwd=root, env=env, check=True, capture_output=True)  # a no-op: all in place
     noop = min(measured([dvc, "repro"], root, env)["s"] for _ in range(3))
     stages = {name: measured(["bash", "-c", command], root, env) for name, command in commands.items()}
-    wipe_outputs(root, env)
-    single = one_process(root, env, commands)
-    subprocess.run([dvc, "repro"], cwd=root, env=env, check=True, capture_output=True)  # outputs back in place
     split = json.loads((root / "metrics" / "data_quality.json").read_text())["rows"]
+    ratios = [repro["s"] / single["s"] for repro, single in zip(runs["full_repro"], runs["one_process"])]
     return {
         "rows": split["train"] + split["test"],
-        "full_repro": full,
+        "rows_param": rows,
+        **where,
+        "rounds": rounds,
+        "full_repro": median_run(runs["full_repro"]),
         "stages": stages,
-        "one_process": single,
-        "full_repro_over_one_process": round(full["s"] / single["s"], 2),
+        "one_process": median_run(runs["one_process"]),
+        "full_repro_over_one_process": round(statistics.median(ratios), 2),
+        "full_repro_over_one_process_rounds": [round(r, 2) for r in ratios],
         "noop_repro_s": noop,
         "noop_floor_s": min(measured([dvc, "repro"], floor, env)["s"] for _ in range(3)),
     }
@@ -126,8 +122,13 @@ def markdown(results: dict) -> str:
         f"Machine: {host['cores']} cores, {host['memory_gib']} GiB, Python {host['python']}.",
         "Seconds (peak RSS in MiB).",
         "",
-        "| rows | " + " | ".join(PIPELINE) + " | full repro | one process | ratio | no-op / DVC floor |",
-        "| ---: | " + " | ".join("---:" for _ in PIPELINE) + " | ---: | ---: | ---: | ---: |",
+        "Full repro and one process: the median of the size's rounds (peak RSS: the largest of the rounds);",
+        "ratio: the median of each round's own.",
+        "",
+        "| rows | "
+        + " | ".join(PIPELINE)
+        + " | full repro | one process | ratio | rounds | no-op / DVC floor | commit |",
+        "| ---: | " + " | ".join("---:" for _ in PIPELINE) + " | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for entry in results["sizes"]:
         cells = [f"{entry['stages'][n]['s']:.1f} ({entry['stages'][n]['peak_rss_mib']})" for n in PIPELINE]
@@ -137,7 +138,9 @@ def markdown(results: dict) -> str:
             + " | ".join(cells)
             + f" | {full['s']:.1f} ({full['peak_rss_mib']}) | {single['s']:.1f} ({single['peak_rss_mib']})"
             + f" | {entry['full_repro_over_one_process']:.2f}"
-            + f" | {entry['noop_repro_s']:.2f} / {entry['noop_floor_s']:.2f} |"
+            + f" | {entry['rounds']}"
+            + f" | {entry['noop_repro_s']:.2f} / {entry['noop_floor_s']:.2f}"
+            + f" | {entry['commit']} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -167,13 +170,18 @@ def plot(results: dict, out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, nargs="*", default=[10_000, 100_000, 1_000_000, 5_000_000])
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default=str(REPO / "bench" / "scale_results"))
     args = parser.parse_args()
-    results: dict = {
-        "machine": machine(),
-        "commit": commit(),
-        "sizes": [],
-    }
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    out = Path(args.out)
+    earlier = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").exists() else {}
+    here = machine()
+    earlier_here = [entry for entry in earlier.get("sizes", []) if entry.get("machine") == here]
+    where = {"machine": here, "commit": commit()}  # what the clone below is taken from
+    results: dict = {"machine": here, "sizes": []}
+    done: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = clone(Path(tmp))
         env = environment(root)
@@ -182,12 +190,14 @@ def main() -> None:
         subprocess.run([str(BIN / "dvc"), "repro"], cwd=floor, env=env, check=True, capture_output=True)
         for rows in [0, *args.rows]:
             started = time.perf_counter()
-            results["sizes"].append(size(root, env, floor, rows))
+            done.append(size(root, env, floor, rows, args.rounds, where))
+            remeasured = {entry["rows_param"] for entry in done}
+            kept = [entry for entry in earlier_here if entry["rows_param"] not in remeasured]
+            results["sizes"] = sorted(done + kept, key=lambda entry: entry["rows_param"])
             print(f"{rows or 'default'} rows: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
-            out = Path(args.out)
             out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
             out.with_suffix(".md").write_text(markdown(results))
-    plot(results, Path(args.out).with_suffix(".png"))
+            plot(results, out.with_suffix(".png"))
     print(markdown(results))
 
 

@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -44,7 +45,8 @@ CI_RUN = ["bash", ".ci/run"]  # with CI=true, as the landing check runs it
 
 def start(root: Path, command: list[str]) -> tuple[subprocess.Popen, float]:
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "CI")}
-    env["PYTEST_ADDOPTS"] = f"--junitxml={root / 'junit.xml'}"  # each test's seconds, beside the log
+    # Each test's seconds, beside the log (after any options of the user's own).
+    env["PYTEST_ADDOPTS"] = f"{env.get('PYTEST_ADDOPTS', '')} --junitxml={shlex.quote(str(root / 'junit.xml'))}".strip()
     if command == CI_RUN:
         env["CI"] = "true"
     log = open(root / "run.log", "w")  # noqa: SIM115 (closed with the process)
@@ -84,18 +86,20 @@ def finish(runs: list[tuple[subprocess.Popen, float, Path]], logs: Path) -> list
                 "cpu_seconds": round(cpu),
                 "summary": summary.strip("= "),
                 "failed": [line for line in lines if line.startswith(("FAILED ", "ERROR "))],
-                **(test_seconds(junit) if junit.exists() else {}),
+                **(seconds_by_folder(junit) if junit.exists() else {}),
             }
         )
     return results
 
 
-def test_seconds(junit: Path) -> dict:
+def seconds_by_folder(junit: Path) -> dict:
     """The tests' own seconds (setup, call and teardown; the parallel processes' summed), in
-    total and by folder under tests/, from pytest's JUnit report."""
+    total and by folder under tests/, from pytest's JUnit report (a file that could not be
+    collected, or pytest's internal error, has no folder: `other`)."""
     by_folder: Counter[str] = Counter()
     for case in ElementTree.parse(junit).iter("testcase"):
-        by_folder[case.get("classname", "").split(".")[1]] += float(case.get("time", 0))
+        parts = case.get("classname", "").split(".")
+        by_folder[parts[1] if len(parts) > 2 else "other"] += float(case.get("time", 0))
     return {
         "test_seconds_total": round(sum(by_folder.values())),
         "test_seconds_by_folder": {name: round(seconds) for name, seconds in by_folder.most_common()},
