@@ -84,12 +84,25 @@ def finish(runs: list[tuple[subprocess.Popen, float, Path]], logs: Path) -> list
                 "exit": process.returncode,
                 "seconds": round(at - started, 1),
                 "cpu_seconds": round(cpu),
+                "tests_python": tests_python(root),
                 "summary": summary.strip("= "),
                 "failed": [line for line in lines if line.startswith(("FAILED ", "ERROR "))],
                 **(seconds_by_folder(junit) if junit.exists() else {}),
             }
         )
     return results
+
+
+def tests_python(root: Path) -> str | None:
+    """The version of the Python the run's tests ran under (its venv's, which uv chose; `machine`
+    records the one that drives this bench), or None when the run made no venv."""
+    venv = root / ".venv" / "bin" / "python"
+    if not venv.exists():
+        return None
+    done = subprocess.run(
+        [str(venv), "-c", "import platform; print(platform.python_version())"], capture_output=True, text=True
+    )
+    return done.stdout.strip() or None
 
 
 def seconds_by_folder(junit: Path) -> dict:

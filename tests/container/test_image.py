@@ -73,13 +73,21 @@ def script(name: str, *args: str, env: dict[str, str] | None = None, timeout: fl
 
 @pytest.fixture(scope="module")
 def tools():
-    missing = [tool for tool in ("podman", "runc", "debootstrap") if shutil.which(tool) is None]
-    if os.geteuid() != 0:
-        missing.append("root (debootstrap and rootful podman)")
+    absent = [tool for tool in ("podman", "runc", "debootstrap") if shutil.which(tool) is None]
+    # Installed but not found: Debian puts these in /usr/sbin, which a non-root PATH may lack.
+    off_path = [tool for tool in absent if shutil.which(tool, path="/usr/sbin:/sbin")]
+    missing = [tool for tool in absent if tool not in off_path]
+    problems = []
     if missing:
-        message = f"the container test needs {', '.join(missing)}: apt-get install podman runc debootstrap"
+        problems.append(f"{', '.join(missing)} (apt-get install {' '.join(missing)}; .ci/run installs them)")
+    if off_path:
+        problems.append(f"{', '.join(off_path)} on PATH (installed in /usr/sbin, which PATH lacks)")
+    if os.geteuid() != 0:
+        problems.append("root (debootstrap and rootful podman)")
+    if problems:
+        message = f"the container test needs {'; '.join(problems)}"
         if os.environ.get("CI"):
-            pytest.fail(message + " (.ci/run installs them)")
+            pytest.fail(message)
         pytest.skip(message)
 
 
