@@ -21,10 +21,14 @@ def machine() -> dict[str, object]:
     }
 
 
-def commit() -> str:
-    """The repository's HEAD, `-dirty` when the working tree differs from it: the benches that
-    clone the repository measure HEAD, the others this checkout."""
-    done = subprocess.run(
-        ["git", "describe", "--always", "--dirty", "--abbrev=7"], cwd=REPO, capture_output=True, text=True, check=True
+def commit(cloned: bool = False) -> str:
+    """The commit a bench measured. A bench that clones the repository measures HEAD itself
+    (`cloned`): local changes, such as a previous run's results, do not reach the clone. The
+    others measure this checkout: HEAD, `-dirty` when the working tree differs from it."""
+    command = (
+        ["git", "rev-parse", "--short=7", "HEAD"]
+        if cloned
+        else ["git", "describe", "--always", "--dirty", "--abbrev=7"]
     )
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
     return done.stdout.strip()

@@ -131,7 +131,7 @@ def main() -> None:
     for old in ("cpus", "memory_gib"):  # what the file held before `machine`
         results.pop(old, None)
     results["machine"] = machine()
-    commit = head()
+    commit = head(cloned=True)
     how = "in a fresh clone from a shell where nothing is activated, its venv made and timed with it"
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_alone:
