@@ -193,7 +193,7 @@ def main() -> None:
     dvc = str(BIN / "dvc")
     results: dict[str, object] = {
         "machine": machine(),
-        "commit": commit(cloned=True),
+        "commit": commit(),
         "repeats": args.repeats,
     }
     with tempfile.TemporaryDirectory() as tmp:

@@ -21,14 +21,12 @@ def machine() -> dict[str, object]:
     }
 
 
-def commit(cloned: bool = False) -> str:
-    """The commit a bench measured. A bench that clones the repository measures HEAD itself
-    (`cloned`): local changes, such as a previous run's results, do not reach the clone. The
-    others measure this checkout: HEAD, `-dirty` when the working tree differs from it."""
-    command = (
-        ["git", "rev-parse", "--short=7", "HEAD"]
-        if cloned
-        else ["git", "describe", "--always", "--dirty", "--abbrev=7"]
-    )
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
-    return done.stdout.strip()
+def commit() -> str:
+    """The commit measured: HEAD, `-dirty` when the working tree differs from it in a tracked
+    file other than the benches' own results (a previous run's figures change nothing that is
+    measured; the measuring code and everything a clone would miss do)."""
+    head = ["git", "rev-parse", "--short=7", "HEAD"]
+    changed = ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)bench/*results*"]
+    done = subprocess.run(head, cwd=REPO, capture_output=True, text=True, check=True)
+    dirty = subprocess.run(changed, cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    return done.stdout.strip() + ("-dirty" if dirty else "")

@@ -4,10 +4,10 @@ Each run happens in its own fresh clone (its own `.venv` from uv.lock, made by t
 timed with it), started from a shell where nothing is activated. The pair is the landing
 check, `CI=true bash .ci/run`, beside `make test`. Writes bench/test_suite_results.json
 (the machine; each run's command, its own wall time, the CPU time of the run and of the
-descendants it waited for (DVC's detached queue workers are not among them), pytest's summary,
-the tests that failed and the tests' seconds by folder, from a JUnit report) and keeps each
-run's log and report in --logs. Timings only: the point of the concurrent run is
-that every test still passes under load.
+descendants it waited for (DVC's detached queue workers are not among them), the Python its
+tests ran under, pytest's summary, the tests that failed and the tests' seconds by folder,
+from a JUnit report) and keeps each run's log and report in --logs. Timings only: the point
+of the concurrent run is that every test still passes under load.
 
     python3 bench/test_suite.py [--skip-alone]
 """
@@ -44,7 +44,8 @@ CI_RUN = ["bash", ".ci/run"]  # with CI=true, as the landing check runs it
 
 
 def start(root: Path, command: list[str]) -> tuple[subprocess.Popen, float]:
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "CI")}
+    drop = ("VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT", "PYTHONPATH", "CI")  # each clone makes its own .venv
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     # Each test's seconds, beside the log (after any options of the user's own).
     env["PYTEST_ADDOPTS"] = f"{env.get('PYTEST_ADDOPTS', '')} --junitxml={shlex.quote(str(root / 'junit.xml'))}".strip()
     if command == CI_RUN:
@@ -131,7 +132,7 @@ def main() -> None:
     for old in ("cpus", "memory_gib"):  # what the file held before `machine`
         results.pop(old, None)
     results["machine"] = machine()
-    commit = head(cloned=True)
+    commit = head()
     how = "in a fresh clone from a shell where nothing is activated, its venv made and timed with it"
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_alone:

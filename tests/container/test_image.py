@@ -74,16 +74,17 @@ def script(name: str, *args: str, env: dict[str, str] | None = None, timeout: fl
 @pytest.fixture(scope="module")
 def tools():
     absent = [tool for tool in ("podman", "runc", "debootstrap") if shutil.which(tool) is None]
-    # Installed but not found: Debian puts these in /usr/sbin, which a non-root PATH may lack.
+    # Installed but not found: runc and debootstrap live in /usr/sbin, which root's PATH (and
+    # sudo's) has and a user's often lacks: as a user, "root" says it all.
     off_path = [tool for tool in absent if shutil.which(tool, path="/usr/sbin:/sbin")]
     missing = [tool for tool in absent if tool not in off_path]
     problems = []
     if missing:
-        problems.append(f"{', '.join(missing)} (apt-get install {' '.join(missing)}; .ci/run installs them)")
-    if off_path:
-        problems.append(f"{', '.join(off_path)} on PATH (installed in /usr/sbin, which PATH lacks)")
+        problems.append(f"{', '.join(missing)} (apt-get install {' '.join(missing)}; .ci/packages installs them)")
     if os.geteuid() != 0:
         problems.append("root (debootstrap and rootful podman)")
+    elif off_path:
+        problems.append(f"{', '.join(off_path)} on PATH (installed in /usr/sbin, which PATH lacks)")
     if problems:
         message = f"the container test needs {'; '.join(problems)}"
         if os.environ.get("CI"):
