@@ -179,7 +179,7 @@ def main() -> None:
     earlier = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").exists() else {}
     here = machine()
     earlier_here = [entry for entry in earlier.get("sizes", []) if entry.get("machine") == here]
-    where = {"machine": here, "commit": commit(cloned=True)}  # what the clone below is taken from
+    where = {"machine": here, "commit": commit()}  # the clone below is taken from HEAD
     results: dict = {"machine": here, "sizes": []}
     done: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
