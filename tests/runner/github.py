@@ -17,12 +17,14 @@ every job has a recording `gh` stand-in (GitHub's CLI, preinstalled on runners).
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,29 @@ MACHINE_SETTINGS = re.compile(r"(.*_CA_BUNDLE|.*CERT.*|.*_PROXY|PIP_.*|UV_.*)", 
 
 def machine_settings() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if MACHINE_SETTINGS.fullmatch(k) and k != "UV_PROJECT_ENVIRONMENT"}
+
+
+def without_bytecode(project: Path, into: Path) -> dict[str, str]:
+    """`UV_CONFIG_FILE` for a `uv.toml` in `into` that holds the project's own `[tool.uv]`
+    settings but `compile-bytecode = false`: a job's `uv sync` then installs in 0.5 s instead
+    of 19 s and 36 CPU-seconds (17,000 modules compiled), and bytecode is not under test
+    (`make setup`, which every test run starts with, compiles it). The file replaces every
+    other uv configuration, so where there is any (a user's or the machine's `uv.toml`,
+    `UV_CONFIG_FILE`, `UV_NO_CONFIG`), where the project's settings are not flat, or where
+    there is no project (a job without a checkout), nothing changes."""
+    if not (project / "pyproject.toml").exists():
+        return {}
+    config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    others = [config_home / "uv" / "uv.toml", Path("/etc/uv/uv.toml"), project / "uv.toml"]
+    if any(name in os.environ for name in ("UV_CONFIG_FILE", "UV_NO_CONFIG")) or any(p.exists() for p in others):
+        return {}
+    settings = tomllib.loads((project / "pyproject.toml").read_text()).get("tool", {}).get("uv", {})
+    settings = {**settings, "compile-bytecode": False}
+    if not all(isinstance(value, (bool, int, str)) for value in settings.values()):
+        return {}
+    config = into / "uv.toml"
+    config.write_text("".join(f"{name} = {json.dumps(value)}\n" for name, value in settings.items()))
+    return {"UV_CONFIG_FILE": str(config)}
 
 
 def base_interpreter() -> Path:
@@ -155,7 +180,8 @@ class Runner:
 
     def job_env(self, workspace: Path) -> dict[str, str]:
         github = self.contexts["github"]
-        return machine_settings() | {
+        settings = machine_settings() | without_bytecode(workspace, self.root)
+        return settings | {
             "PATH": f"{self.gh_bin}:{RUNNER_PATH}",
             "HOME": self.home,
             "LANG": "C.UTF-8",
