@@ -124,7 +124,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--skip-alone", action="store_true", help="measure only the pair (about 70 minutes)")
-    which.add_argument("--skip-pair", action="store_true", help="measure only make test alone (about 27 minutes)")
+    which.add_argument("--skip-pair", action="store_true", help="measure only make test alone (about 24 minutes)")
     parser.add_argument("--out", default=str(REPO / "bench" / "test_suite_results.json"))
     parser.add_argument("--logs", default=str(Path(tempfile.gettempdir()) / "reprokit-test-suite-logs"))
     args = parser.parse_args()

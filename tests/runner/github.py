@@ -17,7 +17,6 @@ every job has a recording `gh` stand-in (GitHub's CLI, preinstalled on runners).
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import re
@@ -44,26 +43,28 @@ def machine_settings() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if MACHINE_SETTINGS.fullmatch(k) and k != "UV_PROJECT_ENVIRONMENT"}
 
 
-def without_bytecode(project: Path, into: Path) -> dict[str, str]:
-    """`UV_CONFIG_FILE` for a `uv.toml` in `into` that holds the project's own `[tool.uv]`
-    settings but `compile-bytecode = false`: a job's `uv sync` then installs in 0.5 s instead
-    of 19 s and 36 CPU-seconds (17,000 modules compiled), and bytecode is not under test
-    (`make setup`, which every test run starts with, compiles it). The file replaces every
-    other uv configuration, so where there is any (a user's or the machine's `uv.toml`,
-    `UV_CONFIG_FILE`, `UV_NO_CONFIG`), where the project's settings are not flat, or where
-    there is no project (a job without a checkout), nothing changes."""
-    if not (project / "pyproject.toml").exists():
+def without_bytecode(project: Path, into: Path, home: str) -> dict[str, str]:
+    """`UV_CONFIG_FILE` for a `uv.toml` in `into` that sets `compile-bytecode = false`, where that
+    is all the project's `[tool.uv]` sets besides `compile-bytecode`: a job's `uv sync` then
+    installs in 0.5 s instead of 19 s and 36 CPU-seconds (17,066 modules compiled;
+    `bench/test_suite_results.json`: `runner_bytecode`), and bytecode is not under test (`make
+    setup`, which every test run starts with, compiles the run's own). The file replaces every
+    other uv configuration, so where there is any other (a `uv.toml` of the project, of the
+    job's `home` or of the machine, `UV_CONFIG_FILE`, `UV_NO_CONFIG`), or no project (a job
+    without a checkout), nothing changes."""
+    pyproject = project / "pyproject.toml"
+    if not pyproject.exists() or any(name in os.environ for name in ("UV_CONFIG_FILE", "UV_NO_CONFIG")):
         return {}
-    config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    others = [config_home / "uv" / "uv.toml", Path("/etc/uv/uv.toml"), project / "uv.toml"]
-    if any(name in os.environ for name in ("UV_CONFIG_FILE", "UV_NO_CONFIG")) or any(p.exists() for p in others):
+    config_homes = [Path(home) / ".config", Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")]
+    config_dirs = [Path(d) for d in os.environ.get("XDG_CONFIG_DIRS", "/etc/xdg").split(":") if d] + [Path("/etc")]
+    others = [project / "uv.toml", *(d / "uv" / "uv.toml" for d in config_homes + config_dirs)]
+    settings = tomllib.loads(pyproject.read_text()).get("tool", {}).get("uv", {})
+    if any(p.exists() for p in others) or set(settings) - {"compile-bytecode"}:
         return {}
-    settings = tomllib.loads((project / "pyproject.toml").read_text()).get("tool", {}).get("uv", {})
-    settings = {**settings, "compile-bytecode": False}
-    if not all(isinstance(value, (bool, int, str)) for value in settings.values()):
-        return {}
+    into.mkdir(exist_ok=True)
     config = into / "uv.toml"
-    config.write_text("".join(f"{name} = {json.dumps(value)}\n" for name, value in settings.items()))
+    config.write_text("compile-bytecode = false\n")
+    config.chmod(0o644)  # a job may run as another user
     return {"UV_CONFIG_FILE": str(config)}
 
 
@@ -178,9 +179,19 @@ class Runner:
         if self.switches_user:
             subprocess.run(["chown", "-R", f"{self.user}:", str(path)], check=True)
 
+    def uv_config(self, workspace: Path) -> dict[str, str]:
+        """The `UV_CONFIG_FILE` a job's steps get: the machine's, where it sets one; else one
+        without bytecode compilation where the checkout allows it (`without_bytecode`), but not
+        for a job run with `user`, whose `sudo` steps would write root's bytecode into the
+        user's venv, where the user could not remove it."""
+        machine = {k: v for k, v in machine_settings().items() if k == "UV_CONFIG_FILE"}
+        if machine or self.user:
+            return machine
+        return without_bytecode(workspace, self.root / "uv-config", self.home)
+
     def job_env(self, workspace: Path) -> dict[str, str]:
         github = self.contexts["github"]
-        settings = machine_settings() | without_bytecode(workspace, self.root)
+        settings = machine_settings() | self.uv_config(workspace)
         return settings | {
             "PATH": f"{self.gh_bin}:{RUNNER_PATH}",
             "HOME": self.home,
@@ -219,6 +230,8 @@ class Runner:
                 if ref := with_.get("ref"):  # a commit (40 hex digits) or a branch of `origin`
                     target = ref if re.fullmatch(r"[0-9a-f]{40}", ref) else f"origin/{ref}"
                     subprocess.run(["git", "-C", str(workspace), "checkout", "-q", "--detach", target], check=True)
+                env.pop("UV_CONFIG_FILE", None)  # as the commit now checked out allows
+                env.update(self.uv_config(workspace))
                 config = (workspace / ".git" / "config").read_text()
                 assert "extraheader" not in config and "AUTHORIZATION" not in config.upper()
             elif uses == "actions/setup-python":

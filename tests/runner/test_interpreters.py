@@ -87,7 +87,7 @@ def other_interpreters() -> list[Path]:
 @pytest.mark.parametrize("python", other_interpreters(), ids=lambda p: version(p) if p else "none")
 def test_a_fresh_clone_reproduces_the_committed_lock_on(python, repo, tmp_path):
     workspace = fresh_clone(repo, tmp_path)
-    env = runner_env() | without_bytecode(workspace, tmp_path)
+    env = runner_env() | without_bytecode(workspace, tmp_path / "uv-config", os.environ["HOME"])
     synced = subprocess.run(
         [uv(repo), "sync", "--locked", "--python", str(python)], cwd=workspace, env=env, capture_output=True, text=True
     )
