@@ -4,9 +4,11 @@ Each run happens in its own fresh clone (its own `.venv` from uv.lock, made by t
 timed with it), started from a shell where nothing is activated. The pair is the landing
 check, `CI=true bash .ci/run`, beside `make test`. Writes bench/test_suite_results.json
 (the machine; each run's command, its own wall time, the CPU time of the run and of the
-descendants it waited for (DVC's detached queue workers are not among them), the Python its
-tests ran under, pytest's summary, the tests that failed and the tests' seconds by folder,
-from a JUnit report) and keeps each run's log and report in --logs. Timings only: the point
+descendants it waited for (DVC's detached queue workers are not among them), the whole
+machine's CPU time while the runs ran (/proc/stat: also what the runs started and never
+waited for, such as servers stopped by a signal), the Python its tests ran under, pytest's
+summary, the tests that failed and the tests' seconds by folder, from a JUnit report) and
+keeps each run's log and report in --logs. Timings only: the point
 of the concurrent run is that every test still passes under load.
 
     python3 bench/test_suite.py [--skip-alone | --skip-pair]
@@ -53,6 +55,28 @@ def start(root: Path, command: list[str]) -> tuple[subprocess.Popen, float]:
     log = open(root / "run.log", "w")  # noqa: SIM115 (closed with the process)
     process = subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
     return process, time.monotonic()
+
+
+def machine_cpu() -> tuple[float, float] | None:
+    """Seconds every core of this machine has spent busy and in all since boot (the first line of
+    /proc/stat; waiting on the disk counts as idle), or None where there is no /proc/stat."""
+    try:
+        fields = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + fields[4]  # idle, iowait; the guest columns are counted in user and nice already
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(fields[:8]) - idle) / tick, sum(fields[:8]) / tick
+
+
+def machine_share(before: tuple[float, float] | None) -> dict:
+    """The machine's CPU since `before` (`machine_cpu`): busy CPU-seconds and the busy share of
+    all cores. It holds whatever else ran meanwhile: measure on a machine left quiet."""
+    after = machine_cpu()
+    if before is None or after is None:
+        return {}
+    busy, total = after[0] - before[0], after[1] - before[1]
+    return {"machine_cpu_seconds": round(busy), "machine_busy_share": round(busy / total, 3) if total else None}
 
 
 def finish(runs: list[tuple[subprocess.Popen, float, Path]], logs: Path) -> list[dict]:
@@ -139,13 +163,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_alone:
             root = clone(Path(tmp), "alone")
+            before = machine_cpu()
             (alone,) = finish([(*start(root, MAKE_TEST), root)], logs)
-            results["alone"] = {"commit": commit, "how": how, **alone}
+            results["alone"] = {"commit": commit, "how": how, **alone, **machine_share(before)}
         if not args.skip_pair:
             first, second = clone(Path(tmp), "first"), clone(Path(tmp), "second")
+            before = machine_cpu()
             runs = [(*start(first, CI_RUN), first), (*start(second, MAKE_TEST), second)]
             how = f"two runs started together, each {how}"
-            results["concurrent"] = [{"commit": commit, "how": how, **run} for run in finish(runs, logs)]
+            pair = finish(runs, logs)
+            shared = machine_share(before)  # the two runs' together, until the later one ended
+            results["concurrent"] = [{"commit": commit, "how": how, **run, **shared} for run in pair]
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
 

@@ -57,8 +57,12 @@ def test_missing_section_and_bad_yaml_name_the_file(tmp_path):
     with pytest.raises(ConfigError, match=r"params.yaml: missing section 'split'"):
         load_section("split", path)
     path.write_text("base: [unclosed\n")
-    with pytest.raises(ConfigError, match="not valid YAML"):
+    with pytest.raises(ConfigError, match="not valid YAML") as broken:
         load_section("base", path)
+    assert str(broken.value) == (
+        f"{path}: not valid YAML: line 2, column 1: expected ',' or ']', but got '<stream end>' "
+        "(while parsing a flow sequence from line 1, column 7)"
+    )
 
 
 def test_flatten_uses_dotted_keys():

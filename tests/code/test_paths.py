@@ -80,10 +80,12 @@ def test_two_names_of_one_file_are_one_place(tmp_path):
 def test_an_output_over_an_input_or_another_output_is_refused(tmp_path):
     good = tmp_path / "good.csv"
     good.write_text("a\n1\n")
-    with pytest.raises(StageError, match=r"output output .* and input input .* are one file"):
+    with pytest.raises(StageError, match=r"^output \(.*\) and input \(.*\) are one file"):
         check_outputs({"input": str(good)}, {"output": f"{tmp_path}/./good.csv"})
-    with pytest.raises(StageError, match="are one file"):
+    with pytest.raises(StageError, match=r"^output \(.*\) and output rejects \(.*\) are one file"):
         check_outputs({"input": str(good)}, {"output": str(tmp_path / "o.parquet"), "rejects": f"{tmp_path}/o.parquet"})
+    with pytest.raises(StageError, match=r"^output \(.*\) lies inside input package \(.*\), a folder"):
+        check_outputs({"package": str(tmp_path)}, {"output": str(tmp_path / "o.parquet")})
     check_outputs({"input": str(good), "model": str(good)}, {"output": str(tmp_path / "o.parquet")})  # inputs may share
 
 

@@ -191,8 +191,28 @@ def test_open_package_refuses_a_package_without_its_metadata(package_dir, tmp_pa
         open_package(tampered(package_dir, tmp_path, edit))
 
 
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda copy: (copy / "MLmodel").write_text((copy / "MLmodel").read_text() + "::: not yaml: [\n"),
+            r"/package: not an MLflow scikit-learn model "
+            r"\(MLmodel: line \d+, column 13: mapping values are not allowed here\)$",
+        ),
+        (lambda copy: (copy / "model.skops").unlink(), r"/model\.skops: the model file is missing$"),
+    ],
+    ids=["MLmodel not YAML", "model file missing"],
+)
+@OPENERS
+def test_a_broken_package_is_one_line_saying_what_is_wrong(package_dir, tmp_path, edit, message, opener):
+    with pytest.raises(UntrustedFileError, match=message) as refused:
+        opener(tampered(package_dir, tmp_path, edit))
+    assert "\n" not in str(refused.value)
+
+
 def test_a_missing_package_directory_is_one_clear_error(tmp_path):
     from reprokit.core.errors import StageError
+
     for opener in (load_package, open_package):
         with pytest.raises(StageError, match="no such package directory"):
             opener(tmp_path / "pakage")
@@ -641,7 +661,11 @@ def test_a_schema_that_nests_deep_is_refused_in_one_line(tmp_path, fitted_pipeli
         ("REPROKIT_TRUST_MEMBERS", "10", r"\d+ members, above the limit of 10\b"),
         ("REPROKIT_TRUST_SCHEMA_NODES", "1000", "schema holds more than 1,000 nodes"),
         ("REPROKIT_TRUST_SCHEMA_DEPTH", "5", "schema nests deeper than 5 levels"),
-        ("REPROKIT_TRUST_ARCHIVE_BYTES", "10000", r"members inflate to [\d,]+ bytes together, above the limit of 10,000"),
+        (
+            "REPROKIT_TRUST_ARCHIVE_BYTES",
+            "10000",
+            r"members inflate to [\d,]+ bytes together, above the limit of 10,000",
+        ),
         ("REPROKIT_TRUST_FILE_BYTES", "10000", r"more than 64 files or 10,000 bytes"),
         ("REPROKIT_TRUST_METADATA_BYTES", "100", r"MLmodel is [\d,]+ bytes, above the limit of 100"),
     ],

@@ -120,6 +120,7 @@ def release_cycle(clone) -> None:
     verdict = yaml.safe_load((clone.root / "metrics/gate.json").read_text())
     assert not verdict["passed"] and not verdict["checks"]["min_test_roc_auc"]["passed"]
     assert verdict["champion_package"] == first_package  # scored against the champion it would replace
+    assert "Downloading artifacts" not in failed.stderr  # MLflow's bars stay off a pipe, as ours do
     assert verdict["checks"]["max_auc_degradation"]["value"] is not None
     refused = python(clone, "-m", "reprokit.release.registry", "promote", "--reason", "x", check=False)
     assert refused.returncode == 1

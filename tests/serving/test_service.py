@@ -569,6 +569,44 @@ def test_bad_settings_are_one_clear_error(tmp_path, telco_package, args, message
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (
+            lambda copy: (copy / "MLmodel").write_text((copy / "MLmodel").read_text() + "::: not yaml: [\n"),
+            "not an MLflow scikit-learn model (MLmodel: line ",
+        ),
+        (lambda copy: (copy / "model.skops").unlink(), "model.skops: the model file is missing"),
+    ],
+    ids=["MLmodel not YAML", "model file missing"],
+)
+def test_a_package_directory_that_cannot_load_stops_the_service_with_one_line(tmp_path, telco_package, edit, problem):
+    """Exit status 3 (uvicorn's for a failed start-up), our one line naming what is wrong, then
+    uvicorn's own closing line, and no trace."""
+    import shutil
+    import subprocess
+    import sys
+
+    from servers import free_port
+
+    copy = tmp_path / "package"
+    shutil.copytree(telco_package, copy)
+    edit(copy)
+    done = subprocess.run(
+        [sys.executable, "-m", "reprokit.serving.serve", str(copy), "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    lines = done.stderr.splitlines()
+    errors = [line for line in lines if line.startswith("ERROR")]
+    assert done.returncode == 3 and "Traceback" not in done.stderr, done.stderr
+    assert len(errors) == 2 and f"cannot load {copy}: " in errors[0] and problem in errors[0], done.stderr
+    assert errors[1].endswith("Application startup failed. Exiting."), done.stderr
+    assert all(line.startswith(("INFO ", "ERROR")) for line in lines), done.stderr  # no line goes on the error
+
+
 def test_docs_serves_the_interactive_openapi_page(service):
     page = service.get("/docs")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
@@ -595,7 +633,7 @@ def test_the_service_logs_where_it_listens_and_one_line_per_request_at_the_chose
     text = log.read_text()
     port = url.rsplit(":", 1)[1]
     worker_note = "2 workers" if workers == 2 else "1 worker;"
-    assert f"INFO reprokit.serve: listening on http://127.0.0.1:{port} ({worker_note}" in text
+    assert f"INFO reprokit.serve: listening on http://127.0.0.1:{port} once the model is loaded ({worker_note}" in text
     lines = [line for line in text.splitlines() if "reprokit.serve: POST /invocations" in line]
     assert [line.split(": ", 1)[1].rsplit(" ", 2)[0] for line in lines] == [
         "POST /invocations 200",

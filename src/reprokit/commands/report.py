@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from reprokit.core.config import ConfigError, flatten
+from reprokit.core.errors import yaml_problem
 
 log = logging.getLogger("reprokit.report")
 
@@ -76,7 +77,7 @@ def parse(text: str | None, path: str) -> Any:
     try:
         return json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as exc:
-        log.warning("%s: cannot be read (%s); treated as missing", path, exc)
+        log.warning("%s: cannot be read (%s); treated as missing", path, yaml_problem(exc))
         return None
 
 

@@ -14,6 +14,8 @@ import typing
 from pathlib import Path
 from typing import Any, Mapping
 
+from reprokit.core.errors import yaml_problem
+
 PARAMS_FILE = "params.yaml"
 
 MODEL_KINDS = ("hist_gradient_boosting", "random_forest", "logistic_regression")
@@ -306,7 +308,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
     except YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
@@ -341,7 +343,7 @@ def edit_yaml(text: str, changes: dict[tuple[str, ...], Any], where: str) -> str
     try:
         data = editor.load(text)
     except YAMLError as exc:
-        raise ConfigError(f"{where}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{where}: not valid YAML: {yaml_problem(exc)}") from None
     for path, value in changes.items():
         parent = data
         for key in path[:-1]:

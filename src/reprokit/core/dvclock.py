@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from reprokit.core.config import ConfigError
+from reprokit.core.errors import yaml_problem
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +33,7 @@ def lock_entries(text: str | None, where: str = "dvc.lock") -> list[Locked]:
     try:
         lock = YAML(typ="safe").load(text)
     except YAMLError as exc:
-        raise ConfigError(f"{where}: not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"{where}: not valid YAML: {yaml_problem(exc)}") from None
     stages = lock.get("stages") if isinstance(lock, dict) else None
     if not isinstance(stages, dict):
         raise ConfigError(f"{where}: no `stages` mapping: not a lock file DVC writes")

@@ -6,3 +6,19 @@ from __future__ import annotations
 
 class StageError(RuntimeError):
     """A stage cannot produce its outputs from the inputs it was given."""
+
+
+def yaml_problem(exc: Exception) -> str:
+    """A YAML parser's error (PyYAML's or ruamel.yaml's) on one line: where and what, e.g.
+    `line 3, column 1: expected ',' or ']', but got '<stream end>' (while parsing a flow
+    sequence from line 2, column 9)`, not their several lines with a caret under each spot."""
+    problem, mark = getattr(exc, "problem", None), getattr(exc, "problem_mark", None)
+    if not problem or mark is None:
+        return " ".join(str(exc).split())
+    shown = f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and start is not None:
+        shown += f" ({context} from line {start.line + 1}, column {start.column + 1})"
+    elif context:
+        shown += f" ({context})"
+    return " ".join(shown.split())

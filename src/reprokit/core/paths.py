@@ -162,21 +162,28 @@ def check_outputs(inputs: dict[str, str], outputs: dict[str, str], folders: tupl
         for second, other, second_is_input in named:
             if first == second or first_is_input:
                 continue
+            kind = "input" if second_is_input else "output"
             if same_place(place, other):  # (two outputs: named in either order)
                 raise StageError(
-                    f"output {first} ({redact(place)}) and {'input' if second_is_input else 'output'} {second} "
-                    f"({redact(other)}) are one file: a command never writes over its input or one output over another"
+                    f"{called('output', first)} ({redact(place)}) and {called(kind, second)} ({redact(other)}) "
+                    "are one file: a command never writes over its input or one output over another"
                 )
             if second_is_input and os.path.isdir(location(other)) and inside(place, other):
                 raise StageError(
-                    f"output {first} ({redact(place)}) lies inside input {second} ({redact(other)}), a folder: "
-                    "a command never writes into its input"
+                    f"{called('output', first)} ({redact(place)}) lies inside {called('input', second)} "
+                    f"({redact(other)}), a folder: a command never writes into its input"
                 )
             if first in folders and inside(other, place):
                 raise StageError(
-                    f"{'input' if second_is_input else 'output'} {second} ({redact(other)}) lies inside the output "
-                    f"folder {first} ({redact(place)}), which the command empties first: give it a folder of its own"
+                    f"{called(kind, second)} ({redact(other)}) lies inside the output folder {first} "
+                    f"({redact(place)}), which the command empties first: give it a folder of its own"
                 )
+
+
+def called(kind: str, name: str) -> str:
+    """How an error names a location: its kind and name (`output rejects`), once when they are
+    the same word (a command's `output`, not `output output`)."""
+    return name if name == kind else f"{kind} {name}"
 
 
 def check_arguments(args, outputs: tuple[str, ...], folders: tuple[str, ...] = ()) -> None:

@@ -13,6 +13,7 @@ from typing import Callable
 
 from reprokit.core.config import ConfigError
 from reprokit.core.errors import StageError
+from reprokit.core.progress import mlflow_bars_as_ours
 
 log = logging.getLogger("reprokit")
 
@@ -33,6 +34,7 @@ def run_stage(name: str, body: Callable[[], str], debug: bool = False) -> None:
     configure_logging()  # every line, traceback included, with URLs' credentials and queries dropped
     started = time.perf_counter()
     try:
+        mlflow_bars_as_ours()
         summary = body()
     except EXPECTED_ERRORS as exc:
         log.error("%s failed: %s", name, exc, exc_info=debug)

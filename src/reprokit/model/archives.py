@@ -82,6 +82,8 @@ def limits() -> Limits:
 
 def read_bounded(path: Path, limit: int, where: str, what: str) -> bytes:
     """A regular file's bytes, refused (before reading) when larger than `limit` or not a plain file."""
+    if not path.is_symlink() and not path.exists():
+        raise UntrustedFileError(f"{where}: {what} is missing")
     if path.is_symlink() or not path.is_file():
         raise UntrustedFileError(f"{where}: {what} is not a regular file")
     size = path.stat().st_size

@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from reprokit.core.errors import StageError
+from reprokit.core.errors import StageError, yaml_problem
 from reprokit.model.archives import (
     UntrustedFileError,
     archive_placements,
@@ -161,7 +161,7 @@ def check_package(model_dir: str | Path, shown: str | None = None) -> tuple[dict
         flavors = mlmodel["flavors"]
         sklearn, pyfunc = flavors["sklearn"], flavors["python_function"]
     except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError) as exc:
-        raise UntrustedFileError(f"{label}: not an MLflow scikit-learn model ({exc})") from None
+        raise UntrustedFileError(f"{label}: not an MLflow scikit-learn model (MLmodel: {yaml_problem(exc)})") from None
     problems = []
     for where, found, allowed in (
         ("MLmodel", mlmodel, MLMODEL_KEYS),

@@ -318,11 +318,13 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     settings = parse_args(argv, description=__doc__)
+    from reprokit.core.progress import mlflow_bars_as_ours
     from reprokit.core.redaction import configure_logging
 
     configure_logging()
-    log.info(
-        "listening on http://%s:%d (%d worker%s; docs: /docs, metrics: /metrics)",
+    mlflow_bars_as_ours()  # a log file never gets MLflow's download bars (a registry version)
+    log.info(  # each process loads the model before it accepts a connection: say so, in case it cannot
+        "listening on http://%s:%d once the model is loaded (%d worker%s; docs: /docs, metrics: /metrics)",
         settings.host if ":" not in settings.host else f"[{settings.host}]",
         settings.port,
         settings.workers,
