@@ -43,6 +43,7 @@ def test_every_command_has_help_with_an_example(name):
     assert done.stdout.startswith(f"usage: reprokit {name}")
     example = done.stdout.rstrip().splitlines()[-1].strip()
     assert example == COMMANDS[name].example and example.startswith(f"reprokit {name}")
+    assert done.stdout.count("example:") == 1, done.stdout  # shown once
 
 
 def test_a_typo_gets_one_line_naming_the_closest_command():
@@ -60,8 +61,8 @@ def test_a_command_s_bad_input_is_its_own_one_line_error(tmp_path):
 def test_bash_completion_completes_command_names():
     script = run("completion", "bash")
     assert script.returncode == 0
-    probe = script.stdout + "COMP_WORDS=(reprokit sc); COMP_CWORD=1; _reprokit; echo \"${COMPREPLY[@]}\"\n"
-    probe += "COMP_WORDS=(reprokit re); COMP_CWORD=1; _reprokit; echo \"${COMPREPLY[@]}\"\n"
+    probe = script.stdout + 'COMP_WORDS=(reprokit sc); COMP_CWORD=1; _reprokit; echo "${COMPREPLY[@]}"\n'
+    probe += 'COMP_WORDS=(reprokit re); COMP_CWORD=1; _reprokit; echo "${COMPREPLY[@]}"\n'
     done = subprocess.run(["bash", "--norc", "-c", probe], capture_output=True, text=True)
     assert done.stdout.splitlines() == ["score", "retrain registry report remote repro-check"]
     assert run("completion", "zsh").returncode == 2

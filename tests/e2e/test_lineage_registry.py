@@ -133,8 +133,10 @@ def release_cycle(clone) -> None:
     assert str(client.get_registered_model(NAME).aliases["champion"]) == challenger
     python(clone, "-m", "reprokit.release.registry", "rollback", "--reason", "regression seen", "--by", "e2e")
     assert str(client.get_registered_model(NAME).aliases["champion"]) == str(champion_version)
-    shown = python(clone, "-m", "reprokit.release.registry", "show").stdout
-    assert f"version {champion_version}: gate true [champion]" in shown
+    shown = python(clone, "-m", "reprokit.release.registry", "show")
+    assert f"version {champion_version}: gate true [champion]" in shown.stdout
+    aliases = f"challenger is version {challenger}, champion is version {champion_version}"
+    assert shown.stderr.splitlines()[-1].startswith(f"INFO reprokit: registry: {NAME}: {aliases} ("), shown.stderr
 
     versions = len(client.search_model_versions(f"name = '{NAME}'"))
     clone.dvc("repro", "-f", "-s", "package")  # the same package again: a new run, no new version

@@ -308,9 +308,14 @@ def test_no_output_overwrites_the_input_whatever_its_name(tmp_path, raw_csv, tel
             assert done.returncode == 1 and "Traceback" not in done.stderr, (args, done.stderr)
             assert "are one file" in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
     done = score(good, tmp_path / "o.parquet", "--rejects", f"{tmp_path}/./o.parquet", "--model", telco_package)
-    assert done.returncode == 1 and "output output" in done.stderr and "output rejects" in done.stderr
+    assert done.returncode == 1 and "ERROR reprokit: score failed: output (" in done.stderr, done.stderr
+    assert ") and output rejects (" in done.stderr and "output output" not in done.stderr, done.stderr
     done = score(good, f"{telco_package}/MLmodel", "--model", telco_package)
     assert done.returncode == 1 and "input model" in done.stderr
+    for args in ([tmp_path / "scores.csv"], [tmp_path / "o.parquet", "--rejects", tmp_path / "rejects.csv.gz"]):
+        done = score(good, *args, "--model", telco_package)  # a CSV name would hold Parquet bytes
+        assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert "names a CSV file, but scores and rejects are written as Parquet" in done.stderr, done.stderr
     assert md5(good) == before and not (tmp_path / "o.parquet").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "hard.csv", "soft.csv"]
 

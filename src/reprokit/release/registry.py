@@ -236,8 +236,7 @@ def main(argv: list[str] | None = None) -> None:
     canary = sub.add_parser(
         "canary",
         help="serve a version to a share of requests (services started with --canary canary)",
-        epilog='example: reprokit canary 4 --weight 5 --reason "new features"',
-    )
+    )  # its example: `reprokit canary --help` (commands/cli.py)
     canary.add_argument("version", nargs="?", default=None, help="version number or alias (default: the canary)")
     canary.add_argument("--weight", default=None, help="percent of requests (0-100) the canary answers")
     canary.add_argument("--segment", default=None, help="HEADER=VALUE: only requests with it take part ('': all)")
@@ -286,7 +285,8 @@ def main(argv: list[str] | None = None) -> None:
                 f"version {v.version}: gate {v.tags.get('gate_passed', 'not run')}"
                 f"{' [' + marks + ']' if marks else ''}  commit {v.tags.get('git_commit', '?')[:8]}"
             )
-        return f"{name}: {current}"
+        held = ", ".join(f"{alias} is version {number}" for alias, number in sorted(current.items()))
+        return f"{name}: {held or 'no alias set'}"
 
     run_stage("registry", body, debug=args.debug)
 
