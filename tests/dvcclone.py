@@ -112,4 +112,5 @@ def clone_env(root: Path) -> dict[str, str]:
         "GIT_COMMITTER_EMAIL": "e2e@example.invalid",
     }
     env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)  # the commands choose it (a pipe: no bars)
     return env

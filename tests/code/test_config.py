@@ -63,6 +63,11 @@ def test_missing_section_and_bad_yaml_name_the_file(tmp_path):
         f"{path}: not valid YAML: line 2, column 1: expected ',' or ']', but got '<stream end>' "
         "(while parsing a flow sequence from line 1, column 7)"
     )
+    path.write_bytes(b"base:\n  seed: \xff\n")
+    with pytest.raises(ConfigError, match=r"params\.yaml: not UTF-8 text \(byte 14\)$"):
+        load_section("base", path)
+    with pytest.raises(ConfigError, match=r": a folder, not a file$"):
+        load_section("base", tmp_path)
 
 
 def test_flatten_uses_dotted_keys():

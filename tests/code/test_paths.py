@@ -93,7 +93,7 @@ def test_an_output_folder_may_hold_no_input(tmp_path):
     args = argparse.Namespace(
         reference=str(tmp_path / "plots" / "train.parquet"), plots_dir=str(tmp_path / "plots"), debug=False, n=3
     )
-    with pytest.raises(StageError, match=r"input reference .* lies inside the output folder plots-dir"):
+    with pytest.raises(StageError, match=r"input reference .* lies inside output plots-dir .*, a folder the command"):
         check_arguments(args, ("plots_dir",), ("plots_dir",))
     args.reference = str(tmp_path / "plots-elsewhere.parquet")
     check_arguments(args, ("plots_dir",), ("plots_dir",))
@@ -113,8 +113,11 @@ def test_a_cache_path_of_an_md5(tmp_path):
 def test_an_output_inside_another_output_folder_is_refused_whatever_the_names(tmp_path):
     for folder, inner in (("a_folder", "z_file"), ("z_folder", "a_file")):
         outputs = {folder: str(tmp_path / "out"), inner: str(tmp_path / "out" / "x.json")}
-        with pytest.raises(StageError, match=f"output {inner} .* lies inside the output folder {folder}"):
+        with pytest.raises(StageError, match=f"output {inner} .* lies inside output {folder} .*, a folder the command"):
             check_outputs({}, outputs, (folder,))
+    outputs = {"output": str(tmp_path / "out"), "rejects": str(tmp_path / "out" / "rejects.parquet")}
+    with pytest.raises(StageError, match=r"^output rejects \(.*\) lies inside output \(.*\), a folder the command"):
+        check_outputs({}, outputs, ("output", "rejects"))
 
 
 @pytest.mark.parametrize(

@@ -178,6 +178,30 @@ def test_progress_follows_stderr_unless_the_setting_says_otherwise(monkeypatch):
     os.close(leader)
 
 
+def test_mlflow_draws_its_bars_only_where_ours_show_and_only_while_a_command_runs(monkeypatch):
+    """MLflow's download bars go to stderr whatever it is (`reprokit gate | cat` got them): a
+    command sets MLflow's switch from our rule while it runs, then leaves the environment as it
+    was (an in-process caller, a test run, keeps no trace of it); the user's own setting wins."""
+    from reprokit.core.progress import MLFLOW_BARS
+    from reprokit.core.running import run_stage
+
+    seen = []
+    leader, follower = pty.openpty()
+    with os.fdopen(follower, "w") as terminal, open(os.devnull, "w") as pipe:
+        monkeypatch.delenv(ENV, raising=False)
+        monkeypatch.delenv(MLFLOW_BARS, raising=False)
+        for stderr in (pipe, terminal):
+            monkeypatch.setattr(sys, "stderr", stderr)
+            run_stage("bars", lambda: seen.append(os.environ.get(MLFLOW_BARS)) or "done")
+            assert MLFLOW_BARS not in os.environ
+        monkeypatch.setenv(MLFLOW_BARS, "true")
+        monkeypatch.setattr(sys, "stderr", pipe)
+        run_stage("bars", lambda: seen.append(os.environ.get(MLFLOW_BARS)) or "done")
+        assert os.environ[MLFLOW_BARS] == "true"
+    os.close(leader)
+    assert seen == ["false", "true", "true"]
+
+
 def test_the_gate_counts_its_latency_samples_when_progress_is_forced_on(monkeypatch, capsys):
     import pandas as pd
 

@@ -13,12 +13,15 @@ def yaml_problem(exc: Exception) -> str:
     `line 3, column 1: expected ',' or ']', but got '<stream end>' (while parsing a flow
     sequence from line 2, column 9)`, not their several lines with a caret under each spot."""
     problem, mark = getattr(exc, "problem", None), getattr(exc, "problem_mark", None)
-    if not problem or mark is None:
-        return " ".join(str(exc).split())
-    shown = f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
     context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
-    if context and start is not None:
-        shown += f" ({context} from line {start.line + 1}, column {start.column + 1})"
-    elif context:
-        shown += f" ({context})"
+    if problem and mark is not None:
+        shown = f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+        if context and start is not None:
+            shown += f" ({context} from line {start.line + 1}, column {start.column + 1})"
+        elif context:
+            shown += f" ({context})"
+    elif context and start is not None:
+        shown = f"line {start.line + 1}, column {start.column + 1}: {context}"
+    else:
+        shown = str(exc)
     return " ".join(shown.split())

@@ -175,8 +175,8 @@ def check_outputs(inputs: dict[str, str], outputs: dict[str, str], folders: tupl
                 )
             if first in folders and inside(other, place):
                 raise StageError(
-                    f"{called(kind, second)} ({redact(other)}) lies inside the output folder {first} "
-                    f"({redact(place)}), which the command empties first: give it a folder of its own"
+                    f"{called(kind, second)} ({redact(other)}) lies inside {called('output', first)} "
+                    f"({redact(place)}), a folder the command empties first: give it a folder of its own"
                 )
 
 

@@ -72,12 +72,21 @@ def progress(what: str, total: int | None = None, unit: str = "it") -> Iterator[
 MLFLOW_BARS = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
-def mlflow_bars_as_ours() -> None:
-    """MLflow draws its own bars while it downloads artifacts (a registry version, a run's file),
-    on stderr whatever it is: let it draw them only where ours are shown, unless the user set
-    `MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR`. MLflow reads it at each download."""
+@contextlib.contextmanager
+def mlflow_bars_as_ours() -> Iterator[None]:
+    """For the `with` block: MLflow draws its own bars while it downloads artifacts (a registry
+    version, a run's file) on stderr whatever it is; let it draw them only where ours are shown,
+    unless the user set `MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR`. MLflow reads it at each download
+    (processes started meanwhile inherit it); afterwards the environment is as it was."""
+    if MLFLOW_BARS in os.environ:
+        yield
+        return
     try:
         show = shown()
     except ConfigError:  # the command's own progress says what is wrong with the setting
         show = False
-    os.environ.setdefault(MLFLOW_BARS, "true" if show else "false")
+    os.environ[MLFLOW_BARS] = "true" if show else "false"
+    try:
+        yield
+    finally:
+        os.environ.pop(MLFLOW_BARS, None)

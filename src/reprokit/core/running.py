@@ -34,8 +34,8 @@ def run_stage(name: str, body: Callable[[], str], debug: bool = False) -> None:
     configure_logging()  # every line, traceback included, with URLs' credentials and queries dropped
     started = time.perf_counter()
     try:
-        mlflow_bars_as_ours()
-        summary = body()
+        with mlflow_bars_as_ours():
+            summary = body()
     except EXPECTED_ERRORS as exc:
         log.error("%s failed: %s", name, exc, exc_info=debug)
         raise SystemExit(1) from None

@@ -399,7 +399,7 @@ def main(argv: list[str] | None = None) -> None:
         outputs = {"output": args.output, "rejects": rejects}
         check_outputs({"input": args.input, "model": args.model}, outputs, tuple(outputs) if jobs else ())
         for what, where in outputs.items():
-            if not jobs and format_from_name(where) == "csv":
+            if jobs is None and format_from_name(where) == "csv":
                 raise StageError(
                     f"{redact(where)} ({what}) names a CSV file, but scores and rejects are written as Parquet: "
                     "name it .parquet"

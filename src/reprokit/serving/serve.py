@@ -313,16 +313,21 @@ ROUTES = {"/invocations", "/health/live", "/health/ready", "/version", "/metrics
 
 
 def main(argv: list[str] | None = None) -> None:
-    import tempfile
-
-    import uvicorn
-
     settings = parse_args(argv, description=__doc__)
     from reprokit.core.progress import mlflow_bars_as_ours
     from reprokit.core.redaction import configure_logging
 
     configure_logging()
-    mlflow_bars_as_ours()  # a log file never gets MLflow's download bars (a registry version)
+    with mlflow_bars_as_ours():  # a log file never gets MLflow's download bars (a registry version)
+        serve(settings)
+
+
+def serve(settings: Settings) -> None:
+    """Run uvicorn with `settings`: one process, or `settings.workers` sharing metrics and readiness."""
+    import tempfile
+
+    import uvicorn
+
     log.info(  # each process loads the model before it accepts a connection: say so, in case it cannot
         "listening on http://%s:%d once the model is loaded (%d worker%s; docs: /docs, metrics: /metrics)",
         settings.host if ":" not in settings.host else f"[{settings.host}]",
