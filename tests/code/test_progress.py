@@ -130,6 +130,25 @@ def test_drift_trials_show_trials_done_on_a_terminal_only(workdir):
     assert json.loads(stdout) == json.loads(done.stdout) and set(json.loads(stdout)["results"]) == {"100", "200"}
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--shift", "location"), "--shift 'location': expected KIND:SIZE, KIND one of location, scale"),
+        (("--shift", "tilt:0.1"), "--shift 'tilt:0.1': expected KIND:SIZE"),
+        (("--shift", "scale:nan"), "--shift 'scale:nan': expected KIND:SIZE"),
+        (("--params", "absent.yaml"), "absent.yaml: file not found"),
+        (("--train", "absent.parquet"), "absent.parquet"),
+    ],
+)
+def test_drift_trials_bad_input_is_one_line(workdir, args, message):
+    trials = ("reprokit.monitoring.drift_trials", "--sizes", "100", "--trials", "2", "--model", "package",
+              "--train", "train.parquet", "--test", "test.parquet")  # fmt: skip
+    done = piped(workdir, *trials, *args)
+    assert done.returncode == 1 and done.stdout == "", done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("ERROR reprokit: drift-trials failed: ") and message in line, done.stderr
+
+
 def test_score_shows_rows_scored_on_a_terminal_only(workdir):
     score = ("reprokit.serving.score", "test.parquet", "--model", "package", "--chunk-rows", "500")
     status, _, shown = in_terminal(workdir, *score, "shown.parquet")

@@ -126,8 +126,25 @@ def run(
     return results
 
 
+def parse_shift(text: str) -> tuple[str, float]:
+    """`--shift KIND:SIZE` as (kind, size), or one clear error naming the value."""
+    import math
+
+    from reprokit.core.errors import StageError
+
+    kind, _, size = text.partition(":")
+    try:
+        amount = float(size)
+    except ValueError:
+        amount = math.nan
+    if kind not in SHIFTS or not math.isfinite(amount):
+        raise StageError(f"--shift {text!r}: expected KIND:SIZE, KIND one of {', '.join(SHIFTS)} and SIZE a number")
+    return kind, amount
+
+
 def main(argv: list[str] | None = None) -> None:
     from reprokit.core.config import load_section
+    from reprokit.core.running import add_debug_option, run_stage
     from reprokit.core.threads import thread_budget
     from reprokit.model.loading import load_model
 
@@ -139,20 +156,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="models/package")
     parser.add_argument("--train", default="data/prepared/train.parquet")
     parser.add_argument("--test", default="data/prepared/test.parquet")
+    add_debug_option(parser)
     args = parser.parse_args(argv)
-    params = load_section("monitor", args.params)
-    shift = None
-    if args.shift:
-        kind, _, size = args.shift.partition(":")
-        shift = (kind, float(size))
-    train, test = pd.read_parquet(args.train), pd.read_parquet(args.test)
-    with thread_budget(load_section("base", args.params).n_threads):
-        model = load_model(args.model)
-        pop = population(model, [train, test], len(train))
-        with progress("drift trials", total=len(args.sizes) * args.trials, unit="trials") as done:
-            results = run(model, pop, args.sizes, args.trials, params, shift, done=done)
-    json.dump({"shift": args.shift, "results": results}, sys.stdout, indent=2)
-    print()
+
+    def body() -> str:
+        params = load_section("monitor", args.params)
+        shift = parse_shift(args.shift) if args.shift else None
+        train, test = pd.read_parquet(args.train), pd.read_parquet(args.test)
+        with thread_budget(load_section("base", args.params).n_threads):
+            model = load_model(args.model)
+            pop = population(model, [train, test], len(train))
+            with progress("drift trials", total=len(args.sizes) * args.trials, unit="trials") as done:
+                results = run(model, pop, args.sizes, args.trials, params, shift, done=done)
+        json.dump({"shift": args.shift, "results": results}, sys.stdout, indent=2)
+        print()
+        shifted = f", shift {args.shift}" if shift else ""
+        return f"{args.trials} trials at each of {len(args.sizes)} batch sizes{shifted}"
+
+    run_stage("drift-trials", body, debug=args.debug)
 
 
 if __name__ == "__main__":
