@@ -8,8 +8,8 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 import skops.io as sio
+import yaml
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -227,3 +227,23 @@ def test_a_model_fitted_on_the_read_block_has_the_bytes_of_one_fitted_on_the_fra
     save_skops(on_frame, tmp_path / "frame.skops")
     save_skops(on_block, tmp_path / "block.skops")
     assert (tmp_path / "frame.skops").read_bytes() == (tmp_path / "block.skops").read_bytes()
+
+
+def test_a_split_that_is_missing_not_parquet_or_short_of_a_column_is_one_error_naming_it(tmp_path):
+    """The gate and the monitor read the prepared splits through `read_split`: pyarrow's own
+    errors (ArrowInvalid) were tracebacks."""
+    from reprokit.core.errors import StageError
+
+    good = tmp_path / "test.parquet"
+    pd.DataFrame({"x": [1.0], "churn": [0]}).to_parquet(good)
+    (tmp_path / "bad.parquet").write_text("not parquet")
+    cases = {
+        str(tmp_path / "nosuch.parquet"): ({}, "no such file"),
+        str(tmp_path / "bad.parquet"): ({}, "not a readable Parquet split"),
+        str(good): ({"required": ("label",)}, "no column label"),
+    }
+    for path, (options, message) in cases.items():
+        with pytest.raises(StageError, match=message) as error:
+            artifacts.read_split(path, **options)
+        assert str(error.value).startswith(f"{path}: ")
+    assert artifacts.read_split(good, columns=["churn"]).columns.tolist() == ["churn"]

@@ -40,6 +40,25 @@ def test_bad_sections_fail_naming_the_key(data, message):
     assert message in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"latency_samples": 0}, "gate.latency_samples must be at least 1"),
+        ({"min_test_roc_auc": float("nan")}, "gate.min_test_roc_auc must be a finite number"),
+        ({"max_p95_latency_ms": float("inf")}, "gate.max_p95_latency_ms must be a finite number"),
+    ],
+)
+def test_bad_gate_params_are_one_error_before_any_scoring(repo, tmp_path, change, message):
+    """Before: 0 latency samples failed with numpy's error after every package was scored."""
+    import yaml
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["gate"].update(change)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(ConfigError, match=message):
+        load_section("gate", tmp_path / "params.yaml")
+
+
 def test_unknown_model_kind_is_rejected():
     with pytest.raises(ConfigError, match="train.model is 'xgboost'"):
         TrainParams("xgboost", {}, {}, {})

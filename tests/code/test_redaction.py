@@ -79,3 +79,13 @@ def test_punctuation_after_a_url_is_kept_and_the_url_shown_whole():
         "cannot connect to http://127.0.0.1:41234: is it running?"
     )
     assert redact_text("see https://u:hunter2@h:8443/x?sig=1.") == "see https://***@h:8443/x."
+
+
+def test_an_error_is_described_redacted_before_it_is_cut():
+    """Cut first, a URL straddling the cut kept a piece of its token (`https://ghp_SE`)."""
+    from reprokit.core.redaction import describe_error
+
+    message = "x" * 290 + " https://ghp_SECRETTOKEN@hooks.example.com/a?sig=abc and more\nsecond line"
+    shown = describe_error(RuntimeError(message))
+    assert "ghp_" not in shown and "sig=" not in shown and "second" not in shown and len(shown) == 300
+    assert describe_error(KeyError()) == "KeyError"

@@ -252,6 +252,28 @@ def test_the_champion_is_compared_only_on_rows_neither_model_trained_on(store, l
     assert degradation["value"] == round(round(champion_auc, 6) - round(challenger_auc, 6), 6)
 
 
+def test_a_champion_training_list_that_cannot_be_read_fails_the_comparison_with_the_reason(store, loans_contract_obj):
+    """Its run's artifact gone (a run deleted, the artifact store down): a traceback and no
+    verdict before; now the comparison fails closed and says why."""
+    import urllib.parse
+    from pathlib import Path
+
+    root, client = store
+    champion_data = loan_split(loans_contract_obj, 0, rows=1200)
+    publish(root, champion_data, 10)
+    assert gate(root, champion_data, "pkg-10", min_auc=0.5) == "true"
+    registry.promote(client, "synthetic_loans", "challenger", "ana", "first")
+    run_id = client.get_model_version("synthetic_loans", "1").run_id
+    stored = Path(urllib.parse.urlsplit(client.get_run(run_id).info.artifact_uri).path)
+    (stored / tracking.TRAIN_INDEX_ARTIFACT).unlink()  # the run's artifact store lost it
+    challenger_data = loan_split(loans_contract_obj, 1, rows=1200)
+    publish(root, challenger_data, 30)
+    result = run_gate(root, challenger_data, "pkg-30", min_auc=0.5)
+    degradation = result["checks"]["max_auc_degradation"]
+    assert result["passed"] is False and degradation["passed"] is False and degradation["value"] is None
+    assert degradation["note"].startswith("champion version 1: its training-row list could not be read (")
+
+
 def test_a_subgroup_gap_that_cannot_be_measured_fails_and_says_why(store, loan_data):
     """With every group below `evaluate.min_subgroup_size`, the gap used to read 0.0 and pass."""
     import json

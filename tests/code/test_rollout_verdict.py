@@ -127,6 +127,53 @@ def test_label_matchers_are_taken_as_they_are(selector):
     assert check_selector(selector, "rollout.selector") == selector
 
 
+def test_a_prometheus_url_with_credentials_is_refused_without_showing_them():
+    """urllib would not send them: the query would fail as if the host were wrong."""
+    from reprokit.core.errors import StageError
+    from reprokit.release.prometheus import checked_url
+
+    with pytest.raises(StageError, match="credentials in a URL are not used") as error:
+        checked_url("http://alice:s3cret@127.0.0.1:9090")
+    assert "s3cret" not in str(error.value) and "alice" not in str(error.value)
+    assert checked_url("http://127.0.0.1:9090/prom") == "http://127.0.0.1:9090/prom"
+
+
+@pytest.mark.parametrize(
+    "sample",
+    [{"value": "x"}, {"value": [1.0]}, {"metric": {"le": "x"}, "value": [1.0, "2"]}, ["le"], {"value": [1, {}]}],
+)
+def test_a_malformed_sample_holds_the_rollout_like_no_answer(sample):
+    """A real HTTP server answering a success whose sample is broken: `PrometheusUnavailable`
+    (the rollout holds), never a KeyError's traceback."""
+    import http.server
+    import json
+    import threading
+
+    from reprokit.release.prometheus import Prometheus, PrometheusUnavailable, figures
+
+    answer = json.dumps({"status": "success", "data": {"resultType": "vector", "result": [sample]}}).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(PrometheusUnavailable, match="unexpected answer"):
+            figures(Prometheus(f"http://127.0.0.1:{server.server_port}"), "canary", "2", 4.0, 0.0, "")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def rollout_of(client, version: str, params):
     """A Rollout of `churn` version `version`; its Prometheus is never asked in these tests."""
     from reprokit.release.prometheus import Prometheus
@@ -216,6 +263,52 @@ def test_an_interrupt_never_turns_a_rollback_or_a_promotion_into_a_hold(store, p
     client.set_model_version_tag("churn", "2", "rollout_state", "running")
     rollout_of(client, "2", params).hold(1, "interrupted")
     assert client.get_model_version("churn", "2").tags["rollout_state"] == "held"
+
+
+def test_a_hold_takes_the_canarys_share_to_0_and_keeps_its_alias(store, params):
+    """Nothing watches a held canary: the stable model answers everything until a resume; a
+    canary another version holds (replaced by hand) is left as it is."""
+    from reprokit.model import split
+    from reprokit.release import registry
+
+    client = store
+    gated(client, "2")
+    registry.set_canary(client, "churn", "2", "50", None, "ana", "rollout", rollout=True)
+    client.set_model_version_tag("churn", "2", "rollout_state", "running")
+    error = rollout_of(client, "2", params).hold(1, "held at 50%: Prometheus does not answer")
+    assert "the canary's share is 0 while held, nothing promoted" in str(error)
+    assert split.read_split(client, "churn") == split.Split("2", 0)
+    assert client.get_model_version("churn", "2").tags["rollout_state"] == "held"
+    gated(client, "3")
+    registry.set_canary(client, "churn", "2", "0", None, "ana", "stop", rollout=True)
+    client.set_model_version_tag("churn", "2", "rollout_state", "rolled_back")
+    registry.set_canary(client, "churn", "3", "30", None, "bo", "by hand")
+    client.set_model_version_tag("churn", "2", "rollout_state", "running")
+    rollout_of(client, "2", params).hold(1, "the canary was stopped or replaced by hand")
+    assert split.read_split(client, "churn") == split.Split("3", split.weight_buckets("30"))
+
+
+def test_promote_refuses_the_canary_of_an_active_rollout(store):
+    """Its last step promotes it; promoted by hand mid-walk, a resumed rollout would record
+    steps that never ran. Once its canary is stopped, promote takes it."""
+    from reprokit.core.errors import StageError
+    from reprokit.release import registry
+
+    client = store
+    gated(client, "2")
+    registry.set_canary(client, "churn", "2", "25", None, "ana", "rollout", rollout=True)
+    for state in ("running", "held", "rolling_back"):
+        client.set_model_version_tag("churn", "2", "rollout_state", state)
+        with pytest.raises(StageError, match=f"version 2 is being rolled out \\({state}\\)"):
+            registry.promote(client, "churn", "2", "bo", "by hand")
+    assert registry.aliases(client, "churn") == {"champion": "1", "canary": "2"}
+    assert registry.promote(client, "churn", "2", "bo", "the rollout's last step", rollout=True) == "2"
+    gated(client, "3")
+    registry.set_canary(client, "churn", "3", "25", None, "ana", "rollout", rollout=True)
+    client.set_model_version_tag("churn", "3", "gate_champion_version", "2")
+    client.set_model_version_tag("churn", "3", "rollout_state", "held")
+    registry.stop_canary(client, "churn", "ana", "abandon the rollout")
+    assert registry.promote(client, "churn", "3", "bo", "by hand") == "3"
 
 
 def test_a_promotion_stopped_half_way_is_finished_by_the_next_run(store, params):

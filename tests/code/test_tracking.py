@@ -292,6 +292,49 @@ def test_each_dataset_logs_and_registers_under_its_own_name(project):
     assert (named.experiment, named.registered_model) == ("shared", "scorer")
 
 
+def test_a_name_with_a_quote_is_found_in_the_registry(project):
+    """MLflow's filter grammar has no escape: `bob's churn` is quoted with `"`, so the same
+    package is found (registered once) instead of failing every search."""
+    import mlflow
+
+    root, uri = project
+    mlflow.set_tracking_uri(uri)
+    set_param(root / "params.yaml", "registered_model: null", 'registered_model: "bob\'s churn"')
+    for _ in range(2):
+        tracking.log_run("params.yaml", "dataset.yaml", {}, [], "pkg", fake_outputs(root), [])
+    versions = tracking.model_versions(mlflow.MlflowClient(), "bob's churn")
+    assert [v.version for v in versions] == [1]
+    assert tracking.find_version(mlflow.MlflowClient(), "bob's churn", versions[0].tags["package_md5"]).version == 1
+    with pytest.raises(StageError, match="holds both quote characters"):
+        tracking.name_filter("""a'b"c""")
+
+
+def test_a_registry_that_does_not_answer_is_never_taken_for_no_version(project):
+    """A failed search is an error, never "not registered": the gate's split check and the
+    verdict's record would otherwise pass over it."""
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens: no other test process is given it
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys\n"
+            "os.environ['MLFLOW_HTTP_REQUEST_MAX_RETRIES'] = '0'\n"
+            "import mlflow\n"
+            "from reprokit.core.errors import StageError\n"
+            "from reprokit.release import tracking\n"
+            "try:\n"
+            "    tracking.find_version(mlflow.MlflowClient(sys.argv[1]), 'churn', 'abc')\n"
+            "except StageError as exc:\n"
+            "    print(exc)\n",
+            uri,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,  # only catches a hang
+    )
+    assert done.stdout.startswith("the registry did not answer: "), done.stdout + done.stderr
+
+
 def test_no_dataset_word_is_hard_coded_in_the_code(repo):
     words = ("churn", "telco")
     hits = [p.name for p in (repo / "src/reprokit").glob("*.py") if any(w in p.read_text().lower() for w in words)]

@@ -99,6 +99,35 @@ def test_enforce_mode_fails_on_an_alert_after_writing_the_figures(project):
     assert done.returncode == 0, done.stderr
 
 
+def test_retrain_takes_an_enforced_alert_for_the_alert_it_is_outside_a_checkout(project, tmp_path):
+    """`monitor.enforce: true` makes the monitor exit 1 on an alert: `retrain check` still
+    prepares the pull request. The patch is made in memory (no git checkout needed, the params
+    file never touched) and `git apply` takes it; an earlier run's verdict is never reused."""
+    import yaml
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["monitor"]["enforce"] = True
+    (project / "params-enforced.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    before = (project / "params-enforced.yaml").read_bytes()
+    out = project / "reports/retrain-enforced"
+    argv = ["check", "data/batches/numeric_location.parquet", str(out), "--params", "params-enforced.yaml"]
+    done = run(project, "reprokit.monitoring.retrain", *argv)
+    assert done.returncode == 0, done.stderr
+    assert "numeric_location.parquet: alert; retraining pull request prepared" in done.stderr
+    assert (project / "params-enforced.yaml").read_bytes() == before
+    scratch = tmp_path / "checkout"
+    scratch.mkdir()
+    (scratch / "params-enforced.yaml").write_bytes(before)
+    subprocess.run(["git", "init", "-q"], cwd=scratch, check=True)
+    subprocess.run(["git", "apply", str(out / "retrain/change.patch")], cwd=scratch, check=True)
+    applied = yaml.safe_load((scratch / "params-enforced.yaml").read_text())
+    assert applied["monitor"]["batch"] == "data/batches/numeric_location.parquet"
+
+    done = run(project, "reprokit.monitoring.retrain", "check", "data/batches/nosuch.parquet", str(out))
+    assert done.returncode == 1 and "the monitor failed on data/batches/nosuch.parquet" in done.stderr
+    assert not (out / "retrain").exists() and not (out / "monitor/monitor.json").exists()
+
+
 def test_missing_and_unknown_columns_are_named(project, tmp_path):
     batch = pd.read_parquet(project / "data/batches/no_drift.parquet")
     batch = batch.drop(columns=["tenure", "contract"]).assign(loyalty_points=1)
@@ -384,6 +413,15 @@ FIGURES = {
     "features": {"tenure": {"psi": 0.4}},
     "labels": None,
 }
+
+
+@pytest.mark.parametrize("timeout", ["inf", "nan", "-1", "soon"])
+def test_a_webhook_timeout_that_is_no_finite_number_is_one_error(monkeypatch, tmp_path, timeout):
+    """Before: `inf` raised OverflowError from the socket, a traceback; `nan` failed every attempt."""
+    monkeypatch.setenv("REPROKIT_MONITOR_WEBHOOK", "http://127.0.0.1:9/hook")
+    monkeypatch.setenv("REPROKIT_MONITOR_WEBHOOK_TIMEOUT", timeout)
+    with pytest.raises(StageError, match="REPROKIT_MONITOR_WEBHOOK_TIMEOUT must be a"):
+        post_verdict(FIGURES, "telco_customer_churn", str(tmp_path / "batch.parquet"), required=False)
 
 
 def test_a_webhook_that_drips_its_answer_is_given_up_at_the_deadline(drip, monkeypatch, tmp_path):

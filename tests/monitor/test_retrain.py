@@ -9,7 +9,7 @@ import yaml
 from hostile import ORDINARY, REFUSED
 
 from reprokit.core.errors import StageError
-from reprokit.monitoring.retrain import branch_name, set_batch
+from reprokit.monitoring.retrain import branch_name, params_patch, set_batch
 
 
 def test_set_batch_changes_only_the_monitor_batch_and_keeps_every_comment(repo):
@@ -72,3 +72,20 @@ def test_a_batch_that_is_no_plain_path_never_reaches_params(repo, name):
     with pytest.raises(StageError, match=REFUSED[name]) as caught:
         set_batch((repo / "params.yaml").read_text(), name)
     assert str(caught.value).startswith("the batch for monitor.batch: ")
+
+
+@pytest.mark.parametrize("ending", ["\n", ""])
+def test_the_patch_applies_with_git_whatever_the_last_line(tmp_path, repo, monkeypatch, ending):
+    """Made in memory (`difflib`), taken by `git apply` as the workflow's write-token job runs it."""
+    import subprocess
+
+    original = (repo / "params.yaml").read_text().rstrip("\n") + ending
+    updated = set_batch(original, "data/batches/new.parquet")
+    (tmp_path / "params.yaml").write_text(original)
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    monkeypatch.chdir(tmp_path)
+    patch = params_patch(str(tmp_path / "params.yaml"), original, updated)  # named from the root
+    assert patch == params_patch("params.yaml", original, updated)
+    (tmp_path / "change.patch").write_text(patch)
+    subprocess.run(["git", "apply", "change.patch"], cwd=tmp_path, check=True)
+    assert (tmp_path / "params.yaml").read_text() == updated

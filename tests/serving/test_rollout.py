@@ -139,6 +139,10 @@ def rollout(parts: Parts, *argv: str, prometheus: str | None = None, wait: bool 
     return subprocess.run(command, cwd=parts.root, env=env, capture_output=True, text=True, timeout=600)
 
 
+def share(parts: Parts) -> float:
+    return split.read_split(parts.client, NAME).weight
+
+
 def step_passed(parts: Parts, version: str, running: subprocess.Popen) -> None:
     """Until the rollout running in `running` passed its first step (it may be at the last)."""
     wait_until(
@@ -266,7 +270,10 @@ def split_bins() -> np.ndarray:
     return np.asarray(SCORE_BINS[:-1])
 
 
-def test_prometheus_down_mid_rollout_holds_promotes_nothing_and_the_rollout_resumes(parts, repo, tmp_path):
+def test_prometheus_down_or_sigterm_mid_rollout_holds_at_share_0_and_the_rollout_resumes(parts, repo, tmp_path):
+    """A hold takes the canary's share to 0 (nothing watches it), keeps its alias and step, and
+    promotes nothing; a resumed run sets the step's share again. Prometheus going away holds the
+    first run; a SIGTERM (a cancelled CI job) holds the second; the third finishes."""
     before = champion(parts)
     version = same_model_again(parts)
     target = parts.service_url.removeprefix("http://")
@@ -285,14 +292,26 @@ def test_prometheus_down_mid_rollout_holds_promotes_nothing_and_the_rollout_resu
         assert f"held at {weight}%" in stderr and "does not answer" in stderr and "nothing promoted" in stderr
         assert "Traceback" not in stderr
         assert champion(parts) == before
-        assert split.read_split(parts.client, NAME) == split.Split(version, split.weight_buckets(str(weight)))  # held
+        assert "the canary's share is 0 while held" in stderr
+        assert split.read_split(parts.client, NAME) == split.Split(version, 0)  # held: the alias kept, no traffic
         assert tags(parts, version)[rollouts.STATE] == "held"
         shown = rollout(parts, "status")
-        assert f"version {version}: held at step {step + 1}; canary at {weight}%" in shown.stdout
+        assert f"version {version}: held at step {step + 1}; canary at 0%" in shown.stdout
         run = tags(parts, version)[rollouts.RUN]
-        resumed = rollout(parts, version)  # the suite's Prometheus, from the step it held at
+        stopped = rollout(parts, version, wait=False)  # the suite's Prometheus, from the step it held at
+        try:
+            wait_until(lambda: stopped.poll() is not None or share(parts) > 0, "the resumed rollout set no share")
+            stopped.terminate()
+            _, stderr = stopped.communicate(timeout=120)
+        finally:
+            stopped.kill()
+        assert stopped.returncode == 1 and "interrupted; the canary's share is 0 while held" in stderr, stderr
+        assert "Traceback" not in stderr and f"at step {step + 1} (held)" in stderr
+        assert split.read_split(parts.client, NAME) == split.Split(version, 0)
+        assert tags(parts, version)[rollouts.STATE] == "held" and champion(parts) == before
+        resumed = rollout(parts, version)
     assert resumed.returncode == 0, resumed.stderr
-    assert "resuming the rollout of version" in resumed.stderr and f"at step {step + 1} (held)" in resumed.stderr
+    assert "resuming the rollout of version" in resumed.stderr and "(held)" in resumed.stderr
     assert champion(parts) == version and tags(parts, version)[rollouts.RUN] == run  # one run per rollout
     assert seen.failures == []
     weights = history(parts, version, "weight")

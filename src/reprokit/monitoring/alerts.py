@@ -41,8 +41,8 @@ def _setting(name: str, default: float, cast) -> Any:
         value = cast(raw)
     except ValueError:
         raise StageError(f"environment variable {name} must be a number, got {raw!r}") from None
-    if value < 0:
-        raise StageError(f"environment variable {name} must not be negative, got {raw!r}")
+    if not 0 <= value < float("inf"):  # NaN and infinity too: a socket takes neither
+        raise StageError(f"environment variable {name} must be a finite number, not negative, got {raw!r}")
     return value
 
 

@@ -27,8 +27,8 @@ show drift), reference-vs-batch shares of every column in one file (DVC plots: a
 column, sample and bin, drawn per column by `.dvc/plots/distribution.json`; one file, not one
 per column, so that `git checkout` restores it exactly whatever dataset was there before) and
 a PNG per drifted column and for the scores, all byte-identical from run to run.
-`--enforce` (or `monitor.enforce`) exits non-zero on `alert`. With `REPROKIT_MONITOR_WEBHOOK` set, the verdict is posted there
-as JSON (`reprokit.monitoring.alerts`); a webhook that is down is logged, not fatal, unless
+`--enforce` (or `monitor.enforce`) exits non-zero on `alert`. With `REPROKIT_MONITOR_WEBHOOK` set,
+the verdict is posted there as JSON (`reprokit.monitoring.alerts`); a webhook that is down is logged, not fatal, unless
 `--webhook-required`.
 
 A batch larger than memory, as a partitioned Parquet dataset: `--engine dask --scheduler
@@ -56,6 +56,7 @@ log = logging.getLogger("reprokit.monitor")
 # The keys this stage reads: exactly its params in dvc.yaml (tests/code/test_pipeline_definition.py).
 PARAMS = ("base.seed", "base.n_threads", "monitor")
 CONTRACT = ("source", "target", "features")
+HOLDOUT = "data/prepared/test.parquet"  # the held-out test split: the batch's AUC is compared with its
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -77,7 +78,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_reading_options(parser)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--reference", default="data/prepared/train.parquet", help="the reference (train split)")
-    parser.add_argument("--holdout", default="data/prepared/test.parquet", help="the reference for the AUC")
+    parser.add_argument(
+        "--holdout", default=None, help=f"the reference for the AUC (default: {HOLDOUT}, when it exists)"
+    )
     parser.add_argument("--model", default="models/package", help="package directory or models:/<name>@<alias>")
     parser.add_argument("--metrics-out", default=None, help="figures (default: reports/monitor/<batch>/monitor.json)")
     parser.add_argument(
@@ -113,8 +116,13 @@ def default_outputs(args: argparse.Namespace) -> None:
 def reference_splits(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """The reference (the train split) and the holdout the batch's AUC is compared with
     (the test split; None when there is none)."""
-    holdout = pd.read_parquet(args.holdout) if args.holdout and Path(args.holdout).exists() else None
-    return pd.read_parquet(args.reference), holdout
+    from reprokit.core.artifacts import read_split
+
+    if args.holdout is None:  # the default: a batch checked without a test split has no AUC check
+        holdout = read_split(HOLDOUT) if Path(HOLDOUT).is_file() else None
+    else:  # one asked for must be there: a mistyped path would change the method silently
+        holdout = read_split(args.holdout)
+    return read_split(args.reference), holdout
 
 
 def on_dask(args: argparse.Namespace, contract, params, seed: int, n_threads: int):

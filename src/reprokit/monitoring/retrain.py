@@ -15,6 +15,7 @@ the repository's code:
 from __future__ import annotations
 
 import argparse
+import difflib
 import hashlib
 import json
 import logging
@@ -94,35 +95,44 @@ def branch_name(batch: str) -> str:
     return f"retrain/drift-{digest}"
 
 
+def params_patch(params: str, original: str, updated: str) -> str:
+    """The change from `original` to `updated` as a patch of `params` (a path from the
+    repository root) that `git apply` takes; made in memory: the file itself is never touched."""
+    path = Path(os.path.relpath(params)).as_posix()
+    lines = difflib.unified_diff(
+        original.splitlines(keepends=True), updated.splitlines(keepends=True), f"a/{path}", f"b/{path}"
+    )
+    return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
+
+
 def check(batch: str, out: Path, params: str = "params.yaml") -> str:
-    """Run the monitor on `batch` into `out`/monitor; prepare the pull request on an alert."""
+    """Run the monitor on `batch` into `out`/monitor; prepare the pull request on an alert.
+    With `monitor.enforce: true` the monitor exits 1 on an alert: that is its verdict, not a
+    failure. Everything the pull request needs is made before anything is written."""
     import shutil
 
     monitor_dir = out / "monitor"
+    figures_path = monitor_dir / "monitor.json"
     shutil.rmtree(out / "retrain", ignore_errors=True)  # a pull request is prepared only for this alert
+    figures_path.unlink(missing_ok=True)  # an earlier run's verdict is never taken for this one's
     command = [sys.executable, "-m", "reprokit.monitoring.monitor", batch, "--params", params]
-    command += ["--metrics-out", str(monitor_dir / "monitor.json")]
+    command += ["--metrics-out", str(figures_path)]
     done = subprocess.run(command, text=True, stderr=subprocess.PIPE)
     sys.stderr.write(done.stderr)
-    figures_path = monitor_dir / "monitor.json"
-    if done.returncode != 0 or not figures_path.exists():
+    figures = json.loads(figures_path.read_text()) if figures_path.exists() else {}
+    verdict = figures.get("verdict")
+    if not (done.returncode == 0 or (done.returncode == 1 and verdict == "alert")) or verdict is None:
         raise StageError(f"the monitor failed on {batch}")
-    figures = json.loads(figures_path.read_text())
-    verdict = figures["verdict"]
+    if verdict == "alert":
+        original = Path(params).read_text()
+        patch = params_patch(params, original, set_batch(original, batch))
+        title, body = pull_request_text(figures, batch)
     if os.environ.get("GITHUB_OUTPUT"):
         with open(os.environ["GITHUB_OUTPUT"], "a") as handle:
             handle.write(f"verdict={verdict}\n")
     if verdict == "alert":
         retrain = out / "retrain"
         retrain.mkdir(parents=True, exist_ok=True)
-        original = Path(params).read_text()
-        updated = set_batch(original, batch)
-        Path(params).write_text(updated)
-        try:
-            patch = subprocess.run(["git", "diff", "--", params], check=True, capture_output=True, text=True).stdout
-        finally:
-            Path(params).write_text(original)
-        title, body = pull_request_text(figures, batch)
         (retrain / "change.patch").write_text(patch)
         (retrain / "branch.txt").write_text(branch_name(batch) + "\n")
         (retrain / "title.txt").write_text(title + "\n")

@@ -47,13 +47,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from reprokit.core.artifacts import dvc_md5, write_json
+from reprokit.core.artifacts import dvc_md5, read_split, write_json
 from reprokit.core.config import GateParams, load_section
 from reprokit.core.contract import load_contract
 from reprokit.core.errors import StageError
 from reprokit.core.metrics import rounded, subgroup_metrics
 from reprokit.core.progress import HELP as PROGRESS_HELP
 from reprokit.core.progress import SILENT, Progress, progress
+from reprokit.core.redaction import describe_error
 from reprokit.core.running import add_debug_option, run_stage
 from reprokit.core.threads import thread_budget
 from reprokit.model.inference import inputs_of, served_proba
@@ -157,10 +158,9 @@ def champion_version(tracking_params) -> tuple[Any, Any] | None:
             return None
         return client, client.get_model_version(name, str(number))
     except Exception as exc:  # MLflow's, the driver's or the network's: a failed lookup, never "none"
-        from reprokit.core.redaction import redact_text
-
-        first = redact_text(str(exc).splitlines()[0]) if str(exc) else ""
-        raise StageError(f"could not look up the champion of {name} ({type(exc).__name__}: {first[:300]})") from None
+        raise StageError(
+            f"could not look up the champion of {name} ({type(exc).__name__}: {describe_error(exc)})"
+        ) from None
 
 
 def champion_train_index(version) -> set[str]:
@@ -191,6 +191,9 @@ def compare_with_champion(
             seen |= champion_train_index(version)
     except StageError as exc:
         return {**result, "why": str(exc)}
+    except Exception as exc:  # the artifact store down, the run deleted: fails closed, with the reason
+        why = f"champion version {version.version}: its training-row list could not be read ({describe_error(exc)})"
+        return {**result, "why": why}
     unseen = ~test.index.astype(str).isin(list(seen))
     result["rows"] = int(unseen.sum())
     if result["rows"] < MIN_COMPARISON_ROWS:
@@ -199,9 +202,7 @@ def compare_with_champion(
         model = load_package(f"models:/{tracking_params.registered_model}/{version.version}")
         champion_proba = served_proba(model, conform(inputs.loc[unseen], model), n_threads)
     except Exception as exc:  # a refused package, or one that cannot score today's columns
-        from reprokit.core.redaction import redact_text
-
-        return {**result, "why": f"champion version {version.version} could not score the rows: {redact_text(exc)}"}
+        return {**result, "why": f"champion version {version.version} could not score the rows: {describe_error(exc)}"}
     result["champion_auc"] = auc(y[unseen], champion_proba)
     result["challenger_auc"] = auc(y[unseen], challenger_proba[unseen])
     if result["champion_auc"] is None:
@@ -288,8 +289,10 @@ def main(argv: list[str] | None = None) -> None:
         n_threads = load_section("base", args.params).n_threads
         evaluation = load_section("evaluate", args.params)
         contract = load_contract(args.contract)
-        test = pd.read_parquet(args.test)
-        train_index = pd.read_parquet(args.train, columns=[contract.target.column]).index
+        test = read_split(args.test, required=(contract.target.column,))
+        if test.empty:
+            raise StageError(f"{args.test}: the test split has no rows to judge a package on")
+        train_index = read_split(args.train, columns=[contract.target.column]).index
         inputs, y = inputs_of(test, contract), test[contract.target.column].to_numpy()
         tracking_params = tracking.settings(args.params, args.contract)
         if args.package and args.version:

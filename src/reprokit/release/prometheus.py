@@ -69,8 +69,18 @@ class Prometheus:
         result = self.query(promql, at)
         if not result:
             return None
-        value = float(result[0]["value"][1])
+        value = self.value(result[0])
         return value if math.isfinite(value) else None
+
+    def value(self, sample: Any, key: str = "value") -> float:
+        """A sample's value (or, with `key="le"`, its bucket's bound); a malformed one is an
+        unexpected answer, which holds the rollout like no answer."""
+        try:
+            return float(sample["value"][1] if key == "value" else sample["metric"].get(key, "nan"))
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+            raise PrometheusUnavailable(
+                f"Prometheus at {redact(self.url)}: unexpected answer ({type(exc).__name__} in a sample)"
+            ) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,8 +109,8 @@ def figures(prometheus: Prometheus, role: str, version: str, window: float, at: 
     )
     cumulative = {}
     for sample in prometheus.query(f"sum by (le) (increase(reprokit_predicted_score_bucket{{{labels}}}{span}))", at):
-        bound = float(sample["metric"].get("le", "nan"))
-        cumulative[bound] = max(float(sample["value"][1]), 0.0)
+        bound = prometheus.value(sample, "le")
+        cumulative[bound] = max(prometheus.value(sample), 0.0)
     counts, below = [], 0.0
     for bound in SCORE_BINS:
         total = cumulative.get(float(bound), below)
@@ -111,9 +121,12 @@ def figures(prometheus: Prometheus, role: str, version: str, window: float, at: 
 
 def checked_url(url: str) -> str:
     """A Prometheus base URL, checked before anything is asked of it (one error, credentials hidden)."""
-    from reprokit.core.paths import web_url
+    from reprokit.core.paths import check_no_credentials, web_url
 
-    return web_url(url, f"Prometheus URL {redact(url)!r}")
+    checked = web_url(url, f"Prometheus URL {redact(url)!r}")
+    # urllib would not send them: the request would fail as if the host were wrong
+    check_no_credentials({"Prometheus URL": checked}, "give the address of a Prometheus that answers without them")
+    return checked
 
 
 def check_selector(selector: str, where: str) -> str:

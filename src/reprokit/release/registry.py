@@ -54,15 +54,7 @@ def aliases(client, name: str) -> dict[str, str]:
     except MlflowException as exc:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
             raise StageError(f"no registered model {name!r}: run `dvc repro` with tracking on first") from None
-        raise unavailable(exc) from None
-
-
-def unavailable(exc: Exception) -> StageError:
-    """A registry that failed to answer, named as such (never "no such model")."""
-    from reprokit.core.redaction import redact_text
-
-    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return StageError(f"the registry did not answer: {redact_text(first)[:300]}")
+        raise tracking.unavailable(exc) from None
 
 
 def _stamp(by: str, reason: str) -> dict[str, str]:
@@ -70,11 +62,19 @@ def _stamp(by: str, reason: str) -> dict[str, str]:
     return {"by": by, "reason": reason, "at": now}
 
 
-def promote(client, name: str, version: str, by: str, reason: str) -> str:
-    """Make `version` (a number or an alias) the champion if its gate passed; return it."""
+def promote(client, name: str, version: str, by: str, reason: str, rollout: bool = False) -> str:
+    """Make `version` (a number or an alias) the champion if its gate passed; return it. The
+    canary of a rollout is promoted by the rollout's last step (`rollout=True`) alone.
+    The alias moves before the record of who and why: a registry failing in between leaves
+    a move without its record, never a record of a move that did not happen."""
     current = aliases(client, name)
     version = current.get(version, version)
     tags = gate_passed(client, name, version, "promote")
+    if not rollout and current.get(split.CANARY) == version and tags.get(ROLLOUT_STATE) in ROLLOUT_ACTIVE:
+        raise StageError(
+            f"version {version} is being rolled out ({tags[ROLLOUT_STATE]}): its last step promotes it "
+            f"(`reprokit rollout {version}` resumes it); `reprokit canary --stop` ends its canary first"
+        )
     previous = current.get(tracking.CHAMPION)
     if previous == version:
         raise StageError(f"{name} version {version} is already the champion")
@@ -84,27 +84,28 @@ def promote(client, name: str, version: str, by: str, reason: str) -> str:
             f"refusing to promote {name} version {version}: its release gate was measured against champion "
             f"{measured}, but the champion is now {previous or 'none'}: run the gate again"
         )
+    client.set_model_version_tag(name, version, "previous_champion", previous or "none")  # rollback's way back
+    client.set_registered_model_alias(name, tracking.CHAMPION, version)
     for key, value in _stamp(by, reason).items():
         client.set_model_version_tag(name, version, f"promoted_{key}", value)
-    client.set_model_version_tag(name, version, "previous_champion", previous or "none")
-    client.set_registered_model_alias(name, tracking.CHAMPION, version)
     if current.get(split.CANARY) == version:  # the champion now: all its traffic is the stable one
         end_canary(client, name, version)
     return version
 
 
 def rollback(client, name: str, by: str, reason: str) -> str:
-    """Move `champion` back to the version it replaced; return that version."""
+    """Move `champion` back to the version it replaced; return that version. The alias moves
+    first, then the record (as `promote`)."""
     current = aliases(client, name).get(tracking.CHAMPION)
     if current is None:
         raise StageError(f"{name} has no champion to roll back")
     previous = client.get_model_version(name, current).tags.get("previous_champion", "none")
     if previous == "none":
         raise StageError(f"{name} version {current} replaced no earlier champion: nothing to roll back to")
+    client.set_registered_model_alias(name, tracking.CHAMPION, previous)
     for key, value in _stamp(by, reason).items():
         client.set_model_version_tag(name, current, f"rolled_back_{key}", value)
         client.set_model_version_tag(name, previous, f"restored_{key}", value)
-    client.set_registered_model_alias(name, tracking.CHAMPION, previous)
     if aliases(client, name).get(split.CANARY) == previous:
         end_canary(client, name, previous)
     return previous
@@ -118,7 +119,7 @@ def version_tags(client, name: str, version: str) -> dict[str, str]:
     except MlflowException as exc:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             raise StageError(f"{name} has no version {version!r}") from None
-        raise unavailable(exc) from None
+        raise tracking.unavailable(exc) from None
 
 
 def gate_passed(client, name: str, version: str, action: str) -> dict[str, str]:
@@ -258,7 +259,15 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(str(exc))
 
     def body() -> str:
+        from mlflow.exceptions import MlflowException
+
         client, name = _client(args.params, args.contract)
+        try:
+            return command(client, name)
+        except MlflowException as exc:  # a registry failing part-way: named as such, never a traceback
+            raise tracking.unavailable(exc) from None
+
+    def command(client, name: str) -> str:
         if args.command == "promote":
             version = promote(client, name, args.version, args.by or default_user(), args.reason)
             return f"{name} version {version} is now the champion"
@@ -275,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
             segment = f" of requests with {'='.join(now.segment)}" if now.segment else ""
             return f"{name} version {version} is the canary at {now.weight:g}%{segment}"
         current = aliases(client, name)
-        for v in sorted(client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version)):
+        for v in sorted(tracking.model_versions(client, name), key=lambda v: int(v.version)):
             marks = ", ".join(
                 f"{a} {v.tags.get(split.WEIGHT_TAG, '0')}%" if a == split.CANARY else a
                 for a, n in current.items()

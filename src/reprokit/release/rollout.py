@@ -18,8 +18,9 @@ alias (rollback), with the reason; after the last step passes, `champion` moves 
 The registry holds the state (version tags `rollout_state`, `rollout_step`, `rollout_reason`,
 `rollout_run_id`), so `reprokit rollout VERSION` resumes an interrupted or held rollout at its
 step. Each rollout is one MLflow run (`rollout-v<VERSION>`) with every window's figures. If
-Prometheus does not answer, the rollout holds at its step (nothing promoted, exit status 1); if
-the registry does not answer, nothing can move and the command stops with the state it had.
+Prometheus does not answer, or the command is interrupted (Ctrl-C, SIGTERM), the rollout holds at
+its step: the canary's share goes to 0 (nothing watches it), nothing is promoted, exit status 1.
+If the registry does not answer, nothing can move and the command stops with the state it had.
 """
 
 from __future__ import annotations
@@ -31,12 +32,13 @@ import json
 import logging
 import math
 import os
+import signal
 import time
 from typing import Any
 
 from reprokit.core.config import RolloutParams, load_section
 from reprokit.core.errors import StageError
-from reprokit.core.redaction import redact, redact_text
+from reprokit.core.redaction import describe_error, redact
 from reprokit.core.running import add_debug_option, run_stage
 from reprokit.model import split
 from reprokit.model.scoring import SCORE_BINS
@@ -247,14 +249,21 @@ class Rollout:
 
     def hold(self, step: int, reason: str, last: dict[str, Any] | None = None) -> StageError:
         """Held at `step`, unless a rollback or the promotion already began: their state stays,
-        so that a resumed run finishes them (never walks a rolled-back canary on)."""
+        so that a resumed run finishes them (never walks a rolled-back canary on). Nothing
+        watches a held canary, so its share goes to 0 first (the stable model answers every
+        request); the alias stays, and a resumed run sets the step's share again."""
         state = self.tags().get(STATE)
         if state in (ROLLING_BACK, ROLLED_BACK, PROMOTED):
             return StageError(
                 f"{reason}; the rollout's state is {state}: `reprokit rollout {self.version}` finishes it"
             )
+        if registry.aliases(self.client, self.name).get(split.CANARY) == self.version:
+            self.tag(split.WEIGHT_TAG, "0")
         self.mark(HELD, step, reason, last)
-        return StageError(f"{reason}; nothing promoted: run `reprokit rollout {self.version}` to resume")
+        return StageError(
+            f"{reason}; the canary's share is 0 while held, nothing promoted: "
+            f"run `reprokit rollout {self.version}` to resume"
+        )
 
     def roll_back(self, step: int, reason: str, last: dict[str, Any] | None) -> StageError:
         """Traffic off first: the state says `rolling_back` before the alias moves, so that a run
@@ -313,7 +322,7 @@ class Rollout:
                 self.mark(RUNNING, step, f"step {step + 1} of {len(params.steps)}")
         self.check_aliases(len(params.steps) - 1, stable_version)  # a change made during the last window
         try:
-            registry.promote(self.client, self.name, self.version, self.by, "rollout: every step passed")
+            registry.promote(self.client, self.name, self.version, self.by, "rollout: every step passed", rollout=True)
         except StageError as exc:  # e.g. the champion moved after the last window: no traffic left unjudged
             registry.stop_canary(self.client, self.name, self.by, f"rollout: promotion refused: {exc}")
             raise self.hold(len(params.steps) - 1, f"promotion refused ({exc}); canary stopped") from None
@@ -389,7 +398,7 @@ def status(client, name: str, version: str | None) -> str:
     if version is None:
         version = current.get(split.CANARY)
     if version is None:
-        found = [v for v in client.search_model_versions(f"name = '{name}'") if STATE in (v.tags or {})]
+        found = [v for v in tracking.model_versions(client, name) if STATE in (v.tags or {})]
         if not found:
             return f"{name}: no rollout"
         version = str(max(found, key=lambda v: int(v.version)).version)
@@ -409,6 +418,10 @@ def status(client, name: str, version: str | None) -> str:
     if RUN in tags:
         lines.append(f"  MLflow run {tags[RUN]}")
     return "\n".join(lines)
+
+
+def interrupted(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -457,10 +470,9 @@ def main(argv: list[str] | None = None) -> None:
             return command(client, name, mlflow, experiment_id)
         except MlflowException as exc:
             if args.command != "start":
-                raise registry.unavailable(exc) from None
-            first = redact_text(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
+                raise tracking.unavailable(exc) from None
             raise StageError(
-                f"the registry at {redact(params.uri)} failed ({first[:300]}); the rollout stopped where the "
+                f"the registry at {redact(params.uri)} failed ({describe_error(exc)}); the rollout stopped where the "
                 "registry last took it (`reprokit rollout status`): `reprokit rollout VERSION` resumes or finishes it"
             ) from None
 
@@ -479,6 +491,7 @@ def main(argv: list[str] | None = None) -> None:
                 raise StageError(str(exc)) from None
             return f"the last {window:g} s compared"
         version = registry.aliases(client, name).get(args.version, args.version)
+        signal.signal(signal.SIGTERM, interrupted)  # a cancelled CI job or `kill`: held as Ctrl-C is
         rollout = Rollout(client, name, version, rollout_params, Prometheus(url), args.by or registry.default_user())
         return rollout.run(mlflow, experiment_id)
 

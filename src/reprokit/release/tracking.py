@@ -23,7 +23,7 @@ from typing import Any, Iterable, Iterator
 from reprokit.core.artifacts import dvc_md5, md5_file
 from reprokit.core.config import TrackingParams, flatten, load_section, read_yaml
 from reprokit.core.errors import StageError
-from reprokit.core.redaction import redact, redact_text
+from reprokit.core.redaction import describe_error, redact
 
 log = logging.getLogger("reprokit.tracking")
 
@@ -120,10 +120,9 @@ def store_errors(params: TrackingParams, redo: str) -> Iterator[None]:
     except StageError:
         raise
     except Exception as exc:  # MlflowException, requests and driver errors alike
-        first = str(exc).splitlines()[0] if str(exc) else ""
         raise StageError(
             f"MLflow tracking store {redact(params.uri)} failed while logging the run "
-            f"({type(exc).__name__}: {redact_text(first[:300])}). "
+            f"({type(exc).__name__}: {describe_error(exc)}). "
             f"The run is incomplete; {redo}"
         ) from None
 
@@ -144,7 +143,7 @@ def open_store(params: TrackingParams):
     except Exception as exc:  # MlflowException, connection and driver errors alike
         raise StageError(
             f"MLflow tracking store {redact(params.uri)} is unreachable or misconfigured ({type(exc).__name__}: "
-            f"{redact_text(str(exc).splitlines()[0]) if str(exc) else ''}). Start it, fix MLFLOW_TRACKING_URI, "
+            f"{describe_error(exc)}). Start it, fix MLFLOW_TRACKING_URI, "
             "or set tracking.enabled: false in params.yaml"
         ) from None
     return mlflow, experiment.experiment_id
@@ -296,14 +295,39 @@ def flat_metrics(metrics: dict[str, Any], subgroups: dict[str, Any]) -> dict[str
     return flat
 
 
-def find_version(client, name: str, package_md5: str):
-    """The registered version holding this exact package, or None."""
+def unavailable(exc: Exception) -> StageError:
+    """A registry that failed to answer, named as such (never "no such model" or "no version")."""
+    return StageError(f"the registry did not answer: {describe_error(exc)}")
+
+
+def name_filter(name: str) -> str:
+    """The search filter for the versions of registered model `name`, quoted as MLflow's filter
+    grammar allows (it has no escape: a name holding `'` is quoted with `"`)."""
+    if "'" not in name:
+        return f"name = '{name}'"
+    if '"' not in name:
+        return f'name = "{name}"'
+    raise StageError(
+        f"registered model name {name!r} holds both quote characters, which MLflow's search cannot "
+        "name: set tracking.registered_model in params.yaml"
+    )
+
+
+def model_versions(client, name: str) -> list:
+    """Every version of registered model `name` (none when it is not registered). A registry
+    that fails to answer is a `StageError`, never "no version": the gate and `register` would
+    otherwise take a failed lookup for a package never registered."""
     from mlflow.exceptions import MlflowException
 
     try:
-        versions = client.search_model_versions(f"name = '{name}'")
-    except MlflowException:
-        return None
+        return list(client.search_model_versions(name_filter(name)))
+    except MlflowException as exc:
+        raise unavailable(exc) from None
+
+
+def find_version(client, name: str, package_md5: str):
+    """The registered version holding this exact package, or None."""
+    versions = model_versions(client, name)
     matches = [v for v in versions if v.tags.get(PACKAGE_MD5_TAG) == package_md5]
     return min(matches, key=lambda v: int(v.version)) if matches else None
 
@@ -344,10 +368,9 @@ def record_gate(params: TrackingParams, package_md5: str, result: dict[str, Any]
         except StageError:
             raise
         except Exception as exc:  # MlflowException, requests and driver errors alike
-            first = redact_text(str(exc).splitlines()[0]) if str(exc) else ""
             raise StageError(
                 f"MLflow tracking store {redact(params.uri)} failed while recording the gate's verdict "
-                f"({type(exc).__name__}: {first[:300]}); promote accepts no verdict it has not recorded"
+                f"({type(exc).__name__}: {describe_error(exc)}); promote accepts no verdict it has not recorded"
             ) from None
 
 
