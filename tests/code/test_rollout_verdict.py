@@ -288,6 +288,50 @@ def test_a_hold_takes_the_canarys_share_to_0_and_keeps_its_alias(store, params):
     assert split.read_split(client, "churn") == split.Split("3", split.weight_buckets("30"))
 
 
+def test_one_process_walks_a_rollout_and_a_dead_ones_claim_is_taken_over(store, params):
+    """A CI re-run beside a terminal's run: the second is refused while the first is alive and
+    seen; a claim last seen long ago, or of a process of this host that is gone, is taken over;
+    a walker whose claim was taken stops at its next window and its hold changes nothing."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from reprokit.core.errors import StageError
+    from reprokit.model import split
+    from reprokit.release import registry
+
+    client = store
+    gated(client, "2")
+    mine = rollout_of(client, "2", params)
+
+    def claimed_by(owner: str, seen: float) -> None:
+        client.set_model_version_tag("churn", "2", "rollout_state", "running")
+        client.set_model_version_tag("churn", "2", "rollout_owner", owner)
+        client.set_model_version_tag("churn", "2", "rollout_heartbeat", str(round(seen)))
+
+    claimed_by("pid 1 on elsewhere (abcd1234)", time.time())
+    with pytest.raises(StageError, match=r"being walked by another process \(pid 1 on elsewhere \(abcd1234\), seen"):
+        mine.claim(mine.tags())
+    claimed_by("pid 1 on elsewhere (abcd1234)", time.time() - mine.stale_after() - 5)
+    mine.claim(mine.tags())
+    assert mine.tags()["rollout_owner"] == mine.owner
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    claimed_by(f"pid {gone.stdout.strip()} on {socket.gethostname()} (dead0000)", time.time())
+    mine.claim(mine.tags())
+    second = rollout_of(client, "2", params)  # this very process, alive: refused
+    with pytest.raises(StageError, match="being walked by another process"):
+        second.claim(second.tags())
+
+    registry.set_canary(client, "churn", "2", "25", None, "ana", "rollout", rollout=True)
+    client.set_model_version_tag("churn", "2", "rollout_owner", "pid 1 on elsewhere (ffff0000)")
+    with pytest.raises(StageError, match="another process took over the rollout of churn version 2"):
+        mine.check_aliases(0, "1")
+    assert "changed nothing" in str(mine.hold(0, "interrupted"))
+    assert split.read_split(client, "churn") == split.Split("2", split.weight_buckets("25"))
+    assert mine.tags()["rollout_state"] == "running"
+
+
 def test_promote_refuses_the_canary_of_an_active_rollout(store):
     """Its last step promotes it; promoted by hand mid-walk, a resumed rollout would record
     steps that never ran. Once its canary is stopped, promote takes it."""

@@ -21,6 +21,8 @@ step. Each rollout is one MLflow run (`rollout-v<VERSION>`) with every window's 
 Prometheus does not answer, or the command is interrupted (Ctrl-C, SIGTERM), the rollout holds at
 its step: the canary's share goes to 0 (nothing watches it), nothing is promoted, exit status 1.
 If the registry does not answer, nothing can move and the command stops with the state it had.
+One process walks a rollout (`rollout_owner`, `rollout_heartbeat`): a second is refused while the
+first lives and was seen lately.
 """
 
 from __future__ import annotations
@@ -32,8 +34,11 @@ import json
 import logging
 import math
 import os
+import re
 import signal
+import socket
 import time
+import uuid
 from typing import Any
 
 from reprokit.core.config import RolloutParams, load_section
@@ -63,6 +68,7 @@ STATE, STEP, REASON, RUN, LAST = (
     "rollout_last",
 )
 STEPS, REFERENCE, WINDOWS = "rollout_steps", "rollout_stable_reference", "rollout_windows"
+OWNER, BEAT = "rollout_owner", "rollout_heartbeat"  # the process walking it, and when it was last seen
 RUNNING, HELD, ROLLING_BACK, ROLLED_BACK, PROMOTED = "running", "held", "rolling_back", "rolled_back", "promoted"
 
 
@@ -107,6 +113,44 @@ class Rollout:
         self.client, self.name, self.version, self.params = client, name, version, params
         self.prometheus, self.by = prometheus, by
         self.stable_reference: Figures | None = None
+        self.owner = f"pid {os.getpid()} on {socket.gethostname()} ({uuid.uuid4().hex[:8]})"
+
+    def stale_after(self) -> float:
+        """Seconds without a heartbeat after which a running rollout's process is taken for dead:
+        two windows with their settling, and a minute for a slow registry."""
+        return 2 * (self.params.window_seconds + self.params.settle_seconds) + 60
+
+    def claim(self, tags: dict[str, str]) -> None:
+        """Make this process the rollout's only walker. A rollout another process walks (its
+        state running, its heartbeat recent: a CI re-run beside a terminal, say) is refused;
+        MLflow has no compare-and-set, so two that claim at once both write, and the one whose
+        claim was overwritten stops at its next window (`check_owner`)."""
+        other = tags.get(OWNER)
+        if tags.get(STATE) == RUNNING and other not in (None, self.owner):
+            try:
+                age = time.time() - float(tags.get(BEAT, "0"))
+            except ValueError:
+                age = math.inf
+            if age < self.stale_after() and alive(other):
+                raise StageError(
+                    f"the rollout of {self.name} version {self.version} is being walked by another process "
+                    f"({other[:120]}, seen {max(age, 0):.0f} s ago): let it finish or stop it (Ctrl-C or kill: "
+                    f"it holds); one that died without holding is resumed after {self.stale_after():.0f} s"
+                )
+        self.tag(OWNER, self.owner)
+        self.beat()
+
+    def beat(self) -> None:
+        self.tag(BEAT, str(round(time.time())))
+
+    def check_owner(self) -> None:
+        """Stop, changing nothing, where another process claimed the rollout (`claim`)."""
+        if self.tags().get(OWNER) != self.owner:
+            raise StageError(
+                f"another process took over the rollout of {self.name} version {self.version}; this one "
+                "stops without changing anything"
+            )
+        self.beat()
 
     def tags(self) -> dict[str, str]:
         return registry.version_tags(self.client, self.name, self.version)
@@ -215,6 +259,7 @@ class Rollout:
             self.preflight()
         except PrometheusUnavailable as exc:
             raise StageError(f"{exc}; nothing was changed") from None
+        self.claim(tags)
         if STEPS not in tags:  # a rollout resumes only with the steps it began with
             self.tag(STEPS, self.steps_text())
         stable_version = registry.aliases(self.client, self.name)[tracking.CHAMPION]
@@ -252,11 +297,14 @@ class Rollout:
         so that a resumed run finishes them (never walks a rolled-back canary on). Nothing
         watches a held canary, so its share goes to 0 first (the stable model answers every
         request); the alias stays, and a resumed run sets the step's share again."""
-        state = self.tags().get(STATE)
+        tags = self.tags()
+        state = tags.get(STATE)
         if state in (ROLLING_BACK, ROLLED_BACK, PROMOTED):
             return StageError(
                 f"{reason}; the rollout's state is {state}: `reprokit rollout {self.version}` finishes it"
             )
+        if tags.get(OWNER) not in (None, self.owner):  # another process walks it now: its state, not ours
+            return StageError(f"{reason}; another process walks the rollout now: this one changed nothing")
         if registry.aliases(self.client, self.name).get(split.CANARY) == self.version:
             self.tag(split.WEIGHT_TAG, "0")
         self.mark(HELD, step, reason, last)
@@ -331,7 +379,9 @@ class Rollout:
 
     def check_aliases(self, step: int, stable_version: str) -> None:
         """Hold where the registry changed by hand: the canary stopped or replaced, or the
-        champion moved (the gate was measured against the old one; the canary is stopped)."""
+        champion moved (the gate was measured against the old one; the canary is stopped).
+        First, stop where another process has claimed the rollout."""
+        self.check_owner()
         current = registry.aliases(self.client, self.name)
         if current.get(split.CANARY) != self.version:
             raise self.hold(step, "the canary was stopped or replaced by hand")
@@ -390,6 +440,21 @@ def comparison(client, name: str, prometheus: Prometheus, window: float, selecto
             + "".join(f"{role:>8} {value:.3f}" for (role, _, _), value in zip(rows, shares, strict=True))
         )
     return "\n".join(lines)
+
+
+def alive(owner: str) -> bool:
+    """Whether the process a `rollout_owner` tag names may still run: one on this host that is
+    gone (the registry failed under it, it was killed) is not; one elsewhere cannot be asked."""
+    found = re.fullmatch(r"pid (\d+) on (\S+) \(\w+\)", owner)
+    if found is None or found.group(2) != socket.gethostname():
+        return True
+    try:
+        os.kill(int(found.group(1)), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # another user's process, or no pid at all
+        return True
+    return True
 
 
 def status(client, name: str, version: str | None) -> str:
