@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import hashlib
 import json
 import logging
 import os
@@ -89,7 +88,9 @@ def pull_request_text(figures: dict, batch: str) -> tuple[str, str]:
 def branch_name(batch: str) -> str:
     path = Path(batch)
     if path.is_file():
-        digest = hashlib.md5(path.read_bytes()).hexdigest()[:12]
+        from reprokit.core.artifacts import md5_file
+
+        digest = md5_file(path)[:12]  # read in blocks: a batch can be larger than memory
     else:
         digest = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(batch.rsplit("?", 1)[0]).name)[:40]
     return f"retrain/drift-{digest}"

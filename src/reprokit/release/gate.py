@@ -37,7 +37,6 @@ terminal, stderr shows the latency samples taken of the total.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import time
@@ -173,7 +172,7 @@ def champion_train_index(version) -> set[str]:
     if recorded is None:
         raise StageError(f"champion version {version.version} records no split identity ({tracking.TRAIN_INDEX_TAG})")
     text = mlflow.artifacts.load_text(f"runs:/{version.run_id}/{tracking.TRAIN_INDEX_ARTIFACT}")
-    if hashlib.md5(text.encode()).hexdigest() != recorded:
+    if tracking.listing_md5(text) != recorded:
         raise StageError(f"champion version {version.version}: its training-row list does not match its tag")
     return set(json.loads(text))
 
