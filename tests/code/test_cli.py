@@ -40,7 +40,10 @@ def test_help_lists_every_command_with_one_line_each():
 def test_every_command_has_help_with_an_example(name):
     done = run(name, "--help")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith(f"usage: reprokit {name}")
+    command = COMMANDS[name]  # a shortcut into a subcommand (`promote`) is named as it: `registry promote`
+    owner = next(n for n, c in COMMANDS.items() if c.module == command.module and not c.argv)
+    usage = f"usage: reprokit {owner} {command.argv[0]}" if command.argv else f"usage: reprokit {name}"
+    assert done.stdout.startswith(usage + " "), done.stdout
     example = done.stdout.rstrip().splitlines()[-1].strip()
     assert example == COMMANDS[name].example and example.startswith(f"reprokit {name}")
     assert done.stdout.count("example:") == 1, done.stdout  # shown once
@@ -66,6 +69,22 @@ def test_bash_completion_completes_command_names():
     done = subprocess.run(["bash", "--norc", "-c", probe], capture_output=True, text=True)
     assert done.stdout.splitlines() == ["score", "retrain registry report remote repro-check"]
     assert run("completion", "zsh").returncode == 2
+    shown = run("completion", "--help")
+    assert shown.returncode == 0 and shown.stdout.startswith("usage: reprokit completion bash")
+    assert shown.stdout.rstrip().endswith("source <(reprokit completion bash)")
+
+
+@pytest.mark.parametrize(
+    "argv, usage",
+    [
+        (["canary", "--weight", "150", "--reason", "x"], "usage: reprokit registry canary "),
+        (["compare", "--window", "-5"], "usage: reprokit rollout compare "),
+    ],
+)
+def test_a_shortcuts_usage_error_shows_its_own_usage(argv, usage):
+    """Not the parent's (`{show,promote,rollback,canary}`)."""
+    done = run(*argv)
+    assert done.returncode == 2 and done.stderr.startswith(usage), done.stderr
 
 
 def test_the_front_door_imports_nothing_but_the_standard_library():

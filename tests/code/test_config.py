@@ -207,3 +207,28 @@ def test_edit_yaml_changes_only_the_values_it_sets(repo):
     assert len(added.splitlines()) == len(text.splitlines()) + 1  # one line added, nothing else moved
     with pytest.raises(ConfigError, match=r"params\.yaml: not valid YAML"):
         edit_yaml("a: [", {}, "params.yaml")
+
+
+def test_edit_yaml_keeps_every_line_it_does_not_set_byte_for_byte():
+    """A round trip wrote an empty null as `null` and re-spaced comments: retrain's patch then
+    changed lines nobody asked for (`experiment:` → `experiment: null`)."""
+    from reprokit.core.config import edit_yaml
+
+    text = (
+        "monitor:   # the monitor\n"
+        "  batch: data/a.parquet   #  the batch\n"
+        "  alpha: 0.01\n"
+        "tracking:\n"
+        "  experiment:               # null: the dataset's name\n"
+        "  registered_model: ~    # also null\n"
+        "  other: Null\n"
+        "train:\n"
+        "  hist_gradient_boosting:\n"
+        "    learning_rate: 0.1   # step\n"
+    )
+    updated = edit_yaml(text, {("monitor", "batch"): "data/b.parquet"}, "params.yaml")
+    changed = [(a, b) for a, b in zip(text.splitlines(), updated.splitlines(), strict=True) if a != b]
+    (set_line,) = [b for _, b in changed]  # only the line set; its comment stays (re-spaced to fit)
+    assert set_line.startswith('  batch: "data/b.parquet" ') and set_line.endswith("#  the batch")
+    added = edit_yaml(text, {("train", "hist_gradient_boosting", "max_bins"): 128}, "params.yaml")
+    assert added == text + "    max_bins: 128\n"

@@ -141,3 +141,17 @@ def test_the_monitor_refuses_a_webhook_that_is_not_http_before_anything_is_read(
     with pytest.raises(StageError, match=f"{URL_VARIABLE}: expected http") as caught:
         post_verdict({"verdict": "ok"}, name="churn", batch="no/such/batch.parquet")
     assert "s3cret" not in str(caught.value)
+
+
+def test_an_output_whose_name_says_another_format_is_refused_naming_it():
+    """`reprokit gate --out README.md` replaced the README with JSON; `score ... dataset.yaml`
+    wrote Parquet bytes into the contract."""
+    from reprokit.core.errors import StageError
+    from reprokit.core.paths import check_suffix
+
+    check_suffix({"out": "metrics/gate.json", "other": None}, (".json",), "JSON")
+    check_suffix({"output": "s3://bucket/Scores.PARQUET?versionId=1"}, (".parquet", ".pq"), "Parquet")
+    for name in ("README.md", "gate.json.bak", "gate", "https://user:pw@host/x.md"):
+        with pytest.raises(StageError, match=r"is written as JSON: give it a name ending \.json$") as error:
+            check_suffix({"out": name}, (".json",), "JSON")
+        assert str(error.value).startswith("output out (") and "pw" not in str(error.value)

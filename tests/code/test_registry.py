@@ -170,7 +170,7 @@ def test_promote_requires_a_passed_gate_and_rollback_restores_the_previous_champ
     root, client = store
     name = "synthetic_loans"
     first, first_pipeline = publish(root, loan_data, 10)
-    with pytest.raises(StageError, match="its release gate has not been run"):
+    with pytest.raises(StageError, match=r"its release gate has not been run \(`reprokit gate --version 1` runs it"):
         registry.promote(client, name, "challenger", "ana", "first release")
     assert first["version"] == "1"
     assert gate(root, loan_data, "pkg-10", min_auc=0.5) == "true"
@@ -365,3 +365,22 @@ def test_the_gate_tests_the_challenger_version_and_promote_takes_exactly_that(st
     assert json.loads((root / "gate.json").read_text())["challenger_version"] == "1"
     with pytest.raises(SystemExit):
         gate_main([*args, "--version", "7"])
+
+
+def test_the_gate_refuses_an_out_named_for_another_format_and_a_missing_package(tmp_path, monkeypatch, caplog):
+    """`--out README.md` replaced the README with the verdict's JSON; `--package nosuch` was a raw errno."""
+    import logging
+
+    from reprokit.release.gate import main as gate_main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "README.md").write_text("mine\n")
+    for args, message in (
+        (["--out", "README.md"], "output out (README.md) is written as JSON: give it a name ending .json"),
+        (["--package", "nosuch"], "--package nosuch: no such package directory"),
+    ):
+        caplog.clear()
+        with pytest.raises(SystemExit, match="1"), caplog.at_level(logging.ERROR, logger="reprokit"):
+            gate_main(args)
+        assert message in caplog.text and "Traceback" not in caplog.text
+    assert (tmp_path / "README.md").read_text() == "mine\n"

@@ -158,6 +158,17 @@ def test_unknown_base_is_a_clear_error(repo):
         build_report("nope", repo, repo / "out")
 
 
+def test_an_out_that_is_a_file_or_cannot_be_made_is_a_clear_error(repo):
+    """Before: FileExistsError and FileNotFoundError tracebacks; the file is left as it was."""
+    commit(repo, {"params.yaml": "a: 1\n"}, "one")
+    (repo / "README.md").write_text("mine\n")
+    with pytest.raises(ReportError, match="--out .*README.md is a file: it names the folder for report.md"):
+        build_report("HEAD", repo, repo / "README.md")
+    assert (repo / "README.md").read_text() == "mine\n"
+    with pytest.raises(ReportError, match="--out .*README.md/sub: cannot make the folder"):
+        build_report("HEAD", repo, repo / "README.md" / "sub")
+
+
 @pytest.mark.parametrize(
     "key, better",
     [
@@ -273,3 +284,4 @@ def test_a_verdict_measured_for_another_package_is_never_shown_as_the_heads(repo
     text = build_report("HEAD~1", repo, repo / "out")
     assert "Verdict:" not in text and "min_test_roc_auc" not in text
     assert "No verdict for this head's package (`bbbb.dir`): `metrics/gate.json` was measured for `aaaa.dir`" in text
+    assert "Run `reprokit gate --package models/package` on this head" in text  # the challenger may be another

@@ -128,6 +128,19 @@ def test_retrain_takes_an_enforced_alert_for_the_alert_it_is_outside_a_checkout(
     assert not (out / "retrain").exists() and not (out / "monitor/monitor.json").exists()
 
 
+def test_an_output_named_for_another_format_or_a_missing_holdout_is_one_error(project):
+    """`--metrics-out README.md` replaced the README with JSON (and wrote beside it); a
+    mistyped `--holdout` was dropped without a word, changing what the AUC check compares."""
+    for args, message in (
+        (["--metrics-out", "README.md"], "output metrics-out (README.md) is written as JSON"),
+        (["--rules-out", "rules.json"], "output rules-out (rules.json) is written as YAML"),
+        (["--holdout", "data/prepared/tst.parquet"], "data/prepared/tst.parquet: no such file"),
+    ):
+        done = run(project, "reprokit.monitoring.monitor", "data/batches/no_drift.parquet", *args)
+        assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert not (project / "README.md").exists() and not (project / "rules.json").exists()
+
+
 def test_missing_and_unknown_columns_are_named(project, tmp_path):
     batch = pd.read_parquet(project / "data/batches/no_drift.parquet")
     batch = batch.drop(columns=["tenure", "contract"]).assign(loyalty_points=1)

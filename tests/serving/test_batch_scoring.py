@@ -312,10 +312,16 @@ def test_no_output_overwrites_the_input_whatever_its_name(tmp_path, raw_csv, tel
     assert ") and output rejects (" in done.stderr and "output output" not in done.stderr, done.stderr
     done = score(good, f"{telco_package}/MLmodel", "--model", telco_package)
     assert done.returncode == 1 and "input model" in done.stderr
-    for args in ([tmp_path / "scores.csv"], [tmp_path / "o.parquet", "--rejects", tmp_path / "rejects.csv.gz"]):
-        done = score(good, *args, "--model", telco_package)  # a CSV name would hold Parquet bytes
+    mistyped = (
+        [tmp_path / "scores.csv"],
+        [tmp_path / "o.parquet", "--rejects", tmp_path / "rejects.csv.gz"],
+        [tmp_path / "dataset.yaml"],  # a mistyped argument would replace a tracked file with Parquet bytes
+        [tmp_path / "scores"],
+    )
+    for args in mistyped:
+        done = score(good, *args, "--model", telco_package)
         assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1, done.stderr
-        assert "names a CSV file, but scores and rejects are written as Parquet" in done.stderr, done.stderr
+        assert "is written as Parquet: give it a name ending .parquet or .pq" in done.stderr, done.stderr
     assert md5(good) == before and not (tmp_path / "o.parquet").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "hard.csv", "soft.csv"]
 

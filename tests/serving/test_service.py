@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import signal
 import threading
 import time
@@ -605,6 +606,35 @@ def test_a_package_directory_that_cannot_load_stops_the_service_with_one_line(tm
     assert len(errors) == 2 and f"cannot load {copy}: " in errors[0] and problem in errors[0], done.stderr
     assert errors[1].endswith("Application startup failed. Exiting."), done.stderr
     assert all(line.startswith(("INFO ", "ERROR")) for line in lines), done.stderr  # no line goes on the error
+
+
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_a_service_waiting_for_its_registry_model_stops_on_a_signal(tmp_path, signum):
+    """uvicorn's handlers end only a started server: one retrying `models:/...` every 30 s used
+    to wait through every SIGTERM (a pod's stop) and Ctrl-C, until SIGKILL."""
+    import signal
+    import subprocess
+    import sys
+
+    from servers import free_port
+
+    log = tmp_path / "serve.log"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    argv = ["models:/nosuch@champion", "--port", str(free_port()), "--poll-seconds", "30"]
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "reprokit.serving.serve", *argv], stderr=stderr, cwd=tmp_path, env=env
+        )
+    try:
+        deadline = time.monotonic() + 300  # only catches a hang
+        while "retrying in 30 s" not in log.read_text() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        process.send_signal(getattr(signal, signum))
+        assert process.wait(timeout=120) == 3, log.read_text()
+    finally:
+        process.kill()
+    text = log.read_text()
+    assert "stopped while waiting for models:/nosuch@champion" in text and "Traceback" not in text, text
 
 
 def test_docs_serves_the_interactive_openapi_page(service):

@@ -137,6 +137,15 @@ complete -o filenames -F _reprokit reprokit
 """
 
 
+COMPLETION_HELP = """usage: reprokit completion bash
+
+Print a bash completion script for reprokit's commands (and file names after them).
+
+example:
+  source <(reprokit completion bash)
+"""
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -144,6 +153,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(0 if argv else 2)
     name, rest = argv[0], argv[1:]
     if name == "completion":
+        if rest in (["-h"], ["--help"]):
+            print(COMPLETION_HELP, end="")
+            return
         if rest != ["bash"]:
             print("reprokit completion: only `bash` is supported: source <(reprokit completion bash)", file=sys.stderr)
             raise SystemExit(2)
@@ -155,7 +167,10 @@ def main(argv: list[str] | None = None) -> None:
         hint = f"; did you mean `{close[0]}`?" if close else ""
         print(f"reprokit: no command {name!r}{hint} (reprokit --help lists them)", file=sys.stderr)
         raise SystemExit(2)
-    sys.argv[0] = f"reprokit {name}"  # argparse's prog: usage lines and errors name the front door
+    # argparse's prog: usage lines and errors name the front door; a shortcut into another
+    # command's subcommand (`promote`: `registry promote`) is named as that command
+    owner = next((n for n, c in COMMANDS.items() if c.module == command.module and not c.argv), name)
+    sys.argv[0] = f"reprokit {owner if command.argv else name}"
     module = importlib.import_module(command.module)
     try:
         module.main([*command.argv, *rest])

@@ -256,7 +256,7 @@ def gate_section(gate: Any, head_package: str | None) -> list[str]:
             "## Release gate",
             "",
             f"No verdict for this head's package (`{head_package}`): `{GATE_FILE}` was measured for "
-            f"`{measured}`. Run `reprokit gate` on this package.",
+            f"`{measured}`. Run `reprokit gate --package models/package` on this head and commit `{GATE_FILE}`.",
             "",
         ]
     verdict = "✅ passed" if gate.get("passed") else "❌ failed"
@@ -310,7 +310,12 @@ def build_report(base: str, root: Path, out_dir: Path, images_note: str | None =
     instead of embedding them (for a comment whose images must not be uploaded).
     """
     base_rev = resolve(base, root)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ReportError(f"--out {out_dir} is a file: it names the folder for report.md and its images")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReportError(f"--out {out_dir}: cannot make the folder ({exc.strerror or type(exc).__name__})") from None
     head_params, base_params = read_params(None, root), read_params(base_rev, root)
     head_metrics, base_metrics = read_metrics(None, root), read_metrics(base_rev, root)
     has_base_lock = git_show(base_rev, "dvc.lock", root) is not None

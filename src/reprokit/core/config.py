@@ -359,6 +359,7 @@ def edit_yaml(text: str, changes: dict[tuple[str, ...], Any], where: str) -> str
         data = editor.load(text)
     except YAMLError as exc:
         raise ConfigError(f"{where}: not valid YAML: {yaml_problem(exc)}") from None
+    touched, added = set(), False  # the lines of the keys set, and whether a key was added
     for path, value in changes.items():
         parent = data
         for key in path[:-1]:
@@ -369,10 +370,14 @@ def edit_yaml(text: str, changes: dict[tuple[str, ...], Any], where: str) -> str
             raise ConfigError(f"{where}: no {'.'.join(path)} to set")
         if path[-1] in parent and _same_value(parent[path[-1]], value):
             continue  # already so: left as written (its quotes, `1.0e-3` or `0x10` too)
+        if path[-1] in parent:
+            touched.add(parent.lc.key(path[-1])[0])
+        else:
+            added = True
         parent[path[-1]] = DoubleQuotedScalarString(value) if isinstance(value, str) else value
     buffer = io.StringIO()
     editor.dump(data, buffer)
-    updated = buffer.getvalue()
+    updated = _untouched_lines_kept(text, buffer.getvalue(), touched, added)
     reread = YAML(typ="safe").load(updated)
     for path, value in changes.items():
         found = reread
@@ -384,6 +389,25 @@ def edit_yaml(text: str, changes: dict[tuple[str, ...], Any], where: str) -> str
 
 
 NULL_TAG = "tag:yaml.org,2002:null"
+
+
+def _untouched_lines_kept(original: str, dumped: str, touched: set[int], added: bool) -> str:
+    """`dumped` (ruamel's round trip of `original` with some keys set) with every line it
+    changed outside those keys' lines (`touched`, 0-based) put back as it was: a round trip
+    writes an empty null as `null`, or re-spaces a comment. Lines it inserted stay when a key
+    was `added`. Used only if it reads as the same document, else `dumped` as it is."""
+    import difflib
+
+    from ruamel.yaml import YAML
+
+    before, after = original.splitlines(keepends=True), dumped.splitlines(keepends=True)
+    kept: list[str] = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, before, after, autojunk=False).get_opcodes():
+        ours = any(i1 <= line < max(i2, i1 + 1) for line in touched)
+        kept += after[j1:j2] if tag == "equal" or ours or (tag == "insert" and added) else before[i1:i2]
+    merged = "".join(kept)
+    safe = YAML(typ="safe")
+    return merged if safe.load(merged) == safe.load(dumped) else dumped
 
 
 _SECTIONS: dict[str, type] = {

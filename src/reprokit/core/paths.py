@@ -21,7 +21,7 @@ import os
 import re
 import unicodedata
 import urllib.parse
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from reprokit.core.errors import StageError
@@ -182,6 +182,18 @@ def check_outputs(inputs: dict[str, str], outputs: dict[str, str], folders: tupl
                     f"{called(kind, second)} ({redact(other)}) lies inside {called('output', first)} "
                     f"({redact(place)}), a folder the command empties first: give it a folder of its own"
                 )
+
+
+def check_suffix(outputs: dict[str, str], suffixes: tuple[str, ...], written: str) -> None:
+    """Refuse an output whose name does not say what is written there (`scores.parquet`, not
+    `dataset.yaml`: a mistyped argument would replace a tracked file with bytes of another
+    kind). Each dict maps what a location is to the location; `written` names the format."""
+    for what, where in outputs.items():
+        if where and not PurePosixPath(str(where).split("?", 1)[0]).name.lower().endswith(suffixes):
+            raise StageError(
+                f"{called('output', what)} ({redact(str(where))}) is written as {written}: "
+                f"give it a name ending {' or '.join(suffixes)}"
+            )
 
 
 def called(kind: str, name: str) -> str:

@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
 
     def body() -> str:
-        from reprokit.core.paths import check_arguments, check_no_credentials
+        from reprokit.core.paths import check_arguments, check_no_credentials, check_suffix
         from reprokit.core.redaction import redact
         from reprokit.core.threads import thread_budget
         from reprokit.model.loading import load_model
@@ -177,6 +177,8 @@ def main(argv: list[str] | None = None) -> None:
             default_outputs(args)
         check_no_credentials({"batch": args.batch})
         check_arguments(args, ("metrics_out", "plots_out", "images_dir", "rules_out"), ("images_dir",))
+        check_suffix({"metrics-out": args.metrics_out, "plots-out": args.plots_out}, (".json",), "JSON")
+        check_suffix({"rules-out": args.rules_out}, (".yml", ".yaml"), "YAML")
         seed, n_threads = stage_params.value("base.seed"), stage_params.value("base.n_threads")
         if args.engine == "dask":
             figures, comparisons, reference_scores, model = on_dask(args, contract, params, seed, n_threads)

@@ -282,8 +282,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     def body() -> str:
+        from reprokit.core.paths import check_suffix
         from reprokit.release import tracking
 
+        check_suffix({"out": args.out}, (".json",), "JSON")
+        if args.package and not Path(args.package).is_dir():
+            raise StageError(f"--package {args.package}: no such package directory (models/package after `dvc repro`)")
         params = load_section("gate", args.params)
         n_threads = load_section("base", args.params).n_threads
         evaluation = load_section("evaluate", args.params)
@@ -369,7 +373,7 @@ def main(argv: list[str] | None = None) -> None:
         failed = [name for name, c in result["checks"].items() if not c["passed"]]
         summary = "passed" if result["passed"] else f"FAILED: {', '.join(failed)}"
         for name, c in result["checks"].items():
-            state = "ok" if c["passed"] else f"FAILED {c.get('note', '')}".rstrip()
+            state = f"{'ok' if c['passed'] else 'FAILED'} {c.get('note', '')}".rstrip()
             log.info("  %-22s %-10s limit %-8s %s", name, c["value"], c["limit"], state)
         if failed and (args.enforce or params.enforce):
             raise StageError(f"release gate {summary} (see {args.out})")

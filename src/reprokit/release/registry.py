@@ -130,7 +130,7 @@ def gate_passed(client, name: str, version: str, action: str) -> dict[str, str]:
         state = "failed" if tags.get("gate_passed") == "false" else "has not been run"
         raise StageError(
             f"refusing to {action} {name} version {version}: its release gate {state} "
-            "(reprokit gate; see metrics/gate.json)"
+            f"(`reprokit gate --version {version}` runs it; see metrics/gate.json)"
         )
     return tags
 
@@ -248,15 +248,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "canary":
         if args.stop and (args.version or args.weight is not None or args.segment is not None):
-            parser.error("canary --stop takes no version, --weight or --segment")
+            canary.error("canary --stop takes no version, --weight or --segment")
         if not args.stop and args.weight is None:
-            parser.error("canary needs --weight PERCENT (or --stop)")
+            canary.error("canary needs --weight PERCENT (or --stop)")
         try:
             if args.weight is not None:
                 split.weight_buckets(args.weight)
             split.parse_segment(args.segment)
         except split.SplitError as exc:
-            parser.error(str(exc))
+            canary.error(str(exc))
 
     def body() -> str:
         from mlflow.exceptions import MlflowException

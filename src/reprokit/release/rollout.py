@@ -517,7 +517,7 @@ def main(argv: list[str] | None = None) -> None:
     compare.add_argument("--prometheus", default=None, help=f"Prometheus URL (default: ${PROMETHEUS_ENV}, else params)")
     args = parser.parse_args(argv)
     if args.command == "compare" and args.window is not None and not (math.isfinite(args.window) and args.window >= 1):
-        parser.error("--window must be a number of seconds, at least 1")
+        compare.error("--window must be a number of seconds, at least 1")
 
     def body() -> str:
         from mlflow.exceptions import MlflowException
@@ -560,7 +560,7 @@ def main(argv: list[str] | None = None) -> None:
         rollout = Rollout(client, name, version, rollout_params, Prometheus(url), args.by or registry.default_user())
         return rollout.run(mlflow, experiment_id)
 
-    run_stage("rollout", body, debug=args.debug)
+    run_stage("compare" if args.command == "compare" else "rollout", body, debug=args.debug)
 
 
 if __name__ == "__main__":

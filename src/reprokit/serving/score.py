@@ -37,7 +37,6 @@ from reprokit.core.batchfiles import (
     add_reading_options,
     chunks,
     column_names,
-    format_from_name,
     partition_files,
     partition_names,
     reading,
@@ -381,8 +380,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
 
     def body() -> str:
-        from reprokit.core.paths import check_no_credentials, check_outputs
-        from reprokit.core.redaction import redact
+        from reprokit.core.paths import check_no_credentials, check_outputs, check_suffix
         from reprokit.core.threads import thread_budget
         from reprokit.model.scoring_model import thread_budget_setting
         from reprokit.model.trust import package_contract
@@ -398,12 +396,8 @@ def main(argv: list[str] | None = None) -> None:
             rejects = args.rejects or default_rejects(args.output)
         outputs = {"output": args.output, "rejects": rejects}
         check_outputs({"input": args.input, "model": args.model}, outputs, tuple(outputs) if jobs else ())
-        for what, where in outputs.items():
-            if jobs is None and format_from_name(where) == "csv":
-                raise StageError(
-                    f"{redact(where)} ({what}) names a CSV file, but scores and rejects are written as Parquet: "
-                    "name it .parquet"
-                )
+        if jobs is None:  # partitioned runs write folders of part files
+            check_suffix(outputs, (".parquet", ".pq"), "Parquet")
         import time
 
         if jobs is not None:

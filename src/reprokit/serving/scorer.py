@@ -70,19 +70,25 @@ class Scorer:
         self.tasks.append(asyncio.create_task(self.batches()))
 
     async def first_load(self) -> None:
-        while self.model is None:
-            try:
-                model = await asyncio.get_running_loop().run_in_executor(self.executor, self.load, self.settings.model)
-            except Exception as exc:  # noqa: BLE001 - a registry may recover: retry; a directory will not
-                if not self.settings.model.startswith("models:/"):
-                    raise StartupFailed(f"cannot load {self.settings.model}: {exc}") from None
-                log.error(
-                    "cannot load %s: %s; retrying in %.0f s", self.settings.model, exc, self.settings.poll_seconds
-                )
-                await asyncio.sleep(self.settings.poll_seconds)
-                continue
-            self.model = model
-            self.metrics.show_version(None, model.version)
+        with stop_requested() as stopping:
+            while self.model is None:
+                try:
+                    model = await asyncio.get_running_loop().run_in_executor(
+                        self.executor, self.load, self.settings.model
+                    )
+                except Exception as exc:  # noqa: BLE001 - a registry may recover: retry; a directory will not
+                    if not self.settings.model.startswith("models:/"):
+                        raise StartupFailed(f"cannot load {self.settings.model}: {exc}") from None
+                    log.error(
+                        "cannot load %s: %s; retrying in %.0f s", self.settings.model, exc, self.settings.poll_seconds
+                    )
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(stopping.wait(), self.settings.poll_seconds)
+                    if stopping.is_set():
+                        raise StartupFailed(f"stopped while waiting for {self.settings.model}") from None
+                    continue
+                self.model = model
+                self.metrics.show_version(None, model.version)
         if self.settings.shadow:
             self.tasks.append(asyncio.create_task(self.follow_shadow()))
         if self.settings.canary:
@@ -319,6 +325,33 @@ class Scorer:
             task.cancel()
         # A load still waiting on the registry must not hold the shutdown up.
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def stop_requested():
+    """An event set by SIGTERM or SIGINT while the block runs. uvicorn's own handlers (kept, and
+    called too) only end a server that has started: one still waiting for its registry model
+    would otherwise wait through every stop request (a pod's, a terminal's Ctrl-C)."""
+    import signal
+
+    loop, stopping = asyncio.get_running_loop(), asyncio.Event()
+    kept = {}
+
+    def handler(signum, frame) -> None:
+        loop.call_soon_threadsafe(stopping.set)
+        if callable(kept[signum]):
+            kept[signum](signum, frame)
+
+    try:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            kept[signum] = signal.signal(signum, handler)
+    except ValueError:  # not the main thread (an app run in a test's thread): nothing to catch
+        pass
+    try:
+        yield stopping
+    finally:
+        for signum, previous in kept.items():
+            signal.signal(signum, previous)
 
 
 class StartupFailed(Exception):
