@@ -232,3 +232,12 @@ def test_edit_yaml_keeps_every_line_it_does_not_set_byte_for_byte():
     assert set_line.startswith('  batch: "data/b.parquet" ') and set_line.endswith("#  the batch")
     added = edit_yaml(text, {("train", "hist_gradient_boosting", "max_bins"): 128}, "params.yaml")
     assert added == text + "    max_bins: 128\n"
+    # Where putting lines back would mix indent widths, or a merge key brings the key: the round
+    # trip as it is, never an error
+    for source, path, value in (
+        ("monitor:\n    batch: data/a.csv\n\n    enforce: false\n", ("monitor", "batch"), "data/b.csv"),
+        ("train:\n    model: x\n    lr: 0.1\n\n    depth: 3\n", ("train", "lr"), 0.2),
+        ("base: &b {lr: 1}\ntrain:\n  <<: *b\n  depth: 3\n", ("train", "lr"), 2),
+    ):
+        edited = yaml.safe_load(edit_yaml(source, {path: value}, "params.yaml"))
+        assert edited[path[0]][path[1]] == value and len(edited[path[0]]) == len(yaml.safe_load(source)[path[0]])

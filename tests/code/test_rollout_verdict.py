@@ -290,8 +290,10 @@ def test_a_hold_takes_the_canarys_share_to_0_and_keeps_its_alias(store, params):
 
 def test_one_process_walks_a_rollout_and_a_dead_ones_claim_is_taken_over(store, params):
     """A CI re-run beside a terminal's run: the second is refused while the first is alive and
-    seen; a claim last seen long ago, or of a process of this host that is gone, is taken over;
-    a walker whose claim was taken stops at its next window and its hold changes nothing."""
+    holds its lease (the walker's own windows); a lease that is over, or a process of this host
+    that is gone (or had this pid before), is taken over; a walker whose claim was taken stops at
+    its next window and its hold changes nothing."""
+    import os
     import socket
     import subprocess
     import sys
@@ -305,23 +307,31 @@ def test_one_process_walks_a_rollout_and_a_dead_ones_claim_is_taken_over(store, 
     gated(client, "2")
     mine = rollout_of(client, "2", params)
 
-    def claimed_by(owner: str, seen: float) -> None:
+    def claimed_by(owner: str, lease_until: float) -> None:
         client.set_model_version_tag("churn", "2", "rollout_state", "running")
         client.set_model_version_tag("churn", "2", "rollout_owner", owner)
-        client.set_model_version_tag("churn", "2", "rollout_heartbeat", str(round(seen)))
+        client.set_model_version_tag("churn", "2", "rollout_lease_until", str(round(lease_until)))
 
-    claimed_by("pid 1 on elsewhere (abcd1234)", time.time())
-    with pytest.raises(StageError, match=r"being walked by another process \(pid 1 on elsewhere \(abcd1234\), seen"):
+    claimed_by("pid 1 on elsewhere (abcd1234)", time.time() + 3600)  # a walker with long windows
+    with pytest.raises(StageError, match=r"walked by another process \(pid 1 on elsewhere \(abcd1234\)\).* in 3[56]"):
         mine.claim(mine.tags())
-    claimed_by("pid 1 on elsewhere (abcd1234)", time.time() - mine.stale_after() - 5)
+    claimed_by("pid 1 on elsewhere (abcd1234)", time.time() - 5)  # its lease is over
     mine.claim(mine.tags())
     assert mine.tags()["rollout_owner"] == mine.owner
+    assert float(mine.tags()["rollout_lease_until"]) >= time.time() + mine.stale_after() - 60
+    host = socket.gethostname()
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    claimed_by(f"pid {gone.stdout.strip()} on {socket.gethostname()} (dead0000)", time.time())
-    mine.claim(mine.tags())
-    second = rollout_of(client, "2", params)  # this very process, alive: refused
-    with pytest.raises(StageError, match="being walked by another process"):
-        second.claim(second.tags())
+    for owner in (f"pid {gone.stdout.strip()} on {host} (dead0000)", f"pid {os.getpid()} on {host} (restart0)"):
+        claimed_by(owner, time.time() + 3600)  # gone, or an earlier process with this pid: taken over at once
+        mine.claim(mine.tags())
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"]) as walker:
+        try:
+            claimed_by(f"pid {walker.pid} on {host} (live0000)", time.time() + 3600)
+            with pytest.raises(StageError, match="being walked by another process"):
+                mine.claim(mine.tags())
+        finally:
+            walker.kill()
+    claimed_by(mine.owner, time.time())
 
     registry.set_canary(client, "churn", "2", "25", None, "ana", "rollout", rollout=True)
     client.set_model_version_tag("churn", "2", "rollout_owner", "pid 1 on elsewhere (ffff0000)")

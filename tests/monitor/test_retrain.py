@@ -83,9 +83,11 @@ def test_the_patch_applies_with_git_whatever_the_last_line(tmp_path, repo, monke
     updated = set_batch(original, "data/batches/new.parquet")
     (tmp_path / "params.yaml").write_text(original)
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    monkeypatch.chdir(tmp_path)
-    patch = params_patch(str(tmp_path / "params.yaml"), original, updated)  # named from the root
-    assert patch == params_patch("params.yaml", original, updated)
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    patch = params_patch("../params.yaml", original, updated)  # named from the checkout's root
+    assert patch == params_patch(str(tmp_path / "params.yaml"), original, updated)
+    assert patch.startswith("--- a/params.yaml\n+++ b/params.yaml\n")
     (tmp_path / "change.patch").write_text(patch)
     subprocess.run(["git", "apply", "change.patch"], cwd=tmp_path, check=True)
     assert (tmp_path / "params.yaml").read_text() == updated

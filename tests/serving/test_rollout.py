@@ -298,7 +298,14 @@ def test_prometheus_down_or_sigterm_mid_rollout_holds_at_share_0_and_the_rollout
         shown = rollout(parts, "status")
         assert f"version {version}: held at step {step + 1}; canary at 0%" in shown.stdout
         run = tags(parts, version)[rollouts.RUN]
-        stopped = rollout(parts, version, wait=False)  # the suite's Prometheus, from the step it held at
+        # The suite's Prometheus, from the step it held at; a long window: no verdict before the signal
+        stopped = rollout(
+            parts,
+            version,
+            "--params",
+            write_params(parts.root, repo, "params-long.yaml", window_seconds=600),
+            wait=False,
+        )
         try:
             wait_until(lambda: stopped.poll() is not None or share(parts) > 0, "the resumed rollout set no share")
             stopped.terminate()

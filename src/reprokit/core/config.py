@@ -370,9 +370,9 @@ def edit_yaml(text: str, changes: dict[tuple[str, ...], Any], where: str) -> str
             raise ConfigError(f"{where}: no {'.'.join(path)} to set")
         if path[-1] in parent and _same_value(parent[path[-1]], value):
             continue  # already so: left as written (its quotes, `1.0e-3` or `0x10` too)
-        if path[-1] in parent:
+        try:
             touched.add(parent.lc.key(path[-1])[0])
-        else:
+        except KeyError:  # a new key, or one a merge key (`<<: *base`) brings: written as ruamel writes it
             added = True
         parent[path[-1]] = DoubleQuotedScalarString(value) if isinstance(value, str) else value
     buffer = io.StringIO()
@@ -399,6 +399,7 @@ def _untouched_lines_kept(original: str, dumped: str, touched: set[int], added: 
     import difflib
 
     from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
 
     before, after = original.splitlines(keepends=True), dumped.splitlines(keepends=True)
     kept: list[str] = []
@@ -407,7 +408,11 @@ def _untouched_lines_kept(original: str, dumped: str, touched: set[int], added: 
         kept += after[j1:j2] if tag == "equal" or ours or (tag == "insert" and added) else before[i1:i2]
     merged = "".join(kept)
     safe = YAML(typ="safe")
-    return merged if safe.load(merged) == safe.load(dumped) else dumped
+    try:
+        same = safe.load(merged) == safe.load(dumped)
+    except YAMLError:  # lines of two indent widths put together: not a document
+        same = False
+    return merged if same else dumped
 
 
 _SECTIONS: dict[str, type] = {

@@ -97,9 +97,18 @@ def branch_name(batch: str) -> str:
 
 
 def params_patch(params: str, original: str, updated: str) -> str:
-    """The change from `original` to `updated` as a patch of `params` (a path from the
-    repository root) that `git apply` takes; made in memory: the file itself is never touched."""
-    path = Path(os.path.relpath(params)).as_posix()
+    """The change from `original` to `updated` as a patch of the file `params` that `git apply`
+    takes at the root of the checkout it lies in (from here outside one); made in memory: the
+    file itself is never touched."""
+    where = Path(params).resolve()
+    try:
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], cwd=where.parent, capture_output=True, text=True, timeout=30
+        )
+        root = Path(top.stdout.strip()).resolve() if top.returncode == 0 else Path.cwd().resolve()
+    except (OSError, subprocess.TimeoutExpired):
+        root = Path.cwd().resolve()
+    path = Path(os.path.relpath(where, root)).as_posix()
     lines = difflib.unified_diff(
         original.splitlines(keepends=True), updated.splitlines(keepends=True), f"a/{path}", f"b/{path}"
     )

@@ -21,8 +21,8 @@ step. Each rollout is one MLflow run (`rollout-v<VERSION>`) with every window's 
 Prometheus does not answer, or the command is interrupted (Ctrl-C, SIGTERM), the rollout holds at
 its step: the canary's share goes to 0 (nothing watches it), nothing is promoted, exit status 1.
 If the registry does not answer, nothing can move and the command stops with the state it had.
-One process walks a rollout (`rollout_owner`, `rollout_heartbeat`): a second is refused while the
-first lives and was seen lately.
+One process walks a rollout (`rollout_owner`, `rollout_lease_until`): a second is refused while the
+first lives and holds its lease.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ STATE, STEP, REASON, RUN, LAST = (
     "rollout_last",
 )
 STEPS, REFERENCE, WINDOWS = "rollout_steps", "rollout_stable_reference", "rollout_windows"
-OWNER, BEAT = "rollout_owner", "rollout_heartbeat"  # the process walking it, and when it was last seen
+OWNER, LEASE = "rollout_owner", "rollout_lease_until"  # the process walking it, and until when it holds it
 RUNNING, HELD, ROLLING_BACK, ROLLED_BACK, PROMOTED = "running", "held", "rolling_back", "rolled_back", "promoted"
 
 
@@ -116,32 +116,35 @@ class Rollout:
         self.owner = f"pid {os.getpid()} on {socket.gethostname()} ({uuid.uuid4().hex[:8]})"
 
     def stale_after(self) -> float:
-        """Seconds without a heartbeat after which a running rollout's process is taken for dead:
-        two windows with their settling, and a minute for a slow registry."""
+        """How long a walker's lease lasts from its last renewal (every window and step): two
+        windows with their settling, and a minute for a slow registry. It is written as a time
+        (`rollout_lease_until`), so a claimer judges it by the walker's params, not its own."""
         return 2 * (self.params.window_seconds + self.params.settle_seconds) + 60
 
     def claim(self, tags: dict[str, str]) -> None:
         """Make this process the rollout's only walker. A rollout another process walks (its
-        state running, its heartbeat recent: a CI re-run beside a terminal, say) is refused;
-        MLflow has no compare-and-set, so two that claim at once both write, and the one whose
-        claim was overwritten stops at its next window (`check_owner`)."""
+        state running, its lease not over, the process alive as far as this host can tell: a CI
+        re-run beside a terminal, say) is refused; MLflow has no compare-and-set, so two that
+        claim at once both write, and the one whose claim was overwritten stops at its next
+        window or step (`check_owner`)."""
         other = tags.get(OWNER)
         if tags.get(STATE) == RUNNING and other not in (None, self.owner):
             try:
-                age = time.time() - float(tags.get(BEAT, "0"))
+                left = float(tags.get(LEASE, "0")) - time.time()  # the walker's own lease: its params' windows
             except ValueError:
-                age = math.inf
-            if age < self.stale_after() and alive(other):
+                left = 0.0
+            if left > 0 and alive(other):
                 raise StageError(
                     f"the rollout of {self.name} version {self.version} is being walked by another process "
-                    f"({other[:120]}, seen {max(age, 0):.0f} s ago): let it finish or stop it (Ctrl-C or kill: "
-                    f"it holds); one that died without holding is resumed after {self.stale_after():.0f} s"
+                    f"({other[:120]}): let it finish or stop it (Ctrl-C or kill: it holds); if it died "
+                    f"without holding, its lease ends in {math.ceil(left)} s"
                 )
         self.tag(OWNER, self.owner)
-        self.beat()
+        self.renew()
 
-    def beat(self) -> None:
-        self.tag(BEAT, str(round(time.time())))
+    def renew(self) -> None:
+        """Hold the rollout for two more windows and a minute (`stale_after`)."""
+        self.tag(LEASE, str(round(time.time() + self.stale_after())))
 
     def check_owner(self) -> None:
         """Stop, changing nothing, where another process claimed the rollout (`claim`)."""
@@ -150,7 +153,7 @@ class Rollout:
                 f"another process took over the rollout of {self.name} version {self.version}; this one "
                 "stops without changing anything"
             )
-        self.beat()
+        self.renew()
 
     def tags(self) -> dict[str, str]:
         return registry.version_tags(self.client, self.name, self.version)
@@ -326,6 +329,7 @@ class Rollout:
         params = self.params
         while step < len(params.steps):
             weight = params.steps[step]
+            self.check_owner()  # a walker whose claim was taken moves no weight
             registry.set_canary(self.client, self.name, self.version, str(weight), "", self.by, "rollout", rollout=True)
             self.mark(RUNNING, step, f"step {step + 1} of {len(params.steps)}: {weight:g}%")
             log.info(
@@ -448,6 +452,8 @@ def alive(owner: str) -> bool:
     found = re.fullmatch(r"pid (\d+) on (\S+) \(\w+\)", owner)
     if found is None or found.group(2) != socket.gethostname():
         return True
+    if int(found.group(1)) == os.getpid():  # a process before this one with its pid (a container restarted)
+        return False
     try:
         os.kill(int(found.group(1)), 0)
     except ProcessLookupError:
