@@ -181,7 +181,8 @@ def test_batch_work_and_the_service_have_their_own_thread_budgets(tmp_path):
 
 def test_edit_yaml_changes_only_the_values_it_sets(repo):
     """The one editor of params.yaml (tune --apply, retrain): comments, quotes and `null`s kept."""
-    from reprokit.core.config import ConfigError, edit_yaml
+    from reprokit.core.config import ConfigError
+    from reprokit.core.yamledit import edit_yaml
 
     text = (repo / "params.yaml").read_text()
     assert edit_yaml(text, {}, "params.yaml") == text
@@ -212,7 +213,7 @@ def test_edit_yaml_changes_only_the_values_it_sets(repo):
 def test_edit_yaml_keeps_every_line_it_does_not_set_byte_for_byte():
     """A round trip wrote an empty null as `null` and re-spaced comments: retrain's patch then
     changed lines nobody asked for (`experiment:` → `experiment: null`)."""
-    from reprokit.core.config import edit_yaml
+    from reprokit.core.yamledit import edit_yaml
 
     text = (
         "monitor:   # the monitor\n"

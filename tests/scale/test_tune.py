@@ -17,7 +17,7 @@ from commands import HANG_S
 from dasks import executed
 
 from reprokit.core.artifacts import write_parquet
-from reprokit.core.config import edit_yaml
+from reprokit.core.yamledit import edit_yaml
 
 REPO_FILES = ("params.yaml", "dataset.yaml")
 GRID = {"max_iter": [20, 40], "max_leaf_nodes": [3, 7], "max_bins": [128]}  # max_bins: a key params.yaml lacks

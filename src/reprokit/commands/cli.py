@@ -71,12 +71,12 @@ COMMANDS: dict[str, Command] = {
         ("canary",),
     ),
     "rollout": Command(
-        "reprokit.release.rollout",
+        "reprokit.release.rollout_command",
         "roll a version out as a canary, step by step, judged on Prometheus; roll back on a breach",
         "reprokit rollout 4 --prometheus http://127.0.0.1:9090",
     ),
     "compare": Command(
-        "reprokit.release.rollout",
+        "reprokit.release.rollout_command",
         "the canary beside the stable model over a window (an A/B test's figures, from Prometheus)",
         "reprokit compare --window 3600",
         ("compare",),

@@ -176,7 +176,7 @@ def exp_run_line(trained: str, model: str, best: dict[str, Any], current: dict[s
 def apply_best(params_file: str, model: str, best: dict[str, Any]) -> None:
     """Write `best` into `params_file` as `train.model` and `train.<model>`, comments kept."""
     from reprokit.core.artifacts import write_bytes_atomic
-    from reprokit.core.config import edit_yaml
+    from reprokit.core.yamledit import edit_yaml
 
     with open(params_file, encoding="utf-8") as handle:
         text = handle.read()

@@ -35,8 +35,9 @@ def set_batch(params_text: str, batch: str) -> str:
     kept as it is, comments included. Only a plain path inside the repository or a storage URL
     without credentials or query is taken (`reprokit.core.paths.batch_location`): the file is
     committed, and the batch's name comes from a workflow input or an object key."""
-    from reprokit.core.config import ConfigError, edit_yaml
+    from reprokit.core.config import ConfigError
     from reprokit.core.paths import batch_location
+    from reprokit.core.yamledit import edit_yaml
 
     batch = batch_location(batch, "the batch for monitor.batch")
     try:
